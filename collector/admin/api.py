@@ -1,0 +1,431 @@
+"""Management API handlers (`/v1/admin`, design section 6) and the route table that also
+generates the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from collector.admin import schemas as s
+from collector.admin.errors import ApiError, from_validation
+from collector.admin.match import match_quality
+from collector.services import Services
+from delivery.config import ConsentSettings, Health, Integration, PinterestConfig, Source
+from delivery.pinterest.catalog import TROUBLESHOOTING, Catalog, catalog
+from delivery.pinterest.payload import Event, UserData
+from delivery.pinterest.normalize import sha256
+from delivery.secrets import mask
+from delivery.store import DebugRecord
+
+_encoder = msgspec.json.Encoder()
+MAX_LIMIT = 100
+MAX_ADMIN_BODY = 256 * 1024
+SSE_HEARTBEAT = 15.0
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(obj), status, media_type="application/json")
+
+
+def new_id(prefix: str) -> str:
+    return prefix + base64.b32encode(secrets.token_bytes(10)).decode().lower()
+
+
+def new_pipeline_key() -> str:
+    return "dk_live_" + secrets.token_urlsafe(24)
+
+
+def snippet(public_url: str, pipeline_key: str) -> str:
+    return (
+        '<script>!function(w,n){var d=w[n]=w[n]||[];"page track identify group consent reset flush"'
+        '.split(" ").forEach(function(m){d[m]=d[m]||function(){d.push([m,[].slice.call(arguments)])}})}'
+        '(window,"_df")</script>\n'
+        f'<script async src="{public_url.rstrip("/")}/d.js" data-pipeline-key="{pipeline_key}"></script>'
+    )
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    method: str
+    path: str  # below /v1/admin
+    handler: str  # method name on Api
+    summary: str
+    body: Any = None
+    response: Any = None
+    status: int = 200
+    query: tuple[str, ...] = ()
+
+
+class Api:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.store = services.store
+        self.queue = services.queue
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def decode(self, request: Request, type_: Any) -> Any:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.split(";")[0].strip().lower().endswith("json"):
+            raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_ADMIN_BODY:
+                raise ApiError(413, "body_too_large", f"body is over {MAX_ADMIN_BODY // 1024} KB")
+        try:
+            return msgspec.json.decode(body, type=type_)
+        except msgspec.ValidationError as exc:
+            raise from_validation(exc) from None
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
+
+    @staticmethod
+    def limit(request: Request, default: int = 50) -> int:
+        raw = request.query_params.get("limit")
+        if raw is None:
+            return default
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise ApiError(400, "invalid_field", f"limit: a whole number from 1 to {MAX_LIMIT}", "limit")
+        return int(raw)
+
+    @staticmethod
+    def int_cursor(request: Request) -> int | None:
+        raw = request.query_params.get("cursor")
+        if not raw:
+            return None
+        if not raw.isdigit() or len(raw) > 18:
+            raise ApiError(400, "invalid_cursor", "cursor: use the next_cursor of the previous page", "cursor")
+        return int(raw)
+
+    def page(self, request: Request, items: list, key=lambda x: x.id) -> dict:
+        """Cursor pagination over an ordered snapshot list; the cursor is the last id seen."""
+        limit = self.limit(request)
+        cursor = request.query_params.get("cursor")
+        if cursor:
+            ids = [key(i) for i in items]
+            if cursor not in ids:
+                raise ApiError(400, "invalid_cursor", "cursor: use the next_cursor of the previous page", "cursor")
+            items = items[ids.index(cursor) + 1:]
+        chunk = items[:limit]
+        has_more = len(items) > limit
+        return {"data": chunk, "next_cursor": key(chunk[-1]) if has_more else None, "has_more": has_more}
+
+    def source_or_404(self, source_id: str) -> Source:
+        source = self.store.source(source_id)
+        if source is None:
+            raise ApiError(404, "not_found", f"no source with id {source_id}")
+        return source
+
+    def integration_or_404(self, integration_id: str) -> Integration:
+        integration = self.store.integration(integration_id)
+        if integration is None:
+            raise ApiError(404, "not_found", f"no integration with id {integration_id}")
+        return integration
+
+    # --- views --------------------------------------------------------------------------
+
+    def source_out(self, src: Source) -> s.SourceOut:
+        return s.SourceOut(
+            id=src.id, name=src.name, pipeline_key=src.pipeline_key, domain=src.domain,
+            allowed_origins=src.allowed_origins, cookie_domain=src.cookie_domain,
+            default_country=src.default_country,
+            consent=s.Consent(src.consent.enabled, list(src.consent.default_categories)),
+            rate_limit_per_second=src.rate_limit_per_second, rate_limit_burst=src.rate_limit_burst,
+            created_at=iso(src.created_at), updated_at=iso(src.updated_at),
+            snippet=snippet(self.s.settings.edge_url, src.pipeline_key),
+        )
+
+    async def integration_out(self, integ: Integration) -> s.IntegrationOut:
+        cfg = integ.config
+        stats = await self.queue.stats(integ.id)
+        health = integ.health
+        return s.IntegrationOut(
+            id=integ.id, source_id=integ.source_id, vendor=integ.vendor, name=integ.name, enabled=integ.enabled,
+            variant=integ.variant, consent_categories=integ.consent_categories,
+            config=s.PinterestConfigOut(
+                ad_account_id=cfg.ad_account_id, access_token=mask(cfg.access_token),
+                conversion_token=mask(cfg.conversion_token), test_mode=cfg.test_mode, event_map=cfg.event_map,
+                send_custom_event_name=cfg.send_custom_event_name,
+                rate_limit_per_second=cfg.rate_limit_per_second, rate_limit_burst=cfg.rate_limit_burst,
+            ),
+            health=s.HealthOut(
+                status=health.status, problem=health.problem,
+                message=TROUBLESHOOTING.get(health.problem) if health.problem else None,
+                pinterest_message=health.message, checked_at=iso(health.at),
+            ),
+            delivery=s.DeliveryCounts(
+                accepted=stats.accepted, filtered=stats.filtered, queued=stats.queued, in_flight=stats.in_flight,
+                delivered=stats.delivered, dead_lettered=stats.dead_lettered, last_error=stats.last_error,
+                last_error_at=iso(stats.last_error_at),
+            ),
+            warnings=config_warnings(cfg),
+            created_at=iso(integ.created_at), updated_at=iso(integ.updated_at),
+        )
+
+    # --- sources --------------------------------------------------------------------------
+
+    async def list_sources(self, request: Request) -> Response:
+        page = self.page(request, self.store.sources())
+        page["data"] = [self.source_out(x) for x in page["data"]]
+        return json_response(page)
+
+    async def create_source(self, request: Request) -> Response:
+        body: s.SourceCreate = await self.decode(request, s.SourceCreate)
+        source_id = body.id or new_id("src_")
+        if self.store.source(source_id):
+            raise ApiError(409, "conflict", f"a source with id {source_id} already exists", "id")
+        now = time.time()
+        source = Source(
+            id=source_id, name=body.name, pipeline_key=new_pipeline_key(), created_at=now, updated_at=now,
+            domain=body.domain, allowed_origins=body.allowed_origins, cookie_domain=body.cookie_domain,
+            default_country=body.default_country.upper() if body.default_country else None,
+            consent=ConsentSettings(body.consent.enabled, list(body.consent.default_categories)),
+            rate_limit_per_second=body.rate_limit_per_second, rate_limit_burst=body.rate_limit_burst,
+        )
+        await self.store.put_source(source, "create")
+        return json_response(self.source_out(source), 201)
+
+    async def get_source(self, request: Request) -> Response:
+        return json_response(self.source_out(self.source_or_404(request.path_params["id"])))
+
+    async def patch_source(self, request: Request) -> Response:
+        source = self.source_or_404(request.path_params["id"])
+        body: s.SourcePatch = await self.decode(request, s.SourcePatch)
+        changes = {k: v for k in s.SourcePatch.__struct_fields__ if (v := getattr(body, k)) is not msgspec.UNSET}
+        if "consent" in changes:
+            changes["consent"] = ConsentSettings(changes["consent"].enabled, list(changes["consent"].default_categories))
+        if changes.get("default_country"):
+            changes["default_country"] = changes["default_country"].upper()
+        updated = msgspec.structs.replace(source, **changes, updated_at=time.time())
+        await self.store.put_source(updated, "update")
+        return json_response(self.source_out(updated))
+
+    async def delete_source(self, request: Request) -> Response:
+        source = self.source_or_404(request.path_params["id"])
+        if self.store.integrations(source.id):
+            raise ApiError(409, "conflict", "this source still has integrations; delete them first")
+        await self.store.delete_source(source.id)
+        return Response(status_code=204)
+
+    async def rotate_key(self, request: Request) -> Response:
+        source = self.source_or_404(request.path_params["id"])
+        updated = msgspec.structs.replace(source, pipeline_key=new_pipeline_key(), updated_at=time.time())
+        await self.store.put_source(updated, "rotate-key")
+        return json_response(self.source_out(updated))
+
+    # --- integrations ---------------------------------------------------------------------
+
+    async def list_integrations(self, request: Request) -> Response:
+        source_id = request.query_params.get("source_id")
+        page = self.page(request, self.store.integrations(source_id or None))
+        page["data"] = [await self.integration_out(x) for x in page["data"]]
+        return json_response(page)
+
+    async def create_integration(self, request: Request) -> Response:
+        body: s.IntegrationCreate = await self.decode(request, s.IntegrationCreate)
+        if self.store.source(body.source_id) is None:
+            raise ApiError(400, "unknown_source", f"source_id: no source with id {body.source_id}; create the source first",
+                           "source_id")
+        now = time.time()
+        integration = Integration(
+            id=new_id("int_"), source_id=body.source_id, name=body.name, created_at=now, updated_at=now,
+            vendor=body.vendor, enabled=body.enabled, variant=body.variant,
+            consent_categories=list(body.consent_categories),
+            config=msgspec.convert(msgspec.to_builtins(body.config), PinterestConfig),
+        )
+        await self.store.put_integration(integration, "create")
+        return json_response(await self.integration_out(integration), 201)
+
+    async def get_integration(self, request: Request) -> Response:
+        return json_response(await self.integration_out(self.integration_or_404(request.path_params["id"])))
+
+    async def patch_integration(self, request: Request) -> Response:
+        integ = self.integration_or_404(request.path_params["id"])
+        body: s.IntegrationPatch = await self.decode(request, s.IntegrationPatch)
+        changes: dict[str, Any] = {
+            k: v for k in ("name", "enabled", "variant", "consent_categories")
+            if (v := getattr(body, k)) is not msgspec.UNSET
+        }
+        if body.config is not msgspec.UNSET:
+            config_changes = {
+                k: v for k in s.PinterestConfigPatch.__struct_fields__
+                if (v := getattr(body.config, k)) is not msgspec.UNSET
+            }
+            changes["config"] = msgspec.structs.replace(integ.config, **config_changes)
+            credentials = {"ad_account_id", "access_token", "conversion_token"} & config_changes.keys()
+            if credentials and integ.health.status == "unhealthy":
+                changes["health"] = Health("pending", at=time.time())
+        updated = msgspec.structs.replace(integ, **changes, updated_at=time.time())
+        await self.store.put_integration(updated, "update")
+        return json_response(await self.integration_out(updated))
+
+    async def delete_integration(self, request: Request) -> Response:
+        integ = self.integration_or_404(request.path_params["id"])
+        stats = await self.queue.stats(integ.id)
+        waiting = stats.queued + stats.in_flight
+        if waiting and request.query_params.get("discard_queued") != "true":
+            raise ApiError(409, "has_queued_events",
+                           f"{waiting} events are still queued for this integration; disable it and wait for them, "
+                           "or delete with ?discard_queued=true to drop them")
+        await self.store.delete_integration(integ.id)
+        return Response(status_code=204)
+
+    async def test_integration(self, request: Request) -> Response:
+        integ = self.integration_or_404(request.path_params["id"])
+        now = int(time.time())
+        sample = Event(
+            event_name="page_visit", action_source="web", event_time=now,
+            event_id=f"signal-edge-test-{uuid.uuid4()}",
+            user_data=UserData(em=[sha256("test@signal-edge.invalid")], client_ip_address="203.0.113.50",
+                               client_user_agent="signal-edge integration test"),
+            event_source_url="https://signal-edge.invalid/test",
+        )
+        ok, message = await self.s.delivery.send_test(integ, sample)
+        return json_response(s.TestResult(ok, message))
+
+    async def dead_letters(self, request: Request) -> Response:
+        integ = self.integration_or_404(request.path_params["id"])
+        limit = self.limit(request)
+        after = self.int_cursor(request) or 0
+        rows = await self.queue.dead_letters(integ.id, after, limit + 1)
+        data = [
+            s.DeadLetterOut(d.id, d.event_id, d.reason, d.attempts, iso(d.created_at), iso(d.dead_at),
+                            msgspec.json.decode(d.payload))
+            for d in rows[:limit]
+        ]
+        has_more = len(rows) > limit
+        return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+
+    async def replay(self, request: Request) -> Response:
+        integ = self.integration_or_404(request.path_params["id"])
+        body = await self.decode(request, s.ReplayRequest) if _has_body(request) else s.ReplayRequest()
+        count = await self.queue.replay(integ.id, body.ids, time.time())
+        await self.store.audit("replay", "integration", integ.id, None, {"replayed": count, "ids": body.ids})
+        self.s.notify(integ.id)
+        return json_response(s.ReplayResult(count))
+
+    async def match_quality(self, request: Request) -> Response:
+        integ = self.integration_or_404(request.path_params["id"])
+        records = await self.store.debug_records(None, integ.id, "delivered", None, self.limit(request, 100))
+        return json_response(match_quality(integ.id, records))
+
+    # --- catalog, debugger, audit -------------------------------------------------------
+
+    async def get_catalog(self, request: Request) -> Response:
+        return json_response(catalog())
+
+    async def debug_events(self, request: Request) -> Response:
+        q = request.query_params
+        limit = self.limit(request)
+        rows = await self.store.debug_records(q.get("source_id"), q.get("integration_id"), q.get("status"),
+                                              self.int_cursor(request), limit + 1)
+        data = [debug_out(r) for r in rows[:limit]]
+        has_more = len(rows) > limit
+        return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+
+    async def debug_stream(self, request: Request) -> Response:
+        q = request.query_params
+        wanted = {k: q.get(k) for k in ("source_id", "integration_id", "status") if q.get(k)}
+        hub = self.s.hub
+
+        async def events():
+            queue = hub.subscribe()
+            try:
+                yield b": connected\n\n"
+                while True:
+                    try:
+                        record = await asyncio.wait_for(queue.get(), SSE_HEARTBEAT)
+                    except TimeoutError:
+                        yield b": heartbeat\n\n"
+                        continue
+                    if all(getattr(record, k) == v for k, v in wanted.items()):
+                        yield b"data: " + _encoder.encode(debug_out(record)) + b"\n\n"
+            finally:
+                hub.unsubscribe(queue)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def audit_log(self, request: Request) -> Response:
+        limit = self.limit(request)
+        rows = await self.store.audit_log(self.int_cursor(request), limit + 1)
+        data = [s.AuditOut(a.id, iso(a.at), a.action, a.object_type, a.object_id, a.old, a.new) for a in rows[:limit]]
+        has_more = len(rows) > limit
+        return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+
+
+def debug_out(r: DebugRecord) -> s.DebugEventOut:
+    return s.DebugEventOut(
+        id=r.id, at=iso(r.at), source_id=r.source_id, event_id=r.event_id, event=r.event, status=r.status,
+        integration_id=r.integration_id, pinterest_event=r.pinterest_event, attempts=r.attempts, message=r.message,
+        warnings=r.warnings, incoming=r.incoming, payload=r.payload,
+    )
+
+
+def config_warnings(cfg: PinterestConfig) -> list[str]:
+    warnings = []
+    if not cfg.access_token.startswith("pina_"):
+        warnings.append("config.access_token does not start with pina_: check that you pasted the API access token")
+    if cfg.conversion_token and not cfg.conversion_token.startswith("ct_"):
+        warnings.append("config.conversion_token does not start with ct_: check that you pasted the conversion token")
+    if cfg.send_custom_event_name:
+        warnings.append("config.send_custom_event_name: Pinterest's published schema does not list "
+                        "custom_event_name; Pinterest may reject custom events")
+    return warnings
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return bool(length and length != "0") or "chunked" in request.headers.get("transfer-encoding", "")
+
+
+Page = s.page_of
+ROUTES: tuple[ApiRoute, ...] = (
+    ApiRoute("GET", "/sources", "list_sources", "List sources", response=Page(s.SourceOut), query=("cursor", "limit")),
+    ApiRoute("POST", "/sources", "create_source", "Create a source", s.SourceCreate, s.SourceOut, 201),
+    ApiRoute("GET", "/sources/{id}", "get_source", "Get a source", response=s.SourceOut),
+    ApiRoute("PATCH", "/sources/{id}", "patch_source", "Update a source", s.SourcePatch, s.SourceOut),
+    ApiRoute("DELETE", "/sources/{id}", "delete_source", "Delete a source (without integrations)", status=204),
+    ApiRoute("POST", "/sources/{id}/rotate-key", "rotate_key", "Issue a new pipeline key", response=s.SourceOut),
+    ApiRoute("GET", "/integrations", "list_integrations", "List integrations", response=Page(s.IntegrationOut),
+             query=("source_id", "cursor", "limit")),
+    ApiRoute("POST", "/integrations", "create_integration", "Add a Pinterest integration", s.IntegrationCreate,
+             s.IntegrationOut, 201),
+    ApiRoute("GET", "/integrations/{id}", "get_integration", "Get an integration", response=s.IntegrationOut),
+    ApiRoute("PATCH", "/integrations/{id}", "patch_integration", "Update an integration (omitted secrets are kept)",
+             s.IntegrationPatch, s.IntegrationOut),
+    ApiRoute("DELETE", "/integrations/{id}", "delete_integration", "Delete an integration", status=204,
+             query=("discard_queued",)),
+    ApiRoute("POST", "/integrations/{id}/test", "test_integration", "Send a test event (?test=true) to Pinterest",
+             response=s.TestResult),
+    ApiRoute("GET", "/integrations/{id}/dead-letters", "dead_letters", "List dead letters",
+             response=Page(s.DeadLetterOut), query=("cursor", "limit")),
+    ApiRoute("POST", "/integrations/{id}/dead-letters/replay", "replay", "Replay dead letters (all, or ids)",
+             s.ReplayRequest, s.ReplayResult),
+    ApiRoute("GET", "/integrations/{id}/match-quality", "match_quality", "Identity signals of recent events",
+             response=s.MatchQuality, query=("limit",)),
+    ApiRoute("GET", "/catalog/pinterest", "get_catalog", "Pinterest config fields and variants", response=Catalog),
+    ApiRoute("GET", "/debugger/events", "debug_events", "Recent events and their delivery outcome",
+             response=Page(s.DebugEventOut), query=("source_id", "integration_id", "status", "cursor", "limit")),
+    ApiRoute("GET", "/debugger/stream", "debug_stream", "Live event stream (Server-Sent Events)",
+             query=("source_id", "integration_id", "status")),
+    ApiRoute("GET", "/audit-log", "audit_log", "Configuration changes, newest first", response=Page(s.AuditOut),
+             query=("cursor", "limit")),
+)

@@ -1,0 +1,41 @@
+"""`GET /metrics`: Prometheus text exposition of the delivery accounting."""
+
+from __future__ import annotations
+
+from collector.services import Services
+
+COUNTERS = (
+    ("accepted", "Events accepted at the edge for the integration."),
+    ("filtered", "Events not sent because of consent (or not deliverable types)."),
+    ("delivered", "Events Pinterest processed."),
+    ("dead_lettered", "Events moved to the dead-letter store."),
+)
+GAUGES = (
+    ("queued", "Events waiting in the queue."),
+    ("in_flight", "Events leased by a request to Pinterest."),
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+async def render(services: Services) -> str:
+    integrations = services.store.integrations()
+    stats = {i.id: await services.queue.stats(i.id) for i in integrations}
+    lines: list[str] = []
+    for name, help_text in COUNTERS:
+        metric = f"signal_edge_events_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        lines += [f'{metric}{{integration="{_label(i.id)}"}} {getattr(stats[i.id], name)}' for i in integrations]
+    for name, help_text in GAUGES:
+        metric = f"signal_edge_events_{name}"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+        lines += [f'{metric}{{integration="{_label(i.id)}"}} {getattr(stats[i.id], name)}' for i in integrations]
+    lines += ["# HELP signal_edge_integration_healthy 1 when the last delivery or test succeeded.",
+              "# TYPE signal_edge_integration_healthy gauge"]
+    lines += [f'signal_edge_integration_healthy{{integration="{_label(i.id)}"}} {int(i.health.status != "unhealthy")}'
+              for i in integrations]
+    lines += ["# HELP signal_edge_queue_depth Events queued or in flight, all integrations.",
+              "# TYPE signal_edge_queue_depth gauge", f"signal_edge_queue_depth {services.queue.depth()}"]
+    return "\n".join(lines) + "\n"

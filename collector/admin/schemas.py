@@ -1,0 +1,253 @@
+"""Wire shapes of the management API (design section 6). The handlers decode and encode
+with these, and the OpenAPI document is generated from them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from delivery.pinterest.catalog import CONSENT_CATEGORIES
+from delivery.pinterest.payload import EVENT_NAMES
+from delivery.pinterest.variants import VARIANTS
+
+NonEmpty = Annotated[str, Meta(min_length=1, max_length=200)]
+Secret = Annotated[str, Meta(min_length=1, max_length=2048, description="Stored encrypted; returned masked.")]
+AdAccountId = Annotated[str, Meta(pattern=r"^\d{1,18}$", description="Digits only, e.g. 549764982399.")]
+Hostname = Annotated[str, Meta(pattern=r"^\.?[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.)*[A-Za-z0-9-]{1,63}$", max_length=253)]
+Origin = Annotated[str, Meta(pattern=r"^https?://[^/\s]+$", max_length=300, description="scheme://host[:port]")]
+Country = Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="ISO-3166 alpha-2")]
+SourceId = Annotated[str, Meta(pattern=r"^src_[A-Za-z0-9_-]{3,60}$")]
+Category = Literal[CONSENT_CATEGORIES]  # type: ignore[valid-type]
+EventName = Literal[EVENT_NAMES]  # type: ignore[valid-type]
+VariantKey = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
+RatePerSecond = Annotated[float, Meta(gt=0, le=10_000)]
+Burst = Annotated[int, Meta(ge=1, le=1_000_000)]
+EventMap = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=200)], EventName], Meta(max_length=200)]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+# --- errors and lists --------------------------------------------------------------------
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorDetail
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+class Consent(Strict):
+    enabled: bool = False
+    default_categories: list[Category] = []
+
+
+class SourceCreate(Strict):
+    name: NonEmpty
+    id: SourceId | None = None  # optional: choose the id (e.g. the seed's src_abc123)
+    domain: Hostname | None = None
+    allowed_origins: Annotated[list[Origin], Meta(max_length=50)] = []
+    cookie_domain: Hostname | None = None
+    default_country: Country | None = None
+    consent: Consent = msgspec.field(default_factory=Consent)
+    rate_limit_per_second: RatePerSecond = 1000.0
+    rate_limit_burst: Burst = 20000
+
+
+class SourcePatch(Strict):
+    name: NonEmpty | UnsetType = UNSET
+    domain: Hostname | None | UnsetType = UNSET
+    allowed_origins: Annotated[list[Origin], Meta(max_length=50)] | UnsetType = UNSET
+    cookie_domain: Hostname | None | UnsetType = UNSET
+    default_country: Country | None | UnsetType = UNSET
+    consent: Consent | UnsetType = UNSET
+    rate_limit_per_second: RatePerSecond | UnsetType = UNSET
+    rate_limit_burst: Burst | UnsetType = UNSET
+
+
+class SourceOut(msgspec.Struct):
+    id: str
+    name: str
+    pipeline_key: str
+    domain: str | None
+    allowed_origins: list[str]
+    cookie_domain: str | None
+    default_country: str | None
+    consent: Consent
+    rate_limit_per_second: float
+    rate_limit_burst: int
+    created_at: str
+    updated_at: str
+    snippet: str  # the script tag to paste
+
+
+# --- integrations ------------------------------------------------------------------------
+
+
+class PinterestConfigIn(Strict):
+    ad_account_id: AdAccountId
+    access_token: Secret
+    conversion_token: Secret
+    test_mode: bool = False
+    event_map: EventMap = {}
+    send_custom_event_name: bool = False
+    rate_limit_per_second: RatePerSecond = 100.0
+    rate_limit_burst: Burst = 200
+
+
+class PinterestConfigPatch(Strict):
+    """Only the keys given change; an omitted secret keeps its stored value."""
+
+    ad_account_id: AdAccountId | UnsetType = UNSET
+    access_token: Secret | UnsetType = UNSET
+    conversion_token: Secret | UnsetType = UNSET
+    test_mode: bool | UnsetType = UNSET
+    event_map: EventMap | UnsetType = UNSET
+    send_custom_event_name: bool | UnsetType = UNSET
+    rate_limit_per_second: RatePerSecond | UnsetType = UNSET
+    rate_limit_burst: Burst | UnsetType = UNSET
+
+
+class IntegrationCreate(Strict):
+    source_id: Annotated[str, Meta(min_length=1, max_length=100)]
+    vendor: Literal["pinterest"]
+    name: NonEmpty
+    config: PinterestConfigIn
+    enabled: bool = True
+    consent_categories: list[Category] = []
+    variant: VariantKey = "default"
+
+
+class IntegrationPatch(Strict):
+    name: NonEmpty | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    config: PinterestConfigPatch | UnsetType = UNSET
+    consent_categories: list[Category] | UnsetType = UNSET
+    variant: VariantKey | UnsetType = UNSET
+
+
+class PinterestConfigOut(msgspec.Struct):
+    ad_account_id: str
+    access_token: str  # masked
+    conversion_token: str | None  # masked
+    test_mode: bool
+    event_map: dict[str, str]
+    send_custom_event_name: bool
+    rate_limit_per_second: float
+    rate_limit_burst: int
+
+
+class HealthOut(msgspec.Struct):
+    status: str  # pending | healthy | unhealthy
+    problem: str | None
+    message: str | None  # what to do, in plain words
+    pinterest_message: str | None
+    checked_at: str | None
+
+
+class DeliveryCounts(msgspec.Struct):
+    accepted: int
+    filtered: int
+    queued: int
+    in_flight: int
+    delivered: int
+    dead_lettered: int
+    last_error: str | None
+    last_error_at: str | None
+
+
+class IntegrationOut(msgspec.Struct):
+    id: str
+    source_id: str
+    vendor: str
+    name: str
+    enabled: bool
+    variant: str
+    consent_categories: list[str]
+    config: PinterestConfigOut
+    health: HealthOut
+    delivery: DeliveryCounts
+    warnings: list[str]
+    created_at: str
+    updated_at: str
+
+
+class TestResult(msgspec.Struct):
+    ok: bool
+    message: str
+
+
+class ReplayRequest(Strict):
+    ids: Annotated[list[int], Meta(max_length=10_000)] | None = None  # None: all
+
+
+class ReplayResult(msgspec.Struct):
+    replayed: int
+
+
+class DeadLetterOut(msgspec.Struct):
+    id: int
+    event_id: str | None
+    reason: str
+    attempts: int
+    created_at: str
+    dead_at: str
+    event: Any  # the queued event (PII hashed)
+
+
+class DebugEventOut(msgspec.Struct, omit_defaults=True):
+    id: int | None
+    at: str
+    source_id: str
+    event_id: str
+    event: str
+    status: str
+    integration_id: str | None = None
+    pinterest_event: str | None = None
+    attempts: int = 0
+    message: str | None = None
+    warnings: list[str] = []
+    incoming: Any = None
+    payload: Any = None
+
+
+class AuditOut(msgspec.Struct):
+    id: int
+    at: str
+    action: str
+    object_type: str
+    object_id: str
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+
+class MatchSignal(msgspec.Struct):
+    signal: str
+    share: float  # 0..1 of the events looked at
+    count: int
+
+
+class MatchQuality(msgspec.Struct):
+    integration_id: str
+    events: int  # how many recent events were looked at
+    signals: list[MatchSignal]
+    weakest: str | None
+    hint: str | None
+
+
+def page_of(item_type: Any) -> Any:
+    """The list envelope `{data, next_cursor, has_more}` for `item_type`."""
+    return msgspec.defstruct(
+        f"{item_type.__name__}Page",
+        [("data", list[item_type]), ("next_cursor", str | None), ("has_more", bool)],
+    )

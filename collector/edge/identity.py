@@ -1,0 +1,104 @@
+"""First-party identity at the edge: client address, Pinterest click id, cookies (design section 4)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from urllib.parse import parse_qs, urlsplit
+
+DFID = "_dfid"
+PIN_UNAUTH = "_pin_unauth"
+EPIK = "_epik"
+CONSENT = "_df_consent"
+DAY = 24 * 3600
+_MAX_EPIK = 512
+
+
+class ProxyTrust:
+    """Which peers may tell us the client's address (SIGNAL_TRUSTED_PROXIES)."""
+
+    def __init__(self, networks) -> None:
+        self.networks = list(networks)
+
+    @lru_cache(maxsize=4096)
+    def trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.networks)
+
+    def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
+        """The right-most X-Forwarded-For hop that is not a trusted proxy, but only when
+        the peer itself is trusted; otherwise the peer (a client cannot spoof its IP)."""
+        if not peer or not forwarded_for or not self.trusted(peer):
+            return peer
+        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        for hop in reversed(hops):
+            hop = _strip_port(hop)
+            if not self.trusted(hop):
+                return hop if _is_ip(hop) else peer
+        return _strip_port(hops[0]) if hops else peer
+
+    def scheme(self, peer: str | None, scheme: str, forwarded_proto: str | None) -> str:
+        if forwarded_proto and peer and self.trusted(peer):
+            return forwarded_proto.split(",")[0].strip().lower()
+        return scheme
+
+
+def _strip_port(hop: str) -> str:
+    if hop.startswith("["):  # [v6]:port
+        return hop[1:hop.find("]")] if "]" in hop else hop
+    if hop.count(":") == 1:  # v4:port
+        return hop.split(":")[0]
+    return hop
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def epik_from_url(url: str | None) -> str | None:
+    if not url or "epik=" not in url:
+        return None
+    try:
+        query = urlsplit(url).query if "?" in url or "://" in url else url.lstrip("?")
+    except ValueError:
+        return None
+    return epik_from_query(query)
+
+
+def epik_from_query(query: str | None) -> str | None:
+    if not query or "epik=" not in query:
+        return None
+    values = parse_qs(query.lstrip("?")).get("epik")
+    value = values[-1].strip() if values else ""
+    return value[:_MAX_EPIK] or None
+
+
+def cookie_header(name: str, value: str, *, max_age: int, secure: bool, http_only: bool, domain: str | None) -> str:
+    parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "SameSite=Lax"]
+    if domain:
+        parts.append(f"Domain={domain}")
+    if secure:
+        parts.append("Secure")
+    if http_only:
+        parts.append("HttpOnly")
+    return "; ".join(parts)
+
+
+COOKIE_RULES = {
+    # name: (max age, HttpOnly)
+    DFID: (400 * DAY, True),
+    PIN_UNAUTH: (365 * DAY, False),  # a Pinterest Tag running during a migration may read it
+    EPIK: (365 * DAY, False),
+}
+
+
+def cookie_value_ok(value: str) -> bool:
+    """Only values safe to echo into Set-Cookie (no separators, no control characters)."""
+    return 0 < len(value) <= _MAX_EPIK and all(33 <= ord(c) <= 126 and c not in ';,"\\' for c in value)

@@ -1,0 +1,156 @@
+"""From one incoming event to the EdgeEvent that is queued (PII hashed on the way)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import NamedTuple
+
+import msgspec
+
+from collector.edge import identity as edge_identity
+from collector.edge.wire import IncomingEvent
+from delivery.config import Source
+from delivery.events import EdgeEvent, merge_identity
+from delivery.pinterest.identity import IdentityBuilder, hashed_user_id, scrub
+from delivery.store import StoredIdentity
+
+
+class EventError(ValueError):
+    def __init__(self, field: str, message: str, code: str = "invalid_event") -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.code = code
+
+
+class RequestContext(NamedTuple):
+    source: Source
+    ip: str | None
+    user_agent: str | None
+    anonymous_id: str
+    pin_unauth: str
+    cookie_epik: str | None
+    query_epik: str | None
+    received_at: float
+    sent_at: float | None  # the batch's sentAt
+
+
+class Built(NamedTuple):
+    event: EdgeEvent
+    remember: StoredIdentity | None  # identity memory to save, when it changed
+
+
+def validation_message(exc: msgspec.ValidationError, prefix: str) -> EventError:
+    """msgspec's "Expected `str`, got `int` - at `$.event`" as "batch[3].event: expected ..."."""
+    text = str(exc)
+    message, _, where = text.partition(" - at `")
+    path = where.rstrip("`").replace("$", prefix, 1) if where else prefix
+    return EventError(path, message[:1].lower() + message[1:])
+
+
+def unix_seconds(moment: datetime) -> float:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def event_time(inc: IncomingEvent, ctx: RequestContext) -> float:
+    """The browser's timestamp corrected for its clock skew (received_at - sent_at)."""
+    if inc.timestamp is None:
+        return ctx.received_at
+    moment = unix_seconds(inc.timestamp)
+    sent = unix_seconds(inc.sentAt) if inc.sentAt else ctx.sent_at
+    if sent is not None:
+        moment += ctx.received_at - sent
+    return min(moment, ctx.received_at)
+
+
+def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext, stored: StoredIdentity | None) -> Built:
+    etype = _event_type(inc, implied)
+    builder = IdentityBuilder(ctx.source.default_country)
+    properties = scrub(inc.properties or {}, builder, traits=False)
+    context = inc.context
+    if etype == "identify":
+        properties = scrub(inc.traits or {}, builder, traits=True)
+    elif etype == "group" and inc.traits:
+        # A group's traits describe the group (a company), not the person: hash any PII
+        # they carry, but do not attach it to this browser's identity.
+        properties = {**properties, "traits": scrub(inc.traits, IdentityBuilder(), traits=False)}
+    if context and context.traits:
+        scrub(context.traits, builder, traits=True)
+    device = context.device if context else None
+    if device and device.advertisingId and device.adTrackingEnabled is not False:
+        builder.add("hashed_maids", device.advertisingId)
+
+    user_id = hashed_user_id(str(inc.userId)) if inc.userId is not None else None
+    seen = builder.identity()
+    ident, remember = seen, None
+    if stored is not None:
+        ident = merge_identity(seen, stored.identity)
+        if user_id is None:
+            user_id = stored.user_id
+    if builder.values or (user_id and (stored is None or stored.user_id != user_id)):
+        candidate = StoredIdentity(user_id, ident)
+        if candidate != stored:
+            remember = candidate
+
+    page = context.page if context else None
+    page_url = page.url if page else None
+    if not page_url and etype == "page":
+        page_url = _text(properties.get("url"))
+    click_id = (
+        edge_identity.epik_from_url(page_url)
+        or edge_identity.epik_from_query(page.search if page else None)
+        or ctx.query_epik
+        or ctx.cookie_epik
+    )
+    if click_id and not edge_identity.cookie_value_ok(click_id):
+        click_id = ctx.cookie_epik
+    consent = context.consent.categories if context and context.consent else None
+
+    message_id = inc.messageId or _text(properties.get("event_id")) or str(uuid.uuid4())
+    return Built(
+        EdgeEvent(
+            message_id=message_id,
+            type=etype,
+            source_id=ctx.source.id,
+            received_at=ctx.received_at,
+            event_time=event_time(inc, ctx),
+            name=inc.event if etype == "track" else inc.name,
+            properties=properties,
+            user_id=user_id,
+            anonymous_id=ctx.anonymous_id,
+            group_id=str(inc.groupId) if inc.groupId is not None else None,
+            page_url=page_url,
+            referrer=page.referrer if page else None,
+            title=(page.title if page else None) or (_text(properties.get("title")) if etype == "page" else None),
+            ip=ctx.ip,
+            user_agent=ctx.user_agent or (context.userAgent if context else None),
+            click_id=click_id,
+            pin_unauth=ctx.pin_unauth,
+            locale=context.locale if context else None,
+            consent=consent,
+            identity=ident,
+            notes=builder.notes,
+        ),
+        remember,
+    )
+
+
+def _event_type(inc: IncomingEvent, implied: str | None) -> str:
+    if implied and inc.type and inc.type != implied:
+        raise EventError("type", f"'{inc.type}' sent to the {implied} endpoint")
+    etype = inc.type or implied
+    if etype is None:
+        raise EventError("type", "missing: one of page, track, identify, group")
+    if etype == "track" and not (inc.event and inc.event.strip()):
+        raise EventError("event", "required for track events (the event name)")
+    if etype == "group" and inc.groupId is None:
+        raise EventError("groupId", "required for group events")
+    if etype == "identify" and inc.userId is None and not inc.traits:
+        raise EventError("userId", "identify needs a userId or traits")
+    return etype
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,101 @@
+"""Wire shapes of the ingestion endpoints (Segment-style events, design section 4).
+
+Unknown keys are ignored, so Segment and Datafly.js clients that send extra fields
+(`integrations`, `channel`, `_metadata`, ...) keep working.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Name = Annotated[str, msgspec.Meta(max_length=200)]
+Id = Annotated[str, msgspec.Meta(max_length=256)]
+Text = Annotated[str, msgspec.Meta(max_length=8192)]
+EventType = Literal["page", "track", "identify", "group"]
+
+
+class PageContext(msgspec.Struct):
+    url: Text | None = None
+    path: Text | None = None
+    referrer: Text | None = None
+    title: Text | None = None
+    search: Text | None = None
+
+
+class ConsentContext(msgspec.Struct):
+    categories: list[Name] | None = None
+
+
+class DeviceContext(msgspec.Struct):
+    advertisingId: Id | None = None
+    adTrackingEnabled: bool | None = None
+
+
+class Context(msgspec.Struct):
+    page: PageContext | None = None
+    userAgent: Text | None = None
+    locale: Name | None = None
+    timezone: Name | None = None
+    consent: ConsentContext | None = None
+    device: DeviceContext | None = None
+    traits: dict[str, Any] | None = None
+
+
+class IncomingEvent(msgspec.Struct):
+    type: EventType | None = None  # /v1/t, /v1/p, /v1/i and /v1/g imply it
+    event: Name | None = None
+    name: Name | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    userId: Id | int | None = None
+    anonymousId: Id | None = None
+    groupId: Id | int | None = None
+    messageId: Id | None = None
+    timestamp: datetime | None = None
+    sentAt: datetime | None = None
+    context: Context | None = None
+
+
+class BatchBody(msgspec.Struct):
+    batch: list[msgspec.Raw]
+    pipeline_key: Id | None = None
+    sentAt: datetime | None = None
+    reset: bool = False  # _df.reset(): forget the browser's identity, issue a new _dfid
+
+
+class SingleBody(msgspec.Struct):
+    """The part of a single-event body that is not the event itself."""
+
+    pipeline_key: Id | None = None
+    reset: bool = False
+
+
+class Rejected(msgspec.Struct):
+    index: int
+    code: str
+    message: str
+
+
+class Accepted(msgspec.Struct, omit_defaults=True):
+    success: bool
+    accepted: int
+    rejected: list[Rejected] = []
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    error: ErrorDetail
+    rejected: list[Rejected] = []
+
+
+batch_decoder = msgspec.json.Decoder(BatchBody)
+single_decoder = msgspec.json.Decoder(SingleBody)
+event_decoder = msgspec.json.Decoder(IncomingEvent)
+encoder = msgspec.json.Encoder()

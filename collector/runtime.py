@@ -1,0 +1,137 @@
+"""One process, one event loop: the edge and admin servers and the delivery loop
+(plus, for the demo, the Pinterest sandbox and the shop page)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from collector.admin.app import create_admin_app
+from collector.edge.app import create_edge_app
+from collector.services import Services, open_services
+from collector.settings import Settings
+
+log = logging.getLogger("signal_edge")
+
+
+class StartupError(RuntimeError):
+    pass
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server whose signals are handled by the runtime, not by each server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+@dataclass
+class Listener:
+    name: str
+    app: object
+    host: str
+    port: int
+    after_delivery: bool = False  # keep serving while delivery flushes (the demo sandbox)
+    sock: socket.socket | None = field(default=None, repr=False)
+
+
+def bind(host: str, port: int, name: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port} for the {name}: {exc.strerror}; "
+                           f"stop what uses that port or choose another one") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+Setup = Callable[[Services], Awaitable[list[Listener]]]
+
+
+async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[Services], str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM. `setup` adds listeners (and data) for the demo."""
+    services = await open_services(settings)
+    try:
+        listeners = [
+            Listener("edge", create_edge_app(services), settings.host, settings.port),
+            Listener("admin API", create_admin_app(services), settings.admin_host, settings.admin_port),
+        ]
+        if setup:
+            listeners += await setup(services)
+        for listener in listeners:
+            listener.sock = bind(listener.host, listener.port, listener.name)
+    except BaseException:
+        services.db.close()
+        raise
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    servers = []
+    for listener in listeners:
+        config = uvicorn.Config(
+            listener.app, log_config=None, access_log=False, lifespan="off", proxy_headers=False,
+            server_header=False, timeout_graceful_shutdown=3,
+        )
+        servers.append((listener, _Server(config)))
+    await services.delivery.start()
+    tasks = [asyncio.create_task(server.serve(sockets=[listener.sock])) for listener, server in servers]
+    for listener, _ in servers:
+        log.info("%s listening on http://%s:%d", listener.name, listener.host, listener.port)
+    print(banner(services) if banner else _banner(services), flush=True)
+
+    done_early = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED))
+    await asyncio.wait([asyncio.ensure_future(stop.wait()), done_early], return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down: no new requests; flushing what is ready for up to %.0fs", settings.shutdown_grace)
+
+    first = [(l, s) for l, s in servers if not l.after_delivery]
+    last = [(l, s) for l, s in servers if l.after_delivery]
+    await _stop_servers(first, tasks, servers)
+    await services.close()
+    await _stop_servers(last, tasks, servers)
+    depth = services.queue.depth()
+    log.info("stopped; %d events stay queued on disk for the next start", depth)
+    return 0
+
+
+async def _stop_servers(group, tasks, servers) -> None:
+    index = {id(s): i for i, (_, s) in enumerate(servers)}
+    for _, server in group:
+        server.should_exit = True
+    await asyncio.gather(*(tasks[index[id(s)]] for _, s in group), return_exceptions=True)
+
+
+def _banner(services: Services) -> str:
+    s = services.settings
+    lines = [
+        "signal-edge is running",
+        f"  edge (tag and ingestion): {s.edge_url}   tag: {s.edge_url}/d.js",
+        f"  admin API:                http://{s.admin_host}:{s.admin_port}/v1/admin",
+        f"  database:                 {s.db}",
+    ]
+    if services.new_admin_token:
+        lines.append(f"  admin token (shown once, only its hash is stored): {services.new_admin_token}")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Settings from command-line flags and SIGNAL_* environment variables (flags win)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import msgspec
+
+from delivery.retry import DEFAULT_DELAYS
+
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "127.0.0.1"  # the admin port is never meant for the internet
+    admin_port: int = 8084
+    db: str = "./signal-edge.db"
+    admin_token: str | None = None
+    secret_key: str | None = None
+    pinterest_api_base: str = "https://api.pinterest.com"
+    trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
+    log_level: str = "info"
+    # Tuning, from the environment only.
+    flush_interval: float = 1.0
+    queue_max: int = 1_000_000  # above this many queued events, ingestion answers 503
+    retry_delays: tuple[float, ...] = DEFAULT_DELAYS
+    request_timeout: float = 30.0
+    auth_recheck: float = 600.0
+    shutdown_grace: float = 5.0
+    db_synchronous: str = "FULL"
+    static_dir: str = str(Path(__file__).resolve().parent.parent / "static")
+    public_url: str | None = None  # where browsers reach the edge (https://data.example.com)
+
+    @property
+    def edge_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(cidr.strip(), strict=False) for cidr in self.trusted_proxies if cidr.strip()]
+
+
+_ENV = {
+    "SIGNAL_HOST": "host",
+    "SIGNAL_PORT": "port",
+    "SIGNAL_ADMIN_HOST": "admin_host",
+    "SIGNAL_ADMIN_PORT": "admin_port",
+    "SIGNAL_DB": "db",
+    "SIGNAL_ADMIN_TOKEN": "admin_token",
+    "SIGNAL_SECRET_KEY": "secret_key",
+    "SIGNAL_PINTEREST_API_BASE": "pinterest_api_base",
+    "SIGNAL_TRUSTED_PROXIES": "trusted_proxies",
+    "SIGNAL_LOG_LEVEL": "log_level",
+    "SIGNAL_FLUSH_INTERVAL": "flush_interval",
+    "SIGNAL_QUEUE_MAX": "queue_max",
+    "SIGNAL_RETRY_DELAYS": "retry_delays",
+    "SIGNAL_REQUEST_TIMEOUT": "request_timeout",
+    "SIGNAL_AUTH_RECHECK": "auth_recheck",
+    "SIGNAL_SHUTDOWN_GRACE": "shutdown_grace",
+    "SIGNAL_DB_SYNCHRONOUS": "db_synchronous",
+    "SIGNAL_STATIC_DIR": "static_dir",
+    "SIGNAL_PUBLIC_URL": "public_url",
+}
+_LISTS = {"trusted_proxies", "retry_delays"}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load_settings(flags: dict | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Environment first, then flags that were given (not None) on top."""
+    environ = os.environ if environ is None else environ
+    raw: dict = {}
+    for var, field in _ENV.items():
+        value = environ.get(var)
+        if value is None or value == "":
+            continue
+        raw[field] = [v.strip() for v in value.split(",") if v.strip()] if field in _LISTS else value
+    raw.update({k: v for k, v in (flags or {}).items() if v is not None})
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rsplit("$.", 1)[-1].rstrip("`")
+        var = next((v for v, f in _ENV.items() if f == field), field)
+        raise SettingsError(f"setting {var}: {exc}") from None
+    try:
+        settings.trusted_networks()
+    except ValueError as exc:
+        raise SettingsError(f"setting SIGNAL_TRUSTED_PROXIES: {exc}") from None
+    if settings.db_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise SettingsError("setting SIGNAL_DB_SYNCHRONOUS: use NORMAL, FULL or EXTRA")
+    return settings

@@ -1,0 +1,79 @@
+"""Configuration objects as delivery sees them (secrets in clear, in memory only).
+
+The admin API has its own wire shapes (collector/admin/schemas.py) with masked secrets
+and ISO timestamps; the config store encrypts secrets before they reach disk.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from delivery.pinterest.mapping import Options
+
+
+class ConsentSettings(msgspec.Struct, omit_defaults=True):
+    enabled: bool = False
+    default_categories: list[str] = []
+
+
+class Source(msgspec.Struct, omit_defaults=True):
+    id: str
+    name: str
+    pipeline_key: str
+    created_at: float
+    updated_at: float
+    domain: str | None = None
+    allowed_origins: list[str] = []
+    cookie_domain: str | None = None
+    default_country: str | None = None
+    consent: ConsentSettings = msgspec.field(default_factory=ConsentSettings)
+    rate_limit_per_second: float = 1000.0  # events/s accepted per source
+    rate_limit_burst: int = 20000
+
+
+class PinterestConfig(msgspec.Struct, omit_defaults=True):
+    ad_account_id: str
+    access_token: str
+    conversion_token: str | None = None
+    test_mode: bool = False
+    event_map: dict[str, str] = {}
+    send_custom_event_name: bool = False
+    rate_limit_per_second: float = 100.0
+    rate_limit_burst: int = 200
+
+
+SECRET_KEYS = ("access_token", "conversion_token")
+
+
+class Health(msgspec.Struct, omit_defaults=True):
+    status: str = "pending"  # pending | healthy | unhealthy
+    problem: str | None = None  # a key of catalog.TROUBLESHOOTING
+    message: str | None = None  # Pinterest's own words, when it gave any
+    at: float | None = None
+
+
+class Integration(msgspec.Struct, omit_defaults=True):
+    id: str
+    source_id: str
+    name: str
+    config: PinterestConfig
+    created_at: float
+    updated_at: float
+    vendor: str = "pinterest"
+    enabled: bool = True
+    variant: str = "default"
+    consent_categories: list[str] = []
+    health: Health = msgspec.field(default_factory=Health)
+
+    @property
+    def options(self) -> Options:
+        return Options(self.variant, self.config.event_map, self.config.send_custom_event_name)
+
+
+def consent_allows(granted: list[str] | None, source: Source, required: list[str]) -> bool:
+    """Design section 5: an event reaches an integration when the source does not enforce
+    consent, or its granted categories (else the source's defaults) cover all required."""
+    if not source.consent.enabled or not required:
+        return True
+    categories = granted if granted is not None else source.consent.default_categories
+    return set(required) <= set(categories)

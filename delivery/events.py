@@ -1,0 +1,70 @@
+"""The event as it sits in the queue: what the edge saw, with PII already hashed.
+
+This is the hand-off between the web layer and delivery. It holds no raw PII: emails,
+phones, names, addresses and birthdays arrive here only as SHA-256 hex digests in
+`identity`; the edge strips them out of `properties` before building it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Identity(msgspec.Struct, omit_defaults=True):
+    """Hashed identity signals, Pinterest's field names (lowercase hex SHA-256)."""
+
+    em: list[str] = []
+    ph: list[str] = []
+    fn: list[str] = []
+    ln: list[str] = []
+    ge: list[str] = []
+    db: list[str] = []
+    ct: list[str] = []
+    st: list[str] = []
+    zp: list[str] = []
+    country: list[str] = []
+    hashed_maids: list[str] = []
+
+
+IDENTITY_FIELDS: tuple[str, ...] = Identity.__struct_fields__
+MAX_VALUES_PER_FIELD = 5
+
+
+def merge_identity(newer: Identity, older: Identity) -> Identity:
+    """Union per field, newest values first, a few values per field at most."""
+    merged = {}
+    for field in IDENTITY_FIELDS:
+        values = list(dict.fromkeys(getattr(newer, field) + getattr(older, field)))
+        if values:
+            merged[field] = values[:MAX_VALUES_PER_FIELD]
+    return Identity(**merged)
+
+
+class EdgeEvent(msgspec.Struct, omit_defaults=True):
+    message_id: str
+    type: str  # page | track | identify | group
+    source_id: str
+    received_at: float  # Unix seconds, server clock
+    event_time: float  # Unix seconds, the browser's timestamp corrected for clock skew
+    name: str | None = None  # the track event, or the page name
+    properties: dict[str, Any] = {}
+    user_id: str | None = None  # hashed when it looked like an email or phone
+    anonymous_id: str | None = None  # the _dfid cookie
+    group_id: str | None = None
+    page_url: str | None = None
+    referrer: str | None = None
+    title: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    click_id: str | None = None  # Pinterest's epik
+    pin_unauth: str | None = None
+    locale: str | None = None
+    consent: list[str] | None = None  # granted categories; None when the event carried none
+    identity: Identity = msgspec.field(default_factory=Identity)
+    notes: list[str] = []  # what ingestion left out, and why (never raw values)
+
+
+event_encoder = msgspec.json.Encoder()
+event_decoder = msgspec.json.Decoder(EdgeEvent)

@@ -1,0 +1,125 @@
+"""Turn Segment-style traits and properties into hashed identity signals.
+
+Called by the edge at ingestion, so raw PII stops there: every recognised PII value is
+normalised by Pinterest's rules, SHA-256 hashed into an `Identity`, and replaced in the
+event by `sha256:<hex>` (so the debugger shows it arrived without showing it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from delivery.events import IDENTITY_FIELDS, Identity
+from delivery.pinterest import normalize as norm
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+# Keys that identify a person wherever they appear (traits and properties).
+_PERSON_KEYS = {
+    "email": "em", "emails": "em", "emailaddress": "em",
+    "phone": "ph", "phones": "ph", "phonenumber": "ph", "mobile": "ph",
+    "firstname": "fn", "givenname": "fn",
+    "lastname": "ln", "surname": "ln", "familyname": "ln",
+    "birthday": "db", "birthdate": "db", "dateofbirth": "db", "dob": "db",
+}
+# Keys that are the user's own location or gender only inside traits (in a travel
+# event's properties, `city` is the destination, not PII).
+_TRAIT_ONLY_KEYS = {
+    "gender": "ge", "city": "ct", "state": "st", "postalcode": "zp", "zip": "zp",
+    "zipcode": "zp", "country": "country",
+}
+# PII with no Pinterest field: dropped.
+_DROP_KEYS = {"street", "street1", "street2", "line1", "line2", "address1", "address2", "ssn"}
+
+_NORMALISERS: dict[str, Callable[..., str]] = {
+    "em": norm.email, "ph": norm.phone, "fn": lambda v: norm.name(v, "fn"),
+    "ln": lambda v: norm.name(v, "ln"), "ge": norm.gender, "db": norm.birthdate,
+    "ct": norm.city, "st": norm.state, "zp": norm.zip_code, "country": norm.country,
+    "hashed_maids": norm.maid,
+}
+
+
+class IdentityBuilder:
+    """Collects hashed values per field, and the reasons for what was left out."""
+
+    def __init__(self, default_country: str | None = None) -> None:
+        self.default_country = default_country
+        self.values: dict[str, list[str]] = {}
+        self.notes: list[str] = []
+
+    def add(self, field: str, raw: Any) -> Any:
+        """Hash `raw` (a value or a list of values) into `field`; returns what the event
+        keeps in its place."""
+        if isinstance(raw, list):
+            return [self.add(field, item) for item in raw]
+        if raw is None or raw == "":
+            return raw
+        digest = norm.prehashed(raw)
+        if digest is None:
+            try:
+                if field == "ph":
+                    text = norm.phone(raw, self.default_country)
+                else:
+                    text = _NORMALISERS[field](raw)
+            except norm.Invalid as exc:
+                self.notes.append(f"{exc} (left out)")
+                return "[invalid]"
+            digest = norm.sha256(text)
+        bucket = self.values.setdefault(field, [])
+        if digest not in bucket:
+            bucket.append(digest)
+        return f"sha256:{digest}"
+
+    def identity(self) -> Identity:
+        return Identity(**{f: v for f, v in self.values.items() if f in IDENTITY_FIELDS})
+
+
+def scrub(obj: Any, builder: IdentityBuilder, *, traits: bool) -> Any:
+    """A copy of `obj` with PII values hashed into `builder` and replaced by their digest."""
+    if isinstance(obj, list):
+        return [scrub(item, builder, traits=traits) for item in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out: dict[str, Any] = {}
+    full_name = None
+    for key, value in obj.items():
+        k = _key(key)
+        field = _PERSON_KEYS.get(k) or (_TRAIT_ONLY_KEYS.get(k) if traits else None)
+        if field and not isinstance(value, dict):
+            out[key] = builder.add(field, value)
+        elif k in _DROP_KEYS or (k == "address" and isinstance(value, str)):
+            continue  # PII without a Pinterest field (street lines, one-line addresses)
+        elif traits and k == "name" and isinstance(value, str):
+            full_name = value
+            out[key] = "[hashed]"
+        elif k == "address" and isinstance(value, dict):
+            out[key] = scrub(value, builder, traits=True)
+        else:
+            out[key] = scrub(value, builder, traits=traits)
+    if full_name:
+        _split_full_name(full_name, builder)
+    return out
+
+
+def _split_full_name(full: str, builder: IdentityBuilder) -> None:
+    """Segment's `name` trait: first and last word become fn and ln unless given apart."""
+    parts = full.split()
+    if len(parts) >= 2:
+        if "fn" not in builder.values:
+            builder.add("fn", parts[0])
+        if "ln" not in builder.values:
+            builder.add("ln", parts[-1])
+
+
+def hashed_user_id(user_id: str | None) -> str | None:
+    """A userId that is an email address is PII: keep only its digest."""
+    if user_id and "@" in user_id:
+        try:
+            return norm.sha256(norm.email(user_id))
+        except norm.Invalid:
+            return norm.sha256(user_id.strip())
+    return user_id

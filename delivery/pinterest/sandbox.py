@@ -1,0 +1,346 @@
+"""A local stand-in for Pinterest's Conversions API, used by `signal-edge demo` and the tests.
+
+It is a plain ASGI application (delivery/ imports no web framework) that behaves like
+`POST /v5/ad_accounts/{ad_account_id}/events`:
+- checks the bearer token (401 code 2, 403 code 29) and the ad account id;
+- validates every body against Pinterest's published schema (`schema/`), plus the
+  event_name and action_source values the spec lists in prose, and answers 400 naming
+  the failing path;
+- answers 200 with per-event results, or 422 (DetailedError whose details carry the
+  per-event results) when some events failed;
+- fails events older than 7 days, as Pinterest does;
+- plays scripted faults (status codes, Retry-After, delays, poisoned event ids, a
+  requests-per-second limit) and records every request and event with timestamps.
+
+Control endpoints under `/_sandbox/` let another process script and inspect it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from delivery.pinterest.payload import ACTION_SOURCES, EVENT_NAMES
+
+SCHEMA = json.loads(resources.files("delivery.pinterest").joinpath("schema/conversion-events.schema.json").read_text())
+_EVENTS_PATH = re.compile(r"^/v5/ad_accounts/([^/]+)/events/?$")
+MAX_AGE_SECONDS = 7 * 24 * 3600
+RATE_LIMIT_MESSAGE = (
+    "This request exceeded a rate limit. This can happen if the client exceeds one\n"
+    "of the published rate limits within a short time window."
+)
+
+
+def schema_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(SCHEMA)
+
+
+def listed_value_errors(body: Any) -> list[str]:
+    """Values Pinterest's spec lists only in prose (event_name, action_source)."""
+    errors = []
+    for i, event in enumerate(body.get("data", []) if isinstance(body, dict) else []):
+        if not isinstance(event, dict):
+            continue
+        if isinstance(event.get("event_name"), str) and event["event_name"] not in EVENT_NAMES:
+            errors.append(f"data[{i}].event_name: '{event['event_name']}' is not a Pinterest event name")
+        if isinstance(event.get("action_source"), str) and event["action_source"] not in ACTION_SOURCES:
+            errors.append(f"data[{i}].action_source: '{event['action_source']}' is not a valid action source")
+    return errors
+
+
+def validation_errors(validator: jsonschema.Draft202012Validator, body: Any) -> list[str]:
+    errors = []
+    for err in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+        errors.append(f"{path or 'body'}: {err.message}")
+    return errors + listed_value_errors(body)
+
+
+@dataclass
+class Token:
+    scopes: frozenset[str] = frozenset({"ads:write"})
+    ad_accounts: frozenset[str] | None = None  # None: every ad account
+
+
+@dataclass
+class Fault:
+    """One scripted answer, used for the next `count` requests (0: until cleared)."""
+
+    status: int
+    count: int = 1
+    retry_after: float | None = None
+    delay: float = 0.0
+    body: dict[str, Any] | None = None
+
+
+@dataclass
+class Recorded:
+    at: float
+    ad_account_id: str
+    test: bool
+    token: str
+    event: dict[str, Any]
+
+
+@dataclass
+class RequestLog:
+    at: float
+    ad_account_id: str
+    status: int
+    events: int
+    test: bool
+
+
+@dataclass
+class SandboxState:
+    tokens: dict[str, Token] = field(default_factory=dict)
+    accept_any_token: bool = False
+    faults: list[Fault] = field(default_factory=list)
+    poison_event_ids: set[str] = field(default_factory=set)  # whole request -> 400
+    failing_event_ids: dict[str, str] = field(default_factory=dict)  # event -> error_message
+    partial_status: int = 422  # 200 or 422 when some events failed
+    rate_limit_per_second: int | None = None
+    received: list[Recorded] = field(default_factory=list)
+    requests: list[RequestLog] = field(default_factory=list)
+
+
+class Sandbox:
+    """The ASGI app. Thread-safe enough for tests that inspect it from another thread."""
+
+    def __init__(self, tokens: dict[str, Token] | None = None, accept_any_token: bool = False) -> None:
+        self.state = SandboxState(tokens=dict(tokens or {}), accept_any_token=accept_any_token)
+        self.validator = schema_validator()
+        self.lock = threading.Lock()
+        self._window: list[float] = []
+
+    # --- test-side API ----------------------------------------------------------------
+
+    def add_token(self, token: str, scopes=("ads:write",), ad_accounts=None) -> None:
+        with self.lock:
+            self.state.tokens[token] = Token(frozenset(scopes), frozenset(ad_accounts) if ad_accounts else None)
+
+    def remove_token(self, token: str) -> None:
+        with self.lock:
+            self.state.tokens.pop(token, None)
+
+    def add_fault(self, fault: Fault) -> None:
+        with self.lock:
+            self.state.faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.state.faults.clear()
+
+    def events(self, include_test: bool = True) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r.event for r in self.state.received if include_test or not r.test]
+
+    def recorded(self) -> list[Recorded]:
+        with self.lock:
+            return list(self.state.received)
+
+    def request_log(self) -> list[RequestLog]:
+        with self.lock:
+            return list(self.state.requests)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.state.received.clear()
+            self.state.requests.clear()
+            self.state.faults.clear()
+            self.state.poison_event_ids.clear()
+            self.state.failing_event_ids.clear()
+            self.state.rate_limit_per_second = None
+
+    # --- ASGI -------------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status, payload, headers = await self.handle(scope, body)
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        content_type = b"text/html; charset=utf-8" if isinstance(payload, str) else b"application/json"
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(data)).encode()), *headers],
+        })
+        await send({"type": "http.response.body", "body": data})
+
+    async def handle(self, scope, body: bytes):
+        path, method = scope["path"], scope["method"]
+        if path == "/healthz":
+            return 200, {"ok": True}, []
+        if path.startswith("/_sandbox/"):
+            return self._control(path, method, body)
+        if path == "/" and method == "GET":
+            return 200, self._html(), []
+        match = _EVENTS_PATH.match(path)
+        if not match:
+            return 404, {"code": 404, "message": "Not found."}, []
+        if method != "POST":
+            return 405, {"code": 405, "message": "Method not allowed."}, []
+        return await self._events(scope, match.group(1), body)
+
+    async def _events(self, scope, ad_account_id: str, body: bytes):
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        test = "test=true" in scope.get("query_string", b"").decode("latin-1").lower()
+        now = time.time()
+
+        def answer(status: int, payload: dict, n: int = 0, extra=()):
+            with self.lock:
+                self.state.requests.append(RequestLog(now, ad_account_id, status, n, test))
+            return status, payload, list(extra)
+
+        fault = self._next_fault()
+        if fault and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if self._over_rate(now):
+            return answer(429, {"code": 8, "message": RATE_LIMIT_MESSAGE}, extra=[(b"retry-after", b"1")])
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        info = self.state.tokens.get(token) or (Token() if self.state.accept_any_token and token else None)
+        if info is None:
+            return answer(401, {"code": 2, "message": "Authentication failed."})
+        if not re.fullmatch(r"\d{1,18}", ad_account_id):
+            return answer(400, {"code": 1, "message": f"Invalid ad_account_id: '{ad_account_id[:40]}' must be digits (at most 18)."})
+        if "ads:write" not in info.scopes or (info.ad_accounts is not None and ad_account_id not in info.ad_accounts):
+            return answer(403, {"code": 29, "message": "You are not permitted to access that resource."})
+        if fault and fault.status != 200:
+            extra = [(b"retry-after", str(fault.retry_after).encode())] if fault.retry_after is not None else []
+            return answer(fault.status, fault.body or {"code": fault.status, "message": f"Scripted {fault.status}."}, extra=extra)
+        if not headers.get("content-type", "").startswith("application/json"):
+            return answer(415, {"code": 1, "message": "Content-Type must be application/json."})
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return answer(400, {"code": 1, "message": "Invalid request body: not JSON."})
+        errors = validation_errors(self.validator, payload)
+        if errors:
+            return answer(400, {"code": 1, "message": "Invalid request body: " + "; ".join(errors[:5])})
+        events = payload["data"]
+        if any(e.get("event_id") in self.state.poison_event_ids for e in events):
+            return answer(400, {"code": 4196, "message": "The request was invalid."}, len(events))
+        return answer(*self._accept(ad_account_id, test, token, events, now))
+
+    def _accept(self, ad_account_id, test, token, events, now):
+        results, processed = [], 0
+        with self.lock:
+            for event in events:
+                error = self.state.failing_event_ids.get(event.get("event_id", ""))
+                if error is None and event["event_time"] < now - MAX_AGE_SECONDS:
+                    error = "event_time is more than 7 days in the past."
+                if error is None and event["event_time"] > now + 3600:
+                    error = "event_time is in the future."
+                if error:
+                    results.append({"status": "failed", "error_message": error, "warning_message": None})
+                    continue
+                processed += 1
+                self.state.received.append(Recorded(now, ad_account_id, test, token, event))
+                results.append({"status": "processed", "error_message": None, "warning_message": _warning(event)})
+        body = {"num_events_received": len(events), "num_events_processed": processed, "events": results}
+        if processed == len(events) or self.state.partial_status == 200:
+            return 200, body, len(events)
+        return 422, {"code": 4197, "message": "Not all events were successfully processed.", "details": body}, len(events)
+
+    def _next_fault(self) -> Fault | None:
+        with self.lock:
+            if not self.state.faults:
+                return None
+            fault = self.state.faults[0]
+            if fault.count > 0:
+                fault.count -= 1
+                if fault.count == 0:
+                    self.state.faults.pop(0)
+            return fault
+
+    def _over_rate(self, now: float) -> bool:
+        limit = self.state.rate_limit_per_second
+        if not limit:
+            return False
+        with self.lock:
+            self._window = [t for t in self._window if t > now - 1.0]
+            if len(self._window) >= limit:
+                return True
+            self._window.append(now)
+            return False
+
+    # --- control API and page -----------------------------------------------------------
+
+    def _control(self, path: str, method: str, body: bytes):
+        try:
+            data = json.loads(body) if body else {}
+        except ValueError:
+            return 400, {"error": "body is not JSON"}, []
+        name = path[len("/_sandbox/"):]
+        if name == "events" and method == "GET":
+            return 200, {"data": [
+                {"at": r.at, "ad_account_id": r.ad_account_id, "test": r.test, "event": r.event}
+                for r in self.recorded()
+            ]}, []
+        if name == "requests" and method == "GET":
+            return 200, {"data": [r.__dict__ for r in self.request_log()]}, []
+        if name == "reset" and method == "POST":
+            self.reset()
+            return 200, {"ok": True}, []
+        if name == "tokens" and method == "POST":
+            self.add_token(data["token"], data.get("scopes", ["ads:write"]), data.get("ad_accounts"))
+            return 200, {"ok": True}, []
+        if name == "faults" and method == "POST":
+            for item in data.get("faults", []):
+                self.add_fault(Fault(**item))
+            with self.lock:
+                self.state.poison_event_ids.update(data.get("poison_event_ids", []))
+                self.state.failing_event_ids.update(data.get("failing_event_ids", {}))
+                if "rate_limit_per_second" in data:
+                    self.state.rate_limit_per_second = data["rate_limit_per_second"]
+                if "partial_status" in data:
+                    self.state.partial_status = data["partial_status"]
+            return 200, {"ok": True}, []
+        if name == "faults" and method == "DELETE":
+            self.clear_faults()
+            return 200, {"ok": True}, []
+        return 404, {"error": "unknown sandbox endpoint"}, []
+
+    def _html(self) -> str:
+        rows = "".join(
+            f"<tr><td>{time.strftime('%H:%M:%S', time.localtime(r.at))}</td><td>{html.escape(r.event['event_name'])}</td>"
+            f"<td>{html.escape(r.event['event_id'])}</td><td><pre>{html.escape(json.dumps(r.event, indent=1))}</pre></td></tr>"
+            for r in reversed(self.recorded()[-50:])
+        )
+        return (
+            "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=2>"
+            "<title>Pinterest sandbox</title><h1>Pinterest sandbox</h1>"
+            f"<p>{len(self.state.received)} events received (newest first, refreshes every 2 s).</p>"
+            f"<table border=1 cellpadding=4><tr><th>time<th>event_name<th>event_id<th>payload</tr>{rows}</table>"
+        )
+
+
+def _warning(event: dict[str, Any]) -> str | None:
+    custom = event.get("custom_data") or {}
+    if event["event_name"] == "checkout" and "value" not in custom:
+        return "custom_data.value is missing: checkout events should carry the order value."
+    return None

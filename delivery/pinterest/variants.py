@@ -1,0 +1,83 @@
+"""The four configuration variants, as data (the seed's "Variants" table).
+
+A variant names its priority events (flushed without waiting for a full batch, sent
+first when the rate limit binds), extra event mappings for its vertical, and which
+enrichments it fills in `custom_data`:
+  products  content_ids, contents, num_items and single-product content fields
+  search    search_string from `query` (travel also from `destination`)
+  content   content_name / content_category for content engagement (titles, sections)
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Variant(msgspec.Struct, frozen=True):
+    key: str
+    label: str
+    use_case: str
+    description: str
+    priority_events: tuple[str, ...] | None  # None: every event is a priority event
+    extra_mappings: dict[str, str]
+    enrich: tuple[str, ...]
+
+    def is_priority(self, event_name: str) -> bool:
+        return self.priority_events is None or event_name in self.priority_events
+
+
+VARIANTS: dict[str, Variant] = {
+    v.key: v
+    for v in (
+        Variant(
+            key="default",
+            label="Default",
+            use_case="General event tracking",
+            description="Standard event tracking and campaign optimisation.",
+            priority_events=None,
+            extra_mappings={},
+            enrich=("products", "search"),
+        ),
+        Variant(
+            key="retail",
+            label="Retail",
+            use_case="E-commerce / Shopping campaigns",
+            description="E-commerce focused with checkout, add-to-cart, and product catalog "
+            "events for Shopping campaigns.",
+            priority_events=("checkout", "add_to_cart", "page_visit", "search", "view_category"),
+            extra_mappings={
+                "Product List Viewed": "view_category",
+                "Product List Filtered": "view_category",
+                "Payment Info Entered": "add_payment_info",
+            },
+            enrich=("products", "search"),
+        ),
+        Variant(
+            key="travel",
+            label="Travel",
+            use_case="Travel and hospitality",
+            description="Search, booking, and destination events for travel-related campaigns.",
+            priority_events=("search", "page_visit", "checkout", "lead", "custom"),
+            extra_mappings={
+                "Booking Completed": "checkout",
+                "Destination Searched": "search",
+                "Destination Viewed": "view_category",
+            },
+            enrich=("products", "search", "content"),
+        ),
+        Variant(
+            key="media",
+            label="Media",
+            use_case="Media, publishing, subscriptions",
+            description="Sign-up, lead, and content engagement events for awareness campaigns.",
+            priority_events=("signup", "lead", "page_visit", "watch_video", "custom"),
+            extra_mappings={
+                "Video Playback Started": "watch_video",
+                "Video Content Playing": "watch_video",
+                "Subscription Started": "subscribe",
+            },
+            enrich=("search", "content"),
+        ),
+    )
+}
+DEFAULT_VARIANT = "default"

@@ -1,0 +1,93 @@
+"""The event queue interface: durable append, lease, settle (ack / nack / dead-letter).
+
+Topics are integration ids. Nothing here is SQLite-specific: a Redis Streams backend
+implements the same methods (append = XADD, lease = XREADGROUP/XCLAIM, settle = XACK).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import msgspec
+
+
+class QueueItem(msgspec.Struct):
+    topic: str
+    payload: bytes
+    created_at: float
+    priority: int = 0  # 1: flushed at once, leased first
+
+
+class Leased(msgspec.Struct):
+    id: int
+    topic: str
+    payload: bytes
+    attempts: int  # attempts already made before this lease
+    created_at: float
+
+
+class Readiness(NamedTuple):
+    priority: bool  # a priority item is ready
+    full: bool  # at least a full batch is ready
+    oldest: float | None  # when the oldest ready normal item became ready
+    next_at: float | None  # the earliest time any not-yet-ready item becomes ready
+
+
+class Settlement(msgspec.Struct):
+    """What became of leased items, applied atomically."""
+
+    delivered: list[int] = []
+    filtered: list[int] = []
+    dead: list[tuple[int, str]] = []  # (id, reason)
+    retry: list[tuple[int, float, str]] = []  # (id, retry at, error): counts an attempt
+    release: list[tuple[int, float]] = []  # (id, at): back in the queue, no attempt counted
+    last_error: str | None = None
+
+
+class DeadLetter(msgspec.Struct):
+    id: int
+    topic: str
+    event_id: str | None
+    payload: bytes
+    created_at: float
+    dead_at: float
+    attempts: int
+    reason: str
+
+
+class TopicStats(msgspec.Struct):
+    accepted: int = 0
+    filtered: int = 0
+    delivered: int = 0
+    dead_lettered: int = 0
+    queued: int = 0
+    in_flight: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+class EventQueue(Protocol):
+    async def append(self, items: list[QueueItem]) -> None:
+        """Durable when it returns."""
+
+    async def recover(self, now: float) -> int:
+        """After a restart: every lease of the previous process is released."""
+
+    async def ready(self, topic: str, now: float, batch_size: int) -> Readiness: ...
+
+    async def lease(self, topic: str, limit: int, now: float, lease_seconds: float) -> list[Leased]: ...
+
+    async def settle(self, topic: str, settlement: Settlement, now: float) -> None: ...
+
+    async def reschedule(self, topic: str, at: float) -> int:
+        """Make every waiting item of `topic` available at `at` (after a config change)."""
+
+    async def dead_letters(self, topic: str, after_id: int, limit: int) -> list[DeadLetter]: ...
+
+    async def replay(self, topic: str, ids: list[int] | None, now: float) -> int:
+        """Dead letters back into the queue (all of the topic's when `ids` is None)."""
+
+    async def stats(self, topic: str) -> TopicStats: ...
+
+    def depth(self) -> int:
+        """Items waiting or in flight, from memory (cheap: used for backpressure)."""

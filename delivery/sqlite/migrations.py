@@ -1,0 +1,103 @@
+"""Schema migrations, applied in order; `PRAGMA user_version` records the last one.
+
+Append new migrations to MIGRATIONS; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: configuration, identity memory, the event queue, dead letters, accounting, logs
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE sources (
+        id TEXT PRIMARY KEY,
+        pipeline_key TEXT NOT NULL UNIQUE,
+        body BLOB NOT NULL
+    );
+    CREATE TABLE integrations (
+        id TEXT PRIMARY KEY,
+        source_id TEXT NOT NULL REFERENCES sources(id),
+        body BLOB NOT NULL
+    );
+    CREATE TABLE identities (
+        anonymous_id TEXT PRIMARY KEY,
+        user_id TEXT,
+        identity BLOB NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE queue (
+        id INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        payload BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        available_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        leased INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX queue_ready ON queue(topic, priority, available_at);
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL,
+        event_id TEXT,
+        payload BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        dead_at REAL NOT NULL,
+        attempts INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX dead_letters_topic ON dead_letters(topic, id);
+    CREATE TABLE counters (
+        topic TEXT PRIMARY KEY,
+        accepted INTEGER NOT NULL DEFAULT 0,
+        filtered INTEGER NOT NULL DEFAULT 0,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        dead_lettered INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_error_at REAL
+    );
+    CREATE TABLE debug_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        source_id TEXT,
+        topic TEXT,
+        event_id TEXT,
+        status TEXT NOT NULL,
+        record BLOB NOT NULL
+    );
+    CREATE INDEX debug_log_topic ON debug_log(topic, id);
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        action TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        old BLOB,
+        new BLOB
+    );
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the file up to the newest schema; returns the version it is at."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {current} is newer than this signal-edge "
+            f"({len(MIGRATIONS)}); upgrade signal-edge or use another --db file"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in filter(str.strip, MIGRATIONS[version - 1].split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

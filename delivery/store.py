@@ -1,0 +1,81 @@
+"""The config store interface: sources, integrations, secrets key and admin token hash,
+identity memory, the audit log and the debugger log.
+
+Reads of sources and integrations come from an in-memory snapshot (the hot path looks
+up a source per request); writes are durable when they return and update the snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+from delivery.config import Health, Integration, Source
+from delivery.events import Identity
+
+
+class AuditEntry(msgspec.Struct):
+    id: int
+    at: float
+    action: str  # create | update | delete | rotate-key | replay | admin-token
+    object_type: str
+    object_id: str
+    old: dict | None = None  # secrets redacted
+    new: dict | None = None
+
+
+class DebugRecord(msgspec.Struct, omit_defaults=True):
+    """One event's journey to one integration, as the debugger shows it."""
+
+    at: float
+    source_id: str
+    event_id: str
+    event: str  # the event's own name (page, or the track name)
+    status: str  # queued | delivered | retrying | failed | filtered | skipped
+    integration_id: str | None = None
+    pinterest_event: str | None = None
+    attempts: int = 0
+    message: str | None = None  # Pinterest's words, or why it was not sent
+    warnings: list[str] = []
+    incoming: msgspec.Raw | None = None  # the event as received (an EdgeEvent: PII hashed)
+    payload: msgspec.Raw | None = None  # the Pinterest event we built
+    id: int | None = None
+
+
+class StoredIdentity(msgspec.Struct):
+    user_id: str | None
+    identity: Identity
+
+
+ChangeListener = Callable[[str, str], None]  # (object_type, object_id)
+
+
+class ConfigStore(Protocol):
+    def source(self, source_id: str) -> Source | None: ...
+    def source_by_key(self, pipeline_key: str) -> Source | None: ...
+    def sources(self) -> list[Source]: ...
+    def integration(self, integration_id: str) -> Integration | None: ...
+    def integrations(self, source_id: str | None = None) -> list[Integration]: ...
+    def subscribe(self, listener: ChangeListener) -> None: ...
+
+    async def put_source(self, source: Source, audit_action: str | None) -> None: ...
+    async def delete_source(self, source_id: str) -> None: ...
+    async def put_integration(self, integration: Integration, audit_action: str | None) -> None: ...
+    async def delete_integration(self, integration_id: str) -> None: ...
+    async def set_health(self, integration_id: str, health: Health) -> None: ...
+
+    async def get_meta(self, key: str) -> str | None: ...
+    async def set_meta(self, key: str, value: str) -> None: ...
+
+    async def identity(self, anonymous_id: str) -> StoredIdentity | None: ...
+    async def save_identity(self, anonymous_id: str, stored: StoredIdentity) -> None: ...
+
+    async def audit(self, action: str, object_type: str, object_id: str, old: dict | None, new: dict | None) -> None: ...
+    async def audit_log(self, before_id: int | None, limit: int) -> list[AuditEntry]: ...
+
+    async def add_debug(self, records: list[DebugRecord]) -> None: ...
+    async def debug_records(
+        self, source_id: str | None, integration_id: str | None, status: str | None, before_id: int | None, limit: int
+    ) -> list[DebugRecord]: ...

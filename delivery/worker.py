@@ -1,0 +1,402 @@
+"""The delivery loop: one worker per enabled integration, batching queued events to Pinterest.
+
+At-least-once: an event leaves the queue only in the same transaction that records what
+Pinterest answered for it; anything leased when the process dies is leased again after
+the restart (Pinterest deduplicates on event_id + event_name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+import msgspec
+
+from delivery.config import Health, Integration, Source, consent_allows
+from delivery.debugger import DebugHub
+from delivery.events import EdgeEvent, event_decoder
+from delivery.pinterest import client
+from delivery.pinterest.catalog import TROUBLESHOOTING
+from delivery.pinterest.mapping import DELIVERED_TYPES, Mapped, map_event
+from delivery.pinterest.payload import Event, MAX_EVENTS_PER_REQUEST
+from delivery.queue import EventQueue, Leased, Settlement
+from delivery.ratelimit import TokenBucket
+from delivery.retry import RetryPolicy
+from delivery.store import ConfigStore, DebugRecord
+
+log = logging.getLogger("signal_edge.delivery")
+MAX_EVENT_AGE = 7 * 24 * 3600
+TOO_OLD = "not sent: older than 7 days (Pinterest rejects events more than 7 days old)"
+_encode = msgspec.json.encode
+
+
+class DeliverySettings(msgspec.Struct, frozen=True):
+    api_base: str = "https://api.pinterest.com"
+    batch_size: int = MAX_EVENTS_PER_REQUEST
+    flush_interval: float = 1.0
+    max_in_flight: int = 4  # concurrent requests per integration
+    lease_seconds: float = 300.0
+    request_timeout: float = 30.0
+    retry: RetryPolicy = RetryPolicy()
+    auth_recheck: float = 600.0  # a paused integration tries again after this long
+    idle_poll: float = 1.0
+
+
+class Job:
+    """One leased batch on its way: the events to send and what became of each."""
+
+    def __init__(self, integration: Integration, source: Source | None, leased: list[Leased]) -> None:
+        self.integration = integration
+        self.source = source
+        self.leased = leased
+        self.settlement = Settlement()
+        self.records: list[DebugRecord] = []
+        self.now = time.time()
+        self.reached_pinterest = False  # some events were accepted: the credentials work
+
+    def record(self, item: Leased, ev: EdgeEvent | None, status: str, message: str | None = None,
+               mapped: Mapped | None = None, payload: bytes | None = None, warnings: list[str] = ()) -> None:
+        self.records.append(DebugRecord(
+            at=self.now,
+            source_id=ev.source_id if ev else "",
+            event_id=ev.message_id if ev else "",
+            event=(ev.name or ev.type) if ev else "",
+            status=status,
+            integration_id=self.integration.id,
+            pinterest_event=mapped.event.event_name if mapped and mapped.event else None,
+            attempts=item.attempts + (0 if status in ("filtered", "skipped") else 1),
+            message=message,
+            warnings=list(warnings),
+            incoming=msgspec.Raw(item.payload),
+            payload=msgspec.Raw(payload) if payload else None,
+        ))
+
+
+class Pending:
+    """An event that will be sent: the queue item, the event and its Pinterest payload."""
+
+    __slots__ = ("item", "event", "mapped", "payload")
+
+    def __init__(self, item: Leased, event: EdgeEvent, mapped: Mapped) -> None:
+        self.item, self.event, self.mapped = item, event, mapped
+        self.payload = _encode(mapped.event)
+
+
+class DeliveryService:
+    def __init__(self, store: ConfigStore, queue: EventQueue, settings: DeliverySettings,
+                 hub: DebugHub | None = None, http: httpx.AsyncClient | None = None) -> None:
+        self.store = store
+        self.queue = queue
+        self.settings = settings
+        self.hub = hub or DebugHub()
+        self.http = http or httpx.AsyncClient(
+            timeout=settings.request_timeout, limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        )
+        self.workers: dict[str, IntegrationWorker] = {}
+        self.stopping = False
+
+    async def start(self) -> None:
+        released = await self.queue.recover(time.time())
+        if released:
+            log.info("released %d events leased by the previous run; sending them again", released)
+        self.store.subscribe(self._on_change)
+        for integration in self.store.integrations():
+            self._ensure_worker(integration.id)
+
+    def notify(self, topic: str) -> None:
+        worker = self.workers.get(topic)
+        if worker:
+            worker.wake.set()
+
+    def _on_change(self, object_type: str, object_id: str) -> None:
+        if self.stopping:
+            return
+        if object_type == "integration":
+            self._ensure_worker(object_id, config_changed=True)
+        elif object_type == "source":
+            for integration in self.store.integrations(object_id):
+                self.notify(integration.id)
+
+    def _ensure_worker(self, integration_id: str, config_changed: bool = False) -> None:
+        integration = self.store.integration(integration_id)
+        worker = self.workers.get(integration_id)
+        if integration is None or not integration.enabled:
+            if worker:
+                worker.stop()
+            return
+        if worker is None or worker.finished:
+            worker = self.workers[integration_id] = IntegrationWorker(self, integration_id)
+            worker.start()
+        elif config_changed:
+            worker.config_changed(integration)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Flush what is ready within `grace` seconds; the rest stays queued on disk."""
+        self.stopping = True
+        deadline = time.monotonic() + grace
+        workers = list(self.workers.values())
+        for worker in workers:
+            worker.draining = True
+            worker.wake.set()
+        await asyncio.gather(*(w.drain(deadline) for w in workers), return_exceptions=True)
+        await self.http.aclose()
+
+    # --- the admin "Send test event" --------------------------------------------------
+
+    async def send_test(self, integration: Integration, sample: Event) -> tuple[bool, str]:
+        """Send one event with ?test=true; (ok, an explanation a person can act on)."""
+        answer, used = await self._send_with_fallback(integration, [sample], test=True)
+        if answer.kind == "ok":
+            result = answer.results[0] if answer.results else None
+            if result and result.status == "failed":
+                return False, f"Pinterest answered but failed the test event: {result.error_message}"
+            await self.store.set_health(integration.id, Health("healthy", at=time.time()))
+            note = f" (with the {used.replace('_', ' ')})"
+            warning = f" Warning: {result.warning_message}" if result and result.warning_message else ""
+            return True, ("Pinterest accepted the test event for ad account "
+                          f"{integration.config.ad_account_id}{note}. Test events are not recorded.{warning}")
+        problem = _problem(answer)
+        if problem:
+            await self.store.set_health(integration.id, Health("unhealthy", problem, answer.message, time.time()))
+            return False, f"{TROUBLESHOOTING[problem]} (Pinterest said: {answer.message})"
+        return False, f"Pinterest did not accept the test event: {answer.message}"
+
+    async def _send_with_fallback(self, integration: Integration, events: list[Event], test: bool):
+        """Conversion token first when present, else the access token; on a 401 the other once."""
+        cfg = integration.config
+        tokens = [("conversion_token", cfg.conversion_token), ("access_token", cfg.access_token)]
+        tokens = [(name, t) for name, t in tokens if t]
+        answer = None
+        for name, token in tokens:
+            answer = await client.send(self.http, self.settings.api_base, cfg.ad_account_id, token, events,
+                                       test or cfg.test_mode)
+            if answer.kind != "unauthorized":
+                return answer, name
+        return answer, tokens[-1][0] if tokens else "access_token"
+
+
+def _problem(answer: client.Answer) -> str | None:
+    if answer.kind == "unauthorized":
+        return "unauthorized"
+    if answer.kind == "forbidden":
+        return "forbidden"
+    if answer.kind == "invalid_ad_account":
+        return "invalid_ad_account"
+    return None
+
+
+class IntegrationWorker:
+    def __init__(self, service: DeliveryService, integration_id: str) -> None:
+        self.service = service
+        self.id = integration_id
+        self.wake = asyncio.Event()
+        integration = service.store.integration(integration_id)
+        self.bucket = TokenBucket(integration.config.rate_limit_per_second, integration.config.rate_limit_burst)
+        self.slots = asyncio.Semaphore(service.settings.max_in_flight)
+        self.paused_until = 0.0
+        self.draining = False
+        self.finished = False
+        self._idle = False  # nothing ready to send (what waits for a retry time does not count)
+        self.inflight: set[asyncio.Task] = set()
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run(), name=f"delivery:{self.id}")
+
+    def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+
+    def config_changed(self, integration: Integration) -> None:
+        self.bucket.reconfigure(integration.config.rate_limit_per_second, integration.config.rate_limit_burst)
+        if self.paused_until:
+            # New credentials: whatever waited for them goes out now.
+            self.paused_until = 0.0
+            asyncio.create_task(self.service.queue.reschedule(self.id, time.time()))
+        self.wake.set()
+
+    async def drain(self, deadline: float) -> None:
+        """Send what is ready until nothing is or the deadline passes, then stop."""
+        while time.monotonic() < deadline and self.task and not self.task.done():
+            await asyncio.sleep(0.05)
+            if not self.inflight and self._idle:
+                break
+        self.stop()
+        if self.inflight:
+            await asyncio.wait(self.inflight, timeout=max(0.0, deadline - time.monotonic()))
+        for task in self.inflight:
+            task.cancel()
+
+    async def run(self) -> None:
+        settings = self.service.settings
+        queue = self.service.queue
+        try:
+            while True:
+                integration = self.service.store.integration(self.id)
+                if integration is None or not integration.enabled:
+                    return
+                now = time.time()
+                if now < self.paused_until:
+                    await self._sleep(self.paused_until - now)
+                    continue
+                ready = await queue.ready(self.id, now, settings.batch_size)
+                due = ready.priority or ready.full or (
+                    ready.oldest is not None and (self.draining or now - ready.oldest >= settings.flush_interval)
+                )
+                if not due:
+                    self._idle = ready.oldest is None
+                    waits = [settings.idle_poll]
+                    if ready.oldest is not None:
+                        waits.append(ready.oldest + settings.flush_interval - now)
+                    if ready.next_at is not None:
+                        waits.append(ready.next_at - now)
+                    await self._sleep(min(waits))
+                    continue
+                self._idle = False
+                await self.slots.acquire()
+                try:
+                    await self.bucket.acquire()
+                    leased = await queue.lease(self.id, settings.batch_size, time.time(), settings.lease_seconds)
+                except BaseException:
+                    self.slots.release()
+                    raise
+                if not leased:
+                    self.slots.release()
+                    continue
+                task = asyncio.create_task(self._deliver(integration, leased))
+                self.inflight.add(task)
+                task.add_done_callback(self._done)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.finished = True
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.inflight.discard(task)
+        self.slots.release()
+        if not task.cancelled() and task.exception():
+            log.error("delivery batch failed unexpectedly", exc_info=task.exception())
+
+    async def _sleep(self, seconds: float) -> None:
+        self.wake.clear()
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout=max(0.001, seconds))
+        except TimeoutError:
+            pass
+
+    # --- one batch ----------------------------------------------------------------------
+
+    async def _deliver(self, integration: Integration, leased: list[Leased]) -> None:
+        job = Job(integration, self.service.store.source(integration.source_id), leased)
+        pending = self._prepare(job)
+        if pending:
+            await self._send(job, pending, first=True)
+        await self._finish(job)
+
+    def _prepare(self, job: Job) -> list[Pending]:
+        """Decode, filter for consent and age, map; what is left goes to Pinterest."""
+        pending = []
+        s = job.settlement
+        options = job.integration.options
+        for item in job.leased:
+            try:
+                ev = event_decoder.decode(item.payload)
+            except msgspec.DecodeError:
+                s.dead.append((item.id, "not sent: the queued event could not be read"))
+                job.record(item, None, "failed", "the queued event could not be read")
+                continue
+            if ev.type not in DELIVERED_TYPES:
+                s.filtered.append(item.id)
+                job.record(item, ev, "skipped", f"{ev.type} calls are not sent to Pinterest")
+                continue
+            if job.source and not consent_allows(ev.consent, job.source, job.integration.consent_categories):
+                s.filtered.append(item.id)
+                job.record(item, ev, "filtered",
+                           "consent: the visitor has not granted " + ", ".join(job.integration.consent_categories))
+                continue
+            mapped = map_event(ev, options)
+            if mapped.event is None:
+                s.dead.append((item.id, mapped.reason))
+                job.record(item, ev, "failed", mapped.reason, mapped)
+                continue
+            if job.now - ev.event_time > MAX_EVENT_AGE:
+                s.dead.append((item.id, TOO_OLD))
+                job.record(item, ev, "failed", TOO_OLD, mapped, _encode(mapped.event))
+                continue
+            pending.append(Pending(item, ev, mapped))
+        return pending
+
+    async def _send(self, job: Job, pending: list[Pending], first: bool = False) -> None:
+        if not first:
+            await self.bucket.acquire()
+        answer, _ = await self.service._send_with_fallback(job.integration, [p.mapped.event for p in pending], False)
+        s = job.settlement
+        if answer.kind in ("ok", "partial"):
+            self.bucket.succeeded()
+            job.reached_pinterest = True
+            results = answer.results or [None] * len(pending)
+            for p, result in zip(pending, results):
+                warnings = p.mapped.warnings + ([result.warning_message] if result and result.warning_message else [])
+                if result is not None and result.status == "failed":
+                    reason = result.error_message or "failed without a message"
+                    s.dead.append((p.item.id, f"Pinterest: {reason}"))
+                    job.record(p.item, p.event, "failed", reason, p.mapped, p.payload, warnings)
+                else:
+                    s.delivered.append(p.item.id)
+                    job.record(p.item, p.event, "delivered", answer.message, p.mapped, p.payload, warnings)
+            return
+        if answer.kind == "bad_request":
+            if len(pending) == 1:
+                s.dead.append((pending[0].item.id, f"Pinterest rejected it: {answer.message}"))
+                job.record(pending[0].item, pending[0].event, "failed", answer.message, pending[0].mapped, pending[0].payload)
+                return
+            # Isolate the bad events: each half on its own, the good ones still go.
+            half = len(pending) // 2
+            await self._send(job, pending[:half])
+            await self._send(job, pending[half:])
+            return
+        s.last_error = answer.message
+        problem = _problem(answer)
+        if problem:
+            await self._pause(job, pending, problem, answer)
+            return
+        # Retryable: 408, 429, 5xx, timeouts, connection errors.
+        if answer.status in (429, 503):
+            self.bucket.throttled(answer.retry_after or 1.0)
+        policy = self.service.settings.retry
+        for p in pending:
+            attempts = p.item.attempts + 1
+            if policy.exhausted(attempts):
+                reason = f"gave up after {attempts} attempts: {answer.message}"
+                s.dead.append((p.item.id, reason))
+                job.record(p.item, p.event, "failed", reason, p.mapped, p.payload)
+            else:
+                at = job.now + policy.delay(attempts, answer.retry_after)
+                s.retry.append((p.item.id, at, answer.message))
+                job.record(p.item, p.event, "retrying", f"{answer.message}; next attempt in {at - job.now:.0f}s",
+                           p.mapped, p.payload)
+
+    async def _pause(self, job: Job, pending: list[Pending], problem: str, answer: client.Answer) -> None:
+        """Credentials or account problem: keep the events, stop sending until it is fixed."""
+        recheck = job.now + self.service.settings.auth_recheck
+        self.paused_until = recheck
+        for p in pending:
+            job.settlement.release.append((p.item.id, recheck))
+            job.record(p.item, p.event, "retrying", f"{TROUBLESHOOTING[problem]} (Pinterest said: {answer.message})",
+                       p.mapped, p.payload)
+        log.warning("integration %s paused: %s: %s", self.id, problem, answer.message)
+        await self.service.store.set_health(self.id, Health("unhealthy", problem, answer.message, job.now))
+
+    async def _finish(self, job: Job) -> None:
+        service = self.service
+        await asyncio.gather(
+            service.queue.settle(self.id, job.settlement, time.time()),
+            service.store.add_debug(job.records),
+        )
+        if job.reached_pinterest:
+            current = service.store.integration(self.id)
+            if current and current.health.status != "healthy":
+                await service.store.set_health(self.id, Health("healthy", at=time.time()))
+        service.hub.publish(job.records)
