@@ -41,7 +41,7 @@ class Settlement(msgspec.Struct):
     dead: list[tuple[int, str]] = []  # (id, reason)
     retry: list[tuple[int, float, str]] = []  # (id, retry at, error): counts an attempt
     release: list[tuple[int, float]] = []  # (id, at): back in the queue, no attempt counted
-    last_error: str | None = None
+    last_error: str | None = None  # default: the last retry's or dead letter's reason
 
 
 class DeadLetter(msgspec.Struct):

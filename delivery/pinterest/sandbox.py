@@ -230,7 +230,7 @@ class Sandbox:
         if "ads:write" not in info.scopes or (info.ad_accounts is not None and ad_account_id not in info.ad_accounts):
             return answer(403, {"code": 29, "message": "You are not permitted to access that resource."})
         if fault and fault.status != 200:
-            extra = [(b"retry-after", str(fault.retry_after).encode())] if fault.retry_after is not None else []
+            extra = [(b"retry-after", f"{fault.retry_after:g}".encode())] if fault.retry_after is not None else []
             return answer(fault.status, fault.body or {"code": fault.status, "message": f"Scripted {fault.status}."}, extra=extra)
         if not headers.get("content-type", "").startswith("application/json"):
             return answer(415, {"code": 1, "message": "Content-Type must be application/json."})

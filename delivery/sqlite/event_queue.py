@@ -130,6 +130,7 @@ def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float) -> 
         )
     if s.release:
         conn.executemany("UPDATE queue SET leased=0, available_at=? WHERE id=?", [(at, i) for i, at in s.release])
+    last_error = s.last_error or (s.retry[-1][2] if s.retry else None) or (s.dead[-1][1] if s.dead else None)
     conn.execute(
         "INSERT INTO counters (topic, filtered, delivered, dead_lettered, last_error, last_error_at) "
         "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(topic) DO UPDATE SET "
@@ -137,7 +138,7 @@ def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float) -> 
         "dead_lettered = dead_lettered + excluded.dead_lettered, "
         "last_error = coalesce(excluded.last_error, last_error), "
         "last_error_at = coalesce(excluded.last_error_at, last_error_at)",
-        (topic, len(s.filtered), len(s.delivered), len(s.dead), s.last_error, now if s.last_error else None),
+        (topic, len(s.filtered), len(s.delivered), len(s.dead), last_error, now if last_error else None),
     )
 
 

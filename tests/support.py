@@ -1,0 +1,194 @@
+"""Test support: real servers on loopback ports, a real `signal-edge serve` subprocess,
+and an admin client. Shared by tests/ and e2e/."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import uvicorn
+
+from delivery.pinterest.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "sea_test_admin_token_0123456789abcdef"
+AD_ACCOUNT = "549764982399"
+ACCESS_TOKEN = "pina_TEST_ACCESS_TOKEN_1234"
+CONVERSION_TOKEN = "ct_TEST_CONVERSION_TOKEN_5678"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as exc:  # the server may not be up yet
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app, port: int | None = None) -> None:
+        self.app = app
+        self.port = port or free_port()
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ServerThread":
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, what=f"server on {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.should_exit = True
+        if self.thread:
+            self.thread.join(10)
+
+
+class FakePinterest(ServerThread):
+    """The package's Pinterest sandbox, with the test credentials registered."""
+
+    def __init__(self, port: int | None = None, sandbox: Sandbox | None = None) -> None:
+        self.sandbox = sandbox or Sandbox()
+        if sandbox is None:
+            self.sandbox.add_token(ACCESS_TOKEN)
+            self.sandbox.add_token(CONVERSION_TOKEN)
+        super().__init__(self.sandbox, port)
+
+
+class SignalEdge:
+    """A real `python -m collector serve` process."""
+
+    def __init__(self, tmp: Path, pinterest_url: str, env: dict[str, str] | None = None,
+                 db: Path | None = None, command: str = "serve", extra_args: tuple[str, ...] = ()) -> None:
+        self.tmp = tmp
+        self.db = db or tmp / "signal-edge.db"
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.pinterest_url = pinterest_url
+        self.command = command
+        self.extra_args = extra_args
+        self.env = {
+            "SIGNAL_ADMIN_TOKEN": ADMIN_TOKEN,
+            "SIGNAL_PINTEREST_API_BASE": pinterest_url,
+            "SIGNAL_FLUSH_INTERVAL": "0.2",
+            "SIGNAL_RETRY_DELAYS": "0.2,0.4,0.8,1,1,1,1",
+            "SIGNAL_REQUEST_TIMEOUT": "5",
+            "SIGNAL_AUTH_RECHECK": "30",
+            "SIGNAL_SHUTDOWN_GRACE": "3",
+            "SIGNAL_LOG_LEVEL": "info",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+        self.log_path = tmp / f"signal-edge-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self) -> "SignalEdge":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNAL_")}
+        env.update(self.env)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector", self.command, "--port", str(self.port),
+             "--admin-port", str(self.admin_port), "--db", str(self.db), *self.extra_args],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_for(self._healthy, timeout=20, what="signal-edge to start")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"signal-edge exited with {self.proc.returncode}:\n{self.output()}")
+        return httpx.get(self.url + "/healthz", timeout=1).status_code == 200 and \
+            httpx.get(self.admin_url + "/healthz", timeout=1).status_code == 200
+
+    def output(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def admin(self) -> httpx.Client:
+        return httpx.Client(base_url=self.admin_url + "/v1/admin", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                            timeout=10)
+
+
+def create_source(admin: httpx.Client, **fields) -> dict:
+    body = {"name": "Test shop", **fields}
+    response = admin.post("/sources", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def create_integration(admin: httpx.Client, source_id: str, **fields) -> dict:
+    config = {"ad_account_id": AD_ACCOUNT, "access_token": ACCESS_TOKEN, "conversion_token": CONVERSION_TOKEN,
+              **fields.pop("config", {})}
+    body = {"source_id": source_id, "vendor": "pinterest", "name": "Pinterest", "enabled": True,
+            "config": config, "consent_categories": [], **fields}
+    response = admin.post("/integrations", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def post_batch(edge_url: str, pipeline_key: str, events: list[dict], client: httpx.Client | None = None,
+               **kwargs) -> httpx.Response:
+    body = json.dumps({"pipeline_key": pipeline_key, "batch": events})
+    sender = client or httpx
+    return sender.post(edge_url + "/v1/batch", content=body, headers={"Content-Type": "text/plain",
+                       "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Test/1.0", **kwargs.pop("headers", {})},
+                       **kwargs)
+
+
+def stats(admin: httpx.Client, integration_id: str) -> dict:
+    return admin.get(f"/integrations/{integration_id}").json()["delivery"]

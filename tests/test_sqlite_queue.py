@@ -1,0 +1,152 @@
+"""The SQLite event queue and its writer thread: durability, leases, settlement, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from delivery.queue import QueueItem, Settlement
+from delivery.sqlite.db import Database
+from delivery.sqlite.event_queue import SqliteEventQueue
+from delivery.sqlite.migrations import MIGRATIONS
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(str(tmp_path / "q.db"))
+    database.start()
+    yield database
+    database.close()
+
+
+def items(n, topic="int_a", priority=0, at=1000.0):
+    return [QueueItem(topic, f'{{"message_id":"m{i}"}}'.encode(), at + i * 0.001, priority) for i in range(n)]
+
+
+def test_schema_is_versioned_and_wal(db, tmp_path):
+    conn = sqlite3.connect(tmp_path / "q.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    sqlite3.connect(path).execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    database = Database(str(path))
+    with pytest.raises(RuntimeError, match="newer than this signal-edge"):
+        database.start()
+
+
+def test_appended_items_are_committed_when_append_returns(db, tmp_path):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        await q.append(items(3))
+        # Another connection sees them at once: they are committed, not just buffered.
+        assert sqlite3.connect(tmp_path / "q.db").execute("SELECT count(*) FROM queue").fetchone()[0] == 3
+        assert q.depth() == 3
+    run(main())
+
+
+def test_lease_hides_items_and_settle_accounts_for_each(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        await q.append(items(5))
+        first = await q.lease("int_a", 3, 2000.0, 60)
+        assert [i.payload for i in first] == [items(5)[i].payload for i in range(3)]
+        second = await q.lease("int_a", 10, 2000.0, 60)
+        assert len(second) == 2  # leased items are not handed out twice
+        assert await q.lease("int_a", 10, 2000.0, 60) == []
+        ids = [i.id for i in first + second]
+        await q.settle("int_a", Settlement(delivered=ids[:2], filtered=[ids[2]], dead=[(ids[3], "bad")],
+                                           retry=[(ids[4], 2100.0, "HTTP 503")]), 2000.0)
+        stats = await q.stats("int_a")
+        assert (stats.accepted, stats.delivered, stats.filtered, stats.dead_lettered, stats.queued,
+                stats.in_flight) == (5, 2, 1, 1, 1, 0)
+        assert stats.last_error == "HTTP 503"
+        assert await q.lease("int_a", 10, 2050.0, 60) == []  # not before its retry time
+        again = await q.lease("int_a", 10, 2100.0, 60)
+        assert [i.id for i in again] == [ids[4]] and again[0].attempts == 1
+        dead = await q.dead_letters("int_a", 0, 10)
+        assert [(d.event_id, d.reason, d.attempts) for d in dead] == [("m3", "bad", 1)]
+        assert q.depth() == 1
+    run(main())
+
+
+def test_priority_items_are_leased_first(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        await q.append(items(3, priority=0) + [QueueItem("int_a", b'{"message_id":"p"}', 1001.0, 1)])
+        ready = await q.ready("int_a", 1000.5, 1000)
+        assert ready.priority is False and ready.oldest == 1000.0
+        ready = await q.ready("int_a", 2000.0, 1000)
+        assert ready.priority is True and not ready.full
+        leased = await q.lease("int_a", 2, 2000.0, 60)
+        assert [i.payload for i in leased] == [b'{"message_id":"p"}', items(1)[0].payload]
+    run(main())
+
+
+def test_recover_releases_the_leases_of_a_dead_process(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        await q.append(items(4))
+        await q.lease("int_a", 4, 2000.0, 3600)
+        assert (await q.stats("int_a")).in_flight == 4
+        assert await q.recover(2001.0) == 4
+        assert len(await q.lease("int_a", 10, 2001.0, 60)) == 4
+    run(main())
+
+
+def test_replay_puts_dead_letters_back_with_their_event_ids(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        await q.append(items(3))
+        leased = await q.lease("int_a", 3, 2000.0, 60)
+        await q.settle("int_a", Settlement(dead=[(i.id, "Pinterest: bad") for i in leased]), 2000.0)
+        dead = await q.dead_letters("int_a", 0, 10)
+        assert await q.replay("int_a", [dead[0].id], 2001.0) == 1
+        assert await q.replay("int_a", None, 2001.0) == 2
+        assert (await q.stats("int_a")).dead_lettered == 0
+        again = await q.lease("int_a", 10, 2001.0, 60)
+        assert sorted(i.payload for i in again) == sorted(i.payload for i in items(3))
+    run(main())
+
+
+def test_concurrent_writers_share_commits(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        before = db.commits
+        await asyncio.gather(*(q.append(items(1, topic=f"t{i}")) for i in range(200)))
+        commits = db.commits - before
+        assert q.depth() == 200
+        return commits
+    commits = run(main())
+    assert commits < 200  # group commit: many appends per transaction
+
+
+def test_a_failing_job_does_not_undo_its_neighbours(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+
+        def broken(conn):
+            conn.execute("INSERT INTO queue (topic, payload, created_at, available_at) VALUES ('x', 'y', 1, 1)")
+            raise ValueError("boom")
+
+        results = await asyncio.gather(q.append(items(2)), db.run(broken), q.append(items(2, topic="int_b")),
+                                       return_exceptions=True)
+        assert isinstance(results[1], ValueError)
+        count = await db.run(lambda c: c.execute("SELECT count(*) FROM queue").fetchone()[0])
+        assert count == 4  # the broken job's insert was rolled back, the others committed
+    run(main())
