@@ -26,6 +26,9 @@ class AuditEntry(msgspec.Struct):
     new: dict | None = None
 
 
+NO_JSON = msgspec.Raw(b"null")
+
+
 class DebugRecord(msgspec.Struct, omit_defaults=True):
     """One event's journey to one integration, as the debugger shows it."""
 
@@ -39,8 +42,8 @@ class DebugRecord(msgspec.Struct, omit_defaults=True):
     attempts: int = 0
     message: str | None = None  # Pinterest's words, or why it was not sent
     warnings: list[str] = []
-    incoming: msgspec.Raw | None = None  # the event as received (an EdgeEvent: PII hashed)
-    payload: msgspec.Raw | None = None  # the Pinterest event we built
+    incoming: msgspec.Raw = NO_JSON  # the event as received (an EdgeEvent: PII hashed)
+    payload: msgspec.Raw = NO_JSON  # the Pinterest event we built
     id: int | None = None
 
 

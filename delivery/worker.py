@@ -24,7 +24,7 @@ from delivery.pinterest.payload import Event, MAX_EVENTS_PER_REQUEST
 from delivery.queue import EventQueue, Leased, Settlement
 from delivery.ratelimit import TokenBucket
 from delivery.retry import RetryPolicy
-from delivery.store import ConfigStore, DebugRecord
+from delivery.store import NO_JSON, ConfigStore, DebugRecord
 
 log = logging.getLogger("signal_edge.delivery")
 MAX_EVENT_AGE = 7 * 24 * 3600
@@ -70,7 +70,7 @@ class Job:
             message=message,
             warnings=list(warnings),
             incoming=msgspec.Raw(item.payload),
-            payload=msgspec.Raw(payload) if payload else None,
+            payload=msgspec.Raw(payload) if payload else NO_JSON,
         ))
 
 

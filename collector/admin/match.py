@@ -6,7 +6,7 @@ import msgspec
 
 from collector.admin.schemas import MatchQuality, MatchSignal
 from delivery.pinterest.catalog import TROUBLESHOOTING
-from delivery.store import DebugRecord
+from delivery.store import NO_JSON, DebugRecord
 
 SIGNALS = ("click_id", "em", "ph", "external_id", "ip_and_user_agent")
 HINTS = {
@@ -43,7 +43,7 @@ def match_quality(integration_id: str, records: list[DebugRecord]) -> MatchQuali
     counts = dict.fromkeys(SIGNALS, 0)
     seen = 0
     for record in records:
-        if record.payload is None:
+        if record.payload == NO_JSON:
             continue
         user = _decoder.decode(record.payload).user_data
         seen += 1
