@@ -20,7 +20,9 @@ def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": "/usr/bin/chromium", "headless": True,
             "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--no-first-run"]}
+                     "--disable-sync", "--no-first-run",
+                     # www.shop.test (the site) and data.shop.test (the edge) are this machine
+                     "--host-resolver-rules=MAP *.shop.test 127.0.0.1"]}
 
 
 @pytest.fixture(scope="session")

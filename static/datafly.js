@@ -1,4 +1,4 @@
-/*! signal-edge datafly.js: _df.page/track/identify/group/consent/reset/flush */
+/* signal-edge tag */
 (function (w, d) {
   var s = d.currentScript, L = w.localStorage, N = navigator;
   if (!s) return;
@@ -16,9 +16,8 @@
   }
   function uuid() {
     var c = w.crypto;
-    if (c && c.randomUUID) return c.randomUUID();
-    return "10000000-1000-4000-8000-100000000000".replace(/[018]/g, function (x) {
-      return (x ^ (c && c.getRandomValues ? c.getRandomValues(new Uint8Array(1))[0] : Math.random() * 256) & 15 >> x / 4).toString(16);
+    return c && c.randomUUID ? c.randomUUID() : "10000000-1000-4000-8000-100000000000".replace(/[018]/g, function (x) {
+      return (x ^ Math.random() * 256 & 15 >> x / 4).toString(16);
     });
   }
   function send(type, f) {
@@ -30,8 +29,7 @@
     if (gid && !f.groupId) f.groupId = gid;
     f.context = {
       page: { url: l.href, path: l.pathname, referrer: d.referrer, title: d.title, search: l.search },
-      userAgent: N.userAgent, locale: N.language,
-      timezone: w.Intl && Intl.DateTimeFormat().resolvedOptions().timeZone
+      userAgent: N.userAgent, locale: N.language
     };
     if (consent) f.context.consent = { categories: consent };
     q.push({ g: gen, m: f });
@@ -76,7 +74,7 @@
       if (typeof id == "object" && id) { t = id; id = null }
       if (id != null) put("_df_uid", uid = String(id));
       for (var k in t || {}) traits[k] = t[k];
-      send("identify", { traits: t || {} });
+      send("identify", { traits: traits });
     },
     group: function (id, t) { put("_df_gid", gid = String(id)); send("group", { groupId: gid, traits: t || {} }) },
     consent: function (c) {
@@ -85,8 +83,7 @@
       d.cookie = "_df_consent=" + encodeURIComponent(consent.join(",")) + ";path=/;max-age=31536000;samesite=lax";
     },
     reset: function () { flush(); gen++; uid = gid = null; traits = {}; put("_df_uid"); put("_df_gid") },
-    flush: function () { flush() },
-    traits: function () { return traits }
+    flush: function () { flush() }
   };
   var pre = w[name], calls = pre && pre.push ? pre.slice() : [], paged = 0, i;
   w[name] = api;

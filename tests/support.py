@@ -33,7 +33,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition",
+             sleep: Callable[[float], Any] = time.sleep):
+    """Poll until `predicate()` is truthy. With Playwright, pass `sleep=lambda s: page.wait_for_timeout(s * 1000)`
+    so the browser's events are dispatched while waiting."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -43,7 +46,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
                 return last
         except Exception as exc:  # the server may not be up yet
             last = exc
-        time.sleep(interval)
+        sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 

@@ -22,23 +22,20 @@ class ProxyTrust:
 
     @lru_cache(maxsize=4096)
     def trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.networks)
+        ip = _ip(address)
+        return ip is not None and any(ip in net for net in self.networks)
 
     def client_ip(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """The right-most X-Forwarded-For hop that is not a trusted proxy, but only when
         the peer itself is trusted; otherwise the peer (a client cannot spoof its IP)."""
+        peer = plain_ip(peer)
         if not peer or not forwarded_for or not self.trusted(peer):
             return peer
-        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        hops = [_strip_port(h.strip()) for h in forwarded_for.split(",") if h.strip()]
         for hop in reversed(hops):
-            hop = _strip_port(hop)
             if not self.trusted(hop):
-                return hop if _is_ip(hop) else peer
-        return _strip_port(hops[0]) if hops else peer
+                return plain_ip(hop) if _ip(hop) else peer
+        return plain_ip(hops[0]) if hops and _ip(hops[0]) else peer
 
     def scheme(self, peer: str | None, scheme: str, forwarded_proto: str | None) -> str:
         if forwarded_proto and peer and self.trusted(peer):
@@ -54,12 +51,18 @@ def _strip_port(hop: str) -> str:
     return hop
 
 
-def _is_ip(text: str) -> bool:
+def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, with IPv4-mapped IPv6 (`::ffff:192.0.2.1`, from dual-stack sockets) as IPv4."""
     try:
-        ipaddress.ip_address(text)
-        return True
+        ip = ipaddress.ip_address(text)
     except ValueError:
-        return False
+        return None
+    return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+
+
+def plain_ip(text: str | None) -> str | None:
+    ip = _ip(text) if text else None
+    return str(ip) if ip else text
 
 
 def epik_from_url(url: str | None) -> str | None:
