@@ -55,6 +55,8 @@ async def open_services(settings: Settings) -> Services:
         DeliverySettings(
             api_base=settings.pinterest_api_base,
             flush_interval=settings.flush_interval,
+            batch_size=settings.batch_size,
+            max_in_flight=settings.max_in_flight,
             request_timeout=settings.request_timeout,
             retry=RetryPolicy(delays=tuple(settings.retry_delays)),
             auth_recheck=settings.auth_recheck,

@@ -26,6 +26,8 @@ class Settings(msgspec.Struct, kw_only=True):
     log_level: str = "info"
     # Tuning, from the environment only.
     flush_interval: float = 1.0
+    batch_size: int = 1000  # events per request to Pinterest (Pinterest's maximum)
+    max_in_flight: int = 4  # concurrent requests per integration
     queue_max: int = 1_000_000  # above this many queued events, ingestion answers 503
     retry_delays: tuple[float, ...] = DEFAULT_DELAYS
     request_timeout: float = 30.0
@@ -58,6 +60,8 @@ _ENV = {
     "SIGNAL_TRUSTED_PROXIES": "trusted_proxies",
     "SIGNAL_LOG_LEVEL": "log_level",
     "SIGNAL_FLUSH_INTERVAL": "flush_interval",
+    "SIGNAL_BATCH_SIZE": "batch_size",
+    "SIGNAL_MAX_IN_FLIGHT": "max_in_flight",
     "SIGNAL_QUEUE_MAX": "queue_max",
     "SIGNAL_RETRY_DELAYS": "retry_delays",
     "SIGNAL_REQUEST_TIMEOUT": "request_timeout",
@@ -94,6 +98,10 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
         settings.trusted_networks()
     except ValueError as exc:
         raise SettingsError(f"setting SIGNAL_TRUSTED_PROXIES: {exc}") from None
+    if not 1 <= settings.batch_size <= 1000:
+        raise SettingsError("setting SIGNAL_BATCH_SIZE: from 1 to 1000 (Pinterest takes at most 1000 events a request)")
+    if settings.max_in_flight < 1:
+        raise SettingsError("setting SIGNAL_MAX_IN_FLIGHT: at least 1")
     if settings.db_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise SettingsError("setting SIGNAL_DB_SYNCHRONOUS: use NORMAL, FULL or EXTRA")
     return settings

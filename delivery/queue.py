@@ -89,5 +89,8 @@ class EventQueue(Protocol):
 
     async def stats(self, topic: str) -> TopicStats: ...
 
+    async def discard(self, topic: str, reason: str, now: float) -> int:
+        """Move every item of `topic` to the dead-letter store (its integration is deleted)."""
+
     def depth(self) -> int:
         """Items waiting or in flight, from memory (cheap: used for backpressure)."""

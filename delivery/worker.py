@@ -177,6 +177,11 @@ class DeliveryService:
         return answer, tokens[-1][0] if tokens else "access_token"
 
 
+def _credentials(integration: Integration) -> tuple:
+    cfg = integration.config
+    return cfg.ad_account_id, cfg.access_token, cfg.conversion_token
+
+
 def _problem(answer: client.Answer) -> str | None:
     if answer.kind == "unauthorized":
         return "unauthorized"
@@ -194,6 +199,7 @@ class IntegrationWorker:
         self.wake = asyncio.Event()
         integration = service.store.integration(integration_id)
         self.bucket = TokenBucket(integration.config.rate_limit_per_second, integration.config.rate_limit_burst)
+        self.credentials = _credentials(integration)
         self.slots = asyncio.Semaphore(service.settings.max_in_flight)
         self.paused_until = 0.0
         self.draining = False
@@ -210,11 +216,16 @@ class IntegrationWorker:
             self.task.cancel()
 
     def config_changed(self, integration: Integration) -> None:
-        self.bucket.reconfigure(integration.config.rate_limit_per_second, integration.config.rate_limit_burst)
-        if self.paused_until:
-            # New credentials: whatever waited for them goes out now.
-            self.paused_until = 0.0
-            asyncio.create_task(self.service.queue.reschedule(self.id, time.time()))
+        cfg = integration.config
+        if (cfg.rate_limit_per_second, cfg.rate_limit_burst) != (self.bucket.configured_rate, self.bucket.burst):
+            self.bucket.reconfigure(cfg.rate_limit_per_second, cfg.rate_limit_burst)
+        credentials = _credentials(integration)
+        if credentials != self.credentials:
+            self.credentials = credentials
+            if self.paused_until:
+                # New credentials: whatever waited for them goes out now.
+                self.paused_until = 0.0
+                asyncio.create_task(self.service.queue.reschedule(self.id, time.time()))
         self.wake.set()
 
     async def drain(self, deadline: float) -> None:
@@ -362,8 +373,17 @@ class IntegrationWorker:
         if problem:
             await self._pause(job, pending, problem, answer)
             return
-        # Retryable: 408, 429, 5xx, timeouts, connection errors.
-        if answer.status in (429, 503):
+        if answer.status == 429:
+            # Pinterest's rate limit is not the events' fault: wait as told, spend no attempt.
+            wait = answer.retry_after or 1.0
+            self.bucket.throttled(wait)
+            for p in pending:
+                s.release.append((p.item.id, job.now + wait))
+                job.record(p.item, p.event, "retrying", f"{answer.message}; waiting {wait:g}s as Pinterest asked",
+                           p.mapped, p.payload)
+            return
+        # Retryable: 408, 5xx, timeouts, connection errors.
+        if answer.status == 503:
             self.bucket.throttled(answer.retry_after or 1.0)
         policy = self.service.settings.retry
         for p in pending:

@@ -285,6 +285,8 @@ class Api:
                            f"{waiting} events are still queued for this integration; disable it and wait for them, "
                            "or delete with ?discard_queued=true to drop them")
         await self.store.delete_integration(integ.id)
+        if waiting:
+            await self.queue.discard(integ.id, "not sent: the integration was deleted", time.time())
         return Response(status_code=204)
 
     async def test_integration(self, request: Request) -> Response:

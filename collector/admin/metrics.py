@@ -36,6 +36,10 @@ async def render(services: Services) -> str:
               "# TYPE signal_edge_integration_healthy gauge"]
     lines += [f'signal_edge_integration_healthy{{integration="{_label(i.id)}"}} {int(i.health.status != "unhealthy")}'
               for i in integrations]
+    lines += ["# HELP signal_edge_last_error_timestamp_seconds When delivery last failed (0: never).",
+              "# TYPE signal_edge_last_error_timestamp_seconds gauge"]
+    lines += [f'signal_edge_last_error_timestamp_seconds{{integration="{_label(i.id)}"}} {stats[i.id].last_error_at or 0}'
+              for i in integrations]
     lines += ["# HELP signal_edge_queue_depth Events queued or in flight, all integrations.",
               "# TYPE signal_edge_queue_depth gauge", f"signal_edge_queue_depth {services.queue.depth()}"]
     return "\n".join(lines) + "\n"

@@ -105,14 +105,15 @@ class SqliteConfigStore:
         self._sources.pop(source_id, None)
         self._changed("source", source_id)
 
-    async def put_integration(self, integration: Integration, audit_action: str | None) -> None:
+    async def put_integration(self, integration: Integration, audit_action: str | None, notify: bool = True) -> None:
         old = self._integrations.get(integration.id)
         await self.db.run(
             _put_integration, integration.id, integration.source_id, _encode(self._seal(integration)),
             _audit_row(audit_action, "integration", integration.id, old, integration),
         )
         self._integrations[integration.id] = integration
-        self._changed("integration", integration.id)
+        if notify:
+            self._changed("integration", integration.id)
 
     async def delete_integration(self, integration_id: str) -> None:
         old = self._integrations.get(integration_id)
@@ -126,7 +127,8 @@ class SqliteConfigStore:
         current = self._integrations.get(integration_id)
         if current is None or current.health == health:
             return
-        await self.put_integration(msgspec.structs.replace(current, health=health), None)
+        # Health is runtime state, not configuration: no change notification.
+        await self.put_integration(msgspec.structs.replace(current, health=health), None, notify=False)
 
     def _seal(self, integration: Integration) -> Integration:
         secrets = {k: self.box.seal(v) for k in SECRET_KEYS if (v := getattr(integration.config, k))}

@@ -66,6 +66,16 @@ class SqliteEventQueue:
     async def stats(self, topic: str) -> TopicStats:
         return await self.db.run(_stats, topic)
 
+    async def discard(self, topic: str, reason: str, now: float) -> int:
+        def move(conn: sqlite3.Connection) -> int:
+            ids = [r[0] for r in conn.execute("SELECT id FROM queue WHERE topic=?", (topic,))]
+            _settle(conn, topic, Settlement(dead=[(i, reason) for i in ids]), now)
+            return len(ids)
+
+        count = await self.db.run(move)
+        self._depth -= count
+        return count
+
 
 def _append(conn: sqlite3.Connection, items: list[QueueItem]) -> None:
     conn.executemany(
