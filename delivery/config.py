@@ -11,12 +11,12 @@ import msgspec
 from delivery.pinterest.mapping import Options
 
 
-class ConsentSettings(msgspec.Struct, omit_defaults=True):
+class ConsentSettings(msgspec.Struct):
     enabled: bool = False
     default_categories: list[str] = []
 
 
-class Source(msgspec.Struct, omit_defaults=True):
+class Source(msgspec.Struct):
     id: str
     name: str
     pipeline_key: str
@@ -31,7 +31,7 @@ class Source(msgspec.Struct, omit_defaults=True):
     rate_limit_burst: int = 20000
 
 
-class PinterestConfig(msgspec.Struct, omit_defaults=True):
+class PinterestConfig(msgspec.Struct):
     ad_account_id: str
     access_token: str
     conversion_token: str | None = None
@@ -45,14 +45,14 @@ class PinterestConfig(msgspec.Struct, omit_defaults=True):
 SECRET_KEYS = ("access_token", "conversion_token")
 
 
-class Health(msgspec.Struct, omit_defaults=True):
+class Health(msgspec.Struct):
     status: str = "pending"  # pending | healthy | unhealthy
     problem: str | None = None  # a key of catalog.TROUBLESHOOTING
     message: str | None = None  # Pinterest's own words, when it gave any
     at: float | None = None
 
 
-class Integration(msgspec.Struct, omit_defaults=True):
+class Integration(msgspec.Struct):
     id: str
     source_id: str
     name: str

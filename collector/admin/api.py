@@ -92,7 +92,7 @@ class Api:
         try:
             return msgspec.json.decode(body, type=type_)
         except msgspec.ValidationError as exc:
-            raise from_validation(exc) from None
+            raise from_validation(exc, body) from None
         except msgspec.DecodeError as exc:
             raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
 

@@ -22,6 +22,19 @@ HINTS = {
 }
 
 
+def _bad_key(body: bytes, path: str, message: str) -> str:
+    """The key (".key") under `path` whose value msgspec rejected, found in the raw body."""
+    try:
+        node = msgspec.json.decode(body)
+        for part in path.split("."):
+            node = node[part]
+        value = re.search(r"'(.*)'", message)
+        keys = [k for k, v in node.items() if value and str(v) == value.group(1)] if isinstance(node, dict) else []
+    except (msgspec.DecodeError, KeyError, TypeError):
+        keys = []
+    return f".{keys[0]}" if len(keys) == 1 else "[...]"
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, field: str | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -35,11 +48,13 @@ def error_response(exc: ApiError) -> Response:
     return Response(body, exc.status, exc.headers, media_type="application/json")
 
 
-def from_validation(exc: msgspec.ValidationError) -> ApiError:
+def from_validation(exc: msgspec.ValidationError, body: bytes = b"") -> ApiError:
     """msgspec's message as an error that names the field (`config.ad_account_id`)."""
     text = str(exc)
     message, _, where = text.partition(" - at `")
     path = where.rstrip("`").removeprefix("$").lstrip(".") if where else ""
+    if path.endswith("[...]"):  # a mapping's value: msgspec does not say which key
+        path = path[:-5] + _bad_key(body, path[:-5], message)
     named = _FIELD_IN_MESSAGE.search(message)
     if named:
         path = f"{path}.{named.group(1)}" if path else named.group(1)
