@@ -14,6 +14,7 @@ from collector.admin import metrics, openapi
 from collector.admin.api import ROUTES, Api, json_response
 from collector.admin.errors import ApiError, error_response
 from collector.admin.session import Sessions
+from collector.admin.ui import ui_routes
 from collector.services import Services
 
 log = logging.getLogger("signal_edge.admin")
@@ -79,6 +80,7 @@ def create_admin_app(services: Services) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route(PREFIX + "/openapi.json", openapi_endpoint, methods=["GET"]),
+        *ui_routes(services, sessions),
     ]
 
     async def http_error(request: Request, exc: HTTPException) -> Response:

@@ -1,0 +1,73 @@
+// Integration page: test button, match quality, dead letters and replay, edit and disable.
+import { api, el, say, when } from "./api.js";
+
+const id = document.getElementById("send-test").dataset.integration;
+const result = document.getElementById("test-result");
+const saved = sessionStorage.getItem("signal-edge:test");
+if (saved) { result.textContent = saved; sessionStorage.removeItem("signal-edge:test"); }
+
+document.getElementById("send-test").addEventListener("click", async (event) => {
+  event.target.disabled = true;
+  result.textContent = "Sending a test event to Pinterest…";
+  try {
+    const test = await api("POST", `/integrations/${id}/test`);
+    result.textContent = test.message;
+    result.className = test.ok ? "" : "problem";
+  } catch (err) {
+    result.textContent = err.message;
+  } finally {
+    event.target.disabled = false;
+  }
+});
+
+async function matchQuality() {
+  const box = document.getElementById("match-quality");
+  const q = await api("GET", `/integrations/${id}/match-quality?limit=100`);
+  if (!q.events) { box.replaceChildren(el("p", { class: "help", text: "No delivered events yet." })); return; }
+  const names = { click_id: "Click id (epik)", em: "Email", ph: "Phone", external_id: "External id", ip_and_user_agent: "IP + User-Agent" };
+  box.replaceChildren(
+    el("p", { class: "help", text: `Share of the last ${q.events} delivered events carrying each signal:` }),
+    ...q.signals.map((s) => el("div", { class: "meter" },
+      el("span", { id: `signal-${s.signal}`, text: names[s.signal] }),
+      el("progress", { max: "1", value: String(s.share), "aria-labelledby": `signal-${s.signal}` }),
+      el("span", { text: `${Math.round(s.share * 100)}%` }))),
+    q.hint ? el("p", { class: "problem", text: `Weakest: ${names[q.weakest]}. ${q.hint}` }) : null);
+}
+
+async function deadLetters() {
+  const box = document.getElementById("dead-letters");
+  const page = await api("GET", `/integrations/${id}/dead-letters?limit=100`);
+  if (!page.data.length) { box.replaceChildren(el("p", { class: "help", text: "None: nothing has failed for good." })); return; }
+  const rows = page.data.map((d) => el("tr", {},
+    el("td", {}, el("input", { type: "checkbox", value: String(d.id), "aria-label": `Select ${d.event_id}` })),
+    el("td", {}, el("code", { text: d.event_id || "" })), el("td", { text: d.reason }),
+    el("td", { text: String(d.attempts) }), el("td", { text: when(d.dead_at) })));
+  const replay = async (ids) => {
+    const done = await api("POST", `/integrations/${id}/dead-letters/replay`, ids ? { ids } : undefined);
+    say(`${done.replayed} events queued again, with their original event ids.`);
+    deadLetters();
+  };
+  box.replaceChildren(
+    el("div", { class: "table" }, el("table", {},
+      el("thead", {}, el("tr", {}, ...["", "Event id", "Reason", "Attempts", "When"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, rows))),
+    el("button", { type: "button", class: "secondary", onclick: () => replay([...box.querySelectorAll("input:checked")].map((c) => Number(c.value))) }, "Replay selected"),
+    el("button", { type: "button", onclick: () => replay(null) }, "Replay all"));
+}
+
+document.getElementById("edit-integration").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const config = { ad_account_id: form.ad_account_id.value.trim(), test_mode: form.test_mode.checked };
+  for (const key of ["access_token", "conversion_token"]) if (form[key].value.trim()) config[key] = form[key].value.trim();
+  try {
+    await api("PATCH", `/integrations/${id}`, { name: form.name.value, variant: form.variant.value, enabled: form.enabled.checked, config });
+    say("Saved.");
+    location.reload();
+  } catch (err) {
+    say(err.message);
+  }
+});
+
+matchQuality();
+deadLetters();
