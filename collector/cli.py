@@ -31,6 +31,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(coro) -> int:
+    """Run on uvloop when it is installed (uvicorn[standard] brings it), else asyncio's loop."""
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items() if k in ("host", "port", "admin_port", "db")}
@@ -47,14 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         if args.command == "serve":
-            return asyncio.run(run(settings))
+            return _run(run(settings))
         if args.command == "demo":
             from collector.demo import demo_banner, demo_setup
 
             settings.pinterest_api_base = f"http://127.0.0.1:{args.sandbox_port}"
             setup = demo_setup(args.sandbox_port, args.shop_port)
-            return asyncio.run(run(settings, setup, demo_banner(args.shop_port, args.sandbox_port)))
-        return asyncio.run(_admin_token(settings, args.rotate))
+            return _run(run(settings, setup, demo_banner(args.shop_port, args.sandbox_port)))
+        return _run(_admin_token(settings, args.rotate))
     except StartupError as exc:
         print(f"signal-edge: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -46,7 +47,9 @@ class Listener:
 
 def bind(host: str, port: int, name: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when proto says TCP,
+    # and without it small responses wait ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -98,6 +101,7 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
         )
         servers.append((listener, _Server(config)))
     await services.delivery.start()
+    tune_gc()
     tasks = [asyncio.create_task(server.serve(sockets=[listener.sock])) for listener, server in servers]
     for listener, _ in servers:
         log.info("%s listening on http://%s:%d", listener.name, listener.host, listener.port)
@@ -115,6 +119,15 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
     depth = services.queue.depth()
     log.info("stopped; %d events stay queued on disk for the next start", depth)
     return 0
+
+
+def tune_gc() -> None:
+    """Keep the cyclic GC off the request path: what start-up built lives for the whole run
+    (frozen: never scanned again), and collections run rarer. Unchecked, full collections
+    were the edge's p99 (28 ms against 10 ms); almost all garbage here is freed by refcounts."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def _stop_servers(group, tasks, servers) -> None:

@@ -28,8 +28,8 @@ class Services:
     auth: AdminAuth
     new_admin_token: str | None = None  # generated at this start: print it once
 
-    def notify(self, topic: str) -> None:
-        self.delivery.notify(topic)
+    def notify(self, topic: str, events: int = 1, priority: bool = True) -> None:
+        self.delivery.notify(topic, events, priority)
 
     async def close(self) -> None:
         await self.delivery.stop(self.settings.shutdown_grace)

@@ -44,21 +44,36 @@ class DeliverySettings(msgspec.Struct, frozen=True):
     idle_poll: float = 1.0
 
 
+# Routine outcomes kept in the debugger log per batch (all of them go to a live watcher);
+# failures and retries are always kept. Writing every delivered event twice (queue and log)
+# halved delivery throughput.
+ROUTINE_KEPT_PER_BATCH = 20
+ROUTINE = ("delivered", "filtered", "skipped")
+
+
 class Job:
     """One leased batch on its way: the events to send and what became of each."""
 
-    def __init__(self, integration: Integration, source: Source | None, leased: list[Leased]) -> None:
+    def __init__(self, integration: Integration, source: Source | None, leased: list[Leased], watched: bool) -> None:
         self.integration = integration
         self.source = source
         self.leased = leased
         self.settlement = Settlement()
-        self.records: list[DebugRecord] = []
+        self.watched = watched  # someone follows the live debugger: publish every record
+        self.live: list[DebugRecord] = []
+        self.kept: list[DebugRecord] = []  # what the debugger log stores
+        self._routine: dict[str, int] = {}
         self.now = time.time()
         self.reached_pinterest = False  # some events were accepted: the credentials work
 
     def record(self, item: Leased, ev: EdgeEvent | None, status: str, message: str | None = None,
-               mapped: Mapped | None = None, payload: bytes | None = None, warnings: list[str] = ()) -> None:
-        self.records.append(DebugRecord(
+               mapped: Mapped | None = None, warnings: list[str] = ()) -> None:
+        keep = status not in ROUTINE or self._routine.get(status, 0) < ROUTINE_KEPT_PER_BATCH
+        if not (keep or self.watched):
+            return
+        if keep and status in ROUTINE:
+            self._routine[status] = self._routine.get(status, 0) + 1
+        record = DebugRecord(
             at=self.now,
             source_id=ev.source_id if ev else "",
             event_id=ev.message_id if ev else "",
@@ -70,18 +85,21 @@ class Job:
             message=message,
             warnings=list(warnings),
             incoming=msgspec.Raw(item.payload),
-            payload=msgspec.Raw(payload) if payload else NO_JSON,
-        ))
+            payload=msgspec.Raw(_encode(mapped.event)) if mapped and mapped.event and status != "skipped" else NO_JSON,
+        )
+        if self.watched:
+            self.live.append(record)
+        if keep:
+            self.kept.append(record)
 
 
 class Pending:
-    """An event that will be sent: the queue item, the event and its Pinterest payload."""
+    """An event that will be sent: the queue item, the event and its mapping."""
 
-    __slots__ = ("item", "event", "mapped", "payload")
+    __slots__ = ("item", "event", "mapped")
 
     def __init__(self, item: Leased, event: EdgeEvent, mapped: Mapped) -> None:
         self.item, self.event, self.mapped = item, event, mapped
-        self.payload = _encode(mapped.event)
 
 
 class DeliveryService:
@@ -105,10 +123,12 @@ class DeliveryService:
         for integration in self.store.integrations():
             self._ensure_worker(integration.id)
 
-    def notify(self, topic: str) -> None:
+    def notify(self, topic: str, events: int = 1, priority: bool = True) -> None:
+        """New events for `topic` are queued. Cheap on the ingest path: the worker is woken
+        only when it has something to do now (see IntegrationWorker.offer)."""
         worker = self.workers.get(topic)
         if worker:
-            worker.wake.set()
+            worker.offer(events, priority)
 
     def _on_change(self, object_type: str, object_id: str) -> None:
         if self.stopping:
@@ -139,7 +159,7 @@ class DeliveryService:
         workers = list(self.workers.values())
         for worker in workers:
             worker.draining = True
-            worker.wake.set()
+            worker.wake()
         await asyncio.gather(*(w.drain(deadline) for w in workers), return_exceptions=True)
         await self.http.aclose()
 
@@ -196,12 +216,14 @@ class IntegrationWorker:
     def __init__(self, service: DeliveryService, integration_id: str) -> None:
         self.service = service
         self.id = integration_id
-        self.wake = asyncio.Event()
+        self._waker: asyncio.Future | None = None  # set while the worker sleeps
+        self._unseen = 0  # events offered since the last look at the queue
         integration = service.store.integration(integration_id)
         self.bucket = TokenBucket(integration.config.rate_limit_per_second, integration.config.rate_limit_burst)
         self.credentials = _credentials(integration)
         self.slots = asyncio.Semaphore(service.settings.max_in_flight)
-        self.paused_until = 0.0
+        self.paused_until = 0.0  # credentials or account problem: until fixed (or rechecked)
+        self.backoff_until = 0.0  # Pinterest failing: hold new batches back for a while
         self.draining = False
         self.finished = False
         self._idle = False  # nothing ready to send (what waits for a retry time does not count)
@@ -226,7 +248,7 @@ class IntegrationWorker:
                 # New credentials: whatever waited for them goes out now.
                 self.paused_until = 0.0
                 asyncio.create_task(self.service.queue.reschedule(self.id, time.time()))
-        self.wake.set()
+        self.wake()
 
     async def drain(self, deadline: float) -> None:
         """Send what is ready until nothing is or the deadline passes, then stop."""
@@ -249,9 +271,11 @@ class IntegrationWorker:
                 if integration is None or not integration.enabled:
                     return
                 now = time.time()
-                if now < self.paused_until:
-                    await self._sleep(self.paused_until - now)
+                hold = max(self.paused_until, self.backoff_until)
+                if now < hold:
+                    await self._sleep(hold - now)
                     continue
+                self._unseen = 0
                 ready = await queue.ready(self.id, now, settings.batch_size)
                 due = ready.priority or ready.full or (
                     ready.oldest is not None and (self.draining or now - ready.oldest >= settings.flush_interval)
@@ -290,17 +314,31 @@ class IntegrationWorker:
         if not task.cancelled() and task.exception():
             log.error("delivery batch failed unexpectedly", exc_info=task.exception())
 
+    def offer(self, events: int, priority: bool) -> None:
+        """Wake for a priority event, the first event into an empty queue (it starts the flush
+        clock), or once a full batch may be waiting; otherwise the planned wake-up will do."""
+        self._unseen += events
+        if priority or self._idle or self._unseen >= self.service.settings.batch_size:
+            self.wake()
+
+    def wake(self) -> None:
+        if self._waker is not None and not self._waker.done():
+            self._waker.set_result(None)
+
     async def _sleep(self, seconds: float) -> None:
-        self.wake.clear()
+        loop = asyncio.get_running_loop()
+        self._waker = loop.create_future()
+        timer = loop.call_later(max(0.001, seconds), self.wake)
         try:
-            await asyncio.wait_for(self.wake.wait(), timeout=max(0.001, seconds))
-        except TimeoutError:
-            pass
+            await self._waker
+        finally:
+            timer.cancel()
+            self._waker = None
 
     # --- one batch ----------------------------------------------------------------------
 
     async def _deliver(self, integration: Integration, leased: list[Leased]) -> None:
-        job = Job(integration, self.service.store.source(integration.source_id), leased)
+        job = Job(integration, self.service.store.source(integration.source_id), leased, self.service.hub.watched)
         pending = self._prepare(job)
         if pending:
             await self._send(job, pending, first=True)
@@ -334,7 +372,7 @@ class IntegrationWorker:
                 continue
             if job.now - ev.event_time > MAX_EVENT_AGE:
                 s.dead.append((item.id, TOO_OLD))
-                job.record(item, ev, "failed", TOO_OLD, mapped, _encode(mapped.event))
+                job.record(item, ev, "failed", TOO_OLD, mapped)
                 continue
             pending.append(Pending(item, ev, mapped))
         return pending
@@ -353,15 +391,15 @@ class IntegrationWorker:
                 if result is not None and result.status == "failed":
                     reason = result.error_message or "failed without a message"
                     s.dead.append((p.item.id, f"Pinterest: {reason}"))
-                    job.record(p.item, p.event, "failed", reason, p.mapped, p.payload, warnings)
+                    job.record(p.item, p.event, "failed", reason, p.mapped, warnings)
                 else:
                     s.delivered.append(p.item.id)
-                    job.record(p.item, p.event, "delivered", answer.message, p.mapped, p.payload, warnings)
+                    job.record(p.item, p.event, "delivered", answer.message, p.mapped, warnings)
             return
         if answer.kind == "bad_request":
             if len(pending) == 1:
                 s.dead.append((pending[0].item.id, f"Pinterest rejected it: {answer.message}"))
-                job.record(pending[0].item, pending[0].event, "failed", answer.message, pending[0].mapped, pending[0].payload)
+                job.record(pending[0].item, pending[0].event, "failed", answer.message, pending[0].mapped)
                 return
             # Isolate the bad events: each half on its own, the good ones still go.
             half = len(pending) // 2
@@ -380,23 +418,25 @@ class IntegrationWorker:
             for p in pending:
                 s.release.append((p.item.id, job.now + wait))
                 job.record(p.item, p.event, "retrying", f"{answer.message}; waiting {wait:g}s as Pinterest asked",
-                           p.mapped, p.payload)
+                           p.mapped)
             return
         # Retryable: 408, 5xx, timeouts, connection errors.
         if answer.status == 503:
             self.bucket.throttled(answer.retry_after or 1.0)
         policy = self.service.settings.retry
+        # Hold the batches queued meanwhile too: sent now they would only fail the same way.
+        self.backoff_until = max(self.backoff_until, job.now + policy.delay(1, answer.retry_after))
         for p in pending:
             attempts = p.item.attempts + 1
             if policy.exhausted(attempts):
                 reason = f"gave up after {attempts} attempts: {answer.message}"
                 s.dead.append((p.item.id, reason))
-                job.record(p.item, p.event, "failed", reason, p.mapped, p.payload)
+                job.record(p.item, p.event, "failed", reason, p.mapped)
             else:
                 at = job.now + policy.delay(attempts, answer.retry_after)
                 s.retry.append((p.item.id, at, answer.message))
                 job.record(p.item, p.event, "retrying", f"{answer.message}; next attempt in {at - job.now:.0f}s",
-                           p.mapped, p.payload)
+                           p.mapped)
 
     async def _pause(self, job: Job, pending: list[Pending], problem: str, answer: client.Answer) -> None:
         """Credentials or account problem: keep the events, stop sending until it is fixed."""
@@ -405,7 +445,7 @@ class IntegrationWorker:
         for p in pending:
             job.settlement.release.append((p.item.id, recheck))
             job.record(p.item, p.event, "retrying", f"{TROUBLESHOOTING[problem]} (Pinterest said: {answer.message})",
-                       p.mapped, p.payload)
+                       p.mapped)
         log.warning("integration %s paused: %s: %s", self.id, problem, answer.message)
         await self.service.store.set_health(self.id, Health("unhealthy", problem, answer.message, job.now))
 
@@ -413,10 +453,11 @@ class IntegrationWorker:
         service = self.service
         await asyncio.gather(
             service.queue.settle(self.id, job.settlement, time.time()),
-            service.store.add_debug(job.records),
+            service.store.add_debug(job.kept),
         )
         if job.reached_pinterest:
             current = service.store.integration(self.id)
             if current and current.health.status != "healthy":
                 await service.store.set_health(self.id, Health("healthy", at=time.time()))
-        service.hub.publish(job.records)
+        if job.live:
+            service.hub.publish(job.live)

@@ -98,3 +98,41 @@ def test_rate_limit_answers_429_with_retry_after(fake):
     httpx.post(fake.url + "/_sandbox/faults", json={"rate_limit_per_second": 2})
     statuses = [post(fake, {"data": [event()]}).status_code for _ in range(4)]
     assert statuses[:2] == [200, 200] and 429 in statuses[2:]
+
+
+# --- the fast validator gives the same verdict as jsonschema -------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from delivery.pinterest.sandbox import fast_validator, schema_validator, validation_errors  # noqa: E402
+
+JSONSCHEMA, FAST = schema_validator(), fast_validator()
+values = st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.lists(st.text(max_size=3), max_size=2)
+user_keys = st.sampled_from(["em", "ph", "hashed_maids", "client_ip_address", "client_user_agent", "click_id",
+                             "external_id", "partner_id", "fn", "zzz"])
+custom_keys = st.sampled_from(["value", "currency", "num_items", "content_ids", "contents", "order_id", "zzz"])
+event_keys = st.sampled_from(["event_name", "action_source", "event_time", "event_id", "event_source_url",
+                              "opt_out", "language", "partner_name", "app_id", "zzz"])
+
+
+@st.composite
+def payloads(draw):
+    base = event()
+    for key in draw(st.lists(event_keys, max_size=3)):
+        if draw(st.booleans()):
+            base.pop(key, None)
+        else:
+            base[key] = draw(values)
+    user = {k: draw(values | st.just(["ab"])) for k in draw(st.lists(user_keys, max_size=4))}
+    base["user_data"] = draw(st.sampled_from([user, {**base["user_data"], **user}, "x"]))
+    custom = {k: draw(values) for k in draw(st.lists(custom_keys, max_size=3))}
+    base["custom_data"] = draw(st.sampled_from([custom, {"value": "1"}, None]))
+    return {"data": [base] * draw(st.integers(0, 2))}
+
+
+@settings(max_examples=1500, deadline=None)
+@given(body=payloads())
+def test_fast_and_reference_validators_agree(body):
+    reference = not list(JSONSCHEMA.iter_errors(body))
+    assert (validation_errors(JSONSCHEMA, body, FAST) == []) == (reference and validation_errors(JSONSCHEMA, body) == [])

@@ -150,3 +150,25 @@ def test_a_failing_job_does_not_undo_its_neighbours(db):
         count = await db.run(lambda c: c.execute("SELECT count(*) FROM queue").fetchone()[0])
         assert count == 4  # the broken job's insert was rolled back, the others committed
     run(main())
+
+
+def test_migration_2_counts_what_a_version_1_file_already_queued(tmp_path):
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    conn.executemany("INSERT INTO queue (topic, payload, created_at, available_at, leased) VALUES (?, ?, 1, 1, ?)",
+                     [("int_a", b"{}", 0), ("int_a", b"{}", 1), ("int_b", b"{}", 0)])
+    conn.execute("INSERT INTO counters (topic, accepted) VALUES ('int_a', 2)")
+    conn.commit()
+    conn.close()
+    database = Database(str(path))
+    database.start()
+    try:
+        async def main():
+            q = SqliteEventQueue(database)
+            a, b = await q.stats("int_a"), await q.stats("int_b")
+            assert (a.accepted, a.queued, a.in_flight) == (2, 1, 1)
+            assert (b.queued, b.in_flight) == (1, 0)
+        run(main())
+    finally:
+        database.close()

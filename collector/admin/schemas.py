@@ -22,7 +22,8 @@ SourceId = Annotated[str, Meta(pattern=r"^src_[A-Za-z0-9_-]{3,60}$")]
 Category = Literal[CONSENT_CATEGORIES]  # type: ignore[valid-type]
 EventName = Literal[EVENT_NAMES]  # type: ignore[valid-type]
 VariantKey = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
-RatePerSecond = Annotated[float, Meta(gt=0, le=10_000)]
+RatePerSecond = Annotated[float, Meta(gt=0, le=10_000)]  # requests/s to Pinterest
+EventsPerSecond = Annotated[float, Meta(gt=0, le=1_000_000)]  # events/s accepted by a source
 Burst = Annotated[int, Meta(ge=1, le=1_000_000)]
 EventMap = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=200)], EventName], Meta(max_length=200)]
 
@@ -60,7 +61,7 @@ class SourceCreate(Strict):
     cookie_domain: Hostname | None = None
     default_country: Country | None = None
     consent: Consent = msgspec.field(default_factory=Consent)
-    rate_limit_per_second: RatePerSecond = 1000.0
+    rate_limit_per_second: EventsPerSecond = 1000.0
     rate_limit_burst: Burst = 20000
 
 
@@ -71,7 +72,7 @@ class SourcePatch(Strict):
     cookie_domain: Hostname | None | UnsetType = UNSET
     default_country: Country | None | UnsetType = UNSET
     consent: Consent | UnsetType = UNSET
-    rate_limit_per_second: RatePerSecond | UnsetType = UNSET
+    rate_limit_per_second: EventsPerSecond | UnsetType = UNSET
     rate_limit_burst: Burst | UnsetType = UNSET
 
 

@@ -1,19 +1,25 @@
-"""The edge app (port 8080): serves the tag and takes events in (design sections 3 and 4)."""
+"""The edge app (port 8080): serves the tag and takes events in (design sections 3 and 4).
+
+The five ingestion routes are plain ASGI, ahead of Starlette: they are the hot path, and
+Starlette's middleware stack, router scan and Request/Response objects cost as much per
+request as our own work does. Everything else (the tag, health, preflight) is Starlette.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-import uuid
 from urllib.parse import urlsplit
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.edge import identity as ei
+from collector.edge.ids import uuid4
 from collector.edge.ingest import Built, EventError, RequestContext, build_event, unix_seconds, validation_message
 from collector.edge.tag import TagFile
 from collector.edge.wire import (
@@ -28,14 +34,18 @@ from collector.edge.wire import (
 )
 from collector.services import Services
 from delivery.config import Source
-from delivery.pinterest.mapping import DELIVERED_TYPES, is_priority
+from delivery.pinterest.mapping import DELIVERED_TYPES, Options, is_priority
 from delivery.queue import QueueItem
 from delivery.ratelimit import TokenBucket
 from delivery.store import DebugRecord
 
+log = logging.getLogger("signal_edge.edge")
 MAX_BODY = 512 * 1024
 MAX_EVENT = 32 * 1024
-JSON = "application/json"
+INGEST_ROUTES = {"/v1/batch": None, "/v1/t": "track", "/v1/p": "page", "/v1/i": "identify", "/v1/g": "group"}
+_JSON = [(b"content-type", b"application/json")]
+
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, extra headers
 
 
 class HttpError(Exception):
@@ -46,10 +56,15 @@ class HttpError(Exception):
         self.headers = headers or {}
         self.rejected = rejected or []
 
+    def answer(self, cors: list[tuple[bytes, bytes]]) -> Answer:
+        body = encoder.encode(ErrorBody(ErrorDetail(self.code, self.message), self.rejected))
+        extra = [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+        return self.status, body, cors + extra
 
-def error_response(exc: HttpError, cors: dict[str, str] | None = None) -> Response:
-    body = encoder.encode(ErrorBody(ErrorDetail(exc.code, exc.message), exc.rejected))
-    return Response(body, exc.status, {**exc.headers, **(cors or {})}, media_type=JSON)
+
+def _label(implied: str | None, index: int) -> str:
+    """How an error names the event: batch[3] in a batch, body for a single event."""
+    return f"batch[{index}]" if implied is None else "body"
 
 
 def origin_allowed(source: Source, origin: str) -> bool:
@@ -64,31 +79,31 @@ def origin_allowed(source: Source, origin: str) -> bool:
     return False
 
 
+def cors_headers(origin: str | None) -> list[tuple[bytes, bytes]]:
+    if not origin:
+        return []
+    return [(b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")]
+
+
 class Edge:
     def __init__(self, services: Services) -> None:
         self.s = services
         self.trust = ei.ProxyTrust(services.settings.trusted_networks())
         self.tag = TagFile(services.settings.static_dir)
         self.buckets: dict[str, TokenBucket] = {}
+        self._routes: dict[str, list[tuple[str, Options]]] = {}  # source -> enabled integrations
+        services.store.subscribe(lambda kind, object_id: self._routes.clear())
 
-    # --- helpers ----------------------------------------------------------------------
+    def routes(self, source_id: str) -> list[tuple[str, Options]]:
+        found = self._routes.get(source_id)
+        if found is None:
+            found = self._routes[source_id] = [
+                (i.id, i.options) for i in self.s.store.integrations(source_id) if i.enabled
+            ]
+        return found
 
-    async def read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
-            raise HttpError(413, "body_too_large", f"request body is over {MAX_BODY // 1024} KB; send smaller batches")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise HttpError(413, "body_too_large", f"request body is over {MAX_BODY // 1024} KB; send smaller batches")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def cors_headers(self, origin: str | None) -> dict[str, str]:
-        if not origin:
-            return {}
-        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+    # --- checks ---------------------------------------------------------------------------
 
     def source_for(self, key: str | None) -> Source:
         if not key:
@@ -114,60 +129,46 @@ class Edge:
             raise HttpError(503, "queue_full", "the delivery queue is full; events are not dropped, retry shortly",
                             {"Retry-After": "5"})
 
-    # --- endpoints ----------------------------------------------------------------------
+    # --- ingestion (plain ASGI) -------------------------------------------------------------
 
-    async def serve_tag(self, request: Request) -> Response:
-        return self.tag.response(request.headers)
+    async def read_body(self, receive, headers: dict[str, str]) -> bytes:
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+            raise HttpError(413, "body_too_large", f"request body is over {MAX_BODY // 1024} KB; send smaller batches")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionAbortedError
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise HttpError(413, "body_too_large", f"request body is over {MAX_BODY // 1024} KB; send smaller batches")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
 
-    async def healthz(self, request: Request) -> Response:
-        return Response(b'{"ok":true}', media_type=JSON)
-
-    async def preflight(self, request: Request) -> Response:
-        origin = request.headers.get("origin")
-        if origin and not any(origin_allowed(s, origin) for s in self.s.store.sources()):
-            return error_response(HttpError(403, "origin_not_allowed", f"origin {origin} is not allowed by any source"))
-        headers = {
-            **self.cors_headers(origin),
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Content-Type, Authorization",
-            "Access-Control-Max-Age": "86400",
-        }
-        return Response(status_code=204, headers=headers)
-
-    async def batch(self, request: Request) -> Response:
-        return await self.ingest(request, None)
-
-    async def track(self, request: Request) -> Response:
-        return await self.ingest(request, "track")
-
-    async def page(self, request: Request) -> Response:
-        return await self.ingest(request, "page")
-
-    async def identify(self, request: Request) -> Response:
-        return await self.ingest(request, "identify")
-
-    async def group(self, request: Request) -> Response:
-        return await self.ingest(request, "group")
-
-    async def ingest(self, request: Request, implied: str | None) -> Response:
-        origin = request.headers.get("origin")
-        cors: dict[str, str] = {}
+    async def ingest(self, scope, receive, implied: str | None) -> Answer:
+        # The headers, once, as a dict (a list scan per lookup adds up on this path).
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        origin = headers.get("origin")
+        cors: list[tuple[bytes, bytes]] = []
         try:
-            body = await self.read_body(request)
-            key, raws, sent_at, reset = self.envelope(body, implied, request)
+            body = await self.read_body(receive, headers)
+            key, raws, sent_at, reset = self.envelope(body, implied, headers)
             source = self.source_for(key)
             if origin and not origin_allowed(source, origin):
                 raise HttpError(403, "origin_not_allowed", f"origin {origin} is not allowed for this source")
-            cors = self.cors_headers(origin)
+            cors = cors_headers(origin)
             self.check_backpressure()
             self.check_rate(source, len(raws))
-            return await self.accept(request, source, raws, implied, sent_at, reset, cors)
+            return await self.accept(scope, headers, source, raws, implied, sent_at, reset, cors)
         except HttpError as exc:
-            return error_response(exc, cors)
+            return exc.answer(cors)
 
-    def envelope(self, body: bytes, implied: str | None, request: Request):
+    def envelope(self, body: bytes, implied: str | None, headers: dict[str, str]):
         """(pipeline key, raw events, batch sentAt, reset) from the body."""
-        bearer = request.headers.get("authorization", "")
+        bearer = headers.get("authorization", "")
         header_key = bearer[7:].strip() if bearer[:7].lower() == "bearer " else None
         try:
             if implied is None:
@@ -185,18 +186,18 @@ class Edge:
             raise HttpError(400, "empty_batch", "batch: empty; send at least one event")
         return envelope.pipeline_key or header_key, raws, sent_at, envelope.reset
 
-    async def accept(self, request: Request, source: Source, raws: list[bytes], implied: str | None,
-                     sent_at: float | None, reset: bool, cors: dict[str, str]) -> Response:
-        cookies = request.cookies
+    async def accept(self, scope, headers: dict[str, str], source: Source, raws: list[bytes], implied: str | None,
+                     sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]]) -> Answer:
+        cookies = cookie_parser(headers.get("cookie", ""))
         new_cookies: dict[str, str] = {}
         anonymous_id = cookies.get(ei.DFID)
         if reset or not anonymous_id or not ei.cookie_value_ok(anonymous_id):
-            anonymous_id = new_cookies[ei.DFID] = str(uuid.uuid4())
+            anonymous_id = new_cookies[ei.DFID] = uuid4()
         pin_unauth = cookies.get(ei.PIN_UNAUTH)
         if not pin_unauth or not ei.cookie_value_ok(pin_unauth):
-            pin_unauth = new_cookies[ei.PIN_UNAUTH] = str(uuid.uuid4())
-        headers = request.headers
-        peer = request.client.host if request.client else None
+            pin_unauth = new_cookies[ei.PIN_UNAUTH] = uuid4()
+        client = scope.get("client")
+        peer = client[0] if client else None
         ctx = RequestContext(
             source=source,
             ip=self.trust.client_ip(peer, headers.get("x-forwarded-for")),
@@ -204,30 +205,34 @@ class Edge:
             anonymous_id=anonymous_id,
             pin_unauth=pin_unauth,
             cookie_epik=cookies.get(ei.EPIK),
-            query_epik=ei.epik_from_query(request.url.query),
+            query_epik=ei.epik_from_query(scope["query_string"].decode("latin-1")),
             received_at=time.time(),
             sent_at=sent_at,
         )
-        stored = None if ei.DFID in new_cookies else await self.s.store.identity(anonymous_id)
+        stored = None
+        if ei.DFID not in new_cookies:
+            stored = self.s.store.cached_identity(anonymous_id)
+            if stored is self.s.store.MISSING:
+                stored = await self.s.store.identity(anonymous_id)
         remember = None
 
         built: list[Built] = []
         rejected: list[Rejected] = []
-        prefix = "batch" if implied is None else "body"
         for index, raw in enumerate(raws):
-            label = f"{prefix}[{index}]" if implied is None else prefix
             if len(raw) > MAX_EVENT:
+                label = _label(implied, index)
                 rejected.append(Rejected(index, "event_too_large", f"{label}: event is over {MAX_EVENT // 1024} KB"))
                 continue
             try:
                 try:
                     incoming = event_decoder.decode(raw)
                 except msgspec.ValidationError as exc:
-                    raise validation_message(exc, label) from None
+                    raise validation_message(exc, _label(implied, index)) from None
                 except msgspec.DecodeError as exc:
-                    raise EventError(label, f"not valid JSON: {exc}") from None
+                    raise EventError(_label(implied, index), f"not valid JSON: {exc}") from None
                 result = build_event(incoming, implied, ctx, stored)
             except EventError as exc:
+                label = _label(implied, index)
                 message = str(exc) if str(exc).startswith(label) else f"{label}.{exc}"
                 rejected.append(Rejected(index, exc.code, message))
                 continue
@@ -238,33 +243,36 @@ class Edge:
         if not built:
             first = rejected[0]
             status = 413 if first.code == "event_too_large" else 400
-            return error_response(HttpError(status, first.code, first.message, rejected=rejected), cors)
+            return HttpError(status, first.code, first.message, rejected=rejected).answer(cors)
 
         await self.commit(source, built, anonymous_id, remember)
         epik = next((b.event.click_id for b in reversed(built) if b.event.click_id), None)
         if epik and epik != ctx.cookie_epik:
             new_cookies[ei.EPIK] = epik
-        response = Response(encoder.encode(Accepted(True, len(built), rejected)), 200, cors, media_type=JSON)
-        self.set_cookies(response, request, source, new_cookies)
-        return response
+        extra = cors + self.cookies(peer, scope["scheme"], headers, source, new_cookies)
+        return 200, encoder.encode(Accepted(True, len(built), rejected)), extra
 
     async def commit(self, source: Source, built: list[Built], anonymous_id: str, remember) -> None:
         """Queue every deliverable event for each of the source's integrations; durable on return."""
-        integrations = [i for i in self.s.store.integrations(source.id) if i.enabled]
+        integrations = self.routes(source.id)
         items: list[QueueItem] = []
         for b in built:
             ev = b.event
             if ev.type not in DELIVERED_TYPES or not integrations:
                 continue
             payload = msgspec.json.encode(ev)
-            for integ in integrations:
-                priority = 1 if is_priority(ev, integ.options) else 0
-                items.append(QueueItem(integ.id, payload, ev.received_at, priority))
+            for integration_id, options in integrations:
+                items.append(QueueItem(integration_id, payload, ev.received_at, 1 if is_priority(ev, options) else 0))
         if remember is not None:
             await self.s.store.save_identity(anonymous_id, remember)
         await self.s.queue.append(items)
-        for topic in {i.topic for i in items}:
-            self.s.notify(topic)
+        offered: dict[str, list[int]] = {}
+        for item in items:
+            counts = offered.setdefault(item.topic, [0, 0])
+            counts[0] += 1
+            counts[1] |= item.priority
+        for topic, (count, priority) in offered.items():
+            self.s.notify(topic, count, bool(priority))
         if self.s.hub.watched:
             self.s.hub.publish([
                 DebugRecord(at=b.event.received_at, source_id=source.id, event_id=b.event.message_id,
@@ -274,31 +282,70 @@ class Edge:
                 for b in built
             ])
 
-    def set_cookies(self, response: Response, request: Request, source: Source, values: dict[str, str]) -> None:
+    def cookies(self, peer: str | None, scheme: str, headers: dict[str, str], source: Source,
+                values: dict[str, str]) -> list[tuple[bytes, bytes]]:
         if not values:
-            return
-        peer = request.client.host if request.client else None
-        scheme = self.trust.scheme(peer, request.url.scheme, request.headers.get("x-forwarded-proto"))
+            return []
+        secure = self.trust.scheme(peer, scheme, headers.get("x-forwarded-proto")) == "https"
+        out = []
         for name, value in values.items():
             max_age, http_only = ei.COOKIE_RULES[name]
-            response.raw_headers.append((
-                b"set-cookie",
-                ei.cookie_header(name, value, max_age=max_age, secure=scheme == "https", http_only=http_only,
-                                 domain=source.cookie_domain).encode("latin-1"),
-            ))
+            cookie = ei.cookie_header(name, value, max_age=max_age, secure=secure, http_only=http_only,
+                                      domain=source.cookie_domain)
+            out.append((b"set-cookie", cookie.encode("latin-1")))
+        return out
+
+    # --- Starlette routes -------------------------------------------------------------------
+
+    async def serve_tag(self, request: Request) -> Response:
+        return self.tag.response(request.headers)
+
+    async def healthz(self, request: Request) -> Response:
+        return Response(b'{"ok":true}', media_type="application/json")
+
+    async def preflight(self, request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if origin and not any(origin_allowed(s, origin) for s in self.s.store.sources()):
+            status, body, _ = HttpError(403, "origin_not_allowed",
+                                            f"origin {origin} is not allowed by any source").answer([])
+            return Response(body, status, media_type="application/json")
+        headers = {k.decode(): v.decode() for k, v in cors_headers(origin)}
+        headers.update({"Access-Control-Allow-Methods": "POST, OPTIONS",
+                        "Access-Control-Allow-Headers": "Content-Type, Authorization",
+                        "Access-Control-Max-Age": "86400"})
+        return Response(status_code=204, headers=headers)
 
 
-def create_edge_app(services: Services) -> Starlette:
+class EdgeApp:
+    """ASGI entry: ingestion POSTs straight to Edge.ingest, everything else to Starlette."""
+
+    def __init__(self, edge: Edge, fallback: Starlette) -> None:
+        self.edge = edge
+        self.fallback = fallback
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in INGEST_ROUTES:
+            try:
+                status, body, extra = await self.edge.ingest(scope, receive, INGEST_ROUTES[scope["path"]])
+            except ConnectionAbortedError:
+                return  # the client went away mid-body; nothing was accepted
+            except Exception:
+                log.exception("ingestion failed")
+                status, body, extra = HttpError(500, "internal_error",
+                                                "internal error; the events were not accepted, retry").answer([])
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *extra]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.fallback(scope, receive, send)
+
+
+def create_edge_app(services: Services) -> EdgeApp:
     edge = Edge(services)
     routes = [
         Route("/d.js", edge.serve_tag, methods=["GET", "HEAD"]),
         Route("/datafly.js", edge.serve_tag, methods=["GET", "HEAD"]),
         Route("/healthz", edge.healthz, methods=["GET"]),
+        *(Route(path, edge.preflight, methods=["OPTIONS"]) for path in INGEST_ROUTES),
     ]
-    for path, handler in (("/v1/batch", edge.batch), ("/v1/t", edge.track), ("/v1/p", edge.page),
-                          ("/v1/i", edge.identify), ("/v1/g", edge.group)):
-        routes.append(Route(path, handler, methods=["POST"]))
-        routes.append(Route(path, edge.preflight, methods=["OPTIONS"]))
-    app = Starlette(routes=routes)
-    app.state.edge = edge
-    return app
+    return EdgeApp(edge, Starlette(routes=routes))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from urllib.parse import parse_qs, urlsplit
 
@@ -51,6 +52,7 @@ def _strip_port(hop: str) -> str:
     return hop
 
 
+@lru_cache(maxsize=8192)
 def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address, with IPv4-mapped IPv6 (`::ffff:192.0.2.1`, from dual-stack sockets) as IPv4."""
     try:
@@ -60,6 +62,7 @@ def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
 
 
+@lru_cache(maxsize=8192)
 def plain_ip(text: str | None) -> str | None:
     ip = _ip(text) if text else None
     return str(ip) if ip else text
@@ -102,6 +105,9 @@ COOKIE_RULES = {
 }
 
 
+_COOKIE_SAFE = re.compile(r'[!#-+\--:<-\[\]-~]{1,%d}' % _MAX_EPIK)  # printable ASCII except ; , " \ and space
+
+
 def cookie_value_ok(value: str) -> bool:
     """Only values safe to echo into Set-Cookie (no separators, no control characters)."""
-    return 0 < len(value) <= _MAX_EPIK and all(33 <= ord(c) <= 126 and c not in ';,"\\' for c in value)
+    return _COOKIE_SAFE.fullmatch(value) is not None

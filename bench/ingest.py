@@ -1,0 +1,157 @@
+"""Ingestion on one core, durable (each event committed to SQLite before the 200), side by side
+with a bare Starlette + msgspec endpoint that answers 204.
+
+The server runs pinned to core 0, wrk drives it from core 1. Events go to /v1/batch with the
+browser's cookies, one event or ten per request. Delivery is parked (the integration's Pinterest
+answers 401, so the worker pauses) so that only ingestion is measured; bench/delivery.py
+measures the other half. Each figure is the median of 3 runs.
+
+    .venv/bin/python bench/ingest.py [--seconds 5] [--connections 32] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, SERVER_CORE, median, pinned, rss_kib, table, wait_http, wrk
+
+import httpx  # noqa: E402
+
+from delivery.pinterest.sandbox import Sandbox  # noqa: E402
+from tests.support import ServerThread, free_port  # noqa: E402
+
+ADMIN = "sea_bench_admin_token"
+EVENT = {
+    "type": "track", "event": "Product Added", "messageId": "3f1d2a9e-5b7c-4e21-9a0f-2c8d6e4b1a77",
+    "properties": {"product_id": "SKU-A", "name": "Widget", "price": 49.99, "quantity": 1, "currency": "USD"},
+    "timestamp": "2026-11-29T10:00:00.000Z",
+    "context": {"page": {"url": "https://shop.example/products/widget", "path": "/products/widget",
+                         "referrer": "https://www.pinterest.com/", "title": "Widget", "search": ""},
+                "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0", "locale": "en-US"},
+}
+
+
+def body(key: str, events: int) -> str:
+    return json.dumps({"pipeline_key": key, "sentAt": "2026-11-29T10:00:00.100Z", "batch": [EVENT] * events})
+
+
+class Edge:
+    """A `signal-edge serve` on core 0 with a fresh database, a source, and a parked integration."""
+
+    def __init__(self, tmp: Path, pinterest: str) -> None:
+        self.port, admin_port = free_port(), free_port()
+        env = {"PATH": "/usr/bin:/bin", "SIGNAL_ADMIN_TOKEN": ADMIN, "SIGNAL_PINTEREST_API_BASE": pinterest,
+               "SIGNAL_LOG_LEVEL": "warning", "SIGNAL_AUTH_RECHECK": "3600"}
+        db = tmp / f"bench-{time.monotonic_ns()}.db"
+        self.proc = pinned(SERVER_CORE, [sys.executable, "-m", "collector", "serve", "--port", str(self.port),
+                                         "--admin-port", str(admin_port), "--db", str(db)],
+                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        wait_http(f"http://127.0.0.1:{self.port}/healthz")
+        self.admin = httpx.Client(base_url=f"http://127.0.0.1:{admin_port}/v1/admin",
+                                  headers={"Authorization": f"Bearer {ADMIN}"})
+        source = self.admin.post("/sources", json={"name": "bench", "rate_limit_per_second": 1_000_000,
+                                                   "rate_limit_burst": 1_000_000}).json()
+        self.key = source["pipeline_key"]
+        self.integration = self.admin.post("/integrations", json={
+            "source_id": source["id"], "vendor": "pinterest", "name": "P",
+            "config": {"ad_account_id": "1", "access_token": "pina_x", "conversion_token": "ct_x"}}).json()["id"]
+        first = httpx.post(f"http://127.0.0.1:{self.port}/v1/batch", content=body(self.key, 1))
+        self.cookie = "; ".join(f"{k}={v}" for k, v in first.cookies.items())
+        time.sleep(1.0)  # the first delivery attempt gets its 401 and the worker parks
+
+    def accepted(self) -> int:
+        return self.admin.get(f"/integrations/{self.integration}").json()["delivery"]["accepted"]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def measure(seconds: int = 5, connections: int = 32, runs: int = 3) -> dict:
+    """Each run: the bare endpoint, then a fresh signal-edge per case (so a queue grown by one
+    case does not slow the next). Returns the table rows and the summary figures."""
+    tmp = Path(tempfile.mkdtemp(prefix="signal-edge-bench-"))
+    pinterest = ServerThread(Sandbox()).start()  # no tokens: every call is a 401, delivery parks
+    bare_port = free_port()
+    bare = pinned(SERVER_CORE, [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(bare_port)])
+    cases = [("bare Starlette + msgspec, 204", 1), ("signal-edge, 1 event/request", 1),
+             ("signal-edge, 10 events/request", 10)]
+    results: dict[str, list[dict]] = {name: [] for name, _ in cases}
+    idle_rss = peak_rss = accepted = answered = 0
+    try:
+        wait_http(f"http://127.0.0.1:{bare_port}/")
+        for run in range(runs):
+            for name, events in cases:
+                edge = None if name.startswith("bare") else Edge(tmp, pinterest.url)
+                try:
+                    key = edge.key if edge else "dk_bare"
+                    body_file = tmp / f"body-{events}.json"
+                    body_file.write_text(body(key, events))
+                    if edge and not idle_rss:
+                        idle_rss = rss_kib(edge.proc.pid)[0]
+                    target = edge.port if edge else bare_port
+                    r = wrk(f"http://127.0.0.1:{target}/v1/batch", body_file, seconds, connections,
+                            edge.cookie if edge else "")
+                    r["eps"] = r["rps"] * events
+                    results[name].append(r)
+                    if edge:
+                        peak_rss = max(peak_rss, rss_kib(edge.proc.pid)[1])
+                        accepted += edge.accepted() - 1  # less the request that fetched the cookies
+                        answered += round(r["rps"] * seconds) * events
+                finally:
+                    if edge:
+                        edge.stop()
+                print(f"  run {run + 1}/{runs} {name}: {r['eps']:,.0f} events/s, p99 {r['p99'] * 1000:.1f} ms"
+                      + (f", {r['non2xx']} non-2xx" if r["non2xx"] else ""), file=sys.stderr, flush=True)
+    finally:
+        bare.send_signal(signal.SIGTERM)
+        bare.wait(30)
+        pinterest.stop()
+
+    rows = []
+    for name, _ in cases:
+        rs = results[name]
+        rows.append([name, f"{median([r['eps'] for r in rs]):,.0f}", f"{median([r['rps'] for r in rs]):,.0f}",
+                     f"{median([r['p50'] for r in rs]) * 1000:.2f}", f"{median([r['p99'] for r in rs]) * 1000:.2f}",
+                     sum(r["non2xx"] for r in rs)])
+    eps = {name: median([r["eps"] for r in results[name]]) for name, _ in cases}
+    single, batch, bare_name = cases[1][0], cases[2][0], cases[0][0]
+    return {
+        "title": f"Ingest, server on 1 core, {connections} connections, {seconds}s x {runs} runs (medians)",
+        "rows": rows,
+        "ratio_bare": eps[single] / eps[bare_name],
+        "ratio_batch": eps[batch] / eps[single],
+        "single_eps": eps[single], "batch_eps": eps[batch], "bare_eps": eps[bare_name],
+        "single_p99_ms": median([r["p99"] for r in results[single]]) * 1000,
+        "accepted": accepted, "answered": answered,
+        "idle_rss_mib": idle_rss / 1024, "peak_rss_mib": peak_rss / 1024,
+    }
+
+
+def report(r: dict) -> None:
+    print(f"\n{r['title']}")
+    print(table(["endpoint", "events/s", "requests/s", "p50 ms", "p99 ms", "non-2xx"], r["rows"]))
+    print(f"ratio ours/bare (1 event/request): {r['ratio_bare']:.2f}")
+    print(f"ratio 10-event/1-event batches (events/s): {r['ratio_batch']:.2f}")
+    print(f"durable: {r['accepted']:,} events committed to the queue (about {r['answered']:,} answered 200)")
+    print(f"edge RSS: {r['idle_rss_mib']:.1f} MiB idle, {r['peak_rss_mib']:.1f} MiB peak under load")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    report(measure(args.seconds, args.connections, args.runs))
+
+
+if __name__ == "__main__":
+    main()
