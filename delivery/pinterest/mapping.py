@@ -115,6 +115,7 @@ def _user_data(ev: EdgeEvent) -> UserData:
     )
 
 
+@lru_cache(maxsize=1024)
 def _language(locale: str | None) -> str | None:
     match = _LANGUAGE.match(locale or "")
     return match.group(1).lower() if match else None
@@ -223,46 +224,52 @@ def _products(props: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
 
 def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> CustomData | None:
     props = ev.properties
+    get = props.get
     fields: dict[str, Any] = {}
-    products, single = _products(props) if "products" in variant.enrich else ([], False)
+    enrich = variant.enrich
+    products, single = _products(props) if "products" in enrich else ((), False)
     contents = [_content(p, None if single else i, warnings) for i, p in enumerate(products)]
 
     value = _value(props, contents, warnings)
     if value is not None:
         fields["value"] = value
-    currency = _text(props.get("currency"))
+    currency = _text(get("currency"))
     if currency:
-        if _CURRENCY.match(currency.upper()):
-            fields["currency"] = currency.upper()
+        currency = currency.upper()
+        if _CURRENCY.match(currency):
+            fields["currency"] = currency
         else:
             warnings.append("currency left out: not an ISO-4217 code")
-    order_id = _text(props.get("order_id"))
+    order_id = _text(get("order_id"))
     if order_id:
         fields["order_id"] = order_id
 
     if contents:
-        fields["contents"] = contents
-        fields["content_ids"] = [c.id for c in contents if c.id]
-        fields["num_items"] = sum(c.quantity or 0 for c in contents)
+        ids, items = [], 0
+        for c in contents:
+            if c.id:
+                ids.append(c.id)
+            items += c.quantity or 0
+        fields["contents"], fields["content_ids"], fields["num_items"] = contents, ids, items
         if single:
             for key, target in (("name", "content_name"), ("category", "content_category"), ("brand", "content_brand")):
-                text = _text(props.get(key))
+                text = _text(get(key))
                 if text:
                     fields[target] = text
 
-    if "search" in variant.enrich:
-        query = _text(props.get("query"))
-        if query is None and "content" in variant.enrich:
-            query = _text(props.get("destination"))
+    if "search" in enrich:
+        query = _text(get("query"))
+        if query is None and "content" in enrich:
+            query = _text(get("destination"))
         if query:
             fields["search_string"] = query
-    if "content" in variant.enrich:
-        name = _text(props.get("title")) or _text(props.get("destination"))
+    if "content" in enrich:
+        name = _text(get("title")) or _text(get("destination"))
         if name is None and ev.type == "page":
             name = ev.title or None
         if name and "content_name" not in fields:
             fields["content_name"] = name
-        category = _text(props.get("category")) or _text(props.get("section"))
+        category = _text(get("category")) or _text(get("section"))
         if category and "content_category" not in fields:
             fields["content_category"] = category
     return CustomData(**fields) if fields else None
