@@ -173,6 +173,9 @@ class DeliveryService:
             if result and result.status == "failed":
                 return False, f"Pinterest answered but failed the test event: {result.error_message}"
             await self.store.set_health(integration.id, Health("healthy", at=time.time()))
+            worker = self.workers.get(integration.id)
+            if worker:
+                worker.resume()  # e.g. the missing scope was granted: no need to wait for the recheck
             note = f" (with the {used.replace('_', ' ')})"
             warning = f" Warning: {result.warning_message}" if result and result.warning_message else ""
             return True, ("Pinterest accepted the test event for ad account "
@@ -244,11 +247,15 @@ class IntegrationWorker:
         credentials = _credentials(integration)
         if credentials != self.credentials:
             self.credentials = credentials
-            if self.paused_until:
-                # New credentials: whatever waited for them goes out now.
-                self.paused_until = 0.0
-                asyncio.create_task(self.service.queue.reschedule(self.id, time.time()))
+            self.resume()
         self.wake()
+
+    def resume(self) -> None:
+        """Credentials fixed: whatever waited for them goes out now."""
+        if self.paused_until:
+            self.paused_until = 0.0
+            asyncio.create_task(self.service.queue.reschedule(self.id, time.time()))
+            self.wake()
 
     async def drain(self, deadline: float) -> None:
         """Send what is ready until nothing is or the deadline passes, then stop."""

@@ -47,10 +47,10 @@ def settle(admin, integration_id, accepted, timeout=30) -> dict:
     return wait_for(done, timeout=timeout, interval=0.1, what=f"{accepted} events to settle")
 
 
-def assert_accounting(admin, integration_id, ids, fake, dead=frozenset(), duplicates_ok=frozenset()):
-    counts = settle(admin, integration_id, len(ids))
+def assert_accounting(admin, integration_id, ids, fake, dead=frozenset(), duplicates_ok=frozenset(), timeout=30):
+    counts = settle(admin, integration_id, len(ids), timeout)
     assert counts["accepted"] == counts["delivered"] + counts["dead_lettered"] + counts["filtered"]
-    received = Counter(e["event_id"] for e in fake.sandbox.events())
+    received = Counter(e["event_id"] for e in fake.sandbox.events(include_test=False))
     lettered = dead_letters(admin, integration_id)
     assert set(lettered) == set(dead), "dead letters"
     assert set(received) | set(lettered) == set(ids), "an accepted event is missing"
@@ -262,3 +262,16 @@ def test_metrics_expose_the_accounting(setup, fake_pinterest):
     assert f'signal_edge_events_delivered_total{{integration="{integration}"}} 3' in text
     assert f'signal_edge_events_dead_lettered_total{{integration="{integration}"}} 1' in text
     assert f'signal_edge_events_queued{{integration="{integration}"}} 0' in text
+
+
+def test_a_passing_test_event_resumes_a_paused_integration(setup, fake_pinterest):
+    fake_pinterest.sandbox.add_token("pina_SCOPED", scopes=("ads:read",))
+    edge, admin, source, integration = setup(config={"access_token": "pina_SCOPED", "conversion_token": "ct_gone"})
+    ids = ids_for("resume", 5)
+    send(edge, source, ids)
+    wait_for(lambda: admin.get(f"/integrations/{integration}").json()["health"]["problem"] == "forbidden",
+             what="paused on 403")
+    # The scope is granted in Pinterest; nothing changes here, the operator presses "Send test event".
+    fake_pinterest.sandbox.add_token("pina_SCOPED", scopes=("ads:write",))
+    assert admin.post(f"/integrations/{integration}/test").json()["ok"] is True
+    assert_accounting(admin, integration, ids, fake_pinterest, timeout=8)  # well before the 30 s recheck

@@ -190,22 +190,21 @@ def _product_id(product: dict[str, Any]) -> str | None:
 def _content(product: dict[str, Any], index: int | None, warnings: list[str]) -> Content:
     """One product; `index` is its place in `products` (None: the event is the product)."""
     get = product.get
-    price = get("price")
-    if price is not None:
-        try:
-            price = decimal_string(price)
-        except ValueError as exc:
-            price = None
-            warnings.append(f"{_label(index)}.price left out: {exc}")
-    quantity = get("quantity")
-    if quantity is not None:
-        try:
-            quantity = _as_int(quantity)
-        except ValueError as exc:
-            quantity = None
-            warnings.append(f"{_label(index)}.quantity left out: {exc}")
+    price = _parsed(get("price"), decimal_string, index, "price", warnings)
+    quantity = _parsed(get("quantity"), _as_int, index, "quantity", warnings)
     return Content(_product_id(product), price, 1 if quantity is None else quantity,
                    _text(get("name")), _text(get("brand")), _text(get("category")))
+
+
+def _parsed(value: Any, parse, index: int | None, name: str, warnings: list[str]) -> Any:
+    """`parse(value)`, or None with a warning when the value is there but unusable."""
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except ValueError as exc:
+        warnings.append(f"{_label(index)}.{name} left out: {exc}")
+        return None
 
 
 def _label(index: int | None) -> str:
