@@ -93,31 +93,26 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    servers = []
-    for listener in listeners:
-        config = uvicorn.Config(
-            listener.app, log_config=None, access_log=False, lifespan="off", proxy_headers=False,
-            server_header=False, timeout_graceful_shutdown=3,
-        )
-        servers.append((listener, _Server(config)))
     await services.delivery.start()
     tune_gc()
-    tasks = [asyncio.create_task(server.serve(sockets=[listener.sock])) for listener, server in servers]
-    for listener, _ in servers:
+    running = []  # (listener, server, its task)
+    for listener in listeners:
+        server = _Server(uvicorn.Config(
+            listener.app, log_config=None, access_log=False, lifespan="off", proxy_headers=False,
+            server_header=False, timeout_graceful_shutdown=3,
+        ))
+        running.append((listener, server, asyncio.create_task(server.serve(sockets=[listener.sock]))))
         log.info("%s listening on http://%s:%d", listener.name, listener.host, listener.port)
     print(banner(services) if banner else _banner(services), flush=True)
 
-    done_early = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED))
-    await asyncio.wait([asyncio.ensure_future(stop.wait()), done_early], return_when=asyncio.FIRST_COMPLETED)
+    # Until a signal, or until a server stops by itself.
+    await asyncio.wait([asyncio.ensure_future(stop.wait()), *(task for _, _, task in running)],
+                       return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down: no new requests; flushing what is ready for up to %.0fs", settings.shutdown_grace)
-
-    first = [(l, s) for l, s in servers if not l.after_delivery]
-    last = [(l, s) for l, s in servers if l.after_delivery]
-    await _stop_servers(first, tasks, servers)
+    await _stop([r for r in running if not r[0].after_delivery])
     await services.close()
-    await _stop_servers(last, tasks, servers)
-    depth = services.queue.depth()
-    log.info("stopped; %d events stay queued on disk for the next start", depth)
+    await _stop([r for r in running if r[0].after_delivery])
+    log.info("stopped; %d events stay queued on disk for the next start", services.queue.depth())
     return 0
 
 
@@ -130,11 +125,10 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def _stop_servers(group, tasks, servers) -> None:
-    index = {id(s): i for i, (_, s) in enumerate(servers)}
-    for _, server in group:
+async def _stop(group: list) -> None:
+    for _, server, _ in group:
         server.should_exit = True
-    await asyncio.gather(*(tasks[index[id(s)]] for _, s in group), return_exceptions=True)
+    await asyncio.gather(*(task for _, _, task in group), return_exceptions=True)
 
 
 def _banner(services: Services) -> str:

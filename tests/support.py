@@ -4,6 +4,7 @@ and an admin client. Shared by tests/ and e2e/."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -165,6 +166,24 @@ class SignalEdge:
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.admin_url + "/v1/admin", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                             timeout=10)
+
+
+@contextlib.contextmanager
+def shop_running(tmp: Path, **source_fields):
+    """A fake Pinterest and a signal-edge with one source and its integration, for a whole
+    module of tests; fails if the server logged a traceback meanwhile."""
+    fake = FakePinterest().start()
+    edge = SignalEdge(tmp, fake.url).start()
+    try:
+        with edge.admin() as admin:
+            source = create_source(admin, **source_fields)
+            create_integration(admin, source["id"])
+        yield edge, source
+    finally:
+        log = edge.output()
+        edge.stop()
+        fake.stop()
+    assert "Traceback" not in log, log[-3000:]
 
 
 def create_source(admin: httpx.Client, **fields) -> dict:

@@ -14,7 +14,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from collector.admin.openapi import build
-from tests.support import ADMIN_TOKEN, FakePinterest, SignalEdge, create_integration, create_source
+from tests.support import ADMIN_TOKEN, shop_running
 
 # The live stream never ends by design; it has its own test.
 schema = schemathesis.openapi.from_dict(build()).exclude(path="/v1/admin/debugger/stream")
@@ -23,16 +23,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture(scope="module")
 def admin_url(tmp_path_factory):
-    fake = FakePinterest().start()
-    edge = SignalEdge(tmp_path_factory.mktemp("fuzz"), fake.url).start()
-    with edge.admin() as admin:
-        source = create_source(admin, id="src_fuzz01")
-        create_integration(admin, source["id"])
-    yield edge.admin_url
-    log = edge.output()
-    edge.stop()
-    fake.stop()
-    assert "Traceback" not in log, log[-3000:]
+    with shop_running(tmp_path_factory.mktemp("fuzz"), id="src_fuzz01") as (edge, _):
+        yield edge.admin_url
 
 
 FUZZ = settings(max_examples=30, deadline=None,

@@ -16,7 +16,7 @@ import pytest
 
 from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.pinterest.sandbox import Fault
-from tests.support import ACCESS_TOKEN, CONVERSION_TOKEN, create_integration, create_source, post_batch, stats, wait_for
+from tests.support import ACCESS_TOKEN, create_integration, create_source, post_batch, stats, wait_for
 
 FAST = {"SIGNAL_RETRY_DELAYS": "0.1,0.1,0.1,0.1,0.1,0.1,0.1", "SIGNAL_FLUSH_INTERVAL": "0.1"}
 

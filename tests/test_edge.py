@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import ipaddress
-import json
 
 import httpx
 import pytest

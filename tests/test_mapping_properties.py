@@ -17,7 +17,7 @@ from delivery.config import Source
 from delivery.pinterest.mapping import Options, map_event
 from delivery.pinterest.sandbox import schema_validator, validation_errors
 from delivery.pinterest.variants import VARIANTS
-from tests.support import FakePinterest, SignalEdge, create_integration, create_source
+from tests.support import shop_running
 
 VALIDATOR = schema_validator()
 scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True) | st.text(max_size=40)
@@ -80,14 +80,8 @@ def test_any_event_maps_to_a_valid_payload_or_a_reason(event, default_country, v
 
 @pytest.fixture(scope="module")
 def live_edge(tmp_path_factory):
-    fake = FakePinterest().start()
-    edge = SignalEdge(tmp_path_factory.mktemp("edge"), fake.url).start()
-    with edge.admin() as admin:
-        source = create_source(admin, default_country="US")
-        create_integration(admin, source["id"])
-    yield edge, source
-    edge.stop()
-    fake.stop()
+    with shop_running(tmp_path_factory.mktemp("edge"), default_country="US") as running:
+        yield running
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

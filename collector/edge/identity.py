@@ -20,9 +20,9 @@ class ProxyTrust:
 
     def __init__(self, networks) -> None:
         self.networks = list(networks)
+        self.trusted = lru_cache(maxsize=4096)(self._trusted)  # peers repeat; networks never change
 
-    @lru_cache(maxsize=4096)
-    def trusted(self, address: str) -> bool:
+    def _trusted(self, address: str) -> bool:
         ip = _ip(address)
         return ip is not None and any(ip in net for net in self.networks)
 

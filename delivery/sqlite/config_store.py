@@ -28,6 +28,8 @@ _encode = msgspec.json.encode
 
 
 class SqliteConfigStore:
+    MISSING = _MISSING  # what cached_identity() answers when it does not know
+
     def __init__(self, db: Database) -> None:
         self.db = db
         self.box: SecretBox | None = None
@@ -171,8 +173,6 @@ class SqliteConfigStore:
     def cached_identity(self, anonymous_id: str) -> Any:
         """The cached identity, None when known absent, or `MISSING` (ask `identity()`)."""
         return self._identities.get(anonymous_id, _MISSING)
-
-    MISSING = _MISSING
 
     async def save_identity(self, anonymous_id: str, stored: StoredIdentity) -> None:
         await self.db.run(
