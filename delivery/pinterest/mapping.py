@@ -80,16 +80,9 @@ def map_event(ev: EdgeEvent, options: Options) -> Mapped:
     custom = _custom_data(ev, options.variant_data, warnings)
     if name == CUSTOM_EVENT and options.send_custom_event_name and ev.name:
         custom = msgspec.structs.replace(custom or CustomData(), custom_event_name=ev.name)
-    event = Event(
-        event_name=name,
-        action_source="web",
-        event_time=int(ev.event_time),
-        event_id=ev.message_id,
-        user_data=user_data,
-        event_source_url=ev.page_url or None,
-        custom_data=custom,
-        language=_language(ev.locale),
-    )
+    # Positional arguments, in Event's field order: this runs for every event delivered.
+    event = Event(name, "web", int(ev.event_time), ev.message_id, user_data, ev.page_url or None, custom,
+                  _language(ev.locale))
     return Mapped(event, None, warnings)
 
 
@@ -106,13 +99,9 @@ def _user_data(ev: EdgeEvent) -> UserData:
         external.append(_hashed_id(ev.user_id))
     if ev.pin_unauth:
         external.append(_hashed_id(ev.pin_unauth))
-    return UserData(
-        em=ident.em, hashed_maids=ident.hashed_maids,
-        client_ip_address=ev.ip or None, client_user_agent=ev.user_agent or None,
-        ph=ident.ph, fn=ident.fn, ln=ident.ln, ge=ident.ge, db=ident.db, ct=ident.ct,
-        st=ident.st, zp=ident.zp, country=ident.country, external_id=external,
-        click_id=ev.click_id or None,
-    )
+    return UserData(ident.em, ident.hashed_maids, ev.ip or None, ev.user_agent or None, ident.ph, ident.fn,
+                    ident.ln, ident.ge, ident.db, ident.ct, ident.st, ident.zp, ident.country, external,
+                    ev.click_id or None)
 
 
 @lru_cache(maxsize=1024)
@@ -133,14 +122,7 @@ def decimal_string(value: Any) -> str:
     if kind is int:
         return str(value)
     if kind is float:
-        if not math.isfinite(value):
-            raise ValueError("not a finite number")
-        if value == 0:
-            return "0"
-        text = repr(value)  # the shortest string that reads back as this float
-        if "e" not in text:
-            return text
-        return _plain(Decimal(text))
+        return _float_text(value)
     if kind is str and _CANONICAL.fullmatch(value):
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
@@ -152,6 +134,19 @@ def decimal_string(value: Any) -> str:
     if not number.is_finite():
         raise ValueError("not a finite number")
     return _plain(number)
+
+
+@lru_cache(maxsize=4096)
+def _float_text(value: float) -> str:
+    """Prices repeat (the same products sell all day): each is formatted once."""
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    if value == 0:
+        return "0"
+    text = repr(value)  # the shortest string that reads back as this float
+    if "e" not in text:
+        return text
+    return _plain(Decimal(text))
 
 
 def _plain(number: Decimal) -> str:
@@ -184,16 +179,24 @@ def _text(value: Any) -> str | None:
 
 
 def _product_id(product: dict[str, Any]) -> str | None:
-    return _text(product.get("product_id")) or _text(product.get("sku")) or _text(product.get("id"))
+    get = product.get
+    return _text(get("product_id")) or _text(get("sku")) or _text(get("id"))
 
 
 def _content(product: dict[str, Any], index: int | None, warnings: list[str]) -> Content:
     """One product; `index` is its place in `products` (None: the event is the product)."""
     get = product.get
-    price = _parsed(get("price"), decimal_string, index, "price", warnings)
-    quantity = _parsed(get("quantity"), _as_int, index, "quantity", warnings)
-    return Content(_product_id(product), price, 1 if quantity is None else quantity,
-                   _text(get("name")), _text(get("brand")), _text(get("category")))
+    price = get("price")
+    if price is not None:
+        price = _parsed(price, decimal_string, index, "price", warnings)
+    quantity = get("quantity")
+    if type(quantity) is not int:  # the common case needs no parsing
+        quantity = _parsed(quantity, _as_int, index, "quantity", warnings)
+        if quantity is None:
+            quantity = 1
+    name, brand, category = get("name"), get("brand"), get("category")
+    return Content(_product_id(product), price, quantity, name if name is None else _text(name),
+                   brand if brand is None else _text(brand), category if category is None else _text(category))
 
 
 def _parsed(value: Any, parse, index: int | None, name: str, warnings: list[str]) -> Any:
@@ -224,54 +227,53 @@ def _products(props: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
 def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> CustomData | None:
     props = ev.properties
     get = props.get
-    fields: dict[str, Any] = {}
     enrich = variant.enrich
-    products, single = _products(props) if "products" in enrich else ((), False)
-    contents = [_content(p, None if single else i, warnings) for i, p in enumerate(products)]
+    contents: list[Content] = []
+    ids: list[str] = []
+    num_items = content_name = content_category = content_brand = search_string = None
+    if "products" in enrich:
+        products, single = _products(props)
+        contents = [_content(p, None if single else i, warnings) for i, p in enumerate(products)]
+        if contents:
+            num_items = 0
+            for c in contents:
+                if c.id:
+                    ids.append(c.id)
+                num_items += c.quantity or 0
+            if single:
+                content_name, content_category, content_brand = _text(get("name")), _text(get("category")), _text(get("brand"))
 
     value = _value(props, contents, warnings)
-    if value is not None:
-        fields["value"] = value
-    currency = _text(get("currency"))
-    if currency:
-        currency = currency.upper()
-        if _CURRENCY.match(currency):
-            fields["currency"] = currency
-        else:
-            warnings.append("currency left out: not an ISO-4217 code")
-    order_id = _text(get("order_id"))
-    if order_id:
-        fields["order_id"] = order_id
-
-    if contents:
-        ids, items = [], 0
-        for c in contents:
-            if c.id:
-                ids.append(c.id)
-            items += c.quantity or 0
-        fields["contents"], fields["content_ids"], fields["num_items"] = contents, ids, items
-        if single:
-            for key, target in (("name", "content_name"), ("category", "content_category"), ("brand", "content_brand")):
-                text = _text(get(key))
-                if text:
-                    fields[target] = text
+    currency = get("currency")
+    if currency is not None:
+        currency = _text(currency)
+        if currency:
+            currency = currency.upper()
+            if not _CURRENCY.match(currency):
+                warnings.append("currency left out: not an ISO-4217 code")
+                currency = None
+    order_id = get("order_id")
+    if order_id is not None:
+        order_id = _text(order_id)
 
     if "search" in enrich:
-        query = _text(get("query"))
-        if query is None and "content" in enrich:
-            query = _text(get("destination"))
-        if query:
-            fields["search_string"] = query
+        search_string = _text(get("query"))
+        if search_string is None and "content" in enrich:
+            search_string = _text(get("destination"))
     if "content" in enrich:
-        name = _text(get("title")) or _text(get("destination"))
-        if name is None and ev.type == "page":
-            name = ev.title or None
-        if name and "content_name" not in fields:
-            fields["content_name"] = name
-        category = _text(get("category")) or _text(get("section"))
-        if category and "content_category" not in fields:
-            fields["content_category"] = category
-    return CustomData(**fields) if fields else None
+        if content_name is None:
+            content_name = _text(get("title")) or _text(get("destination"))
+            if content_name is None and ev.type == "page":
+                content_name = ev.title or None
+        if content_category is None:
+            content_category = _text(get("category")) or _text(get("section"))
+
+    if not (value or currency or order_id or contents or content_name or content_category or content_brand
+            or search_string):
+        return None
+    # Positional arguments, in CustomData's field order (this runs for every event).
+    return CustomData(currency, value, order_id, num_items, ids, contents, content_name, content_category,
+                      content_brand, search_string)
 
 
 def _value(props: dict[str, Any], contents: list[Content], warnings: list[str]) -> str | None:
