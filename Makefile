@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(VENV)/bin/signal-edge demo
 
-# Debian's Chromium (Playwright cannot download browsers here) and Caddy for the e2e tests.
+# Debian packages, installed when missing: Chromium (Playwright cannot download browsers here)
+# and Caddy for the e2e tests, wrk for the benchmarks.
+SYSTEM_DEPS ?= chromium caddy
 system-deps:
 	@missing=""; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	command -v caddy >/dev/null 2>&1 || missing="$$missing caddy"; \
+	for tool in $(SYSTEM_DEPS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -33,6 +34,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -m "not slow"
 
 bench: $(STAMP)
+	$(MAKE) --no-print-directory system-deps SYSTEM_DEPS=wrk
 	$(PY) bench/run_all.py
 
 clean:
