@@ -214,6 +214,32 @@ def test_credentials_missing_wrong_or_rotated_get_401(tmp_path, fake_pinterest):
     assert printed.encode() not in db and rotated.encode() not in db  # only hashes are stored
 
 
+def test_match_quality_counts_the_signals_delivered_and_names_the_weakest(edge, shop, fake_pinterest):
+    source, integration = shop
+    email, phone = {"email": "ana@example.com"}, {"phone": "+44 7700 900123"}
+    visitors = [  # four browsers (no cookie jar), each event with its own identity
+        {"traits": {**email, **phone}, "page": {"url": "https://shop.example/p?epik=dj0yJnU9QQ"}},
+        {"traits": {**email, **phone}},
+        {"traits": email},
+        {},
+    ]
+    for context in visitors:
+        event = {"type": "track", "event": "Product Added", "properties": {"product_id": "A"}, "context": context}
+        assert post_batch(edge.url, source["pipeline_key"], [event]).status_code == 200
+    with edge.admin() as admin:
+        wait_for(lambda: stats(admin, integration["id"])["delivered"] == 4, what="four deliveries")
+        response = admin.get(f"/integrations/{integration['id']}/match-quality")
+    assert response.status_code == 200
+    quality = response.json()
+    shares = {s["signal"]: (s["count"], s["share"]) for s in quality["signals"]}
+    assert quality["events"] == 4
+    assert shares == {"click_id": (1, 0.25), "em": (3, 0.75), "ph": (2, 0.5),
+                      "external_id": (4, 1.0), "ip_and_user_agent": (4, 1.0)}
+    assert quality["weakest"] == "click_id"
+    assert "epik" in quality["hint"]
+    assert "ana@example.com" not in response.text
+
+
 def test_debugger_stream_shows_events_live(edge, fake_pinterest):
     with edge.admin() as admin:
         source = create_source(admin)
