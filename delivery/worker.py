@@ -433,6 +433,7 @@ class IntegrationWorker:
         policy = self.service.settings.retry
         # Hold the batches queued meanwhile too: sent now they would only fail the same way.
         self.backoff_until = max(self.backoff_until, job.now + policy.delay(1, answer.retry_after))
+        retry_at: dict[int, float] = {}  # one (jittered) time per attempt count: events queued together stay together
         for p in pending:
             attempts = p.item.attempts + 1
             if policy.exhausted(attempts):
@@ -440,7 +441,9 @@ class IntegrationWorker:
                 s.dead.append((p.item.id, reason))
                 job.record(p.item, p.event, "failed", reason, p.mapped)
             else:
-                at = job.now + policy.delay(attempts, answer.retry_after)
+                at = retry_at.get(attempts)
+                if at is None:
+                    at = retry_at[attempts] = job.now + policy.delay(attempts, answer.retry_after)
                 s.retry.append((p.item.id, at, answer.message))
                 job.record(p.item, p.event, "retrying", f"{answer.message}; next attempt in {at - job.now:.0f}s",
                            p.mapped)

@@ -80,6 +80,91 @@ def test_lease_hides_items_and_settle_accounts_for_each(db):
     run(main())
 
 
+def together(n, topic="int_a", at=1000.0, priority=0):
+    """n events of one request: the same topic, priority and created_at."""
+    return [QueueItem(topic, f'{{"message_id":"t{i}"}}'.encode(), at, priority) for i in range(n)]
+
+
+def row_count(db):
+    return run(db.run(lambda c: c.execute("SELECT count(*) FROM queue").fetchone()[0]))
+
+
+def test_events_that_arrive_together_share_a_row(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        pretty = QueueItem("int_a", b'{\n "message_id": "nl"\n}', 1000.0, 0)  # a newline: a row of its own
+        await q.append(together(5) + [pretty, QueueItem("int_a", b'{"message_id":"x"}', 1001.0, 0)])
+        assert q.depth() == 7
+        stats = await q.stats("int_a")
+        assert (stats.accepted, stats.queued) == (7, 7)
+        leased = await q.lease("int_a", 10, 2000.0, 60)
+        assert [i.payload for i in leased] == [i.payload for i in together(5)] + [pretty.payload, b'{"message_id":"x"}']
+        assert len({i.id for i in leased}) == 7
+    run(main())
+    assert row_count(db) == 3
+
+
+def test_a_lease_splits_a_row_it_cannot_take_whole(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        await q.append(together(5))
+        first = await q.lease("int_a", 3, 2000.0, 60)
+        assert [i.payload for i in first] == [i.payload for i in together(5)[:3]]
+        stats = await q.stats("int_a")
+        assert (stats.queued, stats.in_flight) == (2, 3)
+        rest = await q.lease("int_a", 10, 2000.0, 60)
+        assert [i.payload for i in rest] == [i.payload for i in together(5)[3:]]
+        await q.settle("int_a", Settlement(delivered=[i.id for i in first + rest]), 2000.0)
+        stats = await q.stats("int_a")
+        assert (stats.delivered, stats.queued, stats.in_flight) == (5, 0, 0)
+        assert q.depth() == 0
+    run(main())
+    assert row_count(db) == 0
+
+
+def test_different_fates_split_a_row_and_each_event_counts_once(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        await q.append(together(6))
+        leased = await q.lease("int_a", 6, 2000.0, 3600)
+        ids = [i.id for i in leased]
+        settlement = Settlement(delivered=ids[:2], dead=[(ids[2], "Pinterest: bad")],
+                                retry=[(ids[3], 2100.0, "HTTP 503")], release=[(ids[4], 2050.0)])  # ids[5]: not yet
+        await q.settle("int_a", settlement, 2000.0)
+        await q.settle("int_a", settlement, 2000.0)  # settling again changes nothing
+        stats = await q.stats("int_a")
+        assert (stats.delivered, stats.dead_lettered, stats.queued, stats.in_flight) == (2, 1, 2, 1)
+        assert q.depth() == 3
+        dead = await q.dead_letters("int_a", 0, 10)
+        assert [(d.event_id, d.reason, d.attempts) for d in dead] == [("t2", "Pinterest: bad", 1)]
+        released = await q.lease("int_a", 10, 2050.0, 60)
+        assert [(i.payload, i.attempts) for i in released] == [(together(6)[4].payload, 0)]
+        retried = await q.lease("int_a", 10, 2100.0, 60)
+        assert [(i.payload, i.attempts) for i in retried] == [(together(6)[3].payload, 1)]
+        assert await q.recover(2200.0) == 3  # the unsettled one, and the two leased again above
+        again = await q.lease("int_a", 10, 2200.0, 60)
+        assert sorted(i.payload for i in again) == sorted(together(6)[i].payload for i in (3, 4, 5))
+    run(main())
+
+
+def test_discard_dead_letters_every_event_of_every_row(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        await q.append(together(4) + together(2, at=1001.0))
+        await q.lease("int_a", 2, 2000.0, 60)  # splits the first row
+        assert await q.discard("int_a", "integration deleted", 2000.0) == 6
+        stats = await q.stats("int_a")
+        assert (stats.dead_lettered, stats.queued, stats.in_flight) == (6, 0, 0)
+        assert q.depth() == 0
+        dead = await q.dead_letters("int_a", 0, 10)
+        assert sorted(d.event_id for d in dead) == sorted(["t0", "t1", "t2", "t3", "t0", "t1"])
+    run(main())
+
+
 def test_priority_items_are_leased_first(db):
     async def main():
         q = SqliteEventQueue(db)

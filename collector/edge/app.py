@@ -255,14 +255,11 @@ class Edge:
     async def commit(self, source: Source, built: list[Built], anonymous_id: str, remember) -> None:
         """Queue every deliverable event for each of the source's integrations; durable on return."""
         integrations = self.routes(source.id)
-        items: list[QueueItem] = []
-        for b in built:
-            ev = b.event
-            if ev.type not in DELIVERED_TYPES or not integrations:
-                continue
-            payload = msgspec.json.encode(ev)
-            for integration_id, options in integrations:
-                items.append(QueueItem(integration_id, payload, ev.received_at, 1 if is_priority(ev, options) else 0))
+        deliverable = [(b.event, msgspec.json.encode(b.event)) for b in built
+                       if b.event.type in DELIVERED_TYPES] if integrations else []
+        # Grouped by integration: the queue stores one request's events for one integration together.
+        items = [QueueItem(integration_id, payload, ev.received_at, 1 if is_priority(ev, options) else 0)
+                 for integration_id, options in integrations for ev, payload in deliverable]
         if remember is not None:
             await self.s.store.save_identity(anonymous_id, remember)
         await self.s.queue.append(items)

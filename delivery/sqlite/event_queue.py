@@ -1,13 +1,38 @@
 """EventQueue on SQLite. A leased row is hidden by pushing its `available_at` to the lease
-expiry, so "ready" is always `available_at <= now` and one index serves every query."""
+expiry, so "ready" is always `available_at <= now` and one index serves every query.
+
+Events that arrive together (one request's events for one integration: the same topic,
+priority and created_at) share one row: `events` counts them and `payload` holds them one per
+line (msgspec's JSON never contains a raw newline; a payload that does gets a row of its own).
+One row per request instead of per event is most of the queue's write cost at ingestion and
+of its delete cost at delivery. A leased event's id packs its row id, its index in the row
+and the row's size at lease time (`_item_id`). A lease that has room for only part of a row
+splits the row, and so does a settlement that gives a row's events different fates; a row's
+events otherwise share attempts and retry time.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
+from collections import Counter, defaultdict
+from itertools import groupby
+from operator import attrgetter
+
+import msgspec
 
 from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats
 from delivery.sqlite.db import Database
+
+MAX_EVENTS_PER_ROW = 1000  # fits the 10 bits an item id has for an index and for a size
+SEP = b"\n"
+_IN_LIST = 500  # ids per `IN (...)` query
+
+
+class _MessageId(msgspec.Struct):
+    message_id: str | None = None
+
+
+_message_id = msgspec.json.Decoder(_MessageId)
 
 
 class SqliteEventQueue:
@@ -16,7 +41,8 @@ class SqliteEventQueue:
         self._depth = 0
 
     async def open(self) -> None:
-        self._depth = await self.db.run(lambda c: c.execute("SELECT count(*) FROM queue").fetchone()[0])
+        self._depth = await self.db.run(
+            lambda c: c.execute("SELECT coalesce(sum(events), 0) FROM queue").fetchone()[0])
 
     def depth(self) -> int:
         return self._depth
@@ -29,7 +55,8 @@ class SqliteEventQueue:
 
     async def recover(self, now: float) -> int:
         def release(conn: sqlite3.Connection) -> int:
-            count = conn.execute("UPDATE queue SET leased=0, available_at=? WHERE leased=1", (now,)).rowcount
+            count = conn.execute("SELECT coalesce(sum(events), 0) FROM queue WHERE leased=1").fetchone()[0]
+            conn.execute("UPDATE queue SET leased=0, available_at=? WHERE leased=1", (now,))
             _recount(conn)
             return count
 
@@ -42,8 +69,8 @@ class SqliteEventQueue:
         return await self.db.run(_lease, topic, limit, now, now + lease_seconds)
 
     async def settle(self, topic: str, settlement: Settlement, now: float) -> None:
-        await self.db.run(_settle, topic, settlement, now)
-        self._depth -= len(settlement.delivered) + len(settlement.filtered) + len(settlement.dead)
+        gone = await self.db.run(_settle, topic, settlement, now)
+        self._depth -= gone
 
     async def reschedule(self, topic: str, at: float) -> int:
         return await self.db.run(
@@ -73,19 +100,43 @@ class SqliteEventQueue:
         def move(conn: sqlite3.Connection) -> int:
             conn.execute("UPDATE queue SET leased=1 WHERE topic=?", (topic,))
             _recount(conn, topic)
-            ids = [r[0] for r in conn.execute("SELECT id FROM queue WHERE topic=?", (topic,))]
-            _settle(conn, topic, Settlement(dead=[(i, reason) for i in ids]), now)
-            return len(ids)
+            ids = [_item_id(row_id, i, events)
+                   for row_id, events in conn.execute("SELECT id, events FROM queue WHERE topic=?", (topic,))
+                   for i in range(events)]
+            return _settle(conn, topic, Settlement(dead=[(i, reason) for i in ids]), now)
 
         count = await self.db.run(move)
         self._depth -= count
         return count
 
 
+_ROW_KEY = attrgetter("topic", "priority", "created_at")
+
+
+def _rows(items: list[QueueItem]) -> list[tuple]:
+    """Consecutive items with the same topic, priority and created_at become one row."""
+    rows = []
+    for (topic, priority, at), group in groupby(items, _ROW_KEY):
+        payloads = [item.payload for item in group]
+        if len(payloads) == 1:
+            rows.append((topic, priority, payloads[0], at, at, 1))
+            continue
+        runs = groupby(payloads, lambda p: SEP in p) if any(SEP in p for p in payloads) else [(False, payloads)]
+        for alone, run in runs:
+            run = list(run)
+            if alone:  # a payload with a newline has a row of its own
+                rows += [(topic, priority, p, at, at, 1) for p in run]
+                continue
+            for start in range(0, len(run), MAX_EVENTS_PER_ROW):
+                part = run[start:start + MAX_EVENTS_PER_ROW]
+                rows.append((topic, priority, SEP.join(part), at, at, len(part)))
+    return rows
+
+
 def _append(conn: sqlite3.Connection, items: list[QueueItem]) -> None:
     conn.executemany(
-        "INSERT INTO queue (topic, priority, payload, created_at, available_at) VALUES (?, ?, ?, ?, ?)",
-        [(i.topic, i.priority, i.payload, i.created_at, i.created_at) for i in items],
+        "INSERT INTO queue (topic, priority, payload, created_at, available_at, events) VALUES (?, ?, ?, ?, ?, ?)",
+        _rows(items),
     )
     conn.executemany(
         "INSERT INTO counters (topic, accepted, queued) VALUES (?, ?, ?) ON CONFLICT(topic) DO UPDATE SET "
@@ -103,7 +154,8 @@ def _ready(conn: sqlite3.Connection, topic: str, now: float, batch_size: int) ->
     ).fetchone()[0]
     ready_oldest = oldest if oldest is not None and oldest <= now else None
     full = ready_oldest is not None and conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM queue WHERE topic=? AND priority=0 AND available_at<=? LIMIT ?)",
+        "SELECT coalesce(sum(events), 0) FROM "
+        "(SELECT events FROM queue WHERE topic=? AND priority=0 AND available_at<=? LIMIT ?)",
         (topic, now, batch_size),
     ).fetchone()[0] >= batch_size
     next_at = conn.execute(
@@ -112,56 +164,209 @@ def _ready(conn: sqlite3.Connection, topic: str, now: float, batch_size: int) ->
     return Readiness(priority, full, ready_oldest, next_at)
 
 
+# Columns copied when part of a row becomes a row of its own.
+_COPY = ("INSERT INTO queue (topic, priority, created_at, attempts, last_error, payload, events, available_at, leased) "
+         "SELECT topic, priority, created_at, attempts + ?, coalesce(?, last_error), ?, ?, coalesce(?, available_at), ? "
+         "FROM queue WHERE id=?")
+
+
+def _item_id(row_id: int, index: int, events: int) -> int:
+    return row_id << 20 | index << 10 | events
+
+
 def _lease(conn: sqlite3.Connection, topic: str, limit: int, now: float, until: float) -> list[Leased]:
-    rows = []
+    out: list[Leased] = []
+    taken: list[tuple[float, int]] = []
+    fresh = 0  # events not leased before (the others' earlier lease ran out)
     for priority in (1, 0):  # priority items first, then the oldest of the rest
-        if len(rows) >= limit:
+        if len(out) >= limit:
             break
-        rows += conn.execute(
-            "SELECT id, topic, payload, attempts, created_at, leased FROM queue "
+        rows = conn.execute(
+            "SELECT id, payload, attempts, created_at, leased, events FROM queue "
             "WHERE topic=? AND priority=? AND available_at<=? ORDER BY available_at, id LIMIT ?",
-            (topic, priority, now, limit - len(rows)),
+            (topic, priority, now, limit - len(out)),
         ).fetchall()
-    conn.executemany("UPDATE queue SET leased=1, available_at=? WHERE id=?", [(until, r[0]) for r in rows])
-    fresh = sum(1 for r in rows if not r[5])  # the others were leased before and their lease ran out
+        for row_id, payload, attempts, created_at, leased, events in rows:
+            room = limit - len(out)
+            if room <= 0:
+                break
+            taken.append((until, row_id))
+            if events == 1:
+                out.append(Leased(row_id << 20 | 1, topic, payload, attempts, created_at))  # _item_id(row_id, 0, 1)
+                fresh += not leased
+                continue
+            if not leased:
+                fresh += min(events, room)
+            parts = payload.split(SEP)
+            if events > room:  # the rest stays waiting as a row of its own
+                conn.execute(_COPY, (0, None, SEP.join(parts[room:]), events - room, None, leased, row_id))
+                parts = parts[:room]
+                conn.execute("UPDATE queue SET payload=?, events=? WHERE id=?", (SEP.join(parts), room, row_id))
+            out += [Leased(_item_id(row_id, i, len(parts)), topic, part, attempts, created_at)
+                    for i, part in enumerate(parts)]
+    conn.executemany("UPDATE queue SET leased=1, available_at=? WHERE id=?", taken)
     if fresh:
         conn.execute("UPDATE counters SET queued = queued - ?, in_flight = in_flight + ? WHERE topic=?",
                      (fresh, fresh, topic))
-    return [Leased(*row[:5]) for row in rows]
+    return out
 
 
-def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float) -> None:
+_DELIVERED, _FILTERED, _LEASED = ("delivered",), ("filtered",), ("leased",)
+
+
+class _Row:
+    """What a settlement says of one row's events, and the row's size when they were leased."""
+
+    __slots__ = ("events", "fates")
+
+    def __init__(self, events: int) -> None:
+        self.events = events
+        self.fates: dict[int, tuple] = {}
+
+    def whole_fate(self, events: int) -> tuple | None:
+        """The fate of every event of a row of `events` when they share one, else None."""
+        if events == 1:
+            return self.fates.get(0, _LEASED)
+        fates = {self.fates.get(index, _LEASED) for index in range(events)}
+        return fates.pop() if len(fates) == 1 else None
+
+
+def _by_fate(s: Settlement) -> dict[tuple, list[int]]:
+    """fate -> the item ids that share it; a fate is a hashable tuple."""
+    fates: dict[tuple, list[int]] = {_DELIVERED: s.delivered, _FILTERED: s.filtered}
+    for kind, entries in (("dead", s.dead), ("retry", s.retry), ("release", s.release)):
+        for item_id, *args in entries:
+            fates.setdefault((kind, *args), []).append(item_id)
+    return fates
+
+
+def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float) -> int:
     """Only rows still leased are settled, and counters move by what actually changed, so
-    settling the same row twice (after an expired lease) cannot count it twice."""
-    dead = 0
-    if s.dead:
-        dead = conn.executemany(
-            "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
-            "SELECT topic, json_extract(CAST(payload AS TEXT), '$.message_id'), payload, created_at, ?, attempts + 1, ? "
-            "FROM queue WHERE id=? AND leased=1",
-            [(now, reason, item_id) for item_id, reason in s.dead],
-        ).rowcount
-        conn.executemany("DELETE FROM queue WHERE id=? AND leased=1", [(i,) for i, _ in s.dead])
-    delete = "DELETE FROM queue WHERE id=? AND leased=1"
-    delivered = conn.executemany(delete, [(i,) for i in s.delivered]).rowcount if s.delivered else 0
-    filtered = conn.executemany(delete, [(i,) for i in s.filtered]).rowcount if s.filtered else 0
-    back = 0
-    if s.retry:
-        back += conn.executemany(
-            "UPDATE queue SET leased=0, attempts=attempts+1, available_at=?, last_error=? WHERE id=? AND leased=1",
-            [(at, error, item_id) for item_id, at, error in s.retry],
-        ).rowcount
-    if s.release:
-        back += conn.executemany("UPDATE queue SET leased=0, available_at=? WHERE id=? AND leased=1",
-                                 [(at, i) for i, at in s.release]).rowcount
+    settling the same event twice (after an expired lease) cannot count it twice. Returns how
+    many events left the queue.
+
+    Rows whose events share one fate (nearly all) are settled whole, one statement per fate,
+    guarded by `leased=1 AND events=<size at lease>`; the rest (different fates, or a row that
+    changed since) are looked up and split."""
+    moved: Counter[str] = Counter()
+    rows: dict[int, _Row] = {}  # rows of several events, and rows a whole-row statement missed
+    for fate, ids in _by_fate(s).items():
+        singles = [item_id >> 20 for item_id in ids if item_id & 1023 == 1]
+        if singles and _settle_whole(conn, topic, fate, 1, singles, now, moved) < len(singles):
+            for row_id in singles:  # some changed since: the look-up below sorts them out
+                rows.setdefault(row_id, _Row(1)).fates[0] = fate
+        for item_id in ids:
+            if item_id & 1023 != 1:
+                rows.setdefault(item_id >> 20, _Row(item_id & 1023)).fates[item_id >> 10 & 1023] = fate
+    whole: dict[tuple, list[int]] = defaultdict(list)
+    for row_id, row in rows.items():
+        fate = row.whole_fate(row.events) if row.events > 1 else None
+        if fate is not None and fate is not _LEASED:
+            whole[fate, row.events].append(row_id)
+    for (fate, events), row_ids in whole.items():
+        if _settle_whole(conn, topic, fate, events, row_ids, now, moved) == len(row_ids):
+            for row_id in row_ids:
+                del rows[row_id]
+    if rows:
+        _settle_rest(conn, topic, rows, now, moved)
+
+    back = moved["back"]
+    left = moved["filtered"] + moved["delivered"] + moved["dead"]
     last_error = s.last_error or (s.retry[-1][2] if s.retry else None) or (s.dead[-1][1] if s.dead else None)
     conn.execute(
         "UPDATE counters SET filtered = filtered + ?, delivered = delivered + ?, dead_lettered = dead_lettered + ?, "
         "in_flight = in_flight - ?, queued = queued + ?, "
         "last_error = coalesce(?, last_error), last_error_at = coalesce(?, last_error_at) WHERE topic=?",
-        (filtered, delivered, dead, filtered + delivered + dead + back, back, last_error,
+        (moved["filtered"], moved["delivered"], moved["dead"], left + back, back, last_error,
          now if last_error else None, topic),
     )
+    return left
+
+
+_WHOLE = {
+    "delivered": "DELETE FROM queue WHERE id=? AND leased=1 AND events=?",
+    "filtered": "DELETE FROM queue WHERE id=? AND leased=1 AND events=?",
+    "retry": "UPDATE queue SET leased=0, attempts=attempts+1, available_at=?, last_error=? "
+             "WHERE id=? AND leased=1 AND events=?",
+    "release": "UPDATE queue SET leased=0, available_at=? WHERE id=? AND leased=1 AND events=?",
+}
+
+
+def _settle_whole(conn, topic: str, fate: tuple, events: int, row_ids: list[int], now: float,
+                  moved: Counter) -> int:
+    """Rows of `events` events that all share `fate`; returns how many rows were settled."""
+    kind, *args = fate
+    if kind == "dead":
+        if events > 1:
+            return 0  # each event needs its own dead letter: done with the rest
+        conn.executemany(
+            "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
+            "SELECT topic, json_extract(CAST(payload AS TEXT), '$.message_id'), payload, created_at, ?, "
+            "attempts + 1, ? FROM queue WHERE id=? AND leased=1 AND events=1",
+            [(now, args[0], row_id) for row_id in row_ids],
+        )
+        done = conn.executemany("DELETE FROM queue WHERE id=? AND leased=1 AND events=1",
+                                [(row_id,) for row_id in row_ids]).rowcount
+    else:
+        done = conn.executemany(_WHOLE[kind], [(*args, row_id, events) for row_id in row_ids]).rowcount
+    moved["back" if kind in ("retry", "release") else kind] += done * events
+    return done
+
+
+def _settle_rest(conn, topic: str, rows: dict[int, _Row], now: float, moved: Counter) -> None:
+    """Rows looked up one by one (the rare path): each group of events that share a fate
+    goes its own way, and the row is replaced by what is left of it."""
+    row_ids = list(rows)
+    for at in range(0, len(row_ids), _IN_LIST):
+        chunk = row_ids[at:at + _IN_LIST]
+        found = conn.execute(
+            # By rowid only: with `topic=?` here SQLite would scan the topic's index instead.
+            f"SELECT id, events FROM queue WHERE id IN ({','.join('?' * len(chunk))}) AND leased=1",
+            chunk,
+        ).fetchall()
+        for row_id, events in found:
+            row = rows[row_id]
+            if row.whole_fate(events) is _LEASED:  # not settled this time: stays in flight
+                continue
+            payload = conn.execute("SELECT payload FROM queue WHERE id=?", (row_id,)).fetchone()[0]
+            parts = [payload] if events == 1 else payload.split(SEP)
+            groups: dict[tuple, list[bytes]] = {}
+            for index, part in enumerate(parts):
+                groups.setdefault(row.fates.get(index, _LEASED), []).append(part)
+            for fate, group in groups.items():
+                _settle_part(conn, topic, row_id, fate, group, now, moved)
+            conn.execute("DELETE FROM queue WHERE id=?", (row_id,))
+
+
+def _settle_part(conn, topic: str, row_id: int, fate: tuple, parts: list[bytes], now: float, moved: Counter) -> None:
+    """Some of a row's events, all with one fate (the row itself is deleted afterwards)."""
+    kind = fate[0]
+    if kind in ("delivered", "filtered"):
+        moved[kind] += len(parts)
+    elif kind == "dead":
+        _dead_letter(conn, topic, row_id, parts, fate[1], now)
+        moved["dead"] += len(parts)
+    elif kind == "leased":  # not settled this time: a row of their own, still in flight
+        conn.execute(_COPY, (0, None, SEP.join(parts), len(parts), None, 1, row_id))
+    else:  # retry or release: a row of their own, waiting again
+        attempts, error = (1, fate[2]) if kind == "retry" else (0, None)
+        conn.execute(_COPY, (attempts, error, SEP.join(parts), len(parts), fate[1], 0, row_id))
+        moved["back"] += len(parts)
+
+
+def _dead_letter(conn, topic: str, row_id: int, parts: list[bytes], reason: str, now: float) -> None:
+    conn.executemany(
+        "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
+        "SELECT topic, ?, ?, created_at, ?, attempts + 1, ? FROM queue WHERE id=?",
+        [(_event_id(part), part, now, reason, row_id) for part in parts],
+    )
+
+
+def _event_id(payload: bytes) -> str | None:
+    try:
+        return _message_id.decode(payload).message_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: float) -> int:
@@ -187,8 +392,9 @@ def _recount(conn: sqlite3.Connection, topic: str | None = None) -> None:
     where = "WHERE topic=?" if topic else ""
     conn.execute(
         "UPDATE counters SET "
-        "queued = (SELECT count(*) FROM queue WHERE queue.topic = counters.topic AND leased = 0), "
-        f"in_flight = (SELECT count(*) FROM queue WHERE queue.topic = counters.topic AND leased = 1) {where}",
+        "queued = (SELECT coalesce(sum(events), 0) FROM queue WHERE queue.topic = counters.topic AND leased = 0), "
+        f"in_flight = (SELECT coalesce(sum(events), 0) FROM queue WHERE queue.topic = counters.topic AND leased = 1) "
+        f"{where}",
         (topic,) if topic else (),
     )
 

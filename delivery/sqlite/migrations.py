@@ -89,6 +89,10 @@ MIGRATIONS: tuple[str, ...] = (
         queued = (SELECT count(*) FROM queue WHERE queue.topic = counters.topic AND leased = 0),
         in_flight = (SELECT count(*) FROM queue WHERE queue.topic = counters.topic AND leased = 1);
     """,
+    # 3: one row can hold the events that arrived together (see event_queue.py)
+    """
+    ALTER TABLE queue ADD COLUMN events INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 
