@@ -34,6 +34,7 @@ from collector.edge.wire import (
 )
 from collector.services import Services
 from delivery.config import Source
+from delivery.events import event_encoder
 from delivery.pinterest.mapping import DELIVERED_TYPES, Options, is_priority
 from delivery.queue import QueueItem
 from delivery.ratelimit import TokenBucket
@@ -255,21 +256,22 @@ class Edge:
     async def commit(self, source: Source, built: list[Built], anonymous_id: str, remember) -> None:
         """Queue every deliverable event for each of the source's integrations; durable on return."""
         integrations = self.routes(source.id)
-        deliverable = [(b.event, msgspec.json.encode(b.event)) for b in built
+        deliverable = [(b.event, event_encoder.encode(b.event)) for b in built
                        if b.event.type in DELIVERED_TYPES] if integrations else []
         # Grouped by integration: the queue stores one request's events for one integration together.
-        items = [QueueItem(integration_id, payload, ev.received_at, 1 if is_priority(ev, options) else 0)
-                 for integration_id, options in integrations for ev, payload in deliverable]
+        items: list[QueueItem] = []
+        offers: list[tuple[str, int, bool]] = []
+        for integration_id, options in integrations:
+            priorities = [1 if is_priority(ev, options) else 0 for ev, _ in deliverable]
+            items += [QueueItem(integration_id, payload, ev.received_at, priority)
+                      for (ev, payload), priority in zip(deliverable, priorities)]
+            offers.append((integration_id, len(priorities), any(priorities)))
         if remember is not None:
             await self.s.store.save_identity(anonymous_id, remember)
         await self.s.queue.append(items)
-        offered: dict[str, list[int]] = {}
-        for item in items:
-            counts = offered.setdefault(item.topic, [0, 0])
-            counts[0] += 1
-            counts[1] |= item.priority
-        for topic, (count, priority) in offered.items():
-            self.s.notify(topic, count, bool(priority))
+        for topic, count, priority in offers:
+            if count:
+                self.s.notify(topic, count, priority)
         if self.s.hub.watched:
             self.s.hub.publish([
                 DebugRecord(at=b.event.received_at, source_id=source.id, event_id=b.event.message_id,

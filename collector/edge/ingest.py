@@ -109,32 +109,38 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext, st
     consent = context.consent.categories if context and context.consent else None
 
     message_id = inc.messageId or _text(properties.get("event_id")) or uuid4()
-    return Built(
-        EdgeEvent(
-            message_id=message_id,
-            type=etype,
-            source_id=ctx.source.id,
-            received_at=ctx.received_at,
-            event_time=event_time(inc, ctx),
-            name=inc.event if etype == "track" else inc.name,
-            properties=properties,
-            user_id=user_id,
-            anonymous_id=ctx.anonymous_id,
-            group_id=str(inc.groupId) if inc.groupId is not None else None,
-            page_url=page_url,
-            referrer=page.referrer if page else None,
-            title=(page.title if page else None) or (_text(properties.get("title")) if etype == "page" else None),
-            ip=ctx.ip,
-            user_agent=ctx.user_agent or (context.userAgent if context else None),
-            click_id=click_id,
-            pin_unauth=ctx.pin_unauth,
-            locale=context.locale if context else None,
-            consent=consent,
-            identity=ident,
-            notes=builder.notes,
-        ),
-        remember,
+    # Positional, in EdgeEvent's field order (checked by _FIELD_ORDER below): with its 21 fields
+    # as keyword arguments the constructor took 1.6 us per event, positional 0.3 us.
+    event = EdgeEvent(
+        message_id,
+        etype,
+        ctx.source.id,
+        ctx.received_at,
+        event_time(inc, ctx),
+        inc.event if etype == "track" else inc.name,
+        properties,
+        user_id,
+        ctx.anonymous_id,
+        str(inc.groupId) if inc.groupId is not None else None,
+        page_url,
+        page.referrer if page else None,
+        (page.title if page else None) or (_text(properties.get("title")) if etype == "page" else None),
+        ctx.ip,
+        ctx.user_agent or (context.userAgent if context else None),
+        click_id,
+        ctx.pin_unauth,
+        context.locale if context else None,
+        consent,
+        ident,
+        builder.notes,
     )
+    return Built(event, remember)
+
+
+_FIELD_ORDER = ("message_id", "type", "source_id", "received_at", "event_time", "name", "properties", "user_id",
+                "anonymous_id", "group_id", "page_url", "referrer", "title", "ip", "user_agent", "click_id",
+                "pin_unauth", "locale", "consent", "identity", "notes")
+assert EdgeEvent.__struct_fields__ == _FIELD_ORDER, "build_event passes EdgeEvent's fields by position"
 
 
 def _event_type(inc: IncomingEvent, implied: str | None) -> str:

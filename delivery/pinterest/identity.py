@@ -8,7 +8,6 @@ event by `sha256:<hex>` (so the debugger shows it arrived without showing it).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from delivery.events import IDENTITY_FIELDS, Identity
@@ -83,9 +82,15 @@ class IdentityBuilder:
         return Identity(**{f: v for f, v in self.values.items() if f in IDENTITY_FIELDS})
 
 
-@lru_cache(maxsize=4096)
+_KINDS: tuple[dict[str, str | None], dict[str, str | None]] = ({}, {})  # by `traits`: key -> kind
+_MAX_KINDS = 4096
+_UNKNOWN = object()
+
+
 def _classify(key: str, traits: bool) -> str | None:
     """What a key holds: a Pinterest field, "drop", "name", "address", or None (not PII)."""
+    if not isinstance(key, str):
+        return None
     k = _key(key)
     field = _PERSON_KEYS.get(k) or (_TRAIT_ONLY_KEYS.get(k) if traits else None)
     if field:
@@ -99,21 +104,35 @@ def _classify(key: str, traits: bool) -> str | None:
     return None
 
 
+def _learn(key: str, traits: bool) -> str | None:
+    """_classify, remembered in _KINDS: the same few keys come with every event, and a plain
+    dict look-up in scrub() is much cheaper than lru_cache's two-argument key."""
+    kinds = _KINDS[traits]
+    if len(kinds) >= _MAX_KINDS:
+        kinds.clear()  # hostile traffic inventing keys cannot grow it without bound
+    kind = kinds[key] = _classify(key, traits)
+    return kind
+
+
 def scrub(obj: Any, builder: IdentityBuilder, *, traits: bool) -> Any:
     """`obj` with PII values hashed into `builder` and replaced by their digest. Works in place:
     the event was decoded for this request and nobody else holds it."""
-    if isinstance(obj, list):
+    kind_of_obj = type(obj)
+    if kind_of_obj is list:
         for i, item in enumerate(obj):
-            if isinstance(item, (dict, list)):
+            if type(item) is dict or type(item) is list:
                 obj[i] = scrub(item, builder, traits=traits)
         return obj
-    if not isinstance(obj, dict):
+    if kind_of_obj is not dict:
         return obj
     drop, full_name = [], None
+    kinds = _KINDS[traits]
     for key, value in obj.items():
-        kind = _classify(key, traits) if isinstance(key, str) else None
+        kind = kinds.get(key, _UNKNOWN)
+        if kind is _UNKNOWN:
+            kind = _learn(key, traits)
         if kind is None:
-            if isinstance(value, (dict, list)):
+            if type(value) is dict or type(value) is list:
                 obj[key] = scrub(value, builder, traits=traits)
         elif kind == "drop" or (kind == "address" and isinstance(value, str)):
             drop.append(key)  # PII without a Pinterest field (street lines, one-line addresses)
