@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.requests import Request, cookie_parser
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -47,6 +47,18 @@ INGEST_ROUTES = {"/v1/batch": None, "/v1/t": "track", "/v1/p": "page", "/v1/i": 
 _JSON = [(b"content-type", b"application/json")]
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, extra headers
+# The request headers ingestion reads; the others are never decoded.
+_READ_HEADERS = {name.encode(): name for name in (
+    "content-length", "origin", "authorization", "cookie", "user-agent", "x-forwarded-for", "x-forwarded-proto")}
+
+
+def read_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    found = {}
+    for name, value in raw:
+        key = _READ_HEADERS.get(name)
+        if key is not None:
+            found[key] = value.decode("latin-1")
+    return found
 
 
 class HttpError(Exception):
@@ -150,8 +162,7 @@ class Edge:
                 return b"".join(chunks)
 
     async def ingest(self, scope, receive, implied: str | None) -> Answer:
-        # The headers, once, as a dict (a list scan per lookup adds up on this path).
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = read_headers(scope["headers"])
         origin = headers.get("origin")
         cors: list[tuple[bytes, bytes]] = []
         try:
@@ -174,7 +185,7 @@ class Edge:
         try:
             if implied is None:
                 envelope = batch_decoder.decode(body)
-                raws = [bytes(r) for r in envelope.batch]
+                raws = envelope.batch  # msgspec.Raw: sized and decodable in place, no copy
                 sent_at = unix_seconds(envelope.sentAt) if envelope.sentAt else None
             else:
                 envelope = single_decoder.decode(body)
@@ -187,9 +198,9 @@ class Edge:
             raise HttpError(400, "empty_batch", "batch: empty; send at least one event")
         return envelope.pipeline_key or header_key, raws, sent_at, envelope.reset
 
-    async def accept(self, scope, headers: dict[str, str], source: Source, raws: list[bytes], implied: str | None,
-                     sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]]) -> Answer:
-        cookies = cookie_parser(headers.get("cookie", ""))
+    async def accept(self, scope, headers: dict[str, str], source: Source, raws: list[bytes] | list[msgspec.Raw],
+                     implied: str | None, sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]]) -> Answer:
+        cookies = ei.parse_cookies(headers.get("cookie", ""))
         new_cookies: dict[str, str] = {}
         anonymous_id = cookies.get(ei.DFID)
         if reset or not anonymous_id or not ei.cookie_value_ok(anonymous_id):
@@ -199,16 +210,16 @@ class Edge:
             pin_unauth = new_cookies[ei.PIN_UNAUTH] = uuid4()
         client = scope.get("client")
         peer = client[0] if client else None
-        ctx = RequestContext(
-            source=source,
-            ip=self.trust.client_ip(peer, headers.get("x-forwarded-for")),
-            user_agent=headers.get("user-agent"),
-            anonymous_id=anonymous_id,
-            pin_unauth=pin_unauth,
-            cookie_epik=cookies.get(ei.EPIK),
-            query_epik=ei.epik_from_query(scope["query_string"].decode("latin-1")),
-            received_at=time.time(),
-            sent_at=sent_at,
+        ctx = RequestContext(  # positional: 0.3 us, with keywords 0.6 us
+            source,
+            self.trust.client_ip(peer, headers.get("x-forwarded-for")),  # ip
+            headers.get("user-agent"),
+            anonymous_id,
+            pin_unauth,
+            cookies.get(ei.EPIK),  # cookie_epik
+            ei.epik_from_query(scope["query_string"].decode("latin-1")),  # query_epik
+            time.time(),  # received_at
+            sent_at,
         )
         stored = None
         if ei.DFID not in new_cookies:

@@ -105,6 +105,24 @@ COOKIE_RULES = {
 }
 
 
+_OURS = frozenset({DFID, PIN_UNAUTH, EPIK})
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """Our cookies from a Cookie header (the others are not even split off); the last of a
+    repeated name wins and a quoted value is unquoted, as Starlette's general parser does."""
+    found = {}
+    for chunk in header.split(";"):
+        name, _, value = chunk.partition("=")
+        name = name.strip()
+        if name in _OURS:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            found[name] = value
+    return found
+
+
 _COOKIE_SAFE = re.compile(r'[!#-+\--:<-\[\]-~]{1,%d}' % _MAX_EPIK)  # printable ASCII except ; , " \ and space
 
 
