@@ -12,6 +12,9 @@ import msgspec
 
 
 class QueueItem(msgspec.Struct):
+    """One event for one topic. Adjacent items of one append with the same topic, priority and
+    created_at arrived together (one request): a backend may store them together."""
+
     topic: str
     payload: bytes
     created_at: float
@@ -19,7 +22,7 @@ class QueueItem(msgspec.Struct):
 
 
 class Leased(msgspec.Struct):
-    id: int
+    id: int  # opaque: only for settling this lease
     topic: str
     payload: bytes
     attempts: int  # attempts already made before this lease
