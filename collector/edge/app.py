@@ -34,7 +34,7 @@ from collector.edge.wire import (
 )
 from collector.services import Services
 from delivery.config import Source
-from delivery.events import event_encoder
+from delivery.events import EdgeEvent, event_encoder
 from delivery.pinterest.mapping import DELIVERED_TYPES, Options, is_priority
 from delivery.queue import QueueItem
 from delivery.ratelimit import TokenBucket
@@ -99,20 +99,41 @@ def cors_headers(origin: str | None) -> list[tuple[bytes, bytes]]:
             (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")]
 
 
+class Target:
+    """An enabled integration of a source, with the priority of the events it has seen."""
+
+    __slots__ = ("integration_id", "options", "_priority")
+
+    def __init__(self, integration_id: str, options: Options) -> None:
+        self.integration_id, self.options = integration_id, options
+        self._priority: dict[tuple[str, str | None], int] = {}
+
+    def priority(self, ev: EdgeEvent) -> int:
+        """1 for the variant's priority events; remembered per event type and name (the
+        mapping behind it is a few dict look-ups and a property, for every event)."""
+        key = (ev.type, ev.name)
+        found = self._priority.get(key)
+        if found is None:
+            if len(self._priority) >= 1024:  # names come from browsers: keep it bounded
+                self._priority.clear()
+            found = self._priority[key] = 1 if is_priority(ev, self.options) else 0
+        return found
+
+
 class Edge:
     def __init__(self, services: Services) -> None:
         self.s = services
         self.trust = ei.ProxyTrust(services.settings.trusted_networks())
         self.tag = TagFile(services.settings.static_dir)
         self.buckets: dict[str, TokenBucket] = {}
-        self._routes: dict[str, list[tuple[str, Options]]] = {}  # source -> enabled integrations
+        self._routes: dict[str, list[Target]] = {}  # source -> its enabled integrations
         services.store.subscribe(lambda kind, object_id: self._routes.clear())
 
-    def routes(self, source_id: str) -> list[tuple[str, Options]]:
+    def routes(self, source_id: str) -> list[Target]:
         found = self._routes.get(source_id)
         if found is None:
             found = self._routes[source_id] = [
-                (i.id, i.options) for i in self.s.store.integrations(source_id) if i.enabled
+                Target(i.id, i.options) for i in self.s.store.integrations(source_id) if i.enabled
             ]
         return found
 
@@ -272,11 +293,11 @@ class Edge:
         # Grouped by integration: the queue stores one request's events for one integration together.
         items: list[QueueItem] = []
         offers: list[tuple[str, int, bool]] = []
-        for integration_id, options in integrations:
-            priorities = [1 if is_priority(ev, options) else 0 for ev, _ in deliverable]
-            items += [QueueItem(integration_id, payload, ev.received_at, priority)
+        for target in integrations:
+            priorities = [target.priority(ev) for ev, _ in deliverable]
+            items += [QueueItem(target.integration_id, payload, ev.received_at, priority)
                       for (ev, payload), priority in zip(deliverable, priorities)]
-            offers.append((integration_id, len(priorities), any(priorities)))
+            offers.append((target.integration_id, len(priorities), any(priorities)))
         if remember is not None:
             await self.s.store.save_identity(anonymous_id, remember)
         await self.s.queue.append(items)
