@@ -146,6 +146,10 @@ def test_conventions_404_409_415_and_pagination(edge):
         assert pages == [[s["id"] for s in created[i:i + 2]] for i in (0, 2, 4)]
         assert admin.get("/sources", params={"limit": 0}).json()["error"]["field"] == "limit"
         assert admin.get("/sources", params={"cursor": "bogus"}).status_code == 400
+        # Digits that are not ASCII ("²".isdigit() is True, int("²") raises): found by the fuzz test.
+        for params, field in (({"cursor": "²"}, "cursor"), ({"limit": "²"}, "limit")):
+            answer = admin.get("/audit-log", params=params)
+            assert answer.status_code == 400 and answer.json()["error"]["field"] == field, answer.text
         assert admin.get("/integrations", params={"source_id": created[1]["id"]}).json()["data"] == []
         assert [i["id"] for i in admin.get("/integrations", params={"source_id": created[0]["id"]}).json()["data"]] \
             == [integration["id"]]

@@ -101,7 +101,7 @@ class Api:
         raw = request.query_params.get("limit")
         if raw is None:
             return default
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
             raise ApiError(400, "invalid_field", f"limit: a whole number from 1 to {MAX_LIMIT}", "limit")
         return int(raw)
 
@@ -110,7 +110,7 @@ class Api:
         raw = request.query_params.get("cursor")
         if not raw:
             return None
-        if not raw.isdigit() or len(raw) > 18:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
             raise ApiError(400, "invalid_cursor", "cursor: use the next_cursor of the previous page", "cursor")
         return int(raw)
 

@@ -167,7 +167,7 @@ class Edge:
 
     async def read_body(self, receive, headers: dict[str, str]) -> bytes:
         declared = headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
             raise HttpError(413, "body_too_large", f"request body is over {MAX_BODY // 1024} KB; send smaller batches")
         chunks, size = [], 0
         while True:
