@@ -33,6 +33,7 @@ class _MessageId(msgspec.Struct):
 
 
 _message_id = msgspec.json.Decoder(_MessageId)
+_DEAD_LETTER = "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
 
 
 class SqliteEventQueue:
@@ -170,8 +171,17 @@ _COPY = ("INSERT INTO queue (topic, priority, created_at, attempts, last_error, 
          "FROM queue WHERE id=?")
 
 
+_BITS = 10  # for an index in the row, and for the row's size (both < 1024)
+_LOW = (1 << _BITS) - 1
+
+
 def _item_id(row_id: int, index: int, events: int) -> int:
-    return row_id << 20 | index << 10 | events
+    return row_id << 2 * _BITS | index << _BITS | events
+
+
+def _unpack(item_id: int) -> tuple[int, int, int]:
+    """(row id, index in the row, the row's size at lease time)"""
+    return item_id >> 2 * _BITS, item_id >> _BITS & _LOW, item_id & _LOW
 
 
 def _lease(conn: sqlite3.Connection, topic: str, limit: int, now: float, until: float) -> list[Leased]:
@@ -192,7 +202,7 @@ def _lease(conn: sqlite3.Connection, topic: str, limit: int, now: float, until: 
                 break
             taken.append((until, row_id))
             if events == 1:
-                out.append(Leased(row_id << 20 | 1, topic, payload, attempts, created_at))  # _item_id(row_id, 0, 1)
+                out.append(Leased(_item_id(row_id, 0, 1), topic, payload, attempts, created_at))
                 fresh += not leased
                 continue
             if not leased:
@@ -251,13 +261,14 @@ def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float) -> 
     moved: Counter[str] = Counter()
     rows: dict[int, _Row] = {}  # rows of several events, and rows a whole-row statement missed
     for fate, ids in _by_fate(s).items():
-        singles = [item_id >> 20 for item_id in ids if item_id & 1023 == 1]
+        unpacked = [_unpack(item_id) for item_id in ids]
+        singles = [row_id for row_id, _, events in unpacked if events == 1]
         if singles and _settle_whole(conn, topic, fate, 1, singles, now, moved) < len(singles):
             for row_id in singles:  # some changed since: the look-up below sorts them out
                 rows.setdefault(row_id, _Row(1)).fates[0] = fate
-        for item_id in ids:
-            if item_id & 1023 != 1:
-                rows.setdefault(item_id >> 20, _Row(item_id & 1023)).fates[item_id >> 10 & 1023] = fate
+        for row_id, index, events in unpacked:
+            if events != 1:
+                rows.setdefault(row_id, _Row(events)).fates[index] = fate
     whole: dict[tuple, list[int]] = defaultdict(list)
     for row_id, row in rows.items():
         fate = row.whole_fate(row.events) if row.events > 1 else None
@@ -300,8 +311,7 @@ def _settle_whole(conn, topic: str, fate: tuple, events: int, row_ids: list[int]
         if events > 1:
             return 0  # each event needs its own dead letter: done with the rest
         conn.executemany(
-            "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
-            "SELECT topic, json_extract(CAST(payload AS TEXT), '$.message_id'), payload, created_at, ?, "
+            _DEAD_LETTER + "SELECT topic, json_extract(CAST(payload AS TEXT), '$.message_id'), payload, created_at, ?, "
             "attempts + 1, ? FROM queue WHERE id=? AND leased=1 AND events=1",
             [(now, args[0], row_id) for row_id in row_ids],
         )
@@ -356,8 +366,7 @@ def _settle_part(conn, topic: str, row_id: int, fate: tuple, parts: list[bytes],
 
 def _dead_letter(conn, topic: str, row_id: int, parts: list[bytes], reason: str, now: float) -> None:
     conn.executemany(
-        "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
-        "SELECT topic, ?, ?, created_at, ?, attempts + 1, ? FROM queue WHERE id=?",
+        _DEAD_LETTER + "SELECT topic, ?, ?, created_at, ?, attempts + 1, ? FROM queue WHERE id=?",
         [(_event_id(part), part, now, reason, row_id) for part in parts],
     )
 
