@@ -122,7 +122,9 @@ def test_consent_denied_sends_nothing_and_granted_delivers(page, site, edge, fak
         page.evaluate('_df.consent({advertising: true}); _df.track("Lead Generated")')
         lead = shop.wait(1, "lead")[0]
         assert shop.events("signup") == [] and lead
-        counts = stats(admin, shop.integration["id"])
+        # Pinterest has the lead; the worker settles it just after Pinterest answers.
+        counts = wait_for(lambda: (c := stats(admin, shop.integration["id"]))["in_flight"] == 0 and c,
+                          what="the lead settled", sleep=shop.pump)
         assert (counts["accepted"], counts["filtered"], counts["delivered"]) == (3, 2, 1)
     jar = {c["name"]: c for c in page.context.cookies()}
     assert jar["_df_consent"]["value"] == "advertising"
