@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 
-class Identity(msgspec.Struct, omit_defaults=True):
+class Identity(msgspec.Struct, omit_defaults=True, gc=False):
     """Hashed identity signals, Pinterest's field names (lowercase hex SHA-256)."""
 
     em: list[str] = []
@@ -42,7 +42,7 @@ def merge_identity(newer: Identity, older: Identity) -> Identity:
     return Identity(**merged)
 
 
-class EdgeEvent(msgspec.Struct, omit_defaults=True):
+class EdgeEvent(msgspec.Struct, omit_defaults=True, gc=False):
     message_id: str
     type: str  # page | track | identify | group
     source_id: str

@@ -12,13 +12,15 @@ import msgspec
 
 
 class QueueItem(msgspec.Struct):
-    """One event for one topic. Adjacent items of one append with the same topic, priority and
-    created_at arrived together (one request): a backend may store them together."""
+    """Events for one topic that arrived together (one request): `payload` holds `events` of
+    them as JSON Lines, one JSON document per line (a single event may span lines). They are
+    leased and settled one by one; a backend may store them together."""
 
     topic: str
     payload: bytes
     created_at: float
     priority: int = 0  # 1: flushed at once, leased first
+    events: int = 1
 
 
 class Leased(msgspec.Struct):

@@ -7,7 +7,9 @@ import ipaddress
 import httpx
 import pytest
 
+from collector.edge.app import queue_items
 from collector.edge.identity import ProxyTrust, epik_from_query, epik_from_url
+from delivery.queue import QueueItem
 from tests.support import create_integration, create_source, post_batch, stats, wait_for
 
 TRUST = ProxyTrust([ipaddress.ip_network(c) for c in ("127.0.0.1/32", "::1/128", "10.0.0.0/8")])
@@ -83,6 +85,28 @@ def test_bad_events_are_rejected_by_index_and_the_good_ones_kept(edge, source, f
     ids = wait_for(lambda: sorted(e["event_id"] for e in fake_pinterest.sandbox.events())
                    if len(fake_pinterest.sandbox.events()) == 2 else None, what="the two good events")
     assert ids == ["good-1", "good-3"]
+
+
+def test_one_bad_event_in_a_small_batch_is_rejected_alone(edge, source, fake_pinterest):
+    """A small batch is decoded in one call; when that fails, event by event, as a big one is."""
+    src, _ = source
+    batch = [{"type": "track", "event": "Lead Generated", "messageId": "small-1"},
+             {"type": "track", "event": "Lead Generated", "messageId": "small-2", "userId": [1]},
+             {"type": "track", "event": "Lead Generated", "messageId": "small-3"}]
+    response = post_batch(edge.url, src["pipeline_key"], batch)
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 2
+    [rejected] = response.json()["rejected"]
+    assert rejected["index"] == 1 and rejected["message"] == "batch[1].userId: expected `int | str | null`, got `array`"
+    ids = wait_for(lambda: sorted(e["event_id"] for e in fake_pinterest.sandbox.events())
+                   if len(fake_pinterest.sandbox.events()) == 2 else None, what="the two good events")
+    assert ids == ["small-1", "small-3"]
+
+
+def test_a_request_queues_one_item_per_run_of_equal_priority():
+    assert queue_items("int_a", b"a\nb\nc", [1, 1, 1], 5.0) == [QueueItem("int_a", b"a\nb\nc", 5.0, 1, 3)]
+    assert queue_items("int_a", b"a\nb\nc\nd", [0, 1, 1, 0], 5.0) == [
+        QueueItem("int_a", b"a", 5.0, 0, 1), QueueItem("int_a", b"b\nc", 5.0, 1, 2), QueueItem("int_a", b"d", 5.0, 0, 1)]
 
 
 @pytest.mark.parametrize("body,code", [

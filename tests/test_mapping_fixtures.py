@@ -64,18 +64,18 @@ def test_fixture(path):
     ctx = RequestContext(
         source=source, ip=request["ip"], user_agent=request["user_agent"], anonymous_id="anon-1",
         pin_unauth="pin-unauth-1", cookie_epik=request["cookies"].get("_epik"),
-        query_epik=epik_from_query(request["query"]), received_at=RECEIVED_AT, sent_at=None,
+        query_epik=epik_from_query(request["query"]), received_at=RECEIVED_AT, skew=0.0,
     )
     stored, notes = None, []
     for raw in case["events"]:
-        built = build_event(event_decoder.decode(json.dumps(raw)), None, ctx, stored)
-        stored = built.remember or stored
-        notes += built.event.notes
-        queued = msgspec.json.encode(built.event).decode()
+        event, remember = build_event(event_decoder.decode(json.dumps(raw)), None, ctx, stored)
+        stored = remember or stored
+        notes += event.notes
+        queued = msgspec.json.encode(event).decode()
         leaked = [e for e in emails_in(raw.get("traits", {})) | emails_in(raw.get("properties", {})) if e in queued]
         assert not leaked, f"raw PII in the queued event: {leaked}"
 
-    mapped = map_event(built.event, Options(**case.get("integration", {})))
+    mapped = map_event(event, Options(**case.get("integration", {})))
     assert notes == case.get("notes", [])
     if case["expected"] is None:
         assert mapped.event is None

@@ -80,9 +80,13 @@ def test_lease_hides_items_and_settle_accounts_for_each(db):
     run(main())
 
 
+def lines(n):
+    return [f'{{"message_id":"t{i}"}}'.encode() for i in range(n)]
+
+
 def together(n, topic="int_a", at=1000.0, priority=0):
-    """n events of one request: the same topic, priority and created_at."""
-    return [QueueItem(topic, f'{{"message_id":"t{i}"}}'.encode(), at, priority) for i in range(n)]
+    """n events of one request: one item, its payload n JSON lines."""
+    return [QueueItem(topic, b"\n".join(lines(n)), at, priority, n)]
 
 
 def row_count(db):
@@ -99,10 +103,28 @@ def test_events_that_arrive_together_share_a_row(db):
         stats = await q.stats("int_a")
         assert (stats.accepted, stats.queued) == (7, 7)
         leased = await q.lease("int_a", 10, 2000.0, 60)
-        assert [i.payload for i in leased] == [i.payload for i in together(5)] + [pretty.payload, b'{"message_id":"x"}']
+        assert [i.payload for i in leased] == lines(5) + [pretty.payload, b'{"message_id":"x"}']
         assert len({i.id for i in leased}) == 7
     run(main())
     assert row_count(db) == 3
+
+
+def test_an_item_of_many_events_needs_as_many_lines_and_big_ones_span_rows(db):
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        with pytest.raises(ValueError, match="3 events needs 3 lines"):
+            await q.append([QueueItem("int_a", b'{"message_id":"a"}\n{"message_id":"b"}', 1000.0, 0, 3)])
+        assert q.depth() == 0
+        await q.append(together(2500))
+        assert q.depth() == 2500
+        assert await db.run(lambda c: c.execute("SELECT count(*), max(events) FROM queue").fetchone()) == (3, 1000)
+        leased = await q.lease("int_a", 5000, 2000.0, 60)
+        assert [i.payload for i in leased] == lines(2500)
+        await q.settle("int_a", Settlement(delivered=[i.id for i in leased]), 2000.0)
+        assert (await q.stats("int_a")).delivered == 2500
+    run(main())
+    assert row_count(db) == 0
 
 
 def test_a_lease_splits_a_row_it_cannot_take_whole(db):
@@ -111,11 +133,11 @@ def test_a_lease_splits_a_row_it_cannot_take_whole(db):
         await q.open()
         await q.append(together(5))
         first = await q.lease("int_a", 3, 2000.0, 60)
-        assert [i.payload for i in first] == [i.payload for i in together(5)[:3]]
+        assert [i.payload for i in first] == lines(5)[:3]
         stats = await q.stats("int_a")
         assert (stats.queued, stats.in_flight) == (2, 3)
         rest = await q.lease("int_a", 10, 2000.0, 60)
-        assert [i.payload for i in rest] == [i.payload for i in together(5)[3:]]
+        assert [i.payload for i in rest] == lines(5)[3:]
         await q.settle("int_a", Settlement(delivered=[i.id for i in first + rest]), 2000.0)
         stats = await q.stats("int_a")
         assert (stats.delivered, stats.queued, stats.in_flight) == (5, 0, 0)
@@ -141,12 +163,12 @@ def test_different_fates_split_a_row_and_each_event_counts_once(db):
         dead = await q.dead_letters("int_a", 0, 10)
         assert [(d.event_id, d.reason, d.attempts) for d in dead] == [("t2", "Pinterest: bad", 1)]
         released = await q.lease("int_a", 10, 2050.0, 60)
-        assert [(i.payload, i.attempts) for i in released] == [(together(6)[4].payload, 0)]
+        assert [(i.payload, i.attempts) for i in released] == [(lines(6)[4], 0)]
         retried = await q.lease("int_a", 10, 2100.0, 60)
-        assert [(i.payload, i.attempts) for i in retried] == [(together(6)[3].payload, 1)]
+        assert [(i.payload, i.attempts) for i in retried] == [(lines(6)[3], 1)]
         assert await q.recover(2200.0) == 3  # the unsettled one, and the two leased again above
         again = await q.lease("int_a", 10, 2200.0, 60)
-        assert sorted(i.payload for i in again) == sorted(together(6)[i].payload for i in (3, 4, 5))
+        assert sorted(i.payload for i in again) == sorted(lines(6)[i] for i in (3, 4, 5))
     run(main())
 
 

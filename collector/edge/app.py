@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from itertools import groupby
 from urllib.parse import urlsplit
 
 import msgspec
@@ -20,14 +21,16 @@ from starlette.routing import Route
 
 from collector.edge import identity as ei
 from collector.edge.ids import uuid4
-from collector.edge.ingest import Built, EventError, RequestContext, build_event, unix_seconds, validation_message
+from collector.edge.ingest import EventError, RequestContext, build_event, unix_seconds, validation_message
 from collector.edge.tag import TagFile
 from collector.edge.wire import (
     Accepted,
     ErrorBody,
     ErrorDetail,
+    IncomingEvent,
     Rejected,
     batch_decoder,
+    decoded_batch_decoder,
     encoder,
     event_decoder,
     single_decoder,
@@ -120,6 +123,18 @@ class Target:
         return found
 
 
+def queue_items(topic: str, lines: bytes, priorities: list[int], at: float) -> list[QueueItem]:
+    """One item for the events' JSON Lines, or one per run of events with the same priority."""
+    if len(priorities) == 1 or min(priorities) == max(priorities):
+        return [QueueItem(topic, lines, at, priorities[0], len(priorities))]
+    parts = iter(lines.split(b"\n"))
+    items = []
+    for priority, run in groupby(priorities):
+        run_lines = [next(parts) for _ in run]
+        items.append(QueueItem(topic, b"\n".join(run_lines), at, priority, len(run_lines)))
+    return items
+
+
 class Edge:
     def __init__(self, services: Services) -> None:
         self.s = services
@@ -188,39 +203,59 @@ class Edge:
         cors: list[tuple[bytes, bytes]] = []
         try:
             body = await self.read_body(receive, headers)
-            key, raws, sent_at, reset = self.envelope(body, implied, headers)
+            key, events, sent_at, reset = self.envelope(body, implied, headers)
             source = self.source_for(key)
             if origin and not origin_allowed(source, origin):
                 raise HttpError(403, "origin_not_allowed", f"origin {origin} is not allowed for this source")
             cors = cors_headers(origin)
             self.check_backpressure()
-            self.check_rate(source, len(raws))
-            return await self.accept(scope, headers, source, raws, implied, sent_at, reset, cors)
+            self.check_rate(source, len(events))
+            return await self.accept(scope, headers, source, events, implied, sent_at, reset, cors)
         except HttpError as exc:
             return exc.answer(cors)
 
     def envelope(self, body: bytes, implied: str | None, headers: dict[str, str]):
-        """(pipeline key, raw events, batch sentAt, reset) from the body."""
+        """(pipeline key, events, batch sentAt, reset) from the body. The events come decoded
+        when the whole body decoded in one call (the usual case), else as raw JSON to decode one
+        by one, so that one bad or oversized event is rejected alone."""
         bearer = headers.get("authorization", "")
         header_key = bearer[7:].strip() if bearer[:7].lower() == "bearer " else None
         try:
-            if implied is None:
-                envelope = batch_decoder.decode(body)
-                raws = envelope.batch  # msgspec.Raw: sized and decodable in place, no copy
-                sent_at = unix_seconds(envelope.sentAt) if envelope.sentAt else None
-            else:
+            if implied is not None:
                 envelope = single_decoder.decode(body)
-                raws, sent_at = [body], None
+                events = [body]
+            else:
+                envelope = None
+                if len(body) <= MAX_EVENT:  # no event in it can be too large
+                    try:
+                        envelope = decoded_batch_decoder.decode(body)
+                    except (msgspec.ValidationError, msgspec.DecodeError):
+                        pass  # decoded again below, event by event, to say which one is wrong
+                if envelope is None:
+                    envelope = batch_decoder.decode(body)
+                events = envelope.batch
+                if not events:
+                    raise HttpError(400, "empty_batch", "batch: empty; send at least one event")
         except msgspec.ValidationError as exc:
             raise HttpError(400, "invalid_body", str(validation_message(exc, "body"))) from None
         except msgspec.DecodeError as exc:
             raise HttpError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
-        if implied is None and not raws:
-            raise HttpError(400, "empty_batch", "batch: empty; send at least one event")
-        return envelope.pipeline_key or header_key, raws, sent_at, envelope.reset
+        sent_at = unix_seconds(envelope.sentAt) if implied is None and envelope.sentAt else None
+        return envelope.pipeline_key or header_key, events, sent_at, envelope.reset
 
-    async def accept(self, scope, headers: dict[str, str], source: Source, raws: list[bytes] | list[msgspec.Raw],
-                     implied: str | None, sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]]) -> Answer:
+    def decode(self, raw: bytes | msgspec.Raw, index: int, implied: str | None) -> IncomingEvent:
+        if len(raw) > MAX_EVENT:
+            raise EventError(_label(implied, index), f"event is over {MAX_EVENT // 1024} KB", "event_too_large")
+        try:
+            return event_decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise validation_message(exc, _label(implied, index)) from None
+        except msgspec.DecodeError as exc:
+            raise EventError(_label(implied, index), f"not valid JSON: {exc}") from None
+
+    async def accept(self, scope, headers: dict[str, str], source: Source,
+                     incoming: list[IncomingEvent] | list[bytes] | list[msgspec.Raw], implied: str | None,
+                     sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]]) -> Answer:
         cookies = ei.parse_cookies(headers.get("cookie", ""))
         new_cookies: dict[str, str] = {}
         anonymous_id = cookies.get(ei.DFID)
@@ -231,6 +266,7 @@ class Edge:
             pin_unauth = new_cookies[ei.PIN_UNAUTH] = uuid4()
         client = scope.get("client")
         peer = client[0] if client else None
+        received_at = time.time()
         ctx = RequestContext(  # positional: 0.3 us, with keywords 0.6 us
             source,
             self.trust.client_ip(peer, headers.get("x-forwarded-for")),  # ip
@@ -239,8 +275,8 @@ class Edge:
             pin_unauth,
             cookies.get(ei.EPIK),  # cookie_epik
             ei.epik_from_query(scope["query_string"].decode("latin-1")),  # query_epik
-            time.time(),  # received_at
-            sent_at,
+            received_at,
+            received_at - sent_at if sent_at is not None else 0.0,  # skew
         )
         stored = None
         if ei.DFID not in new_cookies:
@@ -249,68 +285,57 @@ class Edge:
                 stored = await self.s.store.identity(anonymous_id)
         remember = None
 
-        built: list[Built] = []
+        events: list[EdgeEvent] = []
         rejected: list[Rejected] = []
-        for index, raw in enumerate(raws):
-            if len(raw) > MAX_EVENT:
-                label = _label(implied, index)
-                rejected.append(Rejected(index, "event_too_large", f"{label}: event is over {MAX_EVENT // 1024} KB"))
-                continue
+        for index, inc in enumerate(incoming):
             try:
-                try:
-                    incoming = event_decoder.decode(raw)
-                except msgspec.ValidationError as exc:
-                    raise validation_message(exc, _label(implied, index)) from None
-                except msgspec.DecodeError as exc:
-                    raise EventError(_label(implied, index), f"not valid JSON: {exc}") from None
-                result = build_event(incoming, implied, ctx, stored)
+                if type(inc) is not IncomingEvent:
+                    inc = self.decode(inc, index, implied)
+                event, changed = build_event(inc, implied, ctx, stored)
             except EventError as exc:
                 label = _label(implied, index)
                 message = str(exc) if str(exc).startswith(label) else f"{label}.{exc}"
                 rejected.append(Rejected(index, exc.code, message))
                 continue
-            built.append(result)
-            if result.remember is not None:
-                stored = remember = result.remember
+            events.append(event)
+            if changed is not None:
+                stored = remember = changed
 
-        if not built:
+        if not events:
             first = rejected[0]
             status = 413 if first.code == "event_too_large" else 400
             return HttpError(status, first.code, first.message, rejected=rejected).answer(cors)
 
-        await self.commit(source, built, anonymous_id, remember)
-        epik = next((b.event.click_id for b in reversed(built) if b.event.click_id), None)
+        await self.commit(source, events, anonymous_id, remember)
+        epik = next((ev.click_id for ev in reversed(events) if ev.click_id), None)
         if epik and epik != ctx.cookie_epik:
             new_cookies[ei.EPIK] = epik
         extra = cors + self.cookies(peer, scope["scheme"], headers, source, new_cookies)
-        return 200, encoder.encode(Accepted(True, len(built), rejected)), extra
+        return 200, encoder.encode(Accepted(True, len(events), rejected)), extra
 
-    async def commit(self, source: Source, built: list[Built], anonymous_id: str, remember) -> None:
+    async def commit(self, source: Source, events: list[EdgeEvent], anonymous_id: str, remember) -> None:
         """Queue every deliverable event for each of the source's integrations; durable on return."""
         integrations = self.routes(source.id)
-        deliverable = [(b.event, event_encoder.encode(b.event)) for b in built
-                       if b.event.type in DELIVERED_TYPES] if integrations else []
-        # Grouped by integration: the queue stores one request's events for one integration together.
+        deliverable = [ev for ev in events if ev.type in DELIVERED_TYPES] if integrations else []
         items: list[QueueItem] = []
         offers: list[tuple[str, int, bool]] = []
-        for target in integrations:
-            priorities = [target.priority(ev) for ev, _ in deliverable]
-            items += [QueueItem(target.integration_id, payload, ev.received_at, priority)
-                      for (ev, payload), priority in zip(deliverable, priorities)]
-            offers.append((target.integration_id, len(priorities), any(priorities)))
+        if deliverable:
+            lines = event_encoder.encode_lines(deliverable)[:-1]  # one request's events: one queue item
+            for target in integrations:
+                priorities = [target.priority(ev) for ev in deliverable]
+                items += queue_items(target.integration_id, lines, priorities, deliverable[0].received_at)
+                offers.append((target.integration_id, len(priorities), any(priorities)))
         if remember is not None:
             await self.s.store.save_identity(anonymous_id, remember)
         await self.s.queue.append(items)
         for topic, count, priority in offers:
-            if count:
-                self.s.notify(topic, count, priority)
+            self.s.notify(topic, count, priority)
         if self.s.hub.watched:
             self.s.hub.publish([
-                DebugRecord(at=b.event.received_at, source_id=source.id, event_id=b.event.message_id,
-                            event=b.event.name or b.event.type, status="queued",
-                            incoming=msgspec.Raw(msgspec.json.encode(b.event)),
+                DebugRecord(at=ev.received_at, source_id=source.id, event_id=ev.message_id,
+                            event=ev.name or ev.type, status="queued", incoming=msgspec.Raw(event_encoder.encode(ev)),
                             message=None if integrations else "no enabled integration for this source")
-                for b in built
+                for ev in events
             ])
 
     def cookies(self, peer: str | None, scheme: str, headers: dict[str, str], source: Source,

@@ -17,7 +17,7 @@ Text = Annotated[str, msgspec.Meta(max_length=8192)]
 EventType = Literal["page", "track", "identify", "group"]
 
 
-class PageContext(msgspec.Struct):
+class PageContext(msgspec.Struct, gc=False):
     url: Text | None = None
     path: Text | None = None
     referrer: Text | None = None
@@ -25,16 +25,16 @@ class PageContext(msgspec.Struct):
     search: Text | None = None
 
 
-class ConsentContext(msgspec.Struct):
+class ConsentContext(msgspec.Struct, gc=False):
     categories: list[Name] | None = None
 
 
-class DeviceContext(msgspec.Struct):
+class DeviceContext(msgspec.Struct, gc=False):
     advertisingId: Id | None = None
     adTrackingEnabled: bool | None = None
 
 
-class Context(msgspec.Struct):
+class Context(msgspec.Struct, gc=False):
     page: PageContext | None = None
     userAgent: Text | None = None
     locale: Name | None = None
@@ -44,7 +44,7 @@ class Context(msgspec.Struct):
     traits: dict[str, Any] | None = None
 
 
-class IncomingEvent(msgspec.Struct):
+class IncomingEvent(msgspec.Struct, gc=False):
     type: EventType | None = None  # /v1/t, /v1/p, /v1/i and /v1/g imply it
     event: Name | None = None
     name: Name | None = None
@@ -59,14 +59,23 @@ class IncomingEvent(msgspec.Struct):
     context: Context | None = None
 
 
-class BatchBody(msgspec.Struct):
+class BatchBody(msgspec.Struct, gc=False):
     batch: list[msgspec.Raw]
     pipeline_key: Id | None = None
     sentAt: datetime | None = None
     reset: bool = False  # _df.reset(): forget the browser's identity, issue a new _dfid
 
 
-class SingleBody(msgspec.Struct):
+class DecodedBatchBody(msgspec.Struct, gc=False):
+    """BatchBody with its events decoded in the same call (when all of them are valid)."""
+
+    batch: list[IncomingEvent]
+    pipeline_key: Id | None = None
+    sentAt: datetime | None = None
+    reset: bool = False
+
+
+class SingleBody(msgspec.Struct, gc=False):
     """The part of a single-event body that is not the event itself."""
 
     pipeline_key: Id | None = None
@@ -96,6 +105,7 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 
 
 batch_decoder = msgspec.json.Decoder(BatchBody)
+decoded_batch_decoder = msgspec.json.Decoder(DecodedBatchBody)
 single_decoder = msgspec.json.Decoder(SingleBody)
 event_decoder = msgspec.json.Decoder(IncomingEvent)
 encoder = msgspec.json.Encoder()

@@ -48,6 +48,8 @@ _NORMALISERS: dict[str, Callable[..., str]] = {
 class IdentityBuilder:
     """Collects hashed values per field, and the reasons for what was left out."""
 
+    __slots__ = ("default_country", "values", "notes")
+
     def __init__(self, default_country: str | None = None) -> None:
         self.default_country = default_country
         self.values: dict[str, list[str]] = {}
@@ -83,8 +85,10 @@ class IdentityBuilder:
 
 
 _KINDS: tuple[dict[str, str | None], dict[str, str | None]] = ({}, {})  # by `traits`: key -> kind
+_PLAIN: tuple[set[str], set[str]] = (set(), set())  # by `traits`: the keys of kind None
 _MAX_KINDS = 4096
 _UNKNOWN = object()
+_CONTAINERS = frozenset({dict, list})
 
 
 def _classify(key: str, traits: bool) -> str | None:
@@ -107,24 +111,29 @@ def _classify(key: str, traits: bool) -> str | None:
 def _learn(key: str, traits: bool) -> str | None:
     """_classify, remembered in _KINDS: the same few keys come with every event, and a plain
     dict look-up in scrub() is much cheaper than lru_cache's two-argument key."""
-    kinds = _KINDS[traits]
+    kinds, plain = _KINDS[traits], _PLAIN[traits]
     if len(kinds) >= _MAX_KINDS:
         kinds.clear()  # hostile traffic inventing keys cannot grow it without bound
+        plain.clear()
     kind = kinds[key] = _classify(key, traits)
+    if kind is None:
+        plain.add(key)
     return kind
 
 
-def scrub(obj: Any, builder: IdentityBuilder, *, traits: bool) -> Any:
+def scrub(obj: Any, builder: IdentityBuilder, traits: bool) -> Any:
     """`obj` with PII values hashed into `builder` and replaced by their digest. Works in place:
     the event was decoded for this request and nobody else holds it."""
     kind_of_obj = type(obj)
     if kind_of_obj is list:
         for i, item in enumerate(obj):
             if type(item) is dict or type(item) is list:
-                obj[i] = scrub(item, builder, traits=traits)
+                obj[i] = scrub(item, builder, traits)
         return obj
     if kind_of_obj is not dict:
         return obj
+    if obj.keys() <= _PLAIN[traits] and _CONTAINERS.isdisjoint(map(type, obj.values())):
+        return obj  # the usual event: only keys known to hold no PII, nothing nested (checked in C)
     drop, full_name = [], None
     kinds = _KINDS[traits]
     for key, value in obj.items():
@@ -133,11 +142,11 @@ def scrub(obj: Any, builder: IdentityBuilder, *, traits: bool) -> Any:
             kind = _learn(key, traits)
         if kind is None:
             if type(value) is dict or type(value) is list:
-                obj[key] = scrub(value, builder, traits=traits)
+                obj[key] = scrub(value, builder, traits)
         elif kind == "drop" or (kind == "address" and isinstance(value, str)):
             drop.append(key)  # PII without a Pinterest field (street lines, one-line addresses)
         elif kind == "address":
-            obj[key] = scrub(value, builder, traits=True) if isinstance(value, dict) else value
+            obj[key] = scrub(value, builder, True) if isinstance(value, dict) else value
         elif kind == "name":
             if isinstance(value, str):
                 full_name = value
@@ -145,7 +154,7 @@ def scrub(obj: Any, builder: IdentityBuilder, *, traits: bool) -> Any:
         elif not isinstance(value, dict):
             obj[key] = builder.add(kind, value)
         else:
-            obj[key] = scrub(value, builder, traits=traits)
+            obj[key] = scrub(value, builder, traits)
     for key in drop:
         del obj[key]
     if full_name:

@@ -1,11 +1,9 @@
 """EventQueue on SQLite. A leased row is hidden by pushing its `available_at` to the lease
 expiry, so "ready" is always `available_at <= now` and one index serves every query.
 
-Events that arrive together (one request's events for one integration: the same topic,
-priority and created_at) share one row: `events` counts them and `payload` holds them one per
-line (msgspec's JSON never contains a raw newline; a payload that does gets a row of its own).
-One row per request instead of per event is most of the queue's write cost at ingestion and
-of its delete cost at delivery. A leased event's id packs its row id, its index in the row
+The events of one QueueItem (one request's events for one integration) share one row: `events`
+counts them and `payload` holds them as the item's JSON Lines. One row per request instead of
+per event is most of the queue's write cost at ingestion and of its delete cost at delivery. A leased event's id packs its row id, its index in the row
 and the row's size at lease time (`_item_id`). A lease that has room for only part of a row
 splits the row, and so does a settlement that gives a row's events different fates; a row's
 events otherwise share attempts and retry time.
@@ -15,8 +13,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter, defaultdict
-from itertools import groupby
-from operator import attrgetter
 
 import msgspec
 
@@ -52,7 +48,7 @@ class SqliteEventQueue:
         if not items:
             return
         await self.db.run_merged(_append, items)
-        self._depth += len(items)
+        self._depth += sum(item.events for item in items)
 
     async def recover(self, now: float) -> int:
         def release(conn: sqlite3.Connection) -> int:
@@ -111,26 +107,23 @@ class SqliteEventQueue:
         return count
 
 
-_ROW_KEY = attrgetter("topic", "priority", "created_at")
-
-
 def _rows(items: list[QueueItem]) -> list[tuple]:
-    """Consecutive items with the same topic, priority and created_at become one row."""
+    """A row per item, or per MAX_EVENTS_PER_ROW of its events."""
     rows = []
-    for (topic, priority, at), group in groupby(items, _ROW_KEY):
-        payloads = [item.payload for item in group]
-        if len(payloads) == 1:
-            rows.append((topic, priority, payloads[0], at, at, 1))
+    for item in items:
+        events = item.events
+        if events == 1:
+            rows.append((item.topic, item.priority, item.payload, item.created_at, item.created_at, 1))
             continue
-        runs = groupby(payloads, lambda p: SEP in p) if any(SEP in p for p in payloads) else [(False, payloads)]
-        for alone, run in runs:
-            run = list(run)
-            if alone:  # a payload with a newline has a row of its own
-                rows += [(topic, priority, p, at, at, 1) for p in run]
-                continue
-            for start in range(0, len(run), MAX_EVENTS_PER_ROW):
-                part = run[start:start + MAX_EVENTS_PER_ROW]
-                rows.append((topic, priority, SEP.join(part), at, at, len(part)))
+        if events < 1 or item.payload.count(SEP) != events - 1:
+            raise ValueError(f"a queue item of {events} events needs {events} lines")
+        if events <= MAX_EVENTS_PER_ROW:
+            rows.append((item.topic, item.priority, item.payload, item.created_at, item.created_at, events))
+            continue
+        lines = item.payload.split(SEP)
+        for start in range(0, events, MAX_EVENTS_PER_ROW):
+            part = lines[start:start + MAX_EVENTS_PER_ROW]
+            rows.append((item.topic, item.priority, SEP.join(part), item.created_at, item.created_at, len(part)))
     return rows
 
 
@@ -142,8 +135,15 @@ def _append(conn: sqlite3.Connection, items: list[QueueItem]) -> None:
     conn.executemany(
         "INSERT INTO counters (topic, accepted, queued) VALUES (?, ?, ?) ON CONFLICT(topic) DO UPDATE SET "
         "accepted = accepted + excluded.accepted, queued = queued + excluded.queued",
-        [(topic, n, n) for topic, n in Counter(i.topic for i in items).items()],
+        [(topic, n, n) for topic, n in _per_topic(items).items()],
     )
+
+
+def _per_topic(items: list[QueueItem]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for item in items:
+        counts[item.topic] += item.events
+    return counts
 
 
 def _ready(conn: sqlite3.Connection, topic: str, now: float, batch_size: int) -> Readiness:
