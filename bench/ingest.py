@@ -39,7 +39,9 @@ EVENT = {
 
 
 def body(key: str, events: int) -> str:
-    return json.dumps({"pipeline_key": key, "sentAt": "2026-11-29T10:00:00.100Z", "batch": [EVENT] * events})
+    """What the tag sends (JSON.stringify: no spaces)."""
+    return json.dumps({"pipeline_key": key, "sentAt": "2026-11-29T10:00:00.100Z", "batch": [EVENT] * events},
+                      separators=(",", ":"))
 
 
 class Edge:

@@ -1,9 +1,9 @@
 """EventQueue on SQLite. A leased row is hidden by pushing its `available_at` to the lease
 expiry, so "ready" is always `available_at <= now` and one index serves every query.
 
-The events of one QueueItem (one request's events for one integration) share one row: `events`
-counts them and `payload` holds them as the item's JSON Lines. One row per request instead of
-per event is most of the queue's write cost at ingestion and of its delete cost at delivery. A leased event's id packs its row id, its index in the row
+The events appended in one commit for one topic and priority share a row: `events` counts them
+and `payload` holds them as JSON Lines. A row per commit instead of per event is most of the
+queue's write cost at ingestion and of its delete cost at delivery. A leased event's id packs its row id, its index in the row
 and the row's size at lease time (`_item_id`). A lease that has room for only part of a row
 splits the row, and so does a settlement that gives a row's events different fates; a row's
 events otherwise share attempts and retry time.
@@ -108,23 +108,56 @@ class SqliteEventQueue:
 
 
 def _rows(items: list[QueueItem]) -> list[tuple]:
-    """A row per item, or per MAX_EVENTS_PER_ROW of its events."""
-    rows = []
+    """The items of one commit with the same topic and priority share rows of up to
+    MAX_EVENTS_PER_ROW events (created_at: the earliest of them): under load one row holds
+    the events of every request of a commit, so SQLite inserts a row per commit, not per
+    request. A single event whose JSON spans lines gets a row of its own. An item's line
+    count is taken on trust (counting a payload's newlines cost more than the insert)."""
+    rows: list[tuple] = []
+    open_rows: dict[tuple[str, int], _Pending] = {}
     for item in items:
-        events = item.events
-        if events == 1:
+        key = (item.topic, item.priority)
+        pending = open_rows.get(key)
+        if item.events == 1 and SEP in item.payload:
+            if pending is not None:  # what came before it goes before it
+                open_rows.pop(key).into(rows, key)
             rows.append((item.topic, item.priority, item.payload, item.created_at, item.created_at, 1))
             continue
-        if events < 1 or item.payload.count(SEP) != events - 1:
-            raise ValueError(f"a queue item of {events} events needs {events} lines")
-        if events <= MAX_EVENTS_PER_ROW:
-            rows.append((item.topic, item.priority, item.payload, item.created_at, item.created_at, events))
-            continue
-        lines = item.payload.split(SEP)
-        for start in range(0, events, MAX_EVENTS_PER_ROW):
-            part = lines[start:start + MAX_EVENTS_PER_ROW]
-            rows.append((item.topic, item.priority, SEP.join(part), item.created_at, item.created_at, len(part)))
+        if pending is not None and pending.events + item.events > MAX_EVENTS_PER_ROW:
+            pending.into(rows, key)
+            pending = None
+        if pending is None:
+            open_rows[key] = _Pending(item)
+        else:
+            pending.add(item)
+    for key, pending in open_rows.items():
+        pending.into(rows, key)
     return rows
+
+
+class _Pending:
+    """A row being gathered by _rows."""
+
+    __slots__ = ("payloads", "events", "created_at")
+
+    def __init__(self, item: QueueItem) -> None:
+        self.payloads, self.events, self.created_at = [item.payload], item.events, item.created_at
+
+    def add(self, item: QueueItem) -> None:
+        self.payloads.append(item.payload)
+        self.events += item.events
+        self.created_at = min(self.created_at, item.created_at)
+
+    def into(self, rows: list[tuple], key: tuple[str, int]) -> None:
+        topic, priority = key
+        at = self.created_at
+        if self.events <= MAX_EVENTS_PER_ROW:
+            rows.append((topic, priority, SEP.join(self.payloads), at, at, self.events))
+            return
+        lines = SEP.join(self.payloads).split(SEP)  # one item of more events than a row holds
+        for start in range(0, len(lines), MAX_EVENTS_PER_ROW):
+            part = lines[start:start + MAX_EVENTS_PER_ROW]
+            rows.append((topic, priority, SEP.join(part), at, at, len(part)))
 
 
 def _append(conn: sqlite3.Connection, items: list[QueueItem]) -> None:
