@@ -16,7 +16,7 @@ import msgspec
 
 from delivery.config import Health, Integration, Source, consent_allows
 from delivery.debugger import DebugHub
-from delivery.events import EdgeEvent, event_decoder
+from delivery.events import EdgeEvent, event_decoder, event_view
 from delivery.pinterest import client
 from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.pinterest.mapping import DELIVERED_TYPES, Mapped, map_event
@@ -84,7 +84,7 @@ class Job:
             attempts=item.attempts + (0 if status in ("filtered", "skipped") else 1),
             message=message,
             warnings=list(warnings),
-            incoming=msgspec.Raw(item.payload),
+            incoming=msgspec.Raw(_encode(event_view(ev)) if ev else item.payload),
             payload=msgspec.Raw(_encode(mapped.event)) if mapped and mapped.event and status != "skipped" else NO_JSON,
         )
         if self.watched:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 
 import pytest
 
+from delivery.events import event_decoder
 from delivery.queue import QueueItem, Settlement
 from delivery.sqlite.db import Database
 from delivery.sqlite.event_queue import SqliteEventQueue
@@ -26,7 +28,7 @@ def db(tmp_path):
 
 
 def items(n, topic="int_a", priority=0, at=1000.0):
-    return [QueueItem(topic, f'{{"message_id":"m{i}"}}'.encode(), at + i * 0.001, priority) for i in range(n)]
+    return [QueueItem(topic, f'["m{i}"]'.encode(), at + i * 0.001, priority) for i in range(n)]
 
 
 def test_schema_is_versioned_and_wal(db, tmp_path):
@@ -81,7 +83,7 @@ def test_lease_hides_items_and_settle_accounts_for_each(db):
 
 
 def lines(n):
-    return [f'{{"message_id":"t{i}"}}'.encode() for i in range(n)]
+    return [f'["t{i}"]'.encode() for i in range(n)]
 
 
 def together(n, topic="int_a", at=1000.0, priority=0):
@@ -97,13 +99,13 @@ def test_events_appended_in_one_commit_share_a_row(db):
     async def main():
         q = SqliteEventQueue(db)
         await q.open()
-        pretty = QueueItem("int_a", b'{\n "message_id": "nl"\n}', 1000.0, 0)  # a newline: a row of its own
-        await q.append(together(5) + [pretty, QueueItem("int_a", b'{"message_id":"x"}', 1001.0, 0)])
+        pretty = QueueItem("int_a", b'[\n "nl"\n]', 1000.0, 0)  # a newline: a row of its own
+        await q.append(together(5) + [pretty, QueueItem("int_a", b'["x"]', 1001.0, 0)])
         assert q.depth() == 7
         stats = await q.stats("int_a")
         assert (stats.accepted, stats.queued) == (7, 7)
         leased = await q.lease("int_a", 10, 2000.0, 60)
-        assert [i.payload for i in leased] == lines(5) + [pretty.payload, b'{"message_id":"x"}']
+        assert [i.payload for i in leased] == lines(5) + [pretty.payload, b'["x"]']
         assert len({i.id for i in leased}) == 7
         assert await db.run(lambda c: c.execute("SELECT count(*) FROM queue").fetchone()[0]) == 3
         # Concurrent requests (appends in one turn of the loop) share one commit and one row per
@@ -195,13 +197,13 @@ def test_priority_items_are_leased_first(db):
     async def main():
         q = SqliteEventQueue(db)
         await q.open()
-        await q.append(items(3, priority=0) + [QueueItem("int_a", b'{"message_id":"p"}', 1001.0, 1)])
+        await q.append(items(3, priority=0) + [QueueItem("int_a", b'["p"]', 1001.0, 1)])
         ready = await q.ready("int_a", 1000.5, 1000)
         assert ready.priority is False and ready.oldest == 1000.0
         ready = await q.ready("int_a", 2000.0, 1000)
         assert ready.priority is True and not ready.full
         leased = await q.lease("int_a", 2, 2000.0, 60)
-        assert [i.payload for i in leased] == [b'{"message_id":"p"}', items(1)[0].payload]
+        assert [i.payload for i in leased] == [b'["p"]', items(1)[0].payload]
     run(main())
 
 
@@ -280,6 +282,44 @@ def test_migration_2_counts_what_a_version_1_file_already_queued(tmp_path):
             a, b = await q.stats("int_a"), await q.stats("int_b")
             assert (a.accepted, a.queued, a.in_flight) == (2, 1, 1)
             assert (b.queued, b.in_flight) == (1, 0)
+        run(main())
+    finally:
+        database.close()
+
+
+def test_migration_4_rewrites_queued_events_as_arrays(tmp_path):
+    """Events queued and dead-lettered as JSON objects (versions 1-3) still deliver and show."""
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path)
+    for script in MIGRATIONS[:3]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version=3")
+
+    def old(i):  # what version 3 queued: an EdgeEvent as a JSON object, defaults left out
+        return json.dumps({"message_id": f"old-{i}", "type": "track", "source_id": "src_a", "received_at": 1.0,
+                           "event_time": 1.0, "name": "Lead Generated", "ip": "203.0.113.7",
+                           "identity": {"em": ["a" * 64]}}).encode()
+
+    conn.execute("INSERT INTO queue (topic, payload, created_at, available_at, events) VALUES ('int_a', ?, 1, 1, 2)",
+                 (old(0) + b"\n" + old(1),))
+    conn.execute("INSERT INTO queue (topic, payload, created_at, available_at) VALUES ('int_a', ?, 1, 1)", (old(2),))
+    conn.execute("INSERT INTO queue (topic, payload, created_at, available_at) VALUES ('int_a', X'6e6f74206a736f6e', 1, 1)")
+    conn.execute("INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
+                 "VALUES ('int_a', 'old-3', ?, 1, 2, 8, 'gave up')", (old(3),))
+    conn.commit()
+    conn.close()
+    database = Database(str(path))
+    database.start()
+    try:
+        async def main():
+            q = SqliteEventQueue(database)
+            leased = await q.lease("int_a", 10, 2000.0, 60)
+            assert leased[3].payload == b"not json"  # left as it was: delivery dead-letters it
+            events = [event_decoder.decode(item.payload) for item in leased[:3]]
+            assert [(e.message_id, e.ip, e.identity.em) for e in events] == [
+                (f"old-{i}", "203.0.113.7", ["a" * 64]) for i in range(3)]
+            [dead] = await q.dead_letters("int_a", 0, 10)
+            assert event_decoder.decode(dead.payload).message_id == "old-3"
         run(main())
     finally:
         database.close()

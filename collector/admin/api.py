@@ -21,6 +21,7 @@ from collector.admin.errors import ApiError, from_validation
 from collector.admin.match import match_quality
 from collector.services import Services
 from delivery.config import ConsentSettings, Health, Integration, PinterestConfig, Source
+from delivery.events import event_decoder, event_view
 from delivery.pinterest.catalog import TROUBLESHOOTING, Catalog, catalog
 from delivery.pinterest.payload import Event, UserData
 from delivery.pinterest.normalize import sha256
@@ -309,7 +310,7 @@ class Api:
         rows = await self.queue.dead_letters(integ.id, after, limit + 1)
         data = [
             s.DeadLetterOut(d.id, d.event_id, d.reason, d.attempts, iso(d.created_at), iso(d.dead_at),
-                            msgspec.json.decode(d.payload))
+                            _event_view(d.payload))
             for d in rows[:limit]
         ]
         has_more = len(rows) > limit
@@ -391,6 +392,14 @@ def config_warnings(cfg: PinterestConfig) -> list[str]:
         warnings.append("config.send_custom_event_name: Pinterest's published schema does not list "
                         "custom_event_name; Pinterest may reject custom events")
     return warnings
+
+
+def _event_view(payload: bytes) -> Any:
+    """A dead letter's event by field name (or as stored, when it is not an event of ours)."""
+    try:
+        return event_view(event_decoder.decode(payload))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return payload.decode("utf-8", "replace")
 
 
 def _has_body(request: Request) -> bool:

@@ -24,11 +24,6 @@ SEP = b"\n"
 _IN_LIST = 500  # ids per `IN (...)` query
 
 
-class _MessageId(msgspec.Struct):
-    message_id: str | None = None
-
-
-_message_id = msgspec.json.Decoder(_MessageId)
 _DEAD_LETTER = "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
 
 
@@ -344,7 +339,7 @@ def _settle_whole(conn, topic: str, fate: tuple, events: int, row_ids: list[int]
         if events > 1:
             return 0  # each event needs its own dead letter: done with the rest
         conn.executemany(
-            _DEAD_LETTER + "SELECT topic, json_extract(CAST(payload AS TEXT), '$.message_id'), payload, created_at, ?, "
+            _DEAD_LETTER + "SELECT topic, json_extract(CAST(payload AS TEXT), '$[0]'), payload, created_at, ?, "
             "attempts + 1, ? FROM queue WHERE id=? AND leased=1 AND events=1",
             [(now, args[0], row_id) for row_id in row_ids],
         )
@@ -405,10 +400,13 @@ def _dead_letter(conn, topic: str, row_id: int, parts: list[bytes], reason: str,
 
 
 def _event_id(payload: bytes) -> str | None:
+    """The message id: the first element of a queued EdgeEvent (a JSON array)."""
     try:
-        return _message_id.decode(payload).message_id
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        value = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
         return None
+    first = value[0] if isinstance(value, list) and value else None
+    return first if isinstance(first, str) else None
 
 
 def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: float) -> int:

@@ -5,9 +5,48 @@ Append new migrations to MIGRATIONS; never edit one that has shipped.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from collections.abc import Callable
 
-MIGRATIONS: tuple[str, ...] = (
+import msgspec
+
+from delivery.events import EdgeEvent, event_encoder
+
+log = logging.getLogger("signal_edge.db")
+
+
+def _events_as_arrays(conn: sqlite3.Connection) -> None:
+    """Version 4 queues an EdgeEvent as a JSON array (see delivery/events.py): rewrite the
+    objects that versions 1-3 queued and dead-lettered."""
+    legacy = msgspec.defstruct("LegacyEdgeEvent", [
+        (f.name, f.type, msgspec.field(default=f.default, default_factory=f.default_factory)
+         if f.default_factory is not msgspec.NODEFAULT else f.default)
+        for f in msgspec.structs.fields(EdgeEvent)])
+    decoder = msgspec.json.Decoder(legacy)
+
+    def as_array(payload: bytes) -> bytes:
+        try:
+            return event_encoder.encode(EdgeEvent(*msgspec.structs.astuple(decoder.decode(payload))))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return payload  # not an event of ours: delivery dead-letters it with the reason
+
+    def rewrite(table: str, lines: bool) -> int:
+        rows = conn.execute(f"SELECT id, payload, {'events' if lines else '1'} FROM {table}").fetchall()
+        for row_id, payload, events in rows:
+            if not isinstance(payload, bytes):
+                continue  # not written by signal-edge
+            parts = payload.split(b"\n") if events > 1 else [payload]
+            conn.execute(f"UPDATE {table} SET payload=? WHERE id=?", (b"\n".join(map(as_array, parts)), row_id))
+        return len(rows)
+
+    queued, dead = rewrite("queue", True), rewrite("dead_letters", False)
+    if queued or dead:
+        log.warning("database upgraded: %d queue rows and %d dead letters rewritten in the compact event format",
+                    queued, dead)
+
+
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     # 1: configuration, identity memory, the event queue, dead letters, accounting, logs
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,6 +132,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE queue ADD COLUMN events INTEGER NOT NULL DEFAULT 1;
     """,
+    # 4: queued events as JSON arrays
+    _events_as_arrays,
 )
 
 
@@ -107,8 +148,12 @@ def migrate(conn: sqlite3.Connection) -> int:
     for version in range(current + 1, len(MIGRATIONS) + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in filter(str.strip, MIGRATIONS[version - 1].split(";")):
-                conn.execute(statement)
+            step = MIGRATIONS[version - 1]
+            if callable(step):
+                step(conn)
+            else:
+                for statement in filter(str.strip, step.split(";")):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version={version}")
             conn.execute("COMMIT")
         except BaseException:
