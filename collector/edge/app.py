@@ -78,6 +78,15 @@ class HttpError(Exception):
         return self.status, body, cors + extra
 
 
+def _bearer(headers: dict[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    return value[7:].strip() if value[:7].lower() == "bearer " else None
+
+
+def _too_large() -> HttpError:
+    return HttpError(413, "body_too_large", f"request body is over {MAX_BODY // 1024} KB; send smaller batches")
+
+
 def _label(implied: str | None, index: int) -> str:
     """How an error names the event: batch[3] in a batch, body for a single event."""
     return f"batch[{index}]" if implied is None else "body"
@@ -181,21 +190,31 @@ class Edge:
     # --- ingestion (plain ASGI) -------------------------------------------------------------
 
     async def read_body(self, receive, headers: dict[str, str]) -> bytes:
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body"):
+            body = message.get("body", b"")  # the usual case: it arrived whole
+        else:
+            body = await self.read_rest(receive, headers, message)
+        if len(body) > MAX_BODY:
+            raise _too_large()
+        return body
+
+    async def read_rest(self, receive, headers: dict[str, str], message) -> bytes:
         declared = headers.get("content-length")
         if declared and declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
-            raise HttpError(413, "body_too_large", f"request body is over {MAX_BODY // 1024} KB; send smaller batches")
+            raise _too_large()
         chunks, size = [], 0
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 raise ConnectionAbortedError
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY:
-                raise HttpError(413, "body_too_large", f"request body is over {MAX_BODY // 1024} KB; send smaller batches")
+                raise _too_large()
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
+            message = await receive()
 
     async def ingest(self, scope, receive, implied: str | None) -> Answer:
         headers = read_headers(scope["headers"])
@@ -218,8 +237,6 @@ class Edge:
         """(pipeline key, events, batch sentAt, reset) from the body. The events come decoded
         when the whole body decoded in one call (the usual case), else as raw JSON to decode one
         by one, so that one bad or oversized event is rejected alone."""
-        bearer = headers.get("authorization", "")
-        header_key = bearer[7:].strip() if bearer[:7].lower() == "bearer " else None
         try:
             if implied is not None:
                 envelope = single_decoder.decode(body)
@@ -241,7 +258,7 @@ class Edge:
         except msgspec.DecodeError as exc:
             raise HttpError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
         sent_at = unix_seconds(envelope.sentAt) if implied is None and envelope.sentAt else None
-        return envelope.pipeline_key or header_key, events, sent_at, envelope.reset
+        return envelope.pipeline_key or _bearer(headers), events, sent_at, envelope.reset
 
     def decode(self, raw: bytes | msgspec.Raw, index: int, implied: str | None) -> IncomingEvent:
         if len(raw) > MAX_EVENT:
@@ -307,9 +324,11 @@ class Edge:
             return HttpError(status, first.code, first.message, rejected=rejected).answer(cors)
 
         await self.commit(source, events, anonymous_id, remember)
-        epik = next((ev.click_id for ev in reversed(events) if ev.click_id), None)
-        if epik and epik != ctx.cookie_epik:
-            new_cookies[ei.EPIK] = epik
+        for ev in reversed(events):  # the newest click id is the one to remember
+            if ev.click_id:
+                if ev.click_id != ctx.cookie_epik:
+                    new_cookies[ei.EPIK] = ev.click_id
+                break
         extra = cors + self.cookies(peer, scope["scheme"], headers, source, new_cookies)
         return 200, encoder.encode(Accepted(True, len(events), rejected)), extra
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import NamedTuple
-
 import msgspec
 
 from collector.edge import identity as edge_identity
@@ -23,7 +21,9 @@ class EventError(ValueError):
         self.code = code
 
 
-class RequestContext(NamedTuple):
+class RequestContext(msgspec.Struct, gc=False):
+    """What every event of one request shares (a Struct: built in C, unlike a NamedTuple)."""
+
     source: Source
     ip: str | None
     user_agent: str | None
