@@ -260,7 +260,9 @@ class Edge:
         sent_at = unix_seconds(envelope.sentAt) if implied is None and envelope.sentAt else None
         return envelope.pipeline_key or _bearer(headers), events, sent_at, envelope.reset
 
-    def decode(self, raw: bytes | msgspec.Raw, index: int, implied: str | None) -> IncomingEvent:
+    @staticmethod
+    def decode(raw: bytes | msgspec.Raw, index: int, implied: str | None) -> IncomingEvent:
+        """One event of a body that did not decode whole (or a single-event body)."""
         if len(raw) > MAX_EVENT:
             raise EventError(_label(implied, index), f"event is over {MAX_EVENT // 1024} KB", "event_too_large")
         try:
@@ -284,7 +286,7 @@ class Edge:
         client = scope.get("client")
         peer = client[0] if client else None
         received_at = time.time()
-        ctx = RequestContext(  # positional: 0.3 us, with keywords 0.6 us
+        ctx = RequestContext(  # positional, in field order
             source,
             self.trust.client_ip(peer, headers.get("x-forwarded-for")),  # ip
             headers.get("user-agent"),
