@@ -19,6 +19,7 @@ from collector.admin.app import create_admin_app
 from collector.edge.app import create_edge_app
 from collector.services import Services, open_services
 from collector.settings import Settings
+from collector.transport import OneSendHTTPProtocol
 
 log = logging.getLogger("signal_edge")
 
@@ -99,7 +100,7 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
     for listener in listeners:
         server = _Server(uvicorn.Config(
             listener.app, log_config=None, access_log=False, lifespan="off", proxy_headers=False,
-            server_header=False, timeout_graceful_shutdown=3,
+            server_header=False, timeout_graceful_shutdown=3, http=OneSendHTTPProtocol,
         ))
         running.append((listener, server, asyncio.create_task(server.serve(sockets=[listener.sock]))))
         log.info("%s listening on http://%s:%d", listener.name, listener.host, listener.port)

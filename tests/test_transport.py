@@ -1,0 +1,57 @@
+"""OneSendPerTurn: what uvicorn writes in one turn of the event loop leaves in one send()."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from collector.transport import OneSendPerTurn
+from tests.support import post_batch
+
+
+class Recording(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.sent.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def test_writes_of_one_turn_leave_together_and_close_flushes_first():
+    async def main():
+        real = Recording()
+        transport = OneSendPerTurn(real, asyncio.get_running_loop())
+        transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        transport.write(b"{}")
+        assert real.sent == [] and transport.get_write_buffer_size() == 40
+        await asyncio.sleep(0)
+        assert real.sent == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+        transport.write(b"last")
+        transport.close()  # what was written goes before the close
+        assert real.sent[-1] == b"last" and real.closed
+        transport.write(b"late")
+        await asyncio.sleep(0)  # a write after close is dropped, as the transport itself would
+        assert real.sent[-1] == b"last"
+        assert transport.is_closing()  # everything else is the real transport's
+    asyncio.run(main())
+
+
+def test_the_servers_answer_through_it(edge):
+    """Keep-alive requests on one connection get whole, ordered answers."""
+    with httpx.Client(base_url=edge.url) as client:
+        for _ in range(3):
+            assert client.get("/healthz").json() == {"ok": True}
+        assert post_batch(edge.url, "dk_nope", [{"type": "page"}]).status_code == 401
