@@ -3,10 +3,10 @@ expiry, so "ready" is always `available_at <= now` and one index serves every qu
 
 The events appended in one commit for one topic and priority share a row: `events` counts them
 and `payload` holds them as JSON Lines. A row per commit instead of per event is most of the
-queue's write cost at ingestion and of its delete cost at delivery. A leased event's id packs its row id, its index in the row
-and the row's size at lease time (`_item_id`). A lease that has room for only part of a row
-splits the row, and so does a settlement that gives a row's events different fates; a row's
-events otherwise share attempts and retry time.
+queue's write cost at ingestion and of its delete cost at delivery. A leased event's id packs
+its row id, its index in the row and the row's size at lease time (`_item_id`). A lease that has
+room for only part of a row splits the row, and so does a settlement that gives a row's events
+different fates; a row's events otherwise share attempts and retry time.
 """
 
 from __future__ import annotations
