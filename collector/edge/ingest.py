@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+
 import msgspec
 
 from collector.edge import identity as edge_identity

@@ -7,7 +7,7 @@ Unknown keys are ignored, so Segment and Datafly.js clients that send extra fiel
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -15,6 +15,7 @@ Name = Annotated[str, msgspec.Meta(max_length=200)]
 Id = Annotated[str, msgspec.Meta(max_length=256)]
 Text = Annotated[str, msgspec.Meta(max_length=8192)]
 EventType = Literal["page", "track", "identify", "group"]
+E = TypeVar("E")
 
 
 class PageContext(msgspec.Struct, gc=False):
@@ -59,20 +60,13 @@ class IncomingEvent(msgspec.Struct, gc=False):
     context: Context | None = None
 
 
-class BatchBody(msgspec.Struct, gc=False):
-    batch: list[msgspec.Raw]
+class BatchBody(msgspec.Struct, Generic[E], gc=False):
+    """A batch; its events decoded in the same call (IncomingEvent) or left raw (msgspec.Raw)."""
+
+    batch: list[E]
     pipeline_key: Id | None = None
     sentAt: datetime | None = None
     reset: bool = False  # _df.reset(): forget the browser's identity, issue a new _dfid
-
-
-class DecodedBatchBody(msgspec.Struct, gc=False):
-    """BatchBody with its events decoded in the same call (when all of them are valid)."""
-
-    batch: list[IncomingEvent]
-    pipeline_key: Id | None = None
-    sentAt: datetime | None = None
-    reset: bool = False
 
 
 class SingleBody(msgspec.Struct, gc=False):
@@ -104,8 +98,8 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     rejected: list[Rejected] = []
 
 
-batch_decoder = msgspec.json.Decoder(BatchBody)
-decoded_batch_decoder = msgspec.json.Decoder(DecodedBatchBody)
+batch_decoder = msgspec.json.Decoder(BatchBody[msgspec.Raw])
+decoded_batch_decoder = msgspec.json.Decoder(BatchBody[IncomingEvent])
 single_decoder = msgspec.json.Decoder(SingleBody)
 event_decoder = msgspec.json.Decoder(IncomingEvent)
 encoder = msgspec.json.Encoder()
