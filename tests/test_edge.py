@@ -5,10 +5,14 @@ from __future__ import annotations
 import ipaddress
 
 import httpx
+import msgspec
 import pytest
 
-from collector.edge.app import queue_items
+from collector.edge.app import query_epik, queue_items
 from collector.edge.identity import ProxyTrust, epik_from_query, epik_from_url
+from collector.edge.ingest import RequestContext, build_event
+from collector.edge.wire import event_decoder
+from delivery.config import Source
 from delivery.queue import QueueItem
 from tests.support import create_integration, create_source, post_batch, stats, wait_for
 
@@ -43,6 +47,29 @@ def test_epik_from_url(url, expected):
 
 def test_epik_from_query():
     assert epik_from_query("?epik=abc") == "abc" and epik_from_query("utm=1") is None
+
+
+def test_query_epik_is_only_a_value_safe_to_echo():
+    assert query_epik(b"utm_source=pin&epik=dj0yJnU9QQ") == "dj0yJnU9QQ"
+    assert query_epik(b"epik=a%3B%20Path%3D%2F") is None  # "a; Path=/" would inject a cookie attribute
+    assert query_epik(b"") is None and query_epik(b"epikx=1") is None
+
+
+@pytest.mark.parametrize("url,search,query,cookie,expected", [
+    ("https://shop.example/p?epik=url", "?epik=search", "query", "cookie", "url"),
+    ("https://shop.example/p", "?epik=search", "query", "cookie", "search"),
+    ("https://shop.example/p?epik=", "?utm=1", "query", "cookie", "query"),  # empty value: not a click
+    ("https://shop.example/p", None, None, "cookie", "cookie"),
+    (None, None, None, None, None),
+    ("https://shop.example/p?epik=a%3Bb", "?epik=search", "query", "cookie", "cookie"),  # unsafe: the cookie's
+])
+def test_click_id_precedence(url, search, query, cookie, expected):
+    """The event's URL, then its search string, then the request's query, then the _epik cookie."""
+    source = Source(id="src_1", name="Shop", pipeline_key="dk_1", created_at=0, updated_at=0)
+    ctx = RequestContext(source, "203.0.113.9", "UA", "anon", "pin", cookie, query, 1764410000.0, 0.0)
+    page = {key: value for key, value in (("url", url), ("search", search)) if value is not None}
+    inc = event_decoder.decode(msgspec.json.encode({"type": "page", "context": {"page": page}}))
+    assert build_event(inc, None, ctx, None)[0].click_id == expected
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from collector.edge.identity import epik_from_query
+from collector.edge.app import query_epik
 from collector.edge.ingest import RequestContext, build_event
 from collector.edge.wire import event_decoder
 from delivery.config import Source
@@ -64,7 +64,7 @@ def test_fixture(path):
     ctx = RequestContext(
         source=source, ip=request["ip"], user_agent=request["user_agent"], anonymous_id="anon-1",
         pin_unauth="pin-unauth-1", cookie_epik=request["cookies"].get("_epik"),
-        query_epik=epik_from_query(request["query"]), received_at=RECEIVED_AT, skew=0.0,
+        query_epik=query_epik(request["query"].encode("latin-1")), received_at=RECEIVED_AT, skew=0.0,
     )
     stored, notes = None, []
     for raw in case["events"]:

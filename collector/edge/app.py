@@ -92,6 +92,12 @@ def _label(implied: str | None, index: int) -> str:
     return f"batch[{index}]" if implied is None else "body"
 
 
+def query_epik(query: bytes) -> str | None:
+    """The click id in the request's own query string, when it is safe to echo into Set-Cookie."""
+    found = ei.epik_from_query(query.decode("latin-1")) if query else None
+    return found if found and ei.cookie_value_ok(found) else None
+
+
 def origin_allowed(source: Source, origin: str) -> bool:
     if not source.domain and not source.allowed_origins:
         return True  # nothing configured: any site may send (the pipeline key is public anyway)
@@ -293,7 +299,7 @@ class Edge:
             anonymous_id,
             pin_unauth,
             cookies.get(ei.EPIK),  # cookie_epik
-            ei.epik_from_query(scope["query_string"].decode("latin-1")),  # query_epik
+            query_epik(scope["query_string"]),
             received_at,
             received_at - sent_at if sent_at is not None else 0.0,  # skew
         )
