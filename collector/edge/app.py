@@ -126,15 +126,17 @@ class Target:
         self.integration_id, self.options = integration_id, options
         self._priority: dict[tuple[str, str | None], int] = {}
 
-    def priority(self, ev: EdgeEvent) -> int:
-        """1 for the variant's priority events; remembered per event type and name (the
-        mapping behind it is a few dict look-ups and a property, for every event)."""
-        key = (ev.type, ev.name)
-        found = self._priority.get(key)
-        if found is None:
-            if len(self._priority) >= 1024:  # names come from browsers: keep it bounded
-                self._priority.clear()
-            found = self._priority[key] = 1 if is_priority(ev, self.options) else 0
+    def priorities(self, events: list[EdgeEvent]) -> list[int]:
+        """1 for each of the variant's priority events, else 0; remembered per event type and
+        name (the mapping behind it is a few dict look-ups and a property, for every event)."""
+        known = self._priority
+        found = [known.get((ev.type, ev.name)) for ev in events]
+        if None in found:
+            if len(known) >= 1024:  # names come from browsers: keep it bounded
+                known.clear()
+            for i, ev in enumerate(events):
+                if found[i] is None:
+                    found[i] = known[(ev.type, ev.name)] = 1 if is_priority(ev, self.options) else 0
         return found
 
 
@@ -349,7 +351,7 @@ class Edge:
         if deliverable:
             lines = event_encoder.encode_lines(deliverable)[:-1]  # one request's events: one queue item
             for target in integrations:
-                priorities = [target.priority(ev) for ev in deliverable]
+                priorities = target.priorities(deliverable)
                 items += queue_items(target.integration_id, lines, priorities, deliverable[0].received_at)
                 offers.append((target.integration_id, len(priorities), any(priorities)))
         if remember is not None:
