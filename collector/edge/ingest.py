@@ -11,7 +11,7 @@ from collector.edge.ids import uuid4
 from collector.edge.wire import IncomingEvent
 from delivery.config import Source
 from delivery.events import EdgeEvent, merge_identity
-from delivery.pinterest.identity import NO_IDENTITY, IdentityBuilder, hashed_user_id, is_plain, scrub
+from delivery.pinterest.identity import IdentityBuilder, hashed_user_id, is_plain, scrub
 from delivery.store import StoredIdentity
 
 
@@ -88,7 +88,7 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
         page = context.page
 
     user_id = hashed_user_id(str(inc.userId)) if inc.userId is not None else None
-    ident, remember = builder.identity() if builder.values else NO_IDENTITY, None  # (no call when empty)
+    ident, remember = builder.identity(), None
     if stored is not None:
         ident = merge_identity(ident, stored.identity) if builder.values else stored.identity
         if user_id is None:
