@@ -72,6 +72,22 @@ def test_click_id_precedence(url, search, query, cookie, expected):
     assert build_event(inc, None, ctx, None)[0].click_id == expected
 
 
+def test_hashed_identity_stays_with_its_event():
+    """Each event's identity is built afresh: nothing hashed for one browser reaches another's event."""
+    source = Source(id="src_1", name="Shop", pipeline_key="dk_1", created_at=0, updated_at=0)
+    built = []
+    for n, raw in enumerate([{"type": "identify", "traits": {"email": "ann@example.com"}, "userId": "u1"},
+                             {"type": "track", "event": "Product Added", "properties": {"sku": "A"}},
+                             {"type": "identify", "traits": {"email": "bob@example.com", "phone": "x"}}]):
+        ctx = RequestContext(source, "203.0.113.9", "UA", f"anon-{n}", "pin", None, None, 1764410000.0, 0.0)
+        built.append(build_event(event_decoder.decode(msgspec.json.encode(raw)), None, ctx, None)[0])
+    ann, plain, bob = built
+    assert len(ann.identity.em) == 1 and not ann.notes
+    assert plain.identity.em == [] and plain.notes == [] and plain.properties == {"sku": "A"}
+    assert bob.identity.em != ann.identity.em and len(bob.identity.em) == 1
+    assert bob.notes and "ann" not in msgspec.json.encode(bob).decode()
+
+
 @pytest.fixture
 def source(edge):
     with edge.admin() as admin:
