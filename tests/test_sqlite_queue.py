@@ -265,35 +265,43 @@ def test_a_failing_job_does_not_undo_its_neighbours(db):
     run(main())
 
 
-def test_migration_2_counts_what_a_version_1_file_already_queued(tmp_path):
-    path = tmp_path / "v1.db"
+def old_file(path, version):
+    """A connection to a new file at schema `version`, to fill in as that version would have."""
     conn = sqlite3.connect(path)
-    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    for script in MIGRATIONS[:version]:
+        conn.executescript(script)
+    conn.execute(f"PRAGMA user_version={version}")
+    return conn
+
+
+def upgraded(path, check):
+    """Opens the file (which migrates it) and runs `await check(queue)` on it."""
+    database = Database(str(path))
+    database.start()
+    try:
+        run(check(SqliteEventQueue(database)))
+    finally:
+        database.close()
+
+
+def test_migration_2_counts_what_a_version_1_file_already_queued(tmp_path):
+    conn = old_file(tmp_path / "v1.db", 1)
     conn.executemany("INSERT INTO queue (topic, payload, created_at, available_at, leased) VALUES (?, ?, 1, 1, ?)",
                      [("int_a", b"{}", 0), ("int_a", b"{}", 1), ("int_b", b"{}", 0)])
     conn.execute("INSERT INTO counters (topic, accepted) VALUES ('int_a', 2)")
     conn.commit()
     conn.close()
-    database = Database(str(path))
-    database.start()
-    try:
-        async def main():
-            q = SqliteEventQueue(database)
-            a, b = await q.stats("int_a"), await q.stats("int_b")
-            assert (a.accepted, a.queued, a.in_flight) == (2, 1, 1)
-            assert (b.queued, b.in_flight) == (1, 0)
-        run(main())
-    finally:
-        database.close()
+
+    async def check(q):
+        a, b = await q.stats("int_a"), await q.stats("int_b")
+        assert (a.accepted, a.queued, a.in_flight) == (2, 1, 1)
+        assert (b.queued, b.in_flight) == (1, 0)
+    upgraded(tmp_path / "v1.db", check)
 
 
 def test_migration_4_rewrites_queued_events_as_arrays(tmp_path):
     """Events queued and dead-lettered as JSON objects (versions 1-3) still deliver and show."""
-    path = tmp_path / "v3.db"
-    conn = sqlite3.connect(path)
-    for script in MIGRATIONS[:3]:
-        conn.executescript(script)
-    conn.execute("PRAGMA user_version=3")
+    conn = old_file(tmp_path / "v3.db", 3)
 
     def old(i):  # what version 3 queued: an EdgeEvent as a JSON object, defaults left out
         return json.dumps({"message_id": f"old-{i}", "type": "track", "source_id": "src_a", "received_at": 1.0,
@@ -308,18 +316,13 @@ def test_migration_4_rewrites_queued_events_as_arrays(tmp_path):
                  "VALUES ('int_a', 'old-3', ?, 1, 2, 8, 'gave up')", (old(3),))
     conn.commit()
     conn.close()
-    database = Database(str(path))
-    database.start()
-    try:
-        async def main():
-            q = SqliteEventQueue(database)
-            leased = await q.lease("int_a", 10, 2000.0, 60)
-            assert leased[3].payload == b"not json"  # left as it was: delivery dead-letters it
-            events = [event_decoder.decode(item.payload) for item in leased[:3]]
-            assert [(e.message_id, e.ip, e.identity.em) for e in events] == [
-                (f"old-{i}", "203.0.113.7", ["a" * 64]) for i in range(3)]
-            [dead] = await q.dead_letters("int_a", 0, 10)
-            assert event_decoder.decode(dead.payload).message_id == "old-3"
-        run(main())
-    finally:
-        database.close()
+
+    async def check(q):
+        leased = await q.lease("int_a", 10, 2000.0, 60)
+        assert leased[3].payload == b"not json"  # left as it was: delivery dead-letters it
+        events = [event_decoder.decode(item.payload) for item in leased[:3]]
+        assert [(e.message_id, e.ip, e.identity.em) for e in events] == [
+            (f"old-{i}", "203.0.113.7", ["a" * 64]) for i in range(3)]
+        [dead] = await q.dead_letters("int_a", 0, 10)
+        assert event_decoder.decode(dead.payload).message_id == "old-3"
+    upgraded(tmp_path / "v3.db", check)
