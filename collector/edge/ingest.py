@@ -11,7 +11,7 @@ from collector.edge.ids import uuid4
 from collector.edge.wire import IncomingEvent
 from delivery.config import Source
 from delivery.events import EdgeEvent, merge_identity
-from delivery.pinterest.identity import IdentityBuilder, hashed_user_id, is_plain, scrub
+from delivery.pinterest.identity import IdentityBuilder, hashed_user_id, scrub
 from delivery.store import StoredIdentity
 
 
@@ -66,11 +66,7 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
     """The event to queue, and the identity memory to save when this event changed it."""
     etype = _event_type(inc, implied)
     builder = IdentityBuilder(ctx.source.default_country)
-    properties = inc.properties
-    if not properties:
-        properties = {}
-    elif not is_plain(properties, False):
-        scrub(properties, builder, False)
+    properties = scrub(inc.properties, builder, False) if inc.properties else {}
     context = inc.context
     if etype == "identify":
         properties = scrub(inc.traits or {}, builder, True)
