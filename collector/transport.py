@@ -1,4 +1,5 @@
-"""The servers' HTTP protocol: uvicorn's, with each response leaving in one send().
+"""The servers' HTTP protocol: uvicorn's, with each response leaving in one send(), and our
+JSON error shape when the request is not even valid HTTP.
 
 uvicorn writes a response's head and its body separately and uvloop sends each at once: two
 send() calls and two TCP segments per answer. On the ingest path the second one was a tenth
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 
@@ -50,6 +52,19 @@ class OneSendPerTurn:
         return getattr(self._transport, name)
 
 
+_MALFORMED = msgspec.json.encode({"error": {
+    "code": "malformed_http",
+    "message": "the request is not valid HTTP/1.1 (its request line or a header, such as Transfer-Encoding, "
+               "could not be parsed); fix the client or the proxy in front of this server"}})
+
+
 class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(OneSendPerTurn(transport, self.loop))
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn answers an unparsable request in text/plain before any app sees it; every
+        other error of ours is `{"error": {"code", "message"}}` in JSON, so this one is too."""
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_MALFORMED), _MALFORMED))
+        self.transport.close()

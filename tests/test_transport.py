@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -55,3 +58,18 @@ def test_the_servers_answer_through_it(edge):
         for _ in range(3):
             assert client.get("/healthz").json() == {"ok": True}
         assert post_batch(edge.url, "dk_nope", [{"type": "page"}]).status_code == 401
+
+
+def test_a_request_that_is_not_valid_http_gets_our_json_error(edge):
+    """Found by the admin API fuzz test: a bad Transfer-Encoding header was answered by uvicorn in
+    text/plain, which no error of the API's document is."""
+    for url in (edge.url, edge.admin_url):
+        address = urlsplit(url)
+        with socket.create_connection((address.hostname, address.port), timeout=5) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: 76\r\n\r\n")
+            answer = b""
+            while chunk := conn.recv(4096):  # the server closes the connection after its answer
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
+        assert json.loads(body)["error"]["code"] == "malformed_http"
