@@ -152,7 +152,8 @@ def measure(events: int = 100_000, runs: int = 3) -> dict:
         fake.wait(10)
 
     return {"pipeline_eps": statistics.median(pipeline), "e2e_eps": statistics.median(e2e[1]),
-            "e2e_batched_eps": statistics.median(e2e[10]), "events": events, "runs": runs}
+            "e2e_batched_eps": statistics.median(e2e[10]), "events": events, "runs": runs,
+            "pipeline_runs": pipeline, "e2e_runs": e2e[1]}
 
 
 def report(r: dict) -> None:

@@ -140,6 +140,8 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3) -> dict:
         "ratio_batch": median(per_run(batch, single)),
         "single_eps": eps[single], "batch_eps": eps[batch], "bare_eps": eps[bare_name],
         "single_p99_ms": median([r["p99"] for r in results[single]]) * 1000,
+        "single_p99s_ms": [r["p99"] * 1000 for r in results[single]],
+        "bare_runs": [r["eps"] for r in results[bare_name]],
         "accepted": accepted, "answered": answered,
         "idle_rss_mib": idle_rss / 1024, "peak_rss_mib": peak_rss / 1024,
     }
