@@ -35,7 +35,8 @@ def verdict(runs: list[float], ok) -> str:
 
 
 def spread(runs: list[float], fmt: str) -> str:
-    return format(runs[0], fmt) if len(runs) == 1 else f"{format(min(runs), fmt)} - {format(max(runs), fmt)}"
+    """The lowest and highest run; blank for a figure measured once."""
+    return f"{format(min(runs), fmt)} - {format(max(runs), fmt)}" if len(runs) > 1 else ""
 
 
 def main() -> None:
@@ -70,7 +71,7 @@ def main() -> None:
     ]
     print("\nSummary (the median; each run's figure in the range; met: in how many runs)")
     print(table(["figure", "measured", "runs", "target", "met"],
-                [[name, format(value, fmt), spread(each, fmt) if len(each) > 1 else "", target,
+                [[name, format(value, fmt), spread(each, fmt), target,
                   verdict(each, ok) if ok else ""] for name, value, each, fmt, target, ok in rows]))
     bare = ingest["bare_runs"]
     if len(bare) > 1:
