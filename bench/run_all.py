@@ -45,10 +45,10 @@ def main() -> None:
     runs = parser.parse_args().runs
     print("tag size ...", file=sys.stderr, flush=True)
     sizes = tag_size.sizes()
-    print(f"ingest (about {runs * 20 // 60 + 1} minutes) ...", file=sys.stderr, flush=True)
+    print(f"ingest (about {runs * 20 // 60 + 1} min) ...", file=sys.stderr, flush=True)
     ingest = ingest_bench.measure(runs=runs)
     ingest_bench.report(ingest)
-    print(f"\ndelivery (about {runs * 15 // 60 + 1} minutes) ...", file=sys.stderr, flush=True)
+    print(f"\ndelivery (about {runs * 15 // 60 + 1} min) ...", file=sys.stderr, flush=True)
     delivery = delivery_bench.measure(runs=runs)
     delivery_bench.report(delivery)
 
