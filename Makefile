@@ -16,7 +16,7 @@ serve: $(STAMP)
 	$(VENV)/bin/signal-edge demo
 
 # Debian packages, installed when missing: Chromium (Playwright cannot download browsers here)
-# and Caddy for the e2e tests, wrk for the benchmarks.
+# and Caddy for the e2e tests.
 SYSTEM_DEPS ?= chromium caddy
 system-deps:
 	@missing=""; \
@@ -36,7 +36,6 @@ test-fast: $(STAMP)
 # Runs per benchmark figure; the median is reported (make bench RUNS=9 narrows it on a noisy host).
 RUNS ?= 3
 bench: $(STAMP)
-	$(MAKE) --no-print-directory system-deps SYSTEM_DEPS=wrk
 	$(PY) bench/run_all.py --runs $(RUNS)
 
 clean:

@@ -1,11 +1,13 @@
 """Ingestion on one core, durable (each event committed to SQLite before the 200), side by side
 with a bare Starlette + msgspec endpoint that answers 204.
 
-The server runs pinned to core 0, wrk drives it from core 1. Events go to /v1/batch with the
-browser's cookies, one event or ten per request. Delivery is parked (the integration's Pinterest
-answers 401, so the worker pauses) so that only ingestion is measured; bench/delivery.py
-measures the other half. Each figure is the median of 3 runs; a ratio is taken within each run
-(the cases measured back to back) and its median reported.
+The servers run pinned to core 0 and bench/loadgen.py drives them from core 1, 32 connections
+each, taking turns of a quarter second: the bare endpoint, an edge taking one event per request
+and an edge taking ten, so that the three see the same host (on the shared VM, runs made one
+after another differed by more than the ratios' margins). Events go to /v1/batch with the
+browser's cookies. Delivery is parked (the integration's Pinterest answers 401, so the worker
+pauses) so that only ingestion is measured; bench/delivery.py measures the other half. Each run
+starts fresh edges; each figure is the median of 3 runs, a ratio taken within each run.
 
     .venv/bin/python bench/ingest.py [--seconds 5] [--connections 32] [--runs 3]
 """
@@ -21,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, SERVER_CORE, median, pinned, rss_kib, table, wait_http, wrk
+from common import LOAD_CORE, ROOT, SERVER_CORE, median, pinned, rss_kib, table, wait_http
+from loadgen import Target, drive, post
 
 import httpx  # noqa: E402
 
@@ -80,8 +83,8 @@ class Edge:
 
 
 def measure(seconds: int = 5, connections: int = 32, runs: int = 3) -> dict:
-    """Each run: the bare endpoint, then a fresh signal-edge per case (so a queue grown by one
-    case does not slow the next). Returns the table rows and the summary figures."""
+    """Each run: fresh edges for the two cases beside the bare endpoint, all three driven in turns
+    until each has had `seconds` of load. Returns the table rows and the summary figures."""
     tmp = Path(tempfile.mkdtemp(prefix="signal-edge-bench-"))
     pinterest = ServerThread(Sandbox()).start()  # no tokens: every call is a 401, delivery parks
     bare_port = free_port()
@@ -93,28 +96,26 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3) -> dict:
     try:
         wait_http(f"http://127.0.0.1:{bare_port}/")
         for run in range(runs):
-            for name, events in cases:
-                edge = None if name.startswith("bare") else Edge(tmp, pinterest.url)
-                try:
-                    key = edge.key if edge else "dk_bare"
-                    body_file = tmp / f"body-{events}.json"
-                    body_file.write_text(body(key, events))
-                    if edge and not idle_rss:
-                        idle_rss = rss_kib(edge.proc.pid)[0]
-                    target = edge.port if edge else bare_port
-                    r = wrk(f"http://127.0.0.1:{target}/v1/batch", body_file, seconds, connections,
-                            edge.cookie if edge else "")
-                    r["eps"] = r["rps"] * events
-                    results[name].append(r)
-                    if edge:
-                        peak_rss = max(peak_rss, rss_kib(edge.proc.pid)[1])
-                        accepted += edge.accepted() - 1  # less the request that fetched the cookies
-                        answered += round(r["rps"] * seconds) * events
-                finally:
-                    if edge:
-                        edge.stop()
-                print(f"  run {run + 1}/{runs} {name}: {r['eps']:,.0f} events/s, p99 {r['p99'] * 1000:.1f} ms"
-                      + (f", {r['non2xx']} non-2xx" if r["non2xx"] else ""), file=sys.stderr, flush=True)
+            edges = [Edge(tmp, pinterest.url) for _ in cases[1:]]
+            try:
+                idle_rss = idle_rss or rss_kib(edges[0].proc.pid)[0]
+                targets = [Target(cases[0][0], bare_port, post(body("dk_bare", 1).encode()))]
+                targets += [Target(name, edge.port, post(body(edge.key, events).encode(), edge.cookie))
+                            for (name, events), edge in zip(cases[1:], edges)]
+                drive(targets, seconds, int(LOAD_CORE), connections=connections)
+                for (name, events), target in zip(cases, targets):
+                    results[name].append({"eps": target.rps * events, "rps": target.rps, "p50": target.percentile(50),
+                                          "p99": target.percentile(99), "non2xx": target.non2xx,
+                                          "client": target.client_cpu / target.seconds})
+                for (_, events), target, edge in zip(cases[1:], targets[1:], edges):
+                    peak_rss = max(peak_rss, rss_kib(edge.proc.pid)[1])
+                    accepted += edge.accepted() - 1  # less the request that fetched the cookies
+                    answered += (target.answers - target.non2xx) * events
+            finally:
+                for edge in edges:
+                    edge.stop()
+            print(f"  run {run + 1}/{runs}: " + ", ".join(
+                f"{name} {results[name][-1]['eps']:,.0f} events/s" for name, _ in cases), file=sys.stderr, flush=True)
     finally:
         bare.send_signal(signal.SIGTERM)
         bare.wait(30)
@@ -128,11 +129,10 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3) -> dict:
                      sum(r["non2xx"] for r in rs)])
     eps = {name: median([r["eps"] for r in results[name]]) for name, _ in cases}
     single, batch, bare_name = cases[1][0], cases[2][0], cases[0][0]
-    # Ratios pair the cases of one run (measured back to back), then take the median over runs:
-    # noise from the shared host drifts over minutes, and a ratio of medians mixes runs.
     per_run = lambda a, b: [x["eps"] / y["eps"] for x, y in zip(results[a], results[b])]  # noqa: E731
     return {
-        "title": f"Ingest, server on 1 core, {connections} connections, {seconds}s x {runs} runs (medians)",
+        "title": f"Ingest, servers on 1 core, {connections} connections each, turns of 0.25 s, "
+                 f"{seconds}s each x {runs} runs (medians)",
         "rows": rows,
         "ratios_bare": per_run(single, bare_name),
         "ratios_batch": per_run(batch, single),
@@ -142,6 +142,7 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3) -> dict:
         "single_p99_ms": median([r["p99"] for r in results[single]]) * 1000,
         "single_p99s_ms": [r["p99"] * 1000 for r in results[single]],
         "bare_runs": [r["eps"] for r in results[bare_name]],
+        "client_busy": max(r["client"] for rs in results.values() for r in rs),
         "accepted": accepted, "answered": answered,
         "idle_rss_mib": idle_rss / 1024, "peak_rss_mib": peak_rss / 1024,
     }
@@ -153,7 +154,8 @@ def report(r: dict) -> None:
     runs = lambda values: ", ".join(f"{v:.2f}" for v in values)  # noqa: E731
     print(f"ratio ours/bare (1 event/request), median of the runs: {r['ratio_bare']:.2f} ({runs(r['ratios_bare'])})")
     print(f"ratio 10-event/1-event batches (events/s), median: {r['ratio_batch']:.2f} ({runs(r['ratios_batch'])})")
-    print(f"durable: {r['accepted']:,} events committed to the queue (about {r['answered']:,} answered 200)")
+    print(f"durable: {r['accepted']:,} events committed to the queue ({r['answered']:,} answered 200)")
+    print(f"load generator: at most {r['client_busy']:.0%} of its core busy in a turn (near 100% it would be the limit)")
     print(f"edge RSS: {r['idle_rss_mib']:.1f} MiB idle, {r['peak_rss_mib']:.1f} MiB peak under load")
 
 

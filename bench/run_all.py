@@ -76,8 +76,9 @@ def main() -> None:
     bare = ingest["bare_runs"]
     if len(bare) > 1:
         print(f"\nHost noise: the bare endpoint, the same code in every run, did {min(bare):,.0f} - {max(bare):,.0f} "
-              f"requests/s ({max(bare) / min(bare) - 1:.0%} apart).\nWhere a figure's margin is smaller than that, "
-              "single runs fall either side of its target; `make bench RUNS=9` narrows the median.")
+              f"requests/s ({max(bare) / min(bare) - 1:.0%} apart). The ingest ratios pair cases driven in\nalternating "
+              "turns and move much less; a figure whose margin is smaller than its spread can fall either side of\n"
+              "its target in single runs, and `make bench RUNS=9` narrows its median.")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,150 @@
+"""An HTTP/1.1 load generator that drives several servers in turns, so that their ratios do not
+depend on when each was measured.
+
+On the shared development VM the same server's throughput drifts by 20-40% from one 5-second
+run to the next, so cases measured one after the other compare different moments of the host
+more than they compare the code. Here every target keeps its connections open and the targets
+are driven round-robin in turns of a quarter second until each has had its time: all of them
+see the same host. Driving one server as two targets (an A/A run) gives ratios within 2% of 1.
+
+Each connection has one request in flight, as with wrk. A turn sends on every connection of
+its target, stops sending after `turn` seconds, and ends when the last answer is in; the answers
+and the turn's duration are the target's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import statistics
+import time
+
+import uvloop
+
+
+class Target:
+    """One server to drive with one request, and what it answered."""
+
+    def __init__(self, name: str, port: int, request: bytes) -> None:
+        self.name, self.port, self.request = name, port, request
+        self.answers = self.non2xx = self.lost = 0
+        self.seconds = 0.0  # time in its turns, first request sent to last answer in
+        self.client_cpu = 0.0  # the load generator's own CPU time during those turns
+        self.latencies: list[float] = []
+        self.driving = False
+        self.in_flight = 0  # connections waiting for an answer
+        self.idle: asyncio.Future | None = None  # resolved when a turn's last answer is in
+
+    @property
+    def rps(self) -> float:
+        return self.answers / self.seconds
+
+    def percentile(self, p: int) -> float:
+        return statistics.quantiles(self.latencies, n=100)[p - 1]
+
+    def settled(self) -> None:
+        """A connection has nothing in flight any more."""
+        self.in_flight -= 1
+        if not self.in_flight and self.idle is not None and not self.idle.done():
+            self.idle.set_result(None)
+
+
+def post(body: bytes, cookie: str = "", path: str = "/v1/batch") -> bytes:
+    """The request the tag sends: a text/plain POST (no CORS preflight) with the browser's cookies."""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+            "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            f"Chrome/131.0 Safari/537.36\r\nCookie: {cookie}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.buffer = b""
+        self.sent_at = 0.0
+        self.waiting = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiting:  # counted, and the turn still ends
+            self.waiting = False
+            self.target.lost += 1
+            self.target.settled()
+
+    def send(self) -> None:
+        if self.transport.is_closing():
+            return
+        if not self.waiting:
+            self.waiting = True
+            self.target.in_flight += 1
+        self.sent_at = time.perf_counter()
+        self.transport.write(self.target.request)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        while (end := buffer.find(b"\r\n\r\n")) >= 0:
+            head = buffer[:end].lower()
+            if b"transfer-encoding: chunked" in head:
+                raise ValueError(f"{self.target.name} answered chunked; the load generator reads Content-Length only")
+            start = head.find(b"\r\ncontent-length:")
+            length = 0
+            if start >= 0:
+                stop = head.find(b"\r\n", start + 2)
+                length = int(head[start + 17:stop if stop >= 0 else len(head)])
+            if len(buffer) < end + 4 + length:
+                break
+            buffer = buffer[end + 4 + length:]
+            self.answered(head[9:12])
+        self.buffer = buffer
+
+    def answered(self, status: bytes) -> None:
+        target = self.target
+        target.answers += 1
+        if status[:1] != b"2":
+            target.non2xx += 1
+        target.latencies.append(time.perf_counter() - self.sent_at)
+        if target.driving:
+            self.send()
+        else:
+            self.waiting = False
+            target.settled()
+
+
+async def _drive(targets: list[Target], seconds: float, turn: float, connections: int) -> None:
+    loop = asyncio.get_running_loop()
+    conns = {}
+    for target in targets:
+        conns[target] = [(await loop.create_connection(lambda t=target: _Connection(t), "127.0.0.1", target.port))[1]
+                         for _ in range(connections)]
+    for _ in range(math.ceil(seconds / turn)):
+        for target in targets:
+            started, cpu = time.perf_counter(), time.thread_time()
+            target.driving = True
+            for conn in conns[target]:
+                conn.send()
+            await asyncio.sleep(turn)
+            target.driving = False
+            target.idle = loop.create_future()
+            if target.in_flight:
+                await target.idle
+            target.seconds += time.perf_counter() - started
+            target.client_cpu += time.thread_time() - cpu
+    for target in targets:
+        for conn in conns[target]:
+            conn.transport.close()
+
+
+def drive(targets: list[Target], seconds: float, core: int, turn: float = 0.25, connections: int = 32) -> None:
+    """Drive `targets` in turns from `core` until each has had about `seconds` of load."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        uvloop.run(_drive(targets, seconds, turn, connections))
+    finally:
+        os.sched_setaffinity(0, allowed)
+    for target in targets:
+        if target.lost:
+            raise RuntimeError(f"{target.name} closed {target.lost} connections with a request in flight")
