@@ -47,7 +47,7 @@ class Options(msgspec.Struct, frozen=True):
         return VARIANTS[self.variant]
 
 
-class Mapped(msgspec.Struct):
+class Mapped(msgspec.Struct, gc=False):
     event: Event | None  # None when the event cannot be sent
     reason: str | None = None  # why it was not sent
     warnings: list[str] = []

@@ -2,7 +2,9 @@
 
 Field names, types and optionality follow `schema/conversion-events.schema.json`.
 Values Pinterest wants as strings (`value`, `item_price`) are `str` here so that a
-number can never slip through. Empty/None fields are omitted from the JSON.
+number can never slip through. Empty/None fields are omitted from the JSON. The request's
+Structs are not GC-tracked (gc=False): they hold strings, numbers and each other, never a
+cycle, and a delivery batch builds thousands of them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ ACTION_SOURCES = ("app_android", "app_ios", "web", "offline")
 MAX_EVENTS_PER_REQUEST = 1000
 
 
-class UserData(msgspec.Struct, omit_defaults=True):
+class UserData(msgspec.Struct, omit_defaults=True, gc=False):
     em: list[str] = []
     hashed_maids: list[str] = []
     client_ip_address: str | None = None
@@ -40,7 +42,7 @@ class UserData(msgspec.Struct, omit_defaults=True):
     partner_id: str | None = None
 
 
-class Content(msgspec.Struct, omit_defaults=True):
+class Content(msgspec.Struct, omit_defaults=True, gc=False):
     id: str | None = None
     item_price: str | None = None
     quantity: int | None = None
@@ -49,7 +51,7 @@ class Content(msgspec.Struct, omit_defaults=True):
     item_category: str | None = None
 
 
-class CustomData(msgspec.Struct, omit_defaults=True):
+class CustomData(msgspec.Struct, omit_defaults=True, gc=False):
     currency: str | None = None
     value: str | None = None
     order_id: str | None = None
@@ -66,7 +68,7 @@ class CustomData(msgspec.Struct, omit_defaults=True):
     custom_event_name: str | None = None
 
 
-class Event(msgspec.Struct, omit_defaults=True):
+class Event(msgspec.Struct, omit_defaults=True, gc=False):
     event_name: str
     action_source: str
     event_time: int
@@ -78,7 +80,7 @@ class Event(msgspec.Struct, omit_defaults=True):
     partner_name: str | None = None
 
 
-class EventsRequest(msgspec.Struct):
+class EventsRequest(msgspec.Struct, gc=False):
     data: list[Event]
 
 
