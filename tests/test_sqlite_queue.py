@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from contextlib import closing
 
 import pytest
 
 from delivery.events import event_decoder
 from delivery.queue import QueueItem, Settlement
-from delivery.sqlite.db import PAGE_SIZE, Database
+from delivery.sqlite.db import Database
 from delivery.sqlite.event_queue import SqliteEventQueue
 from delivery.sqlite.migrations import MIGRATIONS
 
@@ -36,7 +35,6 @@ def test_schema_is_versioned_and_wal(db, tmp_path):
     conn = sqlite3.connect(tmp_path / "q.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 16384
 
 
 def test_a_newer_schema_is_refused(tmp_path):
@@ -299,22 +297,6 @@ def test_migration_2_counts_what_a_version_1_file_already_queued(tmp_path):
         assert (a.accepted, a.queued, a.in_flight) == (2, 1, 1)
         assert (b.queued, b.in_flight) == (1, 0)
     upgraded(tmp_path / "v1.db", check)
-
-
-def test_a_file_made_with_other_pages_keeps_them_and_works(tmp_path):
-    """Only new files get PAGE_SIZE pages: changing a WAL file's would need a VACUUM out of WAL."""
-    def page_size():
-        with closing(sqlite3.connect(tmp_path / "v1.db")) as conn:
-            return conn.execute("PRAGMA page_size").fetchone()[0]
-
-    old_file(tmp_path / "v1.db", 1).close()
-    assert page_size() == 4096  # SQLite's default, which versions before this one used
-
-    async def check(q):
-        await q.append(items(3))
-        assert len(await q.lease("int_a", 10, 2000.0, 60)) == 3
-    upgraded(tmp_path / "v1.db", check)
-    assert page_size() == 4096
 
 
 def test_migration_4_rewrites_queued_events_as_arrays(tmp_path):
