@@ -5,7 +5,8 @@ On the shared development VM the same server's throughput drifts by 20-40% from 
 run to the next, so cases measured one after the other compare different moments of the host
 more than they compare the code. Here every target keeps its connections open and the targets
 are driven round-robin in turns of a quarter second until each has had its time: all of them
-see the same host. Driving one server as two targets (an A/A run) gives ratios within 2% of 1.
+see the same host. Driving one server as two targets (an A/A run) gives ratios within 2% of 1
+on a calm host, within 7% on a busy one.
 
 Each connection has one request in flight, as with wrk. A turn sends on every connection of
 its target, stops sending after `turn` seconds, and ends when the last answer is in; the answers
