@@ -16,7 +16,6 @@ and the turn's duration are the target's.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import statistics
 import time
@@ -30,6 +29,7 @@ class Target:
     def __init__(self, name: str, port: int, request: bytes) -> None:
         self.name, self.port, self.request = name, port, request
         self.answers = self.non2xx = self.lost = 0
+        self.turns = 0
         self.seconds = 0.0  # time in its turns, first request sent to last answer in
         self.client_cpu = 0.0  # the load generator's own CPU time during those turns
         self.latencies: list[float] = []
@@ -120,7 +120,7 @@ async def _drive(targets: list[Target], seconds: float, turn: float, connections
     for target in targets:
         conns[target] = [(await loop.create_connection(lambda t=target: _Connection(t), "127.0.0.1", target.port))[1]
                          for _ in range(connections)]
-    for _ in range(math.ceil(seconds / turn)):
+    for _ in range(max(1, round(seconds / turn))):
         for target in targets:
             started, cpu = time.perf_counter(), time.thread_time()
             target.driving = True
@@ -131,6 +131,7 @@ async def _drive(targets: list[Target], seconds: float, turn: float, connections
             target.idle = loop.create_future()
             if target.in_flight:
                 await target.idle
+            target.turns += 1
             target.seconds += time.perf_counter() - started
             target.client_cpu += time.thread_time() - cpu
     for target in targets:
