@@ -16,28 +16,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support import ServerThread
+from tests.support import Recording, ServerThread
 
 _spec = importlib.util.spec_from_file_location("bench_loadgen", Path(__file__).parent.parent / "bench" / "loadgen.py")
 loadgen = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(loadgen)
 
 
-class Wire(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-
 def connected(target) -> tuple:
     conn = loadgen._Connection(target)
-    wire = Wire()
+    wire = Recording()
     conn.connection_made(wire)
     return conn, wire
 

@@ -10,27 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from collector.transport import OneSendPerTurn
-from tests.support import post_batch
-
-
-class Recording(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "write after close"
-        self.sent.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_write_buffer_size(self) -> int:
-        return 0
+from tests.support import Recording, post_batch
 
 
 def test_writes_of_one_turn_leave_together_and_close_flushes_first():
