@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -150,6 +151,7 @@ def measure(events: int = 100_000, runs: int = 3) -> dict:
     finally:
         fake.send_signal(signal.SIGTERM)
         fake.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)  # each run's queues: hundreds of MB
 
     return {"pipeline_eps": statistics.median(pipeline), "e2e_eps": statistics.median(e2e[1]),
             "e2e_batched_eps": statistics.median(e2e[10]), "events": events, "runs": runs,
