@@ -326,3 +326,75 @@ def test_migration_4_rewrites_queued_events_as_arrays(tmp_path):
         [dead] = await q.dead_letters("int_a", 0, 10)
         assert event_decoder.decode(dead.payload).message_id == "old-3"
     upgraded(tmp_path / "v3.db", check)
+
+
+def test_migration_5_moves_the_payload_last_and_keeps_every_row(tmp_path):
+    conn = old_file(tmp_path / "v4.db", 3)  # 4 rewrites rows in code: nothing to rewrite in a new file
+    conn.execute("PRAGMA user_version=4")
+    conn.execute("INSERT INTO queue (topic, payload, created_at, available_at, attempts, last_error, events) "
+                 "VALUES ('int_a', ?, 5, 10, 2, 'HTTP 503', 2)", (b'["a"]\n["b"]',))
+    conn.execute("INSERT INTO queue (topic, priority, payload, created_at, available_at, leased) "
+                 "VALUES ('int_a', 1, ?, 6, 20, 1)", (b'["c"]',))
+    conn.execute("INSERT INTO counters (topic, accepted, queued, in_flight) VALUES ('int_a', 3, 2, 1)")
+    conn.commit()
+    conn.close()
+
+    async def check(q):
+        rows = await q.db.run(lambda c: c.execute(
+            "SELECT id, topic, priority, created_at, available_at, attempts, leased, events, last_error, payload "
+            "FROM queue ORDER BY id").fetchall())
+        assert rows == [(1, "int_a", 0, 5.0, 10.0, 2, 0, 2, "HTTP 503", b'["a"]\n["b"]'),
+                        (2, "int_a", 1, 6.0, 20.0, 0, 1, 1, None, b'["c"]')]
+        columns = await q.db.run(lambda c: [row[1] for row in c.execute("PRAGMA table_info(queue)")])
+        assert columns[-1] == "payload"
+        assert await q.recover(30.0) == 1  # the row leased before the upgrade
+        leased = await q.lease("int_a", 10, 30.0, 60)
+        assert [(i.payload, i.attempts, i.created_at) for i in leased] == [
+            (b'["c"]', 0, 6.0), (b'["a"]', 2, 5.0), (b'["b"]', 2, 5.0)]  # priority first
+        plan = await q.db.run(lambda c: c.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM queue WHERE topic='x' AND priority=0 AND available_at<=1").fetchall())
+        assert "queue_ready" in str(plan)
+    upgraded(tmp_path / "v4.db", check)
+
+
+def _bytes_read(thread_id: int) -> int:
+    """What a thread has passed to read() and pread(): SQLite's page reads that missed its cache."""
+    for line in open(f"/proc/self/task/{thread_id}/io"):
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar")
+
+
+def test_a_lease_reads_the_rows_it_takes_not_the_backlog(tmp_path):
+    """A backlog of 40 rows of 100 events (3.6 MB): looking for ready work and leasing 150
+    events read about the two rows leased. They used to read every row a query could
+    return: a column stored after the payload is reached through the payload's overflow
+    pages, and the lease query fetched `LIMIT 150` rows of 100 events."""
+    path = tmp_path / "backlog.db"
+    line = b'["' + b"x" * 900 + b'"]'
+    row = QueueItem("int_a", b"\n".join([line] * 100), 1000.0, events=100)
+
+    async def fill(q):
+        for _ in range(40):
+            await q.append([row])
+    upgraded(path, fill)
+
+    database = Database(str(path))  # a new connection: its page cache starts empty
+    database.start()
+    try:
+        async def measure():
+            q = SqliteEventQueue(database)
+            await q.open()
+            before = _bytes_read(database._thread.native_id)
+            readiness = await q.ready("int_a", 2000.0, 1000)
+            after_ready = _bytes_read(database._thread.native_id)
+            leased = await q.lease("int_a", 150, 2000.0, 60)
+            after_lease = _bytes_read(database._thread.native_id)
+            return readiness, leased, after_ready - before, after_lease - after_ready
+
+        readiness, leased, ready_read, lease_read = run(measure())
+    finally:
+        database.close()
+    assert readiness.full and len(leased) == 150 and leased[-1].payload == line
+    assert ready_read < len(row.payload)  # less than one row's events
+    assert lease_read < 3 * len(row.payload)  # the two rows it took, and the rest split off the second

@@ -221,15 +221,8 @@ def _lease(conn: sqlite3.Connection, topic: str, limit: int, now: float, until: 
     for priority in (1, 0):  # priority items first, then the oldest of the rest
         if len(out) >= limit:
             break
-        rows = conn.execute(
-            "SELECT id, payload, attempts, created_at, leased, events FROM queue "
-            "WHERE topic=? AND priority=? AND available_at<=? ORDER BY available_at, id LIMIT ?",
-            (topic, priority, now, limit - len(out)),
-        ).fetchall()
-        for row_id, payload, attempts, created_at, leased, events in rows:
+        for row_id, attempts, created_at, leased, events, payload in _oldest(conn, topic, priority, now, limit - len(out)):
             room = limit - len(out)
-            if room <= 0:
-                break
             taken.append((until, row_id))
             if events == 1:
                 out.append(Leased(_item_id(row_id, 0, 1), topic, payload, attempts, created_at))
@@ -249,6 +242,22 @@ def _lease(conn: sqlite3.Connection, topic: str, limit: int, now: float, until: 
         conn.execute("UPDATE counters SET queued = queued - ?, in_flight = in_flight + ? WHERE topic=?",
                      (fresh, fresh, topic))
     return out
+
+
+def _oldest(conn: sqlite3.Connection, topic: str, priority: int, now: float, wanted: int) -> list[tuple]:
+    """The oldest ready rows that hold `wanted` events, with their payloads. Counted first
+    without them: a fetchall() of `LIMIT wanted` rows read up to `wanted` rows of up to
+    MAX_EVENTS_PER_ROW events each for a batch that needed two (and a cursor read lazily
+    still reads one row ahead)."""
+    ready = "FROM queue WHERE topic=? AND priority=? AND available_at<=? ORDER BY available_at, id LIMIT ?"
+    rows = 0
+    for (events,) in conn.execute("SELECT events " + ready, (topic, priority, now, wanted)):
+        rows += 1
+        wanted -= events
+        if wanted <= 0:
+            break
+    return conn.execute("SELECT id, attempts, created_at, leased, events, payload " + ready,
+                        (topic, priority, now, rows)).fetchall()
 
 
 _DELIVERED, _FILTERED, _LEASED = ("delivered",), ("filtered",), ("leased",)

@@ -134,6 +134,28 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """,
     # 4: queued events as JSON arrays
     _events_as_arrays,
+    # 5: the payload as the last column. A row of many events spills into overflow pages, and
+    # SQLite reaches a column stored after the payload only by walking the whole chain: with
+    # `events`, `leased` and `available_at` after it, every look at a row read all its events.
+    """
+    CREATE TABLE queue_v5 (
+        id INTEGER PRIMARY KEY,
+        topic TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        available_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        leased INTEGER NOT NULL DEFAULT 0,
+        events INTEGER NOT NULL DEFAULT 1,
+        last_error TEXT,
+        payload BLOB NOT NULL
+    );
+    INSERT INTO queue_v5 (id, topic, priority, created_at, available_at, attempts, leased, events, last_error, payload)
+        SELECT id, topic, priority, created_at, available_at, attempts, leased, events, last_error, payload FROM queue;
+    DROP TABLE queue;
+    ALTER TABLE queue_v5 RENAME TO queue;
+    CREATE INDEX queue_ready ON queue(topic, priority, available_at);
+    """,
 )
 
 
