@@ -187,7 +187,9 @@ def _content(product: dict[str, Any], index: int | None, warnings: list[str]) ->
     """One product; `index` is its place in `products` (None: the event is the product)."""
     get = product.get
     price = get("price")
-    if price is not None:
+    if type(price) is float and -math.inf < price < math.inf:
+        price = _float_text(price)  # the usual price: nothing to parse or warn about
+    elif price is not None:
         price = _parsed(price, decimal_string, index, "price", warnings)
     quantity = get("quantity")
     if type(quantity) is not int:  # the common case needs no parsing
