@@ -1,7 +1,10 @@
 """Delivery throughput, each figure the median of 3 runs.
 
 (a) the pipeline alone, on one core: queued event bytes -> decode -> consent -> Pinterest
-    mapping (normalised, hashed identity already in the event) -> request body encoded;
+    mapping (normalised, hashed identity already in the event) -> request body encoded. It
+    runs in a process of its own on core 0, taking turns of a quarter second with the bare
+    Starlette endpoint of bench/ingest.py (driven from core 1), so that its events/s can be
+    set against the requests/s the bare endpoint managed on the same host;
 (b) end to end: a real `signal-edge serve` pinned to core 0 drains a queue of N events in
     batches of 1000 to the Pinterest sandbox (its own process on core 1, validating every
     request against Pinterest's schema); events/s from first to last answer. The queue is
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import signal
 import statistics
@@ -26,6 +28,8 @@ import time
 from pathlib import Path
 
 from common import LOAD_CORE, ROOT, SERVER_CORE, pinned, table, wait_http
+from ingest import body
+from loadgen import Target, drive, post
 
 import httpx  # noqa: E402
 import msgspec  # noqa: E402
@@ -61,19 +65,72 @@ def sample_event(i: int, now: float) -> bytes:
     ))
 
 
-def pipeline_rate(payloads: list[bytes]) -> float:
+def map_batch(raws: list[bytes], source: Source, options: Options) -> None:
+    """The pipeline for one delivery batch: queued bytes to the request body Pinterest gets."""
+    events = []
+    for raw in raws:
+        ev = event_decoder.decode(raw)
+        if consent_allows(ev.consent, source, ["advertising"]):
+            events.append(map_event(ev, options).event)
+    request_encoder.encode(EventsRequest(data=events))
+
+
+def pipeline_worker() -> None:
+    """`--pipeline-worker`: told a turn's length on stdin, runs batches of 1000 for that long and
+    answers "<events> <seconds>"."""
     source = Source(id="src_bench", name="b", pipeline_key="dk", created_at=0, updated_at=0,
                     consent=ConsentSettings(True, []))
     options = Options("retail")
-    start = time.perf_counter()
-    for at in range(0, len(payloads), 1000):
-        events = []
-        for raw in payloads[at:at + 1000]:
-            ev = event_decoder.decode(raw)
-            if consent_allows(ev.consent, source, ["advertising"]):
-                events.append(map_event(ev, options).event)
-        request_encoder.encode(EventsRequest(data=events))
-    return len(payloads) / (time.perf_counter() - start)
+    now = time.time()
+    batches = [[sample_event(i, now) for i in range(at, at + 1000)] for at in range(0, 10_000, 1000)]
+    for batch in batches:  # warm: the first pass fills caches and the allocator's arenas
+        map_batch(batch, source, options)
+    tune_gc()  # as the server does after start-up
+    print("ready", flush=True)
+    for line in sys.stdin:
+        turn, events, started = float(line), 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < turn:
+            map_batch(batches[events // 1000 % len(batches)], source, options)
+            events += 1000
+        print(events, elapsed, flush=True)
+
+
+class PipelineTurns:
+    """The pipeline in a process of its own on the server core, taking turns with the bare
+    endpoint (bench/loadgen.py): its events/s over the bare endpoint's requests/s, both seen
+    on the same host, is a figure the host's speed moves much less than either."""
+
+    name = "mapping pipeline"
+    lost = 0
+
+    def __init__(self) -> None:
+        self.events, self.seconds, self.proc = 0, 0.0, None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    async def open(self, connections: int) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            "taskset", "-c", SERVER_CORE, sys.executable, __file__, "--pipeline-worker",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        await self.proc.stdout.readline()  # "ready"
+
+    async def take_turn(self, turn: float) -> None:
+        self.proc.stdin.write(f"{turn}\n".encode())
+        events, seconds = (await self.proc.stdout.readline()).split()
+        self.events, self.seconds = self.events + int(events), self.seconds + float(seconds)
+
+    async def close(self) -> None:
+        self.proc.stdin.close()
+        await self.proc.wait()
+
+
+def pipeline_beside_bare(bare_port: int, seconds: float) -> tuple[float, float]:
+    """(pipeline events/s, bare endpoint requests/s), driven in alternating turns."""
+    pipeline, bare = PipelineTurns(), Target("bare", bare_port, post(body("dk_bare", 1).encode()))
+    drive([pipeline, bare], seconds, int(LOAD_CORE))
+    return pipeline.rate, bare.rps
 
 
 async def prefill(db_path: Path, n: int, per_request: int) -> str:
@@ -126,16 +183,21 @@ def end_to_end(n: int, per_request: int, tmp: Path, fake_port: int) -> float:
         proc.wait(30)
 
 
-def measure(events: int = 100_000, runs: int = 3) -> dict:
-    os.sched_setaffinity(0, {int(SERVER_CORE)})
-    now = time.time()
-    payloads = [sample_event(i, now) for i in range(50_000)]
-    tune_gc()  # as the server does after start-up
-    pipeline = []
-    for run in range(runs):
-        pipeline.append(pipeline_rate(payloads))
-        print(f"  run {run + 1}/{runs} pipeline: {pipeline[-1]:,.0f} events/s", file=sys.stderr, flush=True)
-    os.sched_setaffinity(0, {int(SERVER_CORE), int(LOAD_CORE)})
+def measure(events: int = 100_000, runs: int = 3, seconds: float = 3.0) -> dict:
+    bare_port = free_port()
+    bare_app = pinned(SERVER_CORE, [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(bare_port)])
+    pipeline, bare = [], []
+    try:
+        wait_http(f"http://127.0.0.1:{bare_port}/")
+        for run in range(runs):
+            rate, rps = pipeline_beside_bare(bare_port, seconds)
+            pipeline.append(rate)
+            bare.append(rps)
+            print(f"  run {run + 1}/{runs} pipeline: {rate:,.0f} events/s, the bare endpoint in the same turns "
+                  f"{rps:,.0f} requests/s", file=sys.stderr, flush=True)
+    finally:
+        bare_app.send_signal(signal.SIGTERM)
+        bare_app.wait(30)
 
     tmp = Path(tempfile.mkdtemp(prefix="signal-edge-bench-"))
     fake_port = free_port()
@@ -155,13 +217,15 @@ def measure(events: int = 100_000, runs: int = 3) -> dict:
 
     return {"pipeline_eps": statistics.median(pipeline), "e2e_eps": statistics.median(e2e[1]),
             "e2e_batched_eps": statistics.median(e2e[10]), "events": events, "runs": runs,
-            "pipeline_runs": pipeline, "e2e_runs": e2e[1]}
+            "pipeline_runs": pipeline, "pipeline_bare_runs": [p / b for p, b in zip(pipeline, bare)],
+            "e2e_runs": e2e[1]}
 
 
 def report(r: dict) -> None:
     print(f"\nDelivery, {r['runs']} runs (medians)")
     print(table(["stage", "events/s"], [
         ["map + hash + encode, 1 core", f"{r['pipeline_eps']:,.0f}"],
+        ["  over the bare endpoint's requests/s in the same turns", f"{statistics.median(r['pipeline_bare_runs']):.2f}"],
         [f"queue -> Pinterest sandbox ({r['events']:,} events, 1 per request)", f"{r['e2e_eps']:,.0f}"],
         [f"queue -> Pinterest sandbox ({r['events']:,} events, 10 per request)", f"{r['e2e_batched_eps']:,.0f}"],
     ]))
@@ -171,8 +235,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--pipeline-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    report(measure(args.events, args.runs))
+    if args.pipeline_worker:
+        pipeline_worker()
+    else:
+        report(measure(args.events, args.runs))
 
 
 if __name__ == "__main__":

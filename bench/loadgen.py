@@ -36,6 +36,7 @@ class Target:
         self.driving = False
         self.in_flight = 0  # connections waiting for an answer
         self.idle: asyncio.Future | None = None  # resolved when a turn's last answer is in
+        self.conns: list[_Connection] = []
 
     @property
     def rps(self) -> float:
@@ -43,6 +44,30 @@ class Target:
 
     def percentile(self, p: int) -> float:
         return statistics.quantiles(self.latencies, n=100)[p - 1]
+
+    async def open(self, connections: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.conns = [(await loop.create_connection(lambda: _Connection(self), "127.0.0.1", self.port))[1]
+                      for _ in range(connections)]
+
+    async def take_turn(self, turn: float) -> None:
+        """Send on every connection for `turn` seconds; the turn ends when the last answer is in."""
+        started, cpu = time.perf_counter(), time.thread_time()
+        self.driving = True
+        for conn in self.conns:
+            conn.send()
+        await asyncio.sleep(turn)
+        self.driving = False
+        self.idle = asyncio.get_running_loop().create_future()
+        if self.in_flight:
+            await self.idle
+        self.turns += 1
+        self.seconds += time.perf_counter() - started
+        self.client_cpu += time.thread_time() - cpu
+
+    async def close(self) -> None:
+        for conn in self.conns:
+            conn.transport.close()
 
     def settled(self) -> None:
         """A connection has nothing in flight any more."""
@@ -114,32 +139,21 @@ class _Connection(asyncio.Protocol):
             target.settled()
 
 
-async def _drive(targets: list[Target], seconds: float, turn: float, connections: int) -> None:
-    loop = asyncio.get_running_loop()
-    conns = {}
+async def _drive(targets: list, seconds: float, turn: float, connections: int) -> None:
+    """Round-robin turns. A target is a Target, or anything with the same `open`, `take_turn`
+    and `close` (bench/delivery.py runs its pipeline in turns beside the bare endpoint)."""
     for target in targets:
-        conns[target] = [(await loop.create_connection(lambda t=target: _Connection(t), "127.0.0.1", target.port))[1]
-                         for _ in range(connections)]
-    for _ in range(max(1, round(seconds / turn))):
+        await target.open(connections)
+    try:
+        for _ in range(max(1, round(seconds / turn))):
+            for target in targets:
+                await target.take_turn(turn)
+    finally:
         for target in targets:
-            started, cpu = time.perf_counter(), time.thread_time()
-            target.driving = True
-            for conn in conns[target]:
-                conn.send()
-            await asyncio.sleep(turn)
-            target.driving = False
-            target.idle = loop.create_future()
-            if target.in_flight:
-                await target.idle
-            target.turns += 1
-            target.seconds += time.perf_counter() - started
-            target.client_cpu += time.thread_time() - cpu
-    for target in targets:
-        for conn in conns[target]:
-            conn.transport.close()
+            await target.close()
 
 
-def drive(targets: list[Target], seconds: float, core: int, turn: float = 0.25, connections: int = 32) -> None:
+def drive(targets: list, seconds: float, core: int, turn: float = 0.25, connections: int = 32) -> None:
     """Drive `targets` in turns from `core` until each has had about `seconds` of load."""
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {core})

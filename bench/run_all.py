@@ -28,6 +28,12 @@ def _load(name: str):
 tag_size, ingest_bench, delivery_bench = _load("tag_size"), _load("ingest"), _load("delivery")
 
 
+# The issue's two figures for this machine: a bare Starlette endpoint does about 30k requests/s
+# on one core, and the pipeline should do 100k events/s. Their quotient holds on a slower or
+# busier host, where the absolute target does not (bench/delivery.py measures both in turns).
+PIPELINE_OVER_BARE = 100_000 / 30_000
+
+
 def verdict(runs: list[float], ok) -> str:
     """"yes" when every run meets the target, "NO" when none does. Otherwise the host's noise
     between runs is larger than the figure's margin, and the count says how often it was met."""
@@ -62,6 +68,8 @@ def main() -> None:
         ["ingest p99 at that load (ms)", ingest["single_p99s_ms"], ".1f", "< 20", lambda v: v < 20],
         ["ingest 10-event / 1-event", ingest["ratios_batch"], ".2f", ">= 5", lambda v: v >= 5],
         ["mapping pipeline, 1 core (ev/s)", delivery["pipeline_runs"], ",.0f", ">= 100,000", lambda v: v >= 100_000],
+        ["  over bare endpoint's req/s", delivery["pipeline_bare_runs"], ".2f", f">= {PIPELINE_OVER_BARE:.2f}",
+         lambda v: v >= PIPELINE_OVER_BARE],
         ["end to end to the sandbox (ev/s)", delivery["e2e_runs"], ",.0f", ">= 20,000", lambda v: v >= 20_000],
         ["  the same, 10 events/request", [delivery["e2e_batched_eps"]], ",.0f", "", None],
         ["edge RSS idle (MiB)", [ingest["idle_rss_mib"]], ".1f", "", None],
@@ -76,7 +84,8 @@ def main() -> None:
         print(f"\nHost noise: the bare endpoint, the same code in every run, did {min(bare):,.0f} - {max(bare):,.0f} "
               f"requests/s ({max(bare) / min(bare) - 1:.0%} apart). The ingest ratios pair cases driven in\nalternating "
               "turns and move much less; a figure whose margin is smaller than its spread can fall either side of\n"
-              "its target in single runs, and `make bench RUNS=9` narrows its median.")
+              "its target in single runs, and `make bench RUNS=9` narrows its median. The pipeline's absolute\n"
+              "figure follows the host's speed; set against the bare endpoint driven in the same turns it does not.")
 
 
 if __name__ == "__main__":
