@@ -328,7 +328,7 @@ def test_migration_4_rewrites_queued_events_as_arrays(tmp_path):
     upgraded(tmp_path / "v3.db", check)
 
 
-def test_migration_5_moves_the_payload_last_and_keeps_every_row(tmp_path):
+def test_migration_5_moves_the_payload_last_and_keeps_every_row(tmp_path, caplog):
     conn = old_file(tmp_path / "v4.db", 3)  # 4 rewrites rows in code: nothing to rewrite in a new file
     conn.execute("PRAGMA user_version=4")
     conn.execute("INSERT INTO queue (topic, payload, created_at, available_at, attempts, last_error, events) "
@@ -355,6 +355,7 @@ def test_migration_5_moves_the_payload_last_and_keeps_every_row(tmp_path):
             "EXPLAIN QUERY PLAN SELECT id FROM queue WHERE topic='x' AND priority=0 AND available_at<=1").fetchall())
         assert "queue_ready" in str(plan)
     upgraded(tmp_path / "v4.db", check)
+    assert "rewriting the queue's 2 rows (3 events)" in caplog.text
 
 
 def _bytes_read(thread_id: int) -> int:
@@ -398,3 +399,4 @@ def test_a_lease_reads_the_rows_it_takes_not_the_backlog(tmp_path):
     assert readiness.full and len(leased) == 150 and leased[-1].payload == line
     assert ready_read < len(row.payload)  # less than one row's events
     assert lease_read < 3 * len(row.payload)  # the two rows it took, and the rest split off the second
+
