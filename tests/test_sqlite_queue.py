@@ -400,3 +400,27 @@ def test_a_lease_reads_the_rows_it_takes_not_the_backlog(tmp_path):
     assert ready_read < len(row.payload)  # less than one row's events
     assert lease_read < 3 * len(row.payload)  # the two rows it took, and the rest split off the second
 
+
+def test_a_readiness_check_costs_the_same_with_a_deep_backlog(db):
+    """The worker asks before every batch: it must seek, not scan the topic's rows."""
+    async def steps(q, rows):
+        await db.run(lambda c: c.executemany(  # a row per event, as at low traffic
+            "INSERT INTO queue (topic, priority, created_at, available_at, payload) VALUES ('int_a', ?, 900, 900, ?)",
+            [(i % 2, b'["m"]') for i in range(rows)]))
+        counted = [0]
+
+        def count():
+            counted[0] += 1
+        await db.run(lambda c: c.set_progress_handler(count, 1))  # called for every SQLite VM instruction
+        readiness = await q.ready("int_a", 2000.0, 10)
+        await db.run(lambda c: c.set_progress_handler(None, 1))
+        assert readiness.priority and readiness.full and readiness.oldest == 900.0
+        return counted[0]
+
+    async def main():
+        q = SqliteEventQueue(db)
+        await q.open()
+        shallow = await steps(q, 20)
+        deep = await steps(q, 20_000)
+        assert deep < 2 * shallow, (shallow, deep)
+    run(main())

@@ -189,9 +189,10 @@ def _ready(conn: sqlite3.Connection, topic: str, now: float, batch_size: int) ->
         "(SELECT events FROM queue WHERE topic=? AND priority=0 AND available_at<=? LIMIT ?)",
         (topic, now, batch_size),
     ).fetchone()[0] >= batch_size
-    next_at = conn.execute(
-        "SELECT min(available_at) FROM queue WHERE topic=? AND available_at>?", (topic, now)
-    ).fetchone()[0]
+    # One seek per priority: without `priority=?` SQLite read every index entry of the topic.
+    later = [conn.execute("SELECT min(available_at) FROM queue WHERE topic=? AND priority=? AND available_at>?",
+                          (topic, level, now)).fetchone()[0] for level in (0, 1)]
+    next_at = min((at for at in later if at is not None), default=None)
     return Readiness(priority, full, ready_oldest, next_at)
 
 
