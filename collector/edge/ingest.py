@@ -11,7 +11,7 @@ from collector.edge.ids import uuid4
 from collector.edge.wire import IncomingEvent
 from delivery.config import Source
 from delivery.events import EdgeEvent, merge_identity
-from delivery.pinterest.identity import IdentityBuilder, hashed_user_id, scrub
+from delivery.pinterest.identity import NO_IDENTITY, IdentityBuilder, hashed_user_id, plain, scrub
 from delivery.store import StoredIdentity
 
 
@@ -65,31 +65,22 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
                 stored: StoredIdentity | None) -> tuple[EdgeEvent, StoredIdentity | None]:
     """The event to queue, and the identity memory to save when this event changed it."""
     etype = _event_type(inc, implied)
-    builder = IdentityBuilder(ctx.source.default_country)
-    properties = scrub(inc.properties, builder, False) if inc.properties else {}
-    context = inc.context
-    if etype == "identify":
-        properties = scrub(inc.traits or {}, builder, True)
-    elif etype == "group" and inc.traits:
+    properties, builder = _scrubbed(inc, etype, ctx.source.default_country)
+    if etype == "group" and inc.traits:
         # A group's traits describe the group (a company), not the person: hash any PII
         # they carry, but do not attach it to this browser's identity.
         properties = {**properties, "traits": scrub(inc.traits, IdentityBuilder(), False)}
-    page = None
-    if context is not None:
-        if context.traits:
-            scrub(context.traits, builder, True)
-        device = context.device
-        if device and device.advertisingId and device.adTrackingEnabled is not False:
-            builder.add("hashed_maids", device.advertisingId)
-        page = context.page
+    context = inc.context
+    page = context.page if context is not None else None
 
     user_id = hashed_user_id(str(inc.userId)) if inc.userId is not None else None
-    ident, remember = builder.identity(), None
+    hashed = builder is not None and bool(builder.values)
+    ident, remember = builder.identity() if builder is not None else NO_IDENTITY, None
     if stored is not None:
-        ident = merge_identity(ident, stored.identity) if builder.values else stored.identity
+        ident = merge_identity(ident, stored.identity) if hashed else stored.identity
         if user_id is None:
             user_id = stored.user_id
-    if builder.values or (user_id and (stored is None or stored.user_id != user_id)):
+    if hashed or (user_id and (stored is None or stored.user_id != user_id)):
         candidate = StoredIdentity(user_id, ident)
         if candidate != stored:
             remember = candidate
@@ -128,9 +119,36 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
         context.locale if context else None,
         context.consent.categories if context and context.consent else None,
         ident,
-        builder.notes,
+        builder.notes if builder is not None else _NO_NOTES,
     )
     return event, remember
+
+
+_NO_NOTES: list[str] = []  # shared: events are never changed after they are built
+
+
+def _scrubbed(inc: IncomingEvent, etype: str, country: str | None) -> tuple[dict, IdentityBuilder | None]:
+    """The properties to queue, PII hashed, and the builder holding the hashes of everything in
+    the event that identifies the person; no builder for an event with nothing that can (most
+    events: making one cost more than the rest of the scrubbing)."""
+    properties = inc.properties or {}
+    context = inc.context
+    traits = device_id = None
+    if context is not None:
+        traits, device = context.traits, context.device
+        if device and device.adTrackingEnabled is not False:
+            device_id = device.advertisingId
+    if etype != "identify" and not traits and not device_id and plain(properties, False):
+        return properties, None
+    builder = IdentityBuilder(country)
+    properties = scrub(properties, builder, False)
+    if etype == "identify":
+        properties = scrub(inc.traits or {}, builder, True)
+    if traits:
+        scrub(traits, builder, True)
+    if device_id:
+        builder.add("hashed_maids", device_id)
+    return properties, builder
 
 
 _FIELD_ORDER = ("message_id", "type", "source_id", "received_at", "event_time", "name", "properties", "user_id",

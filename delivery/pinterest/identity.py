@@ -121,6 +121,11 @@ def _learn(key: str, traits: bool) -> str | None:
     return kind
 
 
+def plain(obj: dict, traits: bool) -> bool:
+    """The usual properties: only keys known to hold no PII, nothing nested (checked in C)."""
+    return _PLAIN[traits].issuperset(obj) and _CONTAINERS.isdisjoint(map(type, obj.values()))
+
+
 def scrub(obj: Any, builder: IdentityBuilder, traits: bool) -> Any:
     """`obj` with PII values hashed into `builder` and replaced by their digest. Works in place:
     the event was decoded for this request and nobody else holds it."""
@@ -132,8 +137,8 @@ def scrub(obj: Any, builder: IdentityBuilder, traits: bool) -> Any:
         return obj
     if kind_of_obj is not dict:
         return obj
-    if _PLAIN[traits].issuperset(obj) and _CONTAINERS.isdisjoint(map(type, obj.values())):
-        return obj  # the usual event: only keys known to hold no PII, nothing nested (checked in C)
+    if plain(obj, traits):
+        return obj
     drop, full_name = [], None
     kinds = _KINDS[traits]
     for key, value in obj.items():
