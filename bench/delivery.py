@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from common import LOAD_CORE, ROOT, SERVER_CORE, pinned, table, wait_http
-from ingest import body
-from loadgen import Target, drive, post
+from ingest import Bare
+from loadgen import drive
 
 import httpx  # noqa: E402
 import msgspec  # noqa: E402
@@ -131,11 +131,11 @@ class PipelineTurns:
         await self.proc.wait()
 
 
-def pipeline_beside_bare(bare_port: int, seconds: float) -> tuple[float, float]:
+def pipeline_beside_bare(bare: Bare, seconds: float) -> tuple[float, float]:
     """(pipeline events/s, bare endpoint requests/s), driven in alternating turns."""
-    pipeline, bare = PipelineTurns(), Target("bare", bare_port, post(body("dk_bare", 1).encode()))
-    drive([pipeline, bare], seconds, int(LOAD_CORE))
-    return pipeline.rate, bare.rps
+    pipeline, target = PipelineTurns(), bare.target("bare")
+    drive([pipeline, target], seconds, int(LOAD_CORE))
+    return pipeline.rate, target.rps
 
 
 async def prefill(db_path: Path, n: int, per_request: int) -> str:
@@ -191,20 +191,17 @@ def end_to_end(n: int, filled: Path, integration: str, tmp: Path, fake_port: int
 
 
 def measure(events: int = 100_000, runs: int = 3, seconds: float = 3.0) -> dict:
-    bare_port = free_port()
-    bare_app = pinned(SERVER_CORE, [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(bare_port)])
+    bare_app = Bare()
     pipeline, bare = [], []
     try:
-        wait_http(f"http://127.0.0.1:{bare_port}/")
         for run in range(runs):
-            rate, rps = pipeline_beside_bare(bare_port, seconds)
+            rate, rps = pipeline_beside_bare(bare_app, seconds)
             pipeline.append(rate)
             bare.append(rps)
             print(f"  run {run + 1}/{runs} pipeline: {rate:,.0f} events/s, the bare endpoint in the same turns "
                   f"{rps:,.0f} requests/s", file=sys.stderr, flush=True)
     finally:
-        bare_app.send_signal(signal.SIGTERM)
-        bare_app.wait(30)
+        bare_app.stop()
 
     tmp = Path(tempfile.mkdtemp(prefix="signal-edge-bench-"))
     fake_port = free_port()

@@ -49,6 +49,26 @@ def body(key: str, events: int) -> str:
                       separators=(",", ":"))
 
 
+class Bare:
+    """The bare Starlette + msgspec endpoint (bench/bare_app.py) on core 0: the baseline."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = pinned(SERVER_CORE, [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(self.port)])
+        try:
+            wait_http(f"http://127.0.0.1:{self.port}/")
+        except BaseException:
+            self.stop()
+            raise
+
+    def target(self, name: str) -> Target:
+        return Target(name, self.port, post(body("dk_bare", 1).encode()))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
 class Edge:
     """A `signal-edge serve` on core 0 with a fresh database, a source, and a parked integration."""
 
@@ -88,19 +108,17 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3) -> dict:
     until each has had `seconds` of load. Returns the table rows and the summary figures."""
     tmp = Path(tempfile.mkdtemp(prefix="signal-edge-bench-"))
     pinterest = ServerThread(Sandbox()).start()  # no tokens: every call is a 401, delivery parks
-    bare_port = free_port()
-    bare = pinned(SERVER_CORE, [sys.executable, str(ROOT / "bench" / "bare_app.py"), "--port", str(bare_port)])
+    bare = Bare()
     cases = [("bare Starlette + msgspec, 204", 1), ("signal-edge, 1 event/request", 1),
              ("signal-edge, 10 events/request", 10)]
     results: dict[str, list[dict]] = {name: [] for name, _ in cases}
     idle_rss = peak_rss = accepted = answered = 0
     try:
-        wait_http(f"http://127.0.0.1:{bare_port}/")
         for run in range(runs):
             edges = [Edge(tmp, pinterest.url) for _ in cases[1:]]
             try:
                 idle_rss = idle_rss or rss_kib(edges[0].proc.pid)[0]
-                targets = [Target(cases[0][0], bare_port, post(body("dk_bare", 1).encode()))]
+                targets = [bare.target(cases[0][0])]
                 targets += [Target(name, edge.port, post(body(edge.key, events).encode(), edge.cookie))
                             for (name, events), edge in zip(cases[1:], edges)]
                 drive(targets, seconds, int(LOAD_CORE), connections=connections)
@@ -118,8 +136,7 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3) -> dict:
             print(f"  run {run + 1}/{runs}: " + ", ".join(
                 f"{name} {results[name][-1]['eps']:,.0f} events/s" for name, _ in cases), file=sys.stderr, flush=True)
     finally:
-        bare.send_signal(signal.SIGTERM)
-        bare.wait(30)
+        bare.stop()
         pinterest.stop()
         shutil.rmtree(tmp, ignore_errors=True)  # each run's queues: hundreds of MB
 
