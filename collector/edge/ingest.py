@@ -75,7 +75,7 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
 
     user_id = hashed_user_id(str(inc.userId)) if inc.userId is not None else None
     hashed = builder is not None and bool(builder.values)
-    ident, remember = builder.identity() if builder is not None else NO_IDENTITY, None
+    ident, remember = builder.identity() if hashed else NO_IDENTITY, None
     if stored is not None:
         ident = merge_identity(ident, stored.identity) if hashed else stored.identity
         if user_id is None:
