@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import re
+from decimal import Decimal
 from functools import lru_cache
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
 
 from delivery.events import EdgeEvent
 from delivery.pinterest import normalize as norm
+from delivery.pinterest import numbers
 from delivery.pinterest.payload import Content, CustomData, Event, UserData
 from delivery.pinterest.variants import DEFAULT_VARIANT, VARIANTS, Variant
 
@@ -113,58 +113,6 @@ def _language(locale: str | None) -> str | None:
 # --- custom_data ---------------------------------------------------------------------
 
 
-_CANONICAL = re.compile(r"(0|[1-9]\d*)(\.\d+)?")  # already a plain, non-negative decimal
-
-
-def decimal_string(value: Any) -> str:
-    """A finite number as a plain decimal string ("129.99", "0"); ValueError otherwise."""
-    kind = type(value)
-    if kind is int:
-        return str(value)
-    if kind is float:
-        return _float_text(value)
-    if kind is str and _CANONICAL.fullmatch(value):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
-        raise ValueError("not a number")
-    try:
-        number = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValueError("not a number") from None
-    if not number.is_finite():
-        raise ValueError("not a finite number")
-    return _plain(number)
-
-
-@lru_cache(maxsize=4096)
-def _float_text(value: float) -> str:
-    """Prices repeat (the same products sell all day): each is formatted once."""
-    if not math.isfinite(value):
-        raise ValueError("not a finite number")
-    if value == 0:
-        return "0"
-    text = repr(value)  # the shortest string that reads back as this float
-    if "e" not in text:
-        return text
-    return _plain(Decimal(text))
-
-
-def _plain(number: Decimal) -> str:
-    text = format(number, "f")
-    return "0" if text in ("-0", "0", "-0.0") else text
-
-
-def _as_int(value: Any) -> int:
-    if type(value) is int:
-        return value
-    if isinstance(value, bool):
-        raise ValueError("not a whole number")
-    number = Decimal(decimal_string(value))
-    if number != number.to_integral_value():
-        raise ValueError("not a whole number")
-    return int(number)
-
-
 def _text(value: Any) -> str | None:
     kind = type(value)
     if kind is str:
@@ -174,7 +122,10 @@ def _text(value: Any) -> str | None:
     if kind is int:
         return str(value)
     if kind is float:
-        return decimal_string(value)
+        try:
+            return numbers.money(value)
+        except ValueError:  # inf, nan or beyond 10^15: not a usable id or name
+            return None
     return None
 
 
@@ -187,13 +138,11 @@ def _content(product: dict[str, Any], index: int | None, warnings: list[str]) ->
     """One product; `index` is its place in `products` (None: the event is the product)."""
     get = product.get
     price = get("price")
-    if type(price) is float and -math.inf < price < math.inf:
-        price = _float_text(price)  # the usual price: nothing to parse or warn about
-    elif price is not None:
-        price = _parsed(price, decimal_string, index, "price", warnings)
+    if price is not None:
+        price = _parsed(price, numbers.money, index, "price", warnings)
     quantity = get("quantity")
-    if type(quantity) is not int:  # the common case needs no parsing
-        quantity = _parsed(quantity, _as_int, index, "quantity", warnings)
+    if type(quantity) is not int or not numbers.INT64_MIN <= quantity <= numbers.INT64_MAX:
+        quantity = _parsed(quantity, numbers.int64, index, "quantity", warnings)
         if quantity is None:
             quantity = 1
     name, brand, category = get("name"), get("brand"), get("category")
@@ -242,6 +191,9 @@ def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> Custom
                 if c.id:
                     ids.append(c.id)
                 num_items += c.quantity or 0
+            if not numbers.INT64_MIN <= num_items <= numbers.INT64_MAX:
+                warnings.append("num_items left out: the sum of the quantities is out of range (int64)")
+                num_items = None
             if single:
                 content_name, content_category, content_brand = _text(get("name")), _text(get("category")), _text(get("brand"))
 
@@ -284,11 +236,14 @@ def _value(props: dict[str, Any], contents: list[Content], warnings: list[str]) 
         if amount is None:
             continue
         try:
-            return decimal_string(amount)
+            return numbers.money(amount)
         except ValueError as exc:
             warnings.append(f"value left out: '{key}' is {exc}")
             return None
     if contents and all(c.item_price is not None for c in contents):
         total = sum((Decimal(c.item_price) * (c.quantity or 0) for c in contents), Decimal(0))
-        return _plain(total)
+        try:
+            return numbers.money_of(total)
+        except ValueError as exc:
+            warnings.append(f"value left out: the sum of price x quantity is {exc}")
     return None

@@ -68,9 +68,23 @@ def fast_validator():
     return fastjsonschema.compile(schema)
 
 
+def _int64_errors(node: Any, path: str = "") -> list[str]:
+    """Integers outside int64: every integer of the request is `format: int64` in the spec,
+    which JSON Schema validators do not check."""
+    if isinstance(node, bool):
+        return []
+    if isinstance(node, int):
+        return [] if -(2**63) <= node < 2**63 else [f"{path or 'body'}: {node} is out of range for int64"]
+    if isinstance(node, dict):
+        return [e for k, v in node.items() for e in _int64_errors(v, f"{path}.{k}" if path else k)]
+    if isinstance(node, list):
+        return [e for i, v in enumerate(node) for e in _int64_errors(v, f"{path}[{i}]")]
+    return []
+
+
 def listed_value_errors(body: Any) -> list[str]:
-    """Values Pinterest's spec lists only in prose (event_name, action_source)."""
-    errors = []
+    """What the spec says in prose or formats only: event_name and action_source values, int64."""
+    errors = _int64_errors(body)
     for i, event in enumerate(body.get("data", []) if isinstance(body, dict) else []):
         if not isinstance(event, dict):
             continue
@@ -110,6 +124,7 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     body: dict[str, Any] | None = None
+    ad_account_id: str | None = None  # only requests for this ad account (None: any)
 
 
 @dataclass
@@ -246,7 +261,7 @@ class Sandbox:
                 self.state.requests.append(RequestLog(now, ad_account_id, status, n, test))
             return status, payload, list(extra)
 
-        fault = self._next_fault()
+        fault = self._next_fault(ad_account_id)
         if fault and fault.delay:
             await asyncio.sleep(fault.delay)
         if self._over_rate(now):
@@ -297,16 +312,17 @@ class Sandbox:
             return 200, body, len(events)
         return 422, {"code": 4197, "message": "Not all events were successfully processed.", "details": body}, len(events)
 
-    def _next_fault(self) -> Fault | None:
+    def _next_fault(self, ad_account_id: str) -> Fault | None:
         with self.lock:
-            if not self.state.faults:
-                return None
-            fault = self.state.faults[0]
-            if fault.count > 0:
-                fault.count -= 1
-                if fault.count == 0:
-                    self.state.faults.pop(0)
-            return fault
+            for i, fault in enumerate(self.state.faults):
+                if fault.ad_account_id not in (None, ad_account_id):
+                    continue
+                if fault.count > 0:
+                    fault.count -= 1
+                    if fault.count == 0:
+                        self.state.faults.pop(i)
+                return fault
+            return None
 
     def _over_rate(self, now: float) -> bool:
         limit = self.state.rate_limit_per_second
