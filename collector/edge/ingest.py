@@ -11,7 +11,7 @@ from collector.edge.ids import uuid4
 from collector.edge.wire import IncomingEvent
 from delivery.config import Source
 from delivery.events import EdgeEvent, merge_identity
-from delivery.pinterest.identity import NO_IDENTITY, IdentityBuilder, hashed_user_id, plain, scrub
+from delivery.pinterest.identity import NO_IDENTITY, IdentityBuilder, TooDeep, hashed_user_id, plain, scrub
 from delivery.store import StoredIdentity
 
 
@@ -69,7 +69,7 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
     if etype == "group" and inc.traits:
         # A group's traits describe the group (a company), not the person: hash any PII
         # they carry, but do not attach it to this browser's identity.
-        properties = {**properties, "traits": scrub(inc.traits, IdentityBuilder(), False)}
+        properties = {**properties, "traits": _scrub(inc.traits, IdentityBuilder(), False, "traits")}
     context = inc.context
     page = context.page if context is not None else None
 
@@ -141,14 +141,21 @@ def _scrubbed(inc: IncomingEvent, etype: str, country: str | None) -> tuple[dict
     if etype != "identify" and not traits and not device_id and plain(properties, False):
         return properties, None
     builder = IdentityBuilder(country)
-    properties = scrub(properties, builder, False)
+    properties = _scrub(properties, builder, False, "properties")
     if etype == "identify":
-        properties = scrub(inc.traits or {}, builder, True)
+        properties = _scrub(inc.traits or {}, builder, True, "traits")
     if traits:
-        scrub(traits, builder, True)
+        _scrub(traits, builder, True, "context.traits")
     if device_id:
         builder.add("hashed_maids", device_id)
     return properties, builder
+
+
+def _scrub(obj: dict, builder: IdentityBuilder, traits: bool, where: str) -> dict:
+    try:
+        return scrub(obj, builder, traits)
+    except TooDeep as exc:
+        raise EventError(exc.where(where), f"{exc}; send flatter data") from None
 
 
 _FIELD_ORDER = ("message_id", "type", "source_id", "received_at", "event_time", "name", "properties", "user_id",

@@ -13,9 +13,9 @@ from typing import Any
 import msgspec
 
 from delivery.events import IDENTITY_FIELDS, Identity
+from delivery.pinterest import normalize as norm
 
 NO_IDENTITY = Identity()  # shared: events are never changed after they are built
-from delivery.pinterest import normalize as norm
 
 
 def _key(name: str) -> str:
@@ -47,6 +47,20 @@ _NORMALISERS: dict[str, Callable[..., str]] = {
 }
 
 
+MAX_DEPTH = 32  # levels of nesting an event's properties or traits may have
+
+
+class TooDeep(ValueError):
+    """Nested deeper than MAX_DEPTH; `path` lists the keys from the outside in."""
+
+    def __init__(self) -> None:
+        super().__init__(f"nested deeper than {MAX_DEPTH} levels")
+        self.path: list[str | int] = []
+
+    def where(self, root: str) -> str:
+        return root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path)
+
+
 class IdentityBuilder(msgspec.Struct, gc=False):
     """Collects hashed values per field, and the reasons for what was left out. (A Struct: one
     is built for every event, and a Struct is built in C.)"""
@@ -55,11 +69,20 @@ class IdentityBuilder(msgspec.Struct, gc=False):
     values: dict[str, list[str]] = {}
     notes: list[str] = []
 
-    def add(self, field: str, raw: Any) -> Any:
+    def add(self, field: str, raw: Any, depth: int = 1) -> Any:
         """Hash `raw` (a value or a list of values) into `field`; returns what the event
         keeps in its place."""
         if isinstance(raw, list):
-            return [self.add(field, item) for item in raw]
+            if depth > MAX_DEPTH:
+                raise TooDeep
+            out = []
+            for i, item in enumerate(raw):
+                try:
+                    out.append(self.add(field, item, depth + 1))
+                except TooDeep as exc:
+                    exc.path.insert(0, i)
+                    raise
+            return out
         if raw is None or raw == "":
             return raw
         digest = norm.prehashed(raw)
@@ -126,14 +149,21 @@ def plain(obj: dict, traits: bool) -> bool:
     return _PLAIN[traits].issuperset(obj) and _CONTAINERS.isdisjoint(map(type, obj.values()))
 
 
-def scrub(obj: Any, builder: IdentityBuilder, traits: bool) -> Any:
+def scrub(obj: Any, builder: IdentityBuilder, traits: bool, depth: int = 1) -> Any:
     """`obj` with PII values hashed into `builder` and replaced by their digest. Works in place:
-    the event was decoded for this request and nobody else holds it."""
+    the event was decoded for this request and nobody else holds it. Raises TooDeep past
+    MAX_DEPTH levels (the path is filled in on the way out: no cost when nothing is wrong)."""
+    if depth > MAX_DEPTH:
+        raise TooDeep
     kind_of_obj = type(obj)
     if kind_of_obj is list:
         for i, item in enumerate(obj):
             if type(item) is dict or type(item) is list:
-                obj[i] = scrub(item, builder, traits)
+                try:
+                    obj[i] = scrub(item, builder, traits, depth + 1)
+                except TooDeep as exc:
+                    exc.path.insert(0, i)
+                    raise
         return obj
     if kind_of_obj is not dict:
         return obj
@@ -145,21 +175,25 @@ def scrub(obj: Any, builder: IdentityBuilder, traits: bool) -> Any:
         kind = kinds.get(key, _UNKNOWN)
         if kind is _UNKNOWN:
             kind = _learn(key, traits)
-        if kind is None:
-            if type(value) is dict or type(value) is list:
-                obj[key] = scrub(value, builder, traits)
-        elif kind == "drop" or (kind == "address" and isinstance(value, str)):
-            drop.append(key)  # PII without a Pinterest field (street lines, one-line addresses)
-        elif kind == "address":
-            obj[key] = scrub(value, builder, True) if isinstance(value, dict) else value
-        elif kind == "name":
-            if isinstance(value, str):
-                full_name = value
-                obj[key] = "[hashed]"
-        elif not isinstance(value, dict):
-            obj[key] = builder.add(kind, value)
-        else:
-            obj[key] = scrub(value, builder, traits)
+        try:
+            if kind is None:
+                if type(value) is dict or type(value) is list:
+                    obj[key] = scrub(value, builder, traits, depth + 1)
+            elif kind == "drop" or (kind == "address" and isinstance(value, str)):
+                drop.append(key)  # PII without a Pinterest field (street lines, one-line addresses)
+            elif kind == "address":
+                obj[key] = scrub(value, builder, True, depth + 1) if isinstance(value, dict) else value
+            elif kind == "name":
+                if isinstance(value, str):
+                    full_name = value
+                    obj[key] = "[hashed]"
+            elif not isinstance(value, dict):
+                obj[key] = builder.add(kind, value, depth + 1)
+            else:
+                obj[key] = scrub(value, builder, traits, depth + 1)
+        except TooDeep as exc:
+            exc.path.insert(0, key)
+            raise
     for key in drop:
         del obj[key]
     if full_name:
