@@ -29,6 +29,8 @@ class Source(msgspec.Struct):
     consent: ConsentSettings = msgspec.field(default_factory=ConsentSettings)
     rate_limit_per_second: float = 1000.0  # events/s accepted per source
     rate_limit_burst: int = 20000
+    client_rate_limit_per_second: float = 50.0  # events/s accepted per client address
+    client_rate_limit_burst: int = 1000  # at least one full request (500 events)
 
 
 class PinterestConfig(msgspec.Struct):
@@ -60,7 +62,8 @@ class Integration(msgspec.Struct):
     created_at: float
     updated_at: float
     vendor: str = "pinterest"
-    enabled: bool = True
+    enabled: bool = True  # disabled: nothing is queued for it (the edge counts what it skips)
+    paused: bool = False  # paused: events are queued but nothing is sent until it is resumed
     variant: str = "default"
     consent_categories: list[str] = []
     health: Health = msgspec.field(default_factory=Health)

@@ -21,6 +21,7 @@ class QueueItem(msgspec.Struct):
     created_at: float
     priority: int = 0  # 1: flushed at once, leased first
     events: int = 1
+    skipped: bool = False  # not queued, only counted: the topic's integration is disabled
 
 
 class Leased(msgspec.Struct):
@@ -48,6 +49,11 @@ class Settlement(msgspec.Struct):
     release: list[tuple[int, float]] = []  # (id, at): back in the queue, no attempt counted
     last_error: str | None = None  # default: the last retry's or dead letter's reason
 
+    def ids(self) -> set[int]:
+        """Every item this settlement decides."""
+        return {*self.delivered, *self.filtered, *(entry[0] for entries in (self.dead, self.retry, self.release)
+                                                   for entry in entries)}
+
 
 class DeadLetter(msgspec.Struct):
     id: int
@@ -69,6 +75,7 @@ class TopicStats(msgspec.Struct):
     in_flight: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
+    skipped_disabled: int = 0  # not queued because the integration was disabled
 
 
 class EventQueue(Protocol):
@@ -89,8 +96,12 @@ class EventQueue(Protocol):
 
     async def dead_letters(self, topic: str, after_id: int, limit: int) -> list[DeadLetter]: ...
 
-    async def replay(self, topic: str, ids: list[int] | None, now: float) -> int:
-        """Dead letters back into the queue (all of the topic's when `ids` is None)."""
+    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None) -> int:
+        """Dead letters back into the queue (all of the topic's when `ids` is None), of `topic`
+        or of the topic `into` (its integration was deleted, say)."""
+
+    async def dead_letter_topics(self) -> dict[str, int]:
+        """Topics that hold dead letters, and how many."""
 
     async def stats(self, topic: str) -> TopicStats: ...
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import base64
 import os
 
+import msgspec
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from delivery.config import SECRET_KEYS, Integration
+from delivery.store import StorageUnusable
 
 PREFIX = "enc1:"
 
@@ -29,6 +34,28 @@ class SecretBox:
             raise ValueError("not a sealed secret")
         raw = base64.urlsafe_b64decode(token[len(PREFIX):])
         return self._aead.decrypt(raw[:12], raw[12:], b"signal-edge").decode()
+
+
+def seal_integration(integration: Integration, box: SecretBox) -> Integration:
+    """The integration as stored: its secrets encrypted."""
+    return _with_secrets(integration, box.seal)
+
+
+def open_integration(integration: Integration, box: SecretBox) -> Integration:
+    """The stored integration with its secrets decrypted; StorageUnusable when `box` holds
+    another key than the one they were sealed with."""
+    try:
+        return _with_secrets(integration, box.open)
+    except (InvalidTag, ValueError):
+        raise StorageUnusable(
+            f"the stored tokens of integration {integration.id} cannot be decrypted with this secret key: start with "
+            "the key file (or SIGNAL_SECRET_KEY) they were written with") from None
+
+
+def _with_secrets(integration: Integration, convert) -> Integration:
+    config = integration.config
+    secrets = {k: convert(v) for k in SECRET_KEYS if (v := getattr(config, k))}
+    return msgspec.structs.replace(integration, config=msgspec.structs.replace(config, **secrets))
 
 
 def mask(secret: str | None) -> str | None:

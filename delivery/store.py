@@ -8,12 +8,26 @@ up a source per request); writes are durable when they return and update the sna
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
 from delivery.config import Health, Integration, Source
 from delivery.events import Identity
+
+if TYPE_CHECKING:
+    from delivery.secrets import SecretBox
+
+
+class StorageError(Exception):
+    """The database could not do what was asked through no fault of the data: a full disk, a
+    lock held too long, an I/O error, a corrupt page, a lost connection. The caller answers 503
+    or tries again later. The message says what happened and is safe to show."""
+
+
+class StorageUnusable(Exception):
+    """The database cannot be used at all (not a database, corrupt, a newer schema, locked by
+    another process). Raised at start; the message is one line that says what to do."""
 
 
 class AuditEntry(msgspec.Struct):
@@ -52,6 +66,17 @@ class StoredIdentity(msgspec.Struct):
     identity: Identity
 
 
+class AdminSession(msgspec.Struct):
+    """A logged-in admin UI session. `key` is the SHA-256 of the session id in the cookie:
+    the database alone cannot be used to take over a session."""
+
+    key: str
+    csrf: str
+    created_at: float
+    expires_at: float
+    client: str | None = None
+
+
 ChangeListener = Callable[[str, str], None]  # (object_type, object_id)
 
 
@@ -71,9 +96,16 @@ class ConfigStore(Protocol):
 
     async def get_meta(self, key: str) -> str | None: ...
     async def set_meta(self, key: str, value: str) -> None: ...
+    async def delete_meta(self, key: str) -> None: ...
+    async def reseal(self, box: SecretBox, meta: dict[str, str]) -> int: ...
 
     async def identity(self, anonymous_id: str) -> StoredIdentity | None: ...
     async def save_identity(self, anonymous_id: str, stored: StoredIdentity) -> None: ...
+
+    async def get_session(self, key: str) -> AdminSession | None: ...
+    async def put_session(self, session: AdminSession) -> None: ...
+    async def delete_sessions(self, key: str | None) -> int:
+        """One session, or every one (key None: the admin token was rotated)."""
 
     async def audit(self, action: str, object_type: str, object_id: str, old: dict | None, new: dict | None) -> None: ...
     async def audit_log(self, before_id: int | None, limit: int) -> list[AuditEntry]: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 
 import httpx
 import msgspec
@@ -24,9 +25,13 @@ from delivery.pinterest.payload import Event, MAX_EVENTS_PER_REQUEST
 from delivery.queue import EventQueue, Leased, Settlement
 from delivery.ratelimit import TokenBucket
 from delivery.retry import RetryPolicy
-from delivery.store import NO_JSON, ConfigStore, DebugRecord
+from delivery.errorlog import ErrorLog
+from delivery.store import NO_JSON, ConfigStore, DebugRecord, StorageError
 
 log = logging.getLogger("signal_edge.delivery")
+errors = ErrorLog(log)
+SUPERVISE_EVERY = 1.0  # seconds between the supervisor's looks at the workers
+MAX_STEP_BACKOFF = 30.0  # longest wait after the worker loop fails (a storage fault, a bug)
 MAX_EVENT_AGE = 7 * 24 * 3600
 TOO_OLD = "not sent: older than 7 days (Pinterest rejects events more than 7 days old)"
 _encode = msgspec.json.encode
@@ -65,6 +70,7 @@ class Job:
         self._routine: dict[str, int] = {}
         self.now = time.time()
         self.reached_pinterest = False  # some events were accepted: the credentials work
+        self.failure: str | None = None  # the batch failed unexpectedly (see _batch_failed)
 
     def record(self, item: Leased, ev: EdgeEvent | None, status: str, message: str | None = None,
                mapped: Mapped | None = None, warnings: list[str] = ()) -> None:
@@ -84,13 +90,25 @@ class Job:
             attempts=item.attempts + (0 if status in ("filtered", "skipped") else 1),
             message=message,
             warnings=list(warnings),
-            incoming=msgspec.Raw(_encode(event_view(ev)) if ev else item.payload),
-            payload=msgspec.Raw(_encode(mapped.event)) if mapped and mapped.event and status != "skipped" else NO_JSON,
+            incoming=_shown(event_view, ev) if ev else _shown(msgspec.json.decode, item.payload),
+            payload=_shown(lambda e: e, mapped.event) if mapped and mapped.event and status != "skipped" else NO_JSON,
         )
         if self.watched:
             self.live.append(record)
         if keep:
             self.kept.append(record)
+
+
+def _shown(view, value) -> msgspec.Raw:
+    """`view(value)` as JSON for the debugger, or a note when it cannot be shown: a record
+    must never fail the batch it describes."""
+    try:
+        return msgspec.Raw(_encode(view(value)))
+    except Exception:
+        return UNSHOWABLE
+
+
+UNSHOWABLE = msgspec.Raw(b'"[this value cannot be shown]"')
 
 
 class Pending:
@@ -104,16 +122,18 @@ class Pending:
 
 class DeliveryService:
     def __init__(self, store: ConfigStore, queue: EventQueue, settings: DeliverySettings,
-                 hub: DebugHub | None = None, http: httpx.AsyncClient | None = None) -> None:
+                 hub: DebugHub | None = None) -> None:
         self.store = store
         self.queue = queue
         self.settings = settings
         self.hub = hub or DebugHub()
-        self.http = http or httpx.AsyncClient(
-            timeout=settings.request_timeout, limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        )
+        self.ssl = httpx.create_ssl_context()  # the CA bundle is read once, not per integration
+        self.clients: dict[str, httpx.AsyncClient] = {}
         self.workers: dict[str, IntegrationWorker] = {}
+        self.failures: Counter[str] = Counter()  # batches that failed unexpectedly, per integration
+        self.loop_failures: Counter[str] = Counter()  # worker loop faults (storage), per integration
         self.stopping = False
+        self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         released = await self.queue.recover(time.time())
@@ -122,6 +142,41 @@ class DeliveryService:
         self.store.subscribe(self._on_change)
         for integration in self.store.integrations():
             self._ensure_worker(integration.id)
+        self.spawn(self._supervise())
+
+    def client(self, integration_id: str) -> httpx.AsyncClient:
+        """Each integration has connections of its own: Pinterest calls that hang for one ad
+        account cannot hold the connections another one needs."""
+        http = self.clients.get(integration_id)
+        if http is None or http.is_closed:
+            s = self.settings
+            http = self.clients[integration_id] = httpx.AsyncClient(
+                timeout=s.request_timeout, verify=self.ssl,
+                limits=httpx.Limits(max_connections=s.max_in_flight + 1, max_keepalive_connections=s.max_in_flight),
+            )
+        return http
+
+    def spawn(self, coro) -> asyncio.Task:
+        """A background task that is kept referenced and whose failure is logged."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._spawned_done)
+        return task
+
+    def _spawned_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception():
+            errors.failure("a delivery background task failed", task.exception())
+
+    async def _supervise(self) -> None:
+        """Restart any worker that ended while its integration is enabled."""
+        while not self.stopping:
+            await asyncio.sleep(SUPERVISE_EVERY)
+            for integration in self.store.integrations():
+                worker = self.workers.get(integration.id)
+                if worker is not None and worker.finished and integration.enabled and not self.stopping:
+                    log.warning("the delivery worker of integration %s had stopped; restarting it", integration.id)
+                self._ensure_worker(integration.id)
 
     def notify(self, topic: str, events: int = 1, priority: bool = True) -> None:
         """New events for `topic` are queued. Cheap on the ingest path: the worker is woken
@@ -145,6 +200,8 @@ class DeliveryService:
         if integration is None or not integration.enabled:
             if worker:
                 worker.stop()
+            if integration is None and integration_id in self.clients:
+                self.spawn(self.clients.pop(integration_id).aclose())
             return
         if worker is None or worker.finished:
             worker = self.workers[integration_id] = IntegrationWorker(self, integration_id)
@@ -153,21 +210,26 @@ class DeliveryService:
             worker.config_changed(integration)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Flush what is ready within `grace` seconds; the rest stays queued on disk."""
+        """Flush what is ready within `grace` seconds; the rest stays queued. A request already
+        in flight then may finish within its own timeout: cancelled, it would be sent again."""
         self.stopping = True
         deadline = time.monotonic() + grace
+        finish_by = deadline + self.settings.request_timeout + 1.0
         workers = list(self.workers.values())
         for worker in workers:
             worker.draining = True
             worker.wake()
-        await asyncio.gather(*(w.drain(deadline) for w in workers), return_exceptions=True)
-        await self.http.aclose()
+        await asyncio.gather(*(w.drain(deadline, finish_by) for w in workers), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(http.aclose() for http in self.clients.values()), return_exceptions=True)
 
     # --- the admin "Send test event" --------------------------------------------------
 
     async def send_test(self, integration: Integration, sample: Event) -> tuple[bool, str]:
         """Send one event with ?test=true; (ok, an explanation a person can act on)."""
-        answer, used = await self._send_with_fallback(integration, [sample], test=True)
+        answer, used = await self._send_with_fallback(self.client(integration.id), integration,
+                                                      client.encode([sample]), 1, test=True)
         if answer.kind == "ok":
             result = answer.results[0] if answer.results else None
             if result and result.status == "failed":
@@ -186,14 +248,15 @@ class DeliveryService:
             return False, f"{TROUBLESHOOTING[problem]} (Pinterest said: {answer.message})"
         return False, f"Pinterest did not accept the test event: {answer.message}"
 
-    async def _send_with_fallback(self, integration: Integration, events: list[Event], test: bool):
+    async def _send_with_fallback(self, http: httpx.AsyncClient, integration: Integration, body: bytes, count: int,
+                                  test: bool):
         """Conversion token first when present, else the access token; on a 401 the other once."""
         cfg = integration.config
         tokens = [("conversion_token", cfg.conversion_token), ("access_token", cfg.access_token)]
         tokens = [(name, t) for name, t in tokens if t]
         answer = None
         for name, token in tokens:
-            answer = await client.send(self.http, self.settings.api_base, cfg.ad_account_id, token, events,
+            answer = await client.send(http, self.settings.api_base, cfg.ad_account_id, token, body, count,
                                        test or cfg.test_mode)
             if answer.kind != "unauthorized":
                 return answer, name
@@ -232,6 +295,7 @@ class IntegrationWorker:
         self._idle = False  # nothing ready to send (what waits for a retry time does not count)
         self.inflight: set[asyncio.Task] = set()
         self.task: asyncio.Task | None = None
+        self.http = service.client(integration_id)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name=f"delivery:{self.id}")
@@ -254,72 +318,100 @@ class IntegrationWorker:
         """Credentials fixed: whatever waited for them goes out now."""
         if self.paused_until:
             self.paused_until = 0.0
-            asyncio.create_task(self.service.queue.reschedule(self.id, time.time()))
+            self.service.spawn(self.service.queue.reschedule(self.id, time.time()))
             self.wake()
 
-    async def drain(self, deadline: float) -> None:
-        """Send what is ready until nothing is or the deadline passes, then stop."""
+    async def drain(self, deadline: float, finish_by: float) -> None:
+        """Send what is ready until nothing is or `deadline` passes, then stop leasing; requests
+        in flight may finish until `finish_by` (each has its own timeout)."""
         while time.monotonic() < deadline and self.task and not self.task.done():
             await asyncio.sleep(0.05)
             if not self.inflight and self._idle:
                 break
         self.stop()
         if self.inflight:
-            await asyncio.wait(self.inflight, timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.wait(self.inflight, timeout=max(0.0, finish_by - time.monotonic()))
         for task in self.inflight:
             task.cancel()
 
     async def run(self) -> None:
-        settings = self.service.settings
-        queue = self.service.queue
+        """Until the integration is disabled or deleted. A failure of a step (a storage fault,
+        a bug) is logged in one line and retried with backoff: it never ends delivery."""
+        failures = 0
         try:
             while True:
-                integration = self.service.store.integration(self.id)
-                if integration is None or not integration.enabled:
-                    return
-                now = time.time()
-                hold = max(self.paused_until, self.backoff_until)
-                if now < hold:
-                    await self._sleep(hold - now)
-                    continue
-                self._unseen = 0
-                ready = await queue.ready(self.id, now, settings.batch_size)
-                due = ready.priority or ready.full or (
-                    ready.oldest is not None and (self.draining or now - ready.oldest >= settings.flush_interval)
-                )
-                if not due:
-                    self._idle = ready.oldest is None
-                    waits = [settings.idle_poll]
-                    if ready.oldest is not None:
-                        waits.append(ready.oldest + settings.flush_interval - now)
-                    if ready.next_at is not None:
-                        waits.append(ready.next_at - now)
-                    await self._sleep(min(waits))
-                    continue
-                self._idle = False
-                await self.slots.acquire()
                 try:
-                    await self.bucket.acquire()
-                    leased = await queue.lease(self.id, settings.batch_size, time.time(), settings.lease_seconds)
-                except BaseException:
-                    self.slots.release()
-                    raise
-                if not leased:
-                    self.slots.release()
-                    continue
-                task = asyncio.create_task(self._deliver(integration, leased))
-                self.inflight.add(task)
-                task.add_done_callback(self._done)
+                    if not await self._step():
+                        return
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    self.service.loop_failures[self.id] += 1
+                    delay = min(MAX_STEP_BACKOFF, 0.5 * 2 ** min(failures - 1, 6))
+                    what = f"delivery for integration {self.id} failed ({failures} in a row); trying again in {delay:g}s"
+                    if isinstance(exc, StorageError):
+                        log.warning("%s: %s", what, exc)
+                    else:
+                        errors.failure(what, exc)
+                    await self._sleep(delay)
         except asyncio.CancelledError:
             pass
         finally:
             self.finished = True
 
+    async def _step(self) -> bool:
+        """Wait for work or lease one batch and start sending it; False when there is nothing
+        more to do (the integration is disabled or gone)."""
+        settings = self.service.settings
+        queue = self.service.queue
+        integration = self.service.store.integration(self.id)
+        if integration is None or not integration.enabled:
+            return False
+        now = time.time()
+        if integration.paused:
+            await self._sleep(3600)  # a config change (resume) wakes it
+            return True
+        hold = max(self.paused_until, self.backoff_until)
+        if now < hold:
+            await self._sleep(hold - now)
+            return True
+        self._unseen = 0
+        ready = await queue.ready(self.id, now, settings.batch_size)
+        due = ready.priority or ready.full or (
+            ready.oldest is not None and (self.draining or now - ready.oldest >= settings.flush_interval)
+        )
+        if not due:
+            self._idle = ready.oldest is None
+            waits = [settings.idle_poll]
+            if ready.oldest is not None:
+                waits.append(ready.oldest + settings.flush_interval - now)
+            if ready.next_at is not None:
+                waits.append(ready.next_at - now)
+            await self._sleep(min(waits))
+            return True
+        self._idle = False
+        await self.slots.acquire()
+        try:
+            await self.bucket.acquire()
+            leased = await queue.lease(self.id, settings.batch_size, time.time(), settings.lease_seconds)
+        except BaseException:
+            self.slots.release()
+            raise
+        if not leased:
+            self.slots.release()
+            return True
+        task = asyncio.create_task(self._deliver(integration, leased))
+        self.inflight.add(task)
+        task.add_done_callback(self._done)
+        return True
+
     def _done(self, task: asyncio.Task) -> None:
         self.inflight.discard(task)
         self.slots.release()
         if not task.cancelled() and task.exception():
-            log.error("delivery batch failed unexpectedly", exc_info=task.exception())
+            # Settling failed (a storage fault): the lease runs out and the batch is sent again.
+            errors.failure(f"a batch for integration {self.id} could not be settled; it is sent again when "
+                           "its lease runs out", task.exception(), logging.WARNING)
 
     def offer(self, events: int, priority: bool) -> None:
         """Wake for a priority event, the first event into an empty queue (it starts the flush
@@ -346,48 +438,105 @@ class IntegrationWorker:
 
     async def _deliver(self, integration: Integration, leased: list[Leased]) -> None:
         job = Job(integration, self.service.store.source(integration.source_id), leased, self.service.hub.watched)
-        pending = self._prepare(job)
-        if pending:
-            await self._send(job, pending, first=True)
+        try:
+            pending = self._prepare(job)
+            if pending:
+                await self._send(job, pending, first=True)
+        except Exception as exc:  # a bug or a fault nobody foresaw: counted, so it cannot loop forever
+            self._batch_failed(job, exc)
         await self._finish(job)
 
     def _prepare(self, job: Job) -> list[Pending]:
-        """Decode, filter for consent and age, map; what is left goes to Pinterest."""
+        """Decode, filter for consent and age, map; what is left goes to Pinterest. An event
+        whose payload cannot be built is dead-lettered alone; the rest of the batch goes on."""
         pending = []
-        s = job.settlement
         options = job.integration.options
         for item in job.leased:
             try:
-                ev = event_decoder.decode(item.payload)
-            except msgspec.DecodeError:
-                s.dead.append((item.id, "not sent: the queued event could not be read"))
-                job.record(item, None, "failed", "the queued event could not be read")
+                ready = self._prepare_one(job, item, options)
+            except Exception as exc:
+                reason = f"not sent: its Pinterest payload could not be built ({_describe(exc)})"
+                job.settlement.dead.append((item.id, reason))
+                job.record(item, None, "failed", reason)
+                errors.failure(f"integration {self.id}: an event's payload could not be built", exc, logging.WARNING)
                 continue
-            if ev.type not in DELIVERED_TYPES:
-                s.filtered.append(item.id)
-                job.record(item, ev, "skipped", f"{ev.type} calls are not sent to Pinterest")
-                continue
-            if job.source and not consent_allows(ev.consent, job.source, job.integration.consent_categories):
-                s.filtered.append(item.id)
-                job.record(item, ev, "filtered",
-                           "consent: the visitor has not granted " + ", ".join(job.integration.consent_categories))
-                continue
-            mapped = map_event(ev, options)
-            if mapped.event is None:
-                s.dead.append((item.id, mapped.reason))
-                job.record(item, ev, "failed", mapped.reason, mapped)
-                continue
-            if job.now - ev.event_time > MAX_EVENT_AGE:
-                s.dead.append((item.id, TOO_OLD))
-                job.record(item, ev, "failed", TOO_OLD, mapped)
-                continue
-            pending.append(Pending(item, ev, mapped))
+            if ready is not None:
+                pending.append(ready)
         return pending
 
+    def _prepare_one(self, job: Job, item: Leased, options) -> Pending | None:
+        s = job.settlement
+        try:
+            ev = event_decoder.decode(item.payload)
+        except (msgspec.DecodeError, RecursionError):
+            s.dead.append((item.id, "not sent: the queued event could not be read"))
+            job.record(item, None, "failed", "the queued event could not be read")
+            return None
+        if ev.type not in DELIVERED_TYPES:
+            s.filtered.append(item.id)
+            job.record(item, ev, "skipped", f"{ev.type} calls are not sent to Pinterest")
+            return None
+        if job.source and not consent_allows(ev.consent, job.source, job.integration.consent_categories):
+            s.filtered.append(item.id)
+            job.record(item, ev, "filtered",
+                       "consent: the visitor has not granted " + ", ".join(job.integration.consent_categories))
+            return None
+        mapped = map_event(ev, options)
+        if mapped.event is None:
+            s.dead.append((item.id, mapped.reason))
+            job.record(item, ev, "failed", mapped.reason, mapped)
+            return None
+        if job.now - ev.event_time > MAX_EVENT_AGE:
+            s.dead.append((item.id, TOO_OLD))
+            job.record(item, ev, "failed", TOO_OLD, mapped)
+            return None
+        return Pending(item, ev, mapped)
+
+    def _encoded(self, job: Job, pending: list[Pending]) -> tuple[list[Pending], bytes]:
+        """The request body; an event that cannot be encoded is dead-lettered alone."""
+        try:
+            return pending, client.encode([p.mapped.event for p in pending])
+        except Exception:
+            pass
+        kept = []
+        for p in pending:
+            try:
+                client.encode([p.mapped.event])
+                kept.append(p)
+            except Exception as exc:
+                reason = f"not sent: its Pinterest payload could not be encoded ({_describe(exc)})"
+                job.settlement.dead.append((p.item.id, reason))
+                job.record(p.item, p.event, "failed", reason)
+        return kept, client.encode([p.mapped.event for p in kept]) if kept else b""
+
+    def _batch_failed(self, job: Job, exc: Exception) -> None:
+        """Every event of the batch not yet decided is retried, and the attempt counts."""
+        reason = f"internal error while sending ({_describe(exc)})"
+        errors.failure(f"a batch of {len(job.leased)} events for integration {self.id} failed; "
+                       "its events are retried", exc)
+        self.service.failures[self.id] += 1
+        decided = job.settlement.ids()
+        policy = self.service.settings.retry
+        for item in job.leased:
+            if item.id in decided:
+                continue
+            attempts = item.attempts + 1
+            if policy.exhausted(attempts):
+                job.settlement.dead.append((item.id, f"gave up after {attempts} attempts: {reason}"))
+                job.record(item, None, "failed", reason)
+            else:
+                job.settlement.retry.append((item.id, job.now + policy.delay(attempts), reason))
+                job.record(item, None, "retrying", reason)
+        job.settlement.last_error = reason
+        job.failure = reason
+
     async def _send(self, job: Job, pending: list[Pending], first: bool = False) -> None:
+        pending, body = self._encoded(job, pending)
+        if not pending:
+            return
         if not first:
             await self.bucket.acquire()
-        answer, _ = await self.service._send_with_fallback(job.integration, [p.mapped.event for p in pending], False)
+        answer, _ = await self.service._send_with_fallback(self.http, job.integration, body, len(pending), False)
         s = job.settlement
         if answer.kind in ("ok", "partial"):
             self.bucket.succeeded()
@@ -461,13 +610,19 @@ class IntegrationWorker:
 
     async def _finish(self, job: Job) -> None:
         service = self.service
-        await asyncio.gather(
-            service.queue.settle(self.id, job.settlement, time.time()),
-            service.store.add_debug(job.kept),
-        )
-        if job.reached_pinterest:
-            current = service.store.integration(self.id)
-            if current and current.health.status != "healthy":
-                await service.store.set_health(self.id, Health("healthy", at=time.time()))
+        await service.queue.settle(self.id, job.settlement, time.time())
+        try:
+            await service.store.add_debug(job.kept)
+        except Exception as exc:  # the events are settled; only their debugger records are lost
+            errors.failure(f"integration {self.id}: the debugger log could not be written", exc, logging.WARNING)
+        current = service.store.integration(self.id)
+        if job.failure:
+            await service.store.set_health(self.id, Health("unhealthy", "internal_error", job.failure, time.time()))
+        elif job.reached_pinterest and current and current.health.status != "healthy":
+            await service.store.set_health(self.id, Health("healthy", at=time.time()))
         if job.live:
             service.hub.publish(job.live)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -80,6 +80,9 @@ TROUBLESHOOTING: dict[str, str] = {
     "epik click IDs are being captured from Pinterest ad URLs and _pin_unauth cookies are being set.",
     "custom_events": "Events showing as custom: the event name is not mapped to a standard Pinterest "
     "event. Check the event mapping table and your _df.track() names, or add an event_map override.",
+    "internal_error": "signal-edge failed while sending a batch (a fault of its database or a bug). "
+    "The events are kept and retried with backoff, and counted as an attempt each time; the server "
+    "log has the details under the same message.",
     "not_appearing": "Events not appearing in Ads Manager: verify all three credentials "
     "(ad_account_id, access_token, conversion_token) and that the access token has ads:write scope.",
 }

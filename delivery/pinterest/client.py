@@ -28,10 +28,13 @@ def events_url(api_base: str, ad_account_id: str, test: bool) -> str:
     return url + "?test=true" if test else url
 
 
+def encode(events: list[Event]) -> bytes:
+    return request_encoder.encode(EventsRequest(data=events))
+
+
 async def send(
-    http: httpx.AsyncClient, api_base: str, ad_account_id: str, token: str, events: list[Event], test: bool
+    http: httpx.AsyncClient, api_base: str, ad_account_id: str, token: str, body: bytes, count: int, test: bool
 ) -> Answer:
-    body = request_encoder.encode(EventsRequest(data=events))
     try:
         response = await http.post(
             events_url(api_base, ad_account_id, test),
@@ -42,7 +45,7 @@ async def send(
         return Answer("retry", None, "Pinterest did not answer in time (timeout)")
     except httpx.HTTPError as exc:
         return Answer("retry", None, f"could not reach Pinterest: {type(exc).__name__}: {exc}")
-    return classify(response.status_code, response.content, response.headers.get("retry-after"), len(events))
+    return classify(response.status_code, response.content, response.headers.get("retry-after"), count)
 
 
 def classify(status: int, content: bytes, retry_after_header: str | None, count: int) -> Answer:

@@ -11,9 +11,9 @@ from typing import Any
 import msgspec
 
 from delivery.config import SECRET_KEYS, Health, Integration, Source
-from delivery.secrets import SecretBox
+from delivery.secrets import SecretBox, open_integration, seal_integration
 from delivery.sqlite.db import Database
-from delivery.store import AuditEntry, ChangeListener, DebugRecord, StoredIdentity
+from delivery.store import AdminSession, AuditEntry, ChangeListener, DebugRecord, StoredIdentity
 
 log = logging.getLogger("signal_edge.store")
 IDENTITY_CACHE_SIZE = 50_000
@@ -53,7 +53,7 @@ class SqliteConfigStore:
             source = _source_decoder.decode(body)
             self._remember_source(source)
         for (body,) in integrations:
-            integration = self._unseal(_integration_decoder.decode(body))
+            integration = open_integration(_integration_decoder.decode(body), box)
             self._integrations[integration.id] = integration
 
     # --- snapshot reads ---------------------------------------------------------------
@@ -110,7 +110,7 @@ class SqliteConfigStore:
     async def put_integration(self, integration: Integration, audit_action: str | None, notify: bool = True) -> None:
         old = self._integrations.get(integration.id)
         await self.db.run(
-            _put_integration, integration.id, integration.source_id, _encode(self._seal(integration)),
+            _put_integration, integration.id, integration.source_id, _encode(seal_integration(integration, self.box)),
             _audit_row(audit_action, "integration", integration.id, old, integration),
         )
         self._integrations[integration.id] = integration
@@ -132,19 +132,34 @@ class SqliteConfigStore:
         # Health is runtime state, not configuration: no change notification.
         await self.put_integration(msgspec.structs.replace(current, health=health), None, notify=False)
 
-    def _seal(self, integration: Integration) -> Integration:
-        secrets = {k: self.box.seal(v) for k in SECRET_KEYS if (v := getattr(integration.config, k))}
-        return msgspec.structs.replace(integration, config=msgspec.structs.replace(integration.config, **secrets))
+    async def reseal(self, box: SecretBox, meta: dict[str, str]) -> int:
+        """Encrypt every stored secret again with `box` and set `meta`, in one transaction (the
+        secret key is being rotated); returns how many integrations were rewritten."""
+        rows = [(_encode(seal_integration(i, box)), i.id) for i in self._integrations.values()]
 
-    def _unseal(self, integration: Integration) -> Integration:
-        secrets = {k: self.box.open(v) for k in SECRET_KEYS if (v := getattr(integration.config, k))}
-        return msgspec.structs.replace(integration, config=msgspec.structs.replace(integration.config, **secrets))
+        def rewrite(conn: sqlite3.Connection) -> int:
+            conn.executemany("UPDATE integrations SET body=? WHERE id=?", rows)
+            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                             "value=excluded.value", list(meta.items()))
+            conn.execute("DELETE FROM admin_sessions")  # their cookies were signed with the old key
+            return len(rows)
+
+        count = await self.db.run(rewrite)
+        self.box = box
+        return count
 
     # --- meta ---------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
         row = await self.db.run(lambda c: c.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone())
         return row[0] if row else None
+
+    async def delete_meta(self, key: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA secure_delete=ON")  # the old value must not linger in a free page
+            conn.execute("DELETE FROM meta WHERE key=?", (key,))
+            conn.execute("PRAGMA secure_delete=OFF")  # the queue's deletes need not zero their pages
+        await self.db.run(delete)
 
     async def set_meta(self, key: str, value: str) -> None:
         await self.db.run(
@@ -191,6 +206,26 @@ class SqliteConfigStore:
         while len(self._identities) > IDENTITY_CACHE_SIZE:
             self._identities.popitem(last=False)
 
+    # --- admin sessions -----------------------------------------------------------------
+
+    async def get_session(self, key: str) -> AdminSession | None:
+        row = await self.db.run(lambda c: c.execute(
+            "SELECT key, csrf, created_at, expires_at, client FROM admin_sessions WHERE key=? AND expires_at>?",
+            (key, time.time())).fetchone())
+        return AdminSession(*row) if row else None
+
+    async def put_session(self, session: AdminSession) -> None:
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM admin_sessions WHERE expires_at<=?", (time.time(),))
+            conn.execute("INSERT INTO admin_sessions (key, csrf, created_at, expires_at, client) VALUES (?, ?, ?, ?, ?)",
+                         msgspec.structs.astuple(session))
+        await self.db.run(put)
+
+    async def delete_sessions(self, key: str | None) -> int:
+        if key is None:
+            return await self.db.run(lambda c: c.execute("DELETE FROM admin_sessions").rowcount)
+        return await self.db.run(lambda c: c.execute("DELETE FROM admin_sessions WHERE key=?", (key,)).rowcount)
+
     # --- audit log ----------------------------------------------------------------------
 
     async def audit(self, action: str, object_type: str, object_id: str, old: dict | None, new: dict | None) -> None:
@@ -228,11 +263,23 @@ class SqliteConfigStore:
                 args.append(value)
         rows = await self.db.run(
             lambda c: c.execute(
-                f"SELECT id, record FROM debug_log WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                f"SELECT id, at, source_id, topic, event_id, status, record FROM debug_log "
+                f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
                 (*args, limit),
             ).fetchall()
         )
-        return [msgspec.structs.replace(_debug_decoder.decode(r[1]), id=r[0]) for r in rows]
+        return [debug_record(*row) for row in rows]
+
+
+def debug_record(row_id: int, at: float, source_id: str, topic: str | None, event_id: str, status: str,
+                 record: bytes) -> DebugRecord:
+    """A stored debugger record; one that cannot be read (nested too deep by an older version,
+    say) is shown as such, and never fails the listing it is in."""
+    try:
+        return msgspec.structs.replace(_debug_decoder.decode(record), id=row_id)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return DebugRecord(at, source_id or "", event_id or "", "", status, topic, id=row_id,
+                           message="this stored record cannot be shown (it is not readable JSON)")
 
 
 def _redacted(obj: Any) -> dict | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -37,12 +38,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from delivery.sqlite.migrations import migrate
+from delivery.store import StorageError, StorageUnusable
 
 log = logging.getLogger("signal_edge.db")
 T = TypeVar("T")
 _STOP = object()
 MAX_JOBS_PER_COMMIT = 2048
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
+BUSY_TIMEOUT_MS = 5000  # how long a transaction waits for a lock another process holds
 
 
 class _Job:
@@ -66,6 +69,8 @@ class Database:
         self._error: BaseException | None = None
         self._gathering: dict[Callable, _Job] = {}  # run_merged calls of this loop turn
         self.commits = 0  # transactions committed (benchmarks read it)
+        self.problem: str | None = None  # why the last transaction failed, until one commits
+        self.problem_since: float | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name="sqlite-writer", daemon=True)
@@ -105,14 +110,39 @@ class Database:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect, check and migrate, or raise StorageUnusable with what to do."""
+        try:
+            private_files(self.path)
+            conn = self._connect()
+        except OSError as exc:
+            raise StorageUnusable(f"cannot create {self.path}: {exc.strerror}; check that its directory "
+                                  "exists and is writable") from None
+        except sqlite3.Error as exc:
+            raise StorageUnusable(_unusable(self.path, exc)) from None
+        try:
+            check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if check != "ok":
+                check = " ".join(check.replace("*** in database main ***", "").split())
+                raise StorageUnusable(
+                    f"{self.path} is damaged (SQLite quick_check: {check}); restore it from a backup, or salvage "
+                    f"it with `sqlite3 {self.path} .recover | sqlite3 repaired.db` and start with --db repaired.db")
+            migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StorageUnusable(_unusable(self.path, exc)) from None
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _main(self) -> None:
         try:
-            conn = self._connect()
-            migrate(conn)
+            conn = self._open()
         except BaseException as exc:  # reported to start()
             self._error = exc
             self._ready.set()
@@ -149,12 +179,15 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
             results = [job(conn) for job in jobs]
             conn.execute("COMMIT")
-            self.commits += 1
+            self._succeeded()
             outcomes = [(job, result, None) for job, result in zip(jobs, results)]
-        except Exception:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            outcomes = [self._run_alone(conn, job) for job in jobs]
+        except Exception as exc:
+            _rollback(conn)
+            failure = self._storage_failure(exc)
+            if failure is not None:  # not any job's fault: every job fails with it, at once
+                outcomes = [(job, None, failure) for job in jobs]
+            else:  # some job's fault: each runs alone, so that only that one fails
+                outcomes = [self._run_alone(conn, job) for job in jobs]
         _wake(outcomes)
 
     def _run_alone(self, conn: sqlite3.Connection, job: _Job) -> tuple:
@@ -162,13 +195,77 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
             result = job(conn)
             conn.execute("COMMIT")
-            self.commits += 1
+            self._succeeded()
             return job, result, None
         except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            _rollback(conn)
             log.debug("sqlite job failed: %s", exc)
-            return job, None, exc
+            return job, None, self._storage_failure(exc) or exc
+
+    def _succeeded(self) -> None:
+        self.commits += 1
+        if self.problem is not None:
+            log.info("the database works again after: %s", self.problem)
+            self.problem = self.problem_since = None
+
+    def _storage_failure(self, exc: Exception) -> StorageError | None:
+        """A StorageError when `exc` is the environment's doing (and the database is then
+        degraded until the next commit), else None."""
+        if isinstance(exc, MemoryError):
+            message = "out of memory"
+        elif isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode & 0xFF in _ENVIRONMENT:
+            message = f"{exc} ({exc.sqlite_errorname})"
+        else:
+            return None
+        if self.problem is None:
+            self.problem_since = time.time()
+        self.problem = message
+        return StorageError(f"the database cannot store anything now: {message}")
+
+
+# Primary SQLite result codes that say nothing about the job: BUSY, LOCKED, NOMEM, READONLY,
+# IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+_ENVIRONMENT = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+
+
+def private_files(path: str) -> None:
+    """The database and its WAL and shared-memory files readable by this user only. SQLite
+    creates the -wal and -shm files with the database file's mode, so a new file is made 0600
+    first; files left by an older version are tightened."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            pass
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:  # an I/O error can fail the rollback too; SQLite rolls back on its own
+        pass
+
+
+def _unusable(path: str, exc: sqlite3.Error) -> str:
+    """One line that says why `path` cannot be used and what to do."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == 26:  # NOTADB
+        return f"{path} is not a SQLite database (or it is encrypted or damaged); point --db at the right file"
+    if code in (5, 6):  # BUSY, LOCKED
+        return (f"{path} is locked by another process (a backup tool, or another signal-edge) for over "
+                f"{BUSY_TIMEOUT_MS // 1000}s; stop it and start again")
+    if code == 11:  # CORRUPT
+        return f"{path} is damaged ({exc}); restore it from a backup"
+    if code in (14, 8):  # CANTOPEN, READONLY
+        return f"cannot open {path} for writing ({exc}); check that its directory exists and is writable"
+    if code == 13:  # FULL
+        return f"the disk that holds {path} is full; free some space and start again"
+    return f"cannot use {path}: {exc}"
 
 
 def _merge(batch: list[_Job]) -> list[_Job]:

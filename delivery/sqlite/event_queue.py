@@ -43,7 +43,7 @@ class SqliteEventQueue:
         if not items:
             return
         await self.db.run_merged(_append, items)
-        self._depth += sum(item.events for item in items)
+        self._depth += sum(item.events for item in items if not item.skipped)
 
     async def recover(self, now: float) -> int:
         def release(conn: sqlite3.Connection) -> int:
@@ -80,10 +80,14 @@ class SqliteEventQueue:
         )
         return [DeadLetter(*row) for row in rows]
 
-    async def replay(self, topic: str, ids: list[int] | None, now: float) -> int:
-        count = await self.db.run(_replay, topic, ids, now)
+    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None) -> int:
+        count = await self.db.run(_replay, topic, ids, now, into or topic)
         self._depth += count
         return count
+
+    async def dead_letter_topics(self) -> dict[str, int]:
+        return dict(await self.db.run(lambda c: c.execute(
+            "SELECT topic, dead_lettered FROM counters WHERE dead_lettered > 0").fetchall()))
 
     async def stats(self, topic: str) -> TopicStats:
         return await self.db.run(_stats, topic)
@@ -158,22 +162,27 @@ class _Pending:
 
 
 def _append(conn: sqlite3.Connection, items: list[QueueItem]) -> None:
+    queued, skipped = _per_topic(items)
+    if queued:
+        conn.executemany(
+            "INSERT INTO queue (topic, priority, payload, created_at, available_at, events) VALUES (?, ?, ?, ?, ?, ?)",
+            _rows([item for item in items if not item.skipped] if skipped else items),
+        )
     conn.executemany(
-        "INSERT INTO queue (topic, priority, payload, created_at, available_at, events) VALUES (?, ?, ?, ?, ?, ?)",
-        _rows(items),
-    )
-    conn.executemany(
-        "INSERT INTO counters (topic, accepted, queued) VALUES (?, ?, ?) ON CONFLICT(topic) DO UPDATE SET "
-        "accepted = accepted + excluded.accepted, queued = queued + excluded.queued",
-        [(topic, n, n) for topic, n in _per_topic(items).items()],
+        "INSERT INTO counters (topic, accepted, queued, skipped_disabled) VALUES (?, ?, ?, ?) ON CONFLICT(topic) "
+        "DO UPDATE SET accepted = accepted + excluded.accepted, queued = queued + excluded.queued, "
+        "skipped_disabled = skipped_disabled + excluded.skipped_disabled",
+        [(topic, n, n, 0) for topic, n in queued.items()] + [(topic, 0, 0, n) for topic, n in skipped.items()],
     )
 
 
-def _per_topic(items: list[QueueItem]) -> Counter[str]:
-    counts: Counter[str] = Counter()
+def _per_topic(items: list[QueueItem]) -> tuple[Counter[str], Counter[str]]:
+    """Events per topic: those queued, and those only counted as skipped."""
+    queued: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
     for item in items:
-        counts[item.topic] += item.events
-    return counts
+        (skipped if item.skipped else queued)[item.topic] += item.events
+    return queued, skipped
 
 
 def _ready(conn: sqlite3.Connection, topic: str, now: float, batch_size: int) -> Readiness:
@@ -421,7 +430,7 @@ def _event_id(payload: bytes) -> str | None:
     return first if isinstance(first, str) else None
 
 
-def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: float) -> int:
+def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: float, into: str) -> int:
     where, args = "topic=?", [topic]
     if ids is not None:
         if not ids:
@@ -430,12 +439,18 @@ def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: fl
         args += ids
     conn.execute(
         f"INSERT INTO queue (topic, priority, payload, created_at, available_at) "
-        f"SELECT topic, 1, payload, created_at, ? FROM dead_letters WHERE {where} ORDER BY id",
-        [now, *args],
+        f"SELECT ?, 1, payload, created_at, ? FROM dead_letters WHERE {where} ORDER BY id",
+        [into, now, *args],
     )
     count = conn.execute(f"DELETE FROM dead_letters WHERE {where}", args).rowcount
-    conn.execute("UPDATE counters SET dead_lettered = dead_lettered - ?, queued = queued + ? WHERE topic=?",
-                 (count, count, topic))
+    # Into another topic, the events move with their accounting: accepted there, no longer here.
+    moved = count if into != topic else 0
+    conn.execute("UPDATE counters SET dead_lettered = dead_lettered - ?, accepted = accepted - ?, "
+                 "queued = queued + ? WHERE topic=?", (count, moved, count - moved, topic))
+    if moved:
+        conn.execute("INSERT INTO counters (topic, accepted, queued) VALUES (?, ?, ?) ON CONFLICT(topic) DO UPDATE "
+                     "SET accepted = accepted + excluded.accepted, queued = queued + excluded.queued",
+                     (into, moved, moved))
     return count
 
 
@@ -453,7 +468,7 @@ def _recount(conn: sqlite3.Connection, topic: str | None = None) -> None:
 
 def _stats(conn: sqlite3.Connection, topic: str) -> TopicStats:
     row = conn.execute(
-        "SELECT accepted, filtered, delivered, dead_lettered, queued, in_flight, last_error, last_error_at "
-        "FROM counters WHERE topic=?", (topic,),
+        "SELECT accepted, filtered, delivered, dead_lettered, queued, in_flight, last_error, last_error_at, "
+        "skipped_disabled FROM counters WHERE topic=?", (topic,),
     ).fetchone()
     return TopicStats(*row) if row else TopicStats()

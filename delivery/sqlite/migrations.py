@@ -12,6 +12,7 @@ from collections.abc import Callable
 import msgspec
 
 from delivery.events import EdgeEvent, event_encoder
+from delivery.store import StorageUnusable
 
 log = logging.getLogger("signal_edge.db")
 
@@ -168,6 +169,18 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     _events_as_arrays,
     # 5: the queue's payload as its last column
     _payload_last,
+    # 6: admin UI sessions, kept server-side so that a logout or a token rotation ends them; the
+    # events a disabled integration skipped
+    """
+    ALTER TABLE counters ADD COLUMN skipped_disabled INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE admin_sessions (
+        key TEXT PRIMARY KEY,
+        csrf TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        client TEXT
+    );
+    """,
 )
 
 
@@ -175,7 +188,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     """Bring the file up to the newest schema; returns the version it is at."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > len(MIGRATIONS):
-        raise RuntimeError(
+        raise StorageUnusable(
             f"database schema version {current} is newer than this signal-edge "
             f"({len(MIGRATIONS)}); upgrade signal-edge or use another --db file"
         )
