@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -19,7 +20,7 @@ from collector.admin.app import create_admin_app
 from collector.edge.app import create_edge_app
 from collector.services import Services, open_services
 from collector.settings import Settings
-from collector.transport import OneSendHTTPProtocol
+from collector.transport import Limits, guarded
 
 log = logging.getLogger("signal_edge")
 
@@ -63,6 +64,32 @@ def bind(host: str, port: int, name: str) -> socket.socket:
     return sock
 
 
+KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
+ADMIN_CONNECTIONS = 256  # the admin port's own share: it stays reachable while the edge is flooded
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one (where the OS allows); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def connection_limits(settings: Settings) -> tuple[Limits, Limits]:
+    """The edge's and the admin port's limits. The connection caps together stay well below the
+    process's file-descriptor limit, leaving room for the database and Pinterest connections."""
+    fds = raise_fd_limit()
+    edge = settings.max_connections or max(64, int((fds - ADMIN_CONNECTIONS) * 0.8))
+    timeouts = {"head_timeout": settings.head_timeout, "body_timeout": settings.body_timeout}
+    return Limits(max_connections=edge, **timeouts), Limits(max_connections=ADMIN_CONNECTIONS, **timeouts)
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -73,8 +100,11 @@ def configure_logging(level: str) -> None:
 Setup = Callable[[Services], Awaitable[list[Listener]]]
 
 
-async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[Services], str] | None = None) -> int:
-    """Serve until SIGINT/SIGTERM. `setup` adds listeners (and data) for the demo."""
+async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[Services], str] | None = None,
+              stop: asyncio.Event | None = None, ready: Callable[[Services], None] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM, or until `stop` is set (in-process use: no signal handlers,
+    no GC tuning, `ready` is called with the running services). `setup` adds listeners (and
+    data) for the demo."""
     services = await open_services(settings)
     try:
         listeners = [
@@ -89,22 +119,30 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
         services.db.close()
         raise
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    in_process = stop is not None
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
 
     await services.delivery.start()
-    tune_gc()
+    probe = asyncio.create_task(services.lag.run())
+    if not in_process:
+        tune_gc()
     running = []  # (listener, server, its task)
+    edge_limits, admin_limits = connection_limits(settings)
     for listener in listeners:
         server = _Server(uvicorn.Config(
             listener.app, log_config=None, access_log=False, lifespan="off", proxy_headers=False,
-            server_header=False, timeout_graceful_shutdown=3, http=OneSendHTTPProtocol,
+            server_header=False, timeout_graceful_shutdown=3, timeout_keep_alive=KEEP_ALIVE,
+            http=guarded(edge_limits if listener.name == "edge" else admin_limits),
         ))
         running.append((listener, server, asyncio.create_task(server.serve(sockets=[listener.sock]))))
         log.info("%s listening on http://%s:%d", listener.name, listener.host, listener.port)
     print(banner(services) if banner else _banner(services), flush=True)
+    if ready:
+        ready(services)
 
     # Until a signal, or until a server stops by itself.
     await asyncio.wait([asyncio.ensure_future(stop.wait()), *(task for _, _, task in running)],
@@ -113,6 +151,7 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
     await _stop([r for r in running if not r[0].after_delivery])
     await services.close()
     await _stop([r for r in running if r[0].after_delivery])
+    probe.cancel()
     log.info("stopped; %d events stay queued on disk for the next start", services.queue.depth())
     return 0
 

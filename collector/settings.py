@@ -18,9 +18,11 @@ class Settings(msgspec.Struct, kw_only=True):
     port: int = 8080
     admin_host: str = "127.0.0.1"  # the admin port is never meant for the internet
     admin_port: int = 8084
+    admin_hosts: tuple[str, ...] = ()  # host names the admin app answers to, beside localhost
     db: str = "./signal-edge.db"
     admin_token: str | None = None
     secret_key: str | None = None
+    secret_key_file: str | None = None  # default: beside the database file, named *.key
     pinterest_api_base: str = "https://api.pinterest.com"
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     log_level: str = "info"
@@ -36,6 +38,9 @@ class Settings(msgspec.Struct, kw_only=True):
     db_synchronous: str = "FULL"
     static_dir: str = str(Path(__file__).resolve().parent.parent / "static")
     public_url: str | None = None  # where browsers reach the edge (https://data.example.com)
+    max_connections: int | None = None  # the edge's open connections; default: from the file limit
+    head_timeout: float = 10.0  # seconds for a request's line and headers to arrive
+    body_timeout: float = 30.0  # seconds for its body to arrive after them
 
     @property
     def edge_url(self) -> str:
@@ -43,6 +48,11 @@ class Settings(msgspec.Struct, kw_only=True):
             return self.public_url.rstrip("/")
         host = "localhost" if self.host in ("127.0.0.1", "0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def key_file(self) -> Path:
+        """Where the generated secret key lives: never inside the database it protects."""
+        return Path(self.secret_key_file or Path(self.db).with_suffix(".key")).expanduser()
 
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(cidr.strip(), strict=False) for cidr in self.trusted_proxies if cidr.strip()]
@@ -53,9 +63,11 @@ _ENV = {
     "SIGNAL_PORT": "port",
     "SIGNAL_ADMIN_HOST": "admin_host",
     "SIGNAL_ADMIN_PORT": "admin_port",
+    "SIGNAL_ADMIN_HOSTS": "admin_hosts",
     "SIGNAL_DB": "db",
     "SIGNAL_ADMIN_TOKEN": "admin_token",
     "SIGNAL_SECRET_KEY": "secret_key",
+    "SIGNAL_SECRET_KEY_FILE": "secret_key_file",
     "SIGNAL_PINTEREST_API_BASE": "pinterest_api_base",
     "SIGNAL_TRUSTED_PROXIES": "trusted_proxies",
     "SIGNAL_LOG_LEVEL": "log_level",
@@ -70,8 +82,11 @@ _ENV = {
     "SIGNAL_DB_SYNCHRONOUS": "db_synchronous",
     "SIGNAL_STATIC_DIR": "static_dir",
     "SIGNAL_PUBLIC_URL": "public_url",
+    "SIGNAL_MAX_CONNECTIONS": "max_connections",
+    "SIGNAL_HEAD_TIMEOUT": "head_timeout",
+    "SIGNAL_BODY_TIMEOUT": "body_timeout",
 }
-_LISTS = {"trusted_proxies", "retry_delays"}
+_LISTS = {"trusted_proxies", "retry_delays", "admin_hosts"}
 
 
 class SettingsError(ValueError):

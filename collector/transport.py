@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class OneSendPerTurn:
@@ -58,7 +58,7 @@ _MALFORMED = msgspec.json.encode({"error": {
                "could not be parsed); fix the client or the proxy in front of this server"}})
 
 
-class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+class OneSendHTTPProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(OneSendPerTurn(transport, self.loop))
 
@@ -68,3 +68,124 @@ class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
                              b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_MALFORMED), _MALFORMED))
         self.transport.close()
+
+
+class Limits(msgspec.Struct, frozen=True):
+    head_timeout: float = 10.0  # the request line and headers must arrive within this
+    body_timeout: float = 30.0  # and the body within this after them (512 KB at 20 KB/s)
+    max_head: int = 16 * 1024  # bytes of request line and headers
+    max_connections: int = 10_000  # open at once; more are answered 503 and closed
+
+
+def _json_answer(status: bytes, code: str, message: str) -> bytes:
+    body = msgspec.json.encode({"error": {"code": code, "message": message}})
+    return (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, len(body), body))
+
+
+class GuardedHTTPProtocol(OneSendHTTPProtocol):
+    """Bounds what one connection may cost. uvicorn closes idle keep-alive connections, but it
+    waits forever for a request head that never completes and accepts headers of any size:
+    300 silent connections took the process's file descriptors, and both ports with them.
+    Subclass with `limits` set (see `guarded`)."""
+
+    limits = Limits()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # of the current request's complete line and headers
+        self._head_raw = 0  # bytes received while its head is incomplete
+        self._in_head = True
+        self._head_too_large = False
+        self._refused = len(self.server_state.connections) >= self.limits.max_connections
+        if self._refused:  # never registered: uvicorn does not count or track it
+            transport.write(_TOO_MANY)
+            transport.close()
+            return
+        super().connection_made(transport)
+        self._arm(self.limits.head_timeout, b"408 Request Timeout")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_raw += len(data)
+        super().data_received(data)
+        # A header still incomplete past the limit: the parser reports a header only once it
+        # is whole, and would buffer one without end.
+        if self._in_head and self._head_raw > self.limits.max_head and not self.transport.is_closing():
+            self._head_too_large = True
+            self.send_400_response("")
+
+    def _arm(self, seconds: float, status: bytes | None) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._expired, status)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self, status: bytes | None) -> None:
+        """Too slow: a head gets 408; a body just ends (the app sees the client disconnect)."""
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if status is not None:
+            self.transport.write(_json_answer(status, "request_timeout", "the request did not arrive in time"))
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        if self._timer is None:  # a keep-alive connection's next request: its head is timed too
+            self._arm(self.limits.head_timeout, b"408 Request Timeout")
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.limits.max_head:
+            self._head_too_large = True
+            raise ValueError("request head too large")  # the parser stops; send_400_response answers
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_raw = False, 0
+        self._arm(self.limits.body_timeout, None)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_head = True  # what comes next on this connection is the next request's head
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self._disarm()
+        if self._head_too_large:
+            self.transport.write(_json_answer(
+                b"431 Request Header Fields Too Large", "headers_too_large",
+                f"the request line and headers are over {self.limits.max_head // 1024} KB"))
+            self.transport.close()
+            return
+        super().send_400_response(msg)
+
+
+_TOO_MANY = _json_answer(b"503 Service Unavailable", "too_many_connections",
+                         "this server has too many open connections; retry shortly")
+
+
+def guarded(limits: Limits) -> type[GuardedHTTPProtocol]:
+    """The protocol class for one server, with its limits."""
+    return type("GuardedHTTPProtocol", (GuardedHTTPProtocol,), {"limits": limits})

@@ -36,7 +36,7 @@ def test_the_servers_answer_through_it(edge):
     """Keep-alive requests on one connection get whole, ordered answers."""
     with httpx.Client(base_url=edge.url) as client:
         for _ in range(3):
-            assert client.get("/healthz").json() == {"ok": True}
+            assert client.get("/healthz").json()["ok"] is True
         assert post_batch(edge.url, "dk_nope", [{"type": "page"}]).status_code == 401
 
 
