@@ -85,8 +85,10 @@ class Edge:
         wait_http(f"http://127.0.0.1:{self.port}/healthz")
         self.admin = httpx.Client(base_url=f"http://127.0.0.1:{admin_port}/v1/admin",
                                   headers={"Authorization": f"Bearer {ADMIN}"})
-        source = self.admin.post("/sources", json={"name": "bench", "rate_limit_per_second": 1_000_000,
-                                                   "rate_limit_burst": 1_000_000}).json()
+        # One load generator is one client: lift the per-client limit with the source's.
+        source = self.admin.post("/sources", json={
+            "name": "bench", "rate_limit_per_second": 1_000_000, "rate_limit_burst": 1_000_000,
+            "client_rate_limit_per_second": 1_000_000, "client_rate_limit_burst": 1_000_000}).json()
         self.key = source["pipeline_key"]
         self.integration = self.admin.post("/integrations", json={
             "source_id": source["id"], "vendor": "pinterest", "name": "P",

@@ -224,3 +224,28 @@ def test_the_tag_is_served_compressed_with_a_strong_etag(edge):
     assert again.status_code == 304 and again.content == b""
     assert plain.headers["content-type"].startswith("application/javascript")
     assert len(zipped.headers["content-length"]) and int(zipped.headers["content-length"]) < 4096
+
+
+def test_one_client_cannot_spend_the_sites_budget(edge):
+    """Issue 16: a request of 30,000 events pushed every visitor into 429. Now a request holds at
+    most 500 events, and each client (as seen through the trusted proxy) has its own bucket."""
+    with edge.admin() as admin:
+        src = create_source(admin, rate_limit_per_second=1000, rate_limit_burst=5000,
+                            client_rate_limit_per_second=10, client_rate_limit_burst=500)
+    key = src["pipeline_key"]
+
+    def send(n, client_ip):
+        return post_batch(edge.url, key, [{"type": "page"}] * n, headers={"X-Forwarded-For": client_ip})
+
+    too_many = send(501, "198.51.100.7")
+    assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_many_events"
+    assert "at most 500" in too_many.json()["error"]["message"]
+    assert send(500, "198.51.100.7").status_code == 200
+    flooded = send(500, "198.51.100.7")
+    assert flooded.status_code == 429 and "from one client" in flooded.json()["error"]["message"]
+    assert int(flooded.headers["retry-after"]) >= 1
+    # Every other visitor of the site is unaffected, IPv6 ones by their /64.
+    assert send(10, "198.51.100.8").status_code == 200
+    assert send(500, "2001:db8:1:2::1").status_code == 200
+    assert send(500, "2001:db8:1:2::ffff").status_code == 429
+    assert send(10, "2001:db8:1:3::1").status_code == 200

@@ -21,10 +21,13 @@ from starlette.routing import Route
 
 from collector.edge import identity as ei
 from collector.edge.ids import uuid4
+from collector.edge.limits import ClientBuckets, client_key
 from collector.edge.ingest import EventError, RequestContext, build_event, unix_seconds, validation_message
+from collector.edge.split import split_batch
 from collector.edge.tag import TagFile
 from collector.edge.wire import (
     Accepted,
+    BatchBody,
     ErrorBody,
     ErrorDetail,
     IncomingEvent,
@@ -35,17 +38,23 @@ from collector.edge.wire import (
     event_decoder,
     single_decoder,
 )
+from collector.health import health_response
 from collector.services import Services
 from delivery.config import Source
+from delivery.errorlog import ErrorLog, failure_id
 from delivery.events import EdgeEvent, event_encoder
+from delivery.pinterest.identity import MAX_DEPTH
 from delivery.pinterest.mapping import DELIVERED_TYPES, Options, is_priority
 from delivery.queue import QueueItem
 from delivery.ratelimit import TokenBucket
-from delivery.store import DebugRecord
+from delivery.store import DebugRecord, StorageError
 
 log = logging.getLogger("signal_edge.edge")
+errors = ErrorLog(log)
+STORAGE_RETRY_AFTER = 5  # seconds a client waits after a 503 for a storage fault
 MAX_BODY = 512 * 1024
 MAX_EVENT = 32 * 1024
+MAX_EVENTS = 500  # events per request, as Datafly's gateway allows
 INGEST_ROUTES = {"/v1/batch": None, "/v1/t": "track", "/v1/p": "page", "/v1/i": "identify", "/v1/g": "group"}
 _JSON = [(b"content-type", b"application/json")]
 
@@ -158,15 +167,17 @@ class Edge:
         self.trust = ei.ProxyTrust(services.settings.trusted_networks())
         self.tag = TagFile(services.settings.static_dir)
         self.buckets: dict[str, TokenBucket] = {}
-        self._routes: dict[str, list[Target]] = {}  # source -> its enabled integrations
+        self.clients = ClientBuckets()
+        # source -> its enabled integrations, and the ids of its disabled ones
+        self._routes: dict[str, tuple[list[Target], list[str]]] = {}
         services.store.subscribe(lambda kind, object_id: self._routes.clear())
 
-    def routes(self, source_id: str) -> list[Target]:
+    def routes(self, source_id: str) -> tuple[list[Target], list[str]]:
         found = self._routes.get(source_id)
         if found is None:
-            found = self._routes[source_id] = [
-                Target(i.id, i.options) for i in self.s.store.integrations(source_id) if i.enabled
-            ]
+            integrations = self.s.store.integrations(source_id)
+            found = self._routes[source_id] = ([Target(i.id, i.options) for i in integrations if i.enabled],
+                                               [i.id for i in integrations if not i.enabled])
         return found
 
     # --- checks ---------------------------------------------------------------------------
@@ -180,7 +191,14 @@ class Edge:
             raise HttpError(401, "unknown_pipeline_key", "unknown or revoked pipeline key; copy the current one from the admin UI")
         return source
 
-    def check_rate(self, source: Source, events: int) -> None:
+    def check_rate(self, source: Source, events: int, client_ip: str | None) -> None:
+        """The client's own bucket first (one client cannot spend the site's budget), then the source's."""
+        wait = self.clients.take((source.id, client_key(client_ip)), events, source.client_rate_limit_per_second,
+                                 source.client_rate_limit_burst, time.monotonic())
+        if wait > 0:
+            raise HttpError(429, "rate_limited",
+                            f"over this source's limit of {source.client_rate_limit_per_second:g} events/s from one "
+                            "client; retry later", {"Retry-After": str(max(1, math.ceil(wait)))})
         bucket = self.buckets.get(source.id)
         if bucket is None or bucket.configured_rate != source.rate_limit_per_second or bucket.burst != source.rate_limit_burst:
             bucket = self.buckets[source.id] = TokenBucket(source.rate_limit_per_second, source.rate_limit_burst)
@@ -235,11 +253,21 @@ class Edge:
             if origin and not origin_allowed(source, origin):
                 raise HttpError(403, "origin_not_allowed", f"origin {origin} is not allowed for this source")
             cors = cors_headers(origin)
+            if len(events) > MAX_EVENTS:
+                raise HttpError(413, "too_many_events",
+                                f"batch: {len(events)} events; send at most {MAX_EVENTS} per request")
             self.check_backpressure()
-            self.check_rate(source, len(events))
-            return await self.accept(scope, headers, source, events, implied, sent_at, reset, cors)
+            client = scope.get("client")
+            peer = client[0] if client else None
+            ip = self.trust.client_ip(peer, headers.get("x-forwarded-for"))
+            self.check_rate(source, len(events), ip)
+            return await self.accept(scope, headers, source, events, implied, sent_at, reset, cors, peer, ip)
         except HttpError as exc:
             return exc.answer(cors)
+        except StorageError as exc:
+            log.warning("ingestion refused with 503: %s", exc)
+            return HttpError(503, "storage_unavailable", f"{exc}; nothing was accepted, retry shortly",
+                             {"Retry-After": str(STORAGE_RETRY_AFTER)}).answer(cors)
 
     def envelope(self, body: bytes, implied: str | None, headers: dict[str, str]):
         """(pipeline key, events, batch sentAt, reset) from the body. The events come decoded
@@ -254,19 +282,36 @@ class Edge:
                 if len(body) <= MAX_EVENT:  # no event in it can be too large
                     try:
                         envelope = decoded_batch_decoder.decode(body)
-                    except (msgspec.ValidationError, msgspec.DecodeError):
+                    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                         pass  # decoded again below, event by event, to say which one is wrong
                 if envelope is None:
-                    envelope = batch_decoder.decode(body)
-                events = envelope.batch
+                    envelope, events = self.decode_batch(body)
+                else:
+                    events = envelope.batch
                 if not events:
                     raise HttpError(400, "empty_batch", "batch: empty; send at least one event")
         except msgspec.ValidationError as exc:
             raise HttpError(400, "invalid_body", str(validation_message(exc, "body"))) from None
         except msgspec.DecodeError as exc:
             raise HttpError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise HttpError(400, "too_deep", f"body: nested deeper than {MAX_DEPTH} levels; send flatter data") from None
         sent_at = unix_seconds(envelope.sentAt) if implied is None and envelope.sentAt else None
         return envelope.pipeline_key or _bearer(headers), events, sent_at, envelope.reset
+
+    @staticmethod
+    def decode_batch(body: bytes) -> tuple[BatchBody, list]:
+        """The envelope and its events as raw JSON. An event nested past what msgspec can
+        skip is split off without recursion, so that only it is refused."""
+        try:
+            envelope = batch_decoder.decode(body)
+            return envelope, envelope.batch
+        except RecursionError:
+            split = split_batch(body)
+            if split is None:
+                raise
+            emptied, events = split
+            return batch_decoder.decode(emptied), events
 
     @staticmethod
     def decode(raw: bytes | msgspec.Raw, index: int, implied: str | None) -> IncomingEvent:
@@ -279,10 +324,14 @@ class Edge:
             raise validation_message(exc, _label(implied, index)) from None
         except msgspec.DecodeError as exc:
             raise EventError(_label(implied, index), f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise EventError(_label(implied, index), f"nested deeper than {MAX_DEPTH} levels; send flatter data",
+                             "too_deep") from None
 
     async def accept(self, scope, headers: dict[str, str], source: Source,
                      incoming: list[IncomingEvent] | list[bytes] | list[msgspec.Raw], implied: str | None,
-                     sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]]) -> Answer:
+                     sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]], peer: str | None,
+                     ip: str | None) -> Answer:
         cookies = ei.parse_cookies(headers.get("cookie", ""))
         new_cookies: dict[str, str] = {}
         anonymous_id = cookies.get(ei.DFID)
@@ -291,12 +340,10 @@ class Edge:
         pin_unauth = cookies.get(ei.PIN_UNAUTH)
         if not pin_unauth or not ei.cookie_value_ok(pin_unauth):
             pin_unauth = new_cookies[ei.PIN_UNAUTH] = uuid4()
-        client = scope.get("client")
-        peer = client[0] if client else None
         received_at = time.time()
         ctx = RequestContext(  # positional, in field order
             source,
-            self.trust.client_ip(peer, headers.get("x-forwarded-for")),  # ip
+            ip,
             headers.get("user-agent"),
             anonymous_id,
             pin_unauth,
@@ -344,16 +391,20 @@ class Edge:
 
     async def commit(self, source: Source, events: list[EdgeEvent], anonymous_id: str, remember) -> None:
         """Queue every deliverable event for each of the source's integrations; durable on return."""
-        integrations = self.routes(source.id)
-        deliverable = [ev for ev in events if ev.type in DELIVERED_TYPES] if integrations else []
+        integrations, disabled = self.routes(source.id)
+        deliverable = [ev for ev in events if ev.type in DELIVERED_TYPES] if integrations or disabled else []
         items: list[QueueItem] = []
         offers: list[tuple[str, int, bool]] = []
         if deliverable:
-            lines = event_encoder.encode_lines(deliverable)[:-1]  # one request's events: one queue item
+            at = deliverable[0].received_at
+            if integrations:
+                lines = event_encoder.encode_lines(deliverable)[:-1]  # one request's events: one queue item
             for target in integrations:
                 priorities = target.priorities(deliverable)
-                items += queue_items(target.integration_id, lines, priorities, deliverable[0].received_at)
+                items += queue_items(target.integration_id, lines, priorities, at)
                 offers.append((target.integration_id, len(priorities), any(priorities)))
+            # A disabled integration receives nothing, but what it skips is counted.
+            items += [QueueItem(topic, b"", at, 0, len(deliverable), skipped=True) for topic in disabled]
         if remember is not None:
             await self.s.store.save_identity(anonymous_id, remember)
         await self.s.queue.append(items)
@@ -386,7 +437,7 @@ class Edge:
         return self.tag.response(request.headers)
 
     async def healthz(self, request: Request) -> Response:
-        return Response(b'{"ok":true}', media_type="application/json")
+        return health_response(self.s.storage_problem())
 
     async def preflight(self, request: Request) -> Response:
         origin = request.headers.get("origin")
@@ -414,10 +465,12 @@ class EdgeApp:
                 status, body, extra = await self.edge.ingest(scope, receive, INGEST_ROUTES[scope["path"]])
             except ConnectionAbortedError:
                 return  # the client went away mid-body; nothing was accepted
-            except Exception:
-                log.exception("ingestion failed")
-                status, body, extra = HttpError(500, "internal_error",
-                                                "internal error; the events were not accepted, retry").answer([])
+            except Exception as exc:
+                request_id = failure_id()
+                errors.failure(f"ingestion failed (request {request_id})", exc)
+                status, body, extra = HttpError(
+                    500, "internal_error",
+                    f"internal error (request {request_id}); the events were not accepted, retry").answer([])
             await send({"type": "http.response.start", "status": status,
                         "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *extra]})
             await send({"type": "http.response.body", "body": body})
