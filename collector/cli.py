@@ -28,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
     token = sub.add_parser("admin-token", help="issue a new admin token")
     token.add_argument("--rotate", action="store_true", help="replace the admin token and print the new one")
     token.add_argument("--db", help="SQLite file (default ./signal-edge.db; SIGNAL_DB)")
+    rekey = sub.add_parser("rotate-secret-key", help="encrypt the stored tokens with a new secret key "
+                           "(stop signal-edge first)")
+    rekey.add_argument("--db", help="SQLite file (default ./signal-edge.db; SIGNAL_DB)")
     return p
 
 
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from collector.runtime import StartupError, configure_logging, run
+    from delivery.store import StorageUnusable
 
     configure_logging(settings.log_level)
     try:
@@ -66,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             settings.pinterest_api_base = f"http://127.0.0.1:{args.sandbox_port}"
             setup = demo_setup(args.sandbox_port, args.shop_port)
             return _run(run(settings, setup, demo_banner(args.shop_port, args.sandbox_port)))
+        if args.command == "rotate-secret-key":
+            return _run(_rotate_secret_key(settings))
         return _run(_admin_token(settings, args.rotate))
-    except StartupError as exc:
+    except (StartupError, StorageUnusable) as exc:
         print(f"signal-edge: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -91,6 +97,30 @@ async def _admin_token(settings, rotate: bool) -> int:
         db.close()
     print(token)
     print("The previous admin token no longer works (a running server notices within a second).", file=sys.stderr)
+    return 0
+
+
+async def _rotate_secret_key(settings) -> int:
+    from collector.keys import load_secret_key, rotate_secret_key
+    from delivery.secrets import SecretBox
+    from delivery.sqlite.config_store import SqliteConfigStore
+    from delivery.sqlite.db import Database
+
+    db = Database(settings.db)
+    db.start()
+    try:
+        store = SqliteConfigStore(db)
+        await store.open(SecretBox(await load_secret_key(store, settings.secret_key, settings.key_file)))
+        new = await rotate_secret_key(store, bool(settings.secret_key), settings.key_file)
+    finally:
+        db.close()
+    if settings.secret_key:
+        print(new)
+        print("The stored tokens are now encrypted with the key above. Set SIGNAL_SECRET_KEY to it on every node "
+              "before starting signal-edge again; the old key no longer opens them.", file=sys.stderr)
+    else:
+        print(f"The stored tokens are now encrypted with a new key, written to {settings.key_file}. "
+              "UI sessions have ended; copy the file to every node.", file=sys.stderr)
     return 0
 
 

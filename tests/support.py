@@ -209,7 +209,9 @@ def shop_running(tmp: Path, **source_fields):
 
 
 def create_source(admin: httpx.Client, **fields) -> dict:
-    body = {"name": "Test shop", **fields}
+    """Every test client is 127.0.0.1: the per-client limit is lifted unless a test sets it."""
+    body = {"name": "Test shop", "client_rate_limit_per_second": 1_000_000, "client_rate_limit_burst": 1_000_000,
+            **fields}
     response = admin.post("/sources", json=body)
     assert response.status_code == 201, response.text
     return response.json()
@@ -236,3 +238,64 @@ def post_batch(edge_url: str, pipeline_key: str, events: list[dict], client: htt
 
 def stats(admin: httpx.Client, integration_id: str) -> dict:
     return admin.get(f"/integrations/{integration_id}").json()["delivery"]
+
+
+class InProcessEdge:
+    """signal-edge's own runtime in a thread of the test process: real servers on real sockets,
+    with its services within reach for fault injection (`call` runs a coroutine on its loop)."""
+
+    def __init__(self, tmp: Path, pinterest_url: str, env: dict[str, str] | None = None) -> None:
+        from collector.settings import load_settings
+
+        self.db = tmp / "in-process.db"
+        self.port, self.admin_port = free_port(), free_port()
+        environ = {
+            "SIGNAL_ADMIN_TOKEN": ADMIN_TOKEN, "SIGNAL_PINTEREST_API_BASE": pinterest_url,
+            "SIGNAL_FLUSH_INTERVAL": "0.2", "SIGNAL_RETRY_DELAYS": "0.2,0.4,0.8,1,1,1,1",
+            "SIGNAL_REQUEST_TIMEOUT": "5", "SIGNAL_SHUTDOWN_GRACE": "3", **(env or {}),
+        }
+        self.settings = load_settings({"port": self.port, "admin_port": self.admin_port, "db": str(self.db)},
+                                      environ=environ)
+        self.services = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+
+    url = SignalEdge.url
+    admin_url = SignalEdge.admin_url
+    admin = SignalEdge.admin
+
+    def start(self) -> "InProcessEdge":
+        self.thread = threading.Thread(target=self._main, name="in-process signal-edge", daemon=True)
+        self.thread.start()
+        if not self._ready.wait(30) or self._error:
+            raise AssertionError(f"signal-edge did not start in process: {self._error!r}")
+        return self
+
+    def _main(self) -> None:
+        from collector.runtime import run
+
+        async def serve() -> None:
+            self.loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            await run(self.settings, stop=self._stop, ready=self._started)
+
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._ready.set()
+
+    def _started(self, services) -> None:
+        self.services = services
+        self._ready.set()
+
+    def call(self, coro, timeout: float = 30):
+        """Run `coro` on the server's event loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop.set)
+            self.thread.join(30)

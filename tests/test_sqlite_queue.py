@@ -13,6 +13,7 @@ from delivery.queue import QueueItem, Settlement
 from delivery.sqlite.db import Database
 from delivery.sqlite.event_queue import SqliteEventQueue
 from delivery.sqlite.migrations import MIGRATIONS
+from delivery.store import StorageUnusable
 
 
 def run(coro):
@@ -41,7 +42,7 @@ def test_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "future.db"
     sqlite3.connect(path).execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
     database = Database(str(path))
-    with pytest.raises(RuntimeError, match="newer than this signal-edge"):
+    with pytest.raises(StorageUnusable, match="newer than this signal-edge"):
         database.start()
 
 

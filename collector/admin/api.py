@@ -30,6 +30,7 @@ from delivery.store import DebugRecord
 
 _encoder = msgspec.json.Encoder()
 MAX_LIMIT = 100
+MAX_SHOWN = 32 * 1024  # bytes of a stored event shown as text when it cannot be shown as JSON
 MAX_ADMIN_BODY = 256 * 1024
 SSE_HEARTBEAT = 15.0
 
@@ -71,6 +72,7 @@ class ApiRoute:
     response: Any = None
     status: int = 200
     query: tuple[str, ...] = ()
+    media: str | None = None  # a response that is not JSON
 
 
 class Api:
@@ -149,6 +151,8 @@ class Api:
             default_country=src.default_country,
             consent=s.Consent(src.consent.enabled, list(src.consent.default_categories)),
             rate_limit_per_second=src.rate_limit_per_second, rate_limit_burst=src.rate_limit_burst,
+            client_rate_limit_per_second=src.client_rate_limit_per_second,
+            client_rate_limit_burst=src.client_rate_limit_burst,
             created_at=iso(src.created_at), updated_at=iso(src.updated_at),
             snippet=snippet(self.s.settings.edge_url, src.pipeline_key),
         )
@@ -159,7 +163,7 @@ class Api:
         health = integ.health
         return s.IntegrationOut(
             id=integ.id, source_id=integ.source_id, vendor=integ.vendor, name=integ.name, enabled=integ.enabled,
-            variant=integ.variant, consent_categories=integ.consent_categories,
+            paused=integ.paused, variant=integ.variant, consent_categories=integ.consent_categories,
             config=s.PinterestConfigOut(
                 ad_account_id=cfg.ad_account_id, access_token=mask(cfg.access_token),
                 conversion_token=mask(cfg.conversion_token), test_mode=cfg.test_mode, event_map=cfg.event_map,
@@ -173,7 +177,8 @@ class Api:
             ),
             delivery=s.DeliveryCounts(
                 accepted=stats.accepted, filtered=stats.filtered, queued=stats.queued, in_flight=stats.in_flight,
-                delivered=stats.delivered, dead_lettered=stats.dead_lettered, last_error=stats.last_error,
+                delivered=stats.delivered, dead_lettered=stats.dead_lettered,
+                skipped_disabled=stats.skipped_disabled, last_error=stats.last_error,
                 last_error_at=iso(stats.last_error_at),
             ),
             warnings=config_warnings(cfg),
@@ -199,6 +204,8 @@ class Api:
             default_country=body.default_country.upper() if body.default_country else None,
             consent=ConsentSettings(body.consent.enabled, list(body.consent.default_categories)),
             rate_limit_per_second=body.rate_limit_per_second, rate_limit_burst=body.rate_limit_burst,
+            client_rate_limit_per_second=body.client_rate_limit_per_second,
+            client_rate_limit_burst=body.client_rate_limit_burst,
         )
         await self.store.put_source(source, "create")
         return json_response(self.source_out(source), 201)
@@ -261,7 +268,7 @@ class Api:
         integ = self.integration_or_404(request.path_params["id"])
         body: s.IntegrationPatch = await self.decode(request, s.IntegrationPatch)
         changes: dict[str, Any] = {
-            k: v for k in ("name", "enabled", "variant", "consent_categories")
+            k: v for k in ("name", "enabled", "paused", "variant", "consent_categories")
             if (v := getattr(body, k)) is not msgspec.UNSET
         }
         if body.config is not msgspec.UNSET:
@@ -278,16 +285,13 @@ class Api:
         return json_response(await self.integration_out(updated))
 
     async def delete_integration(self, request: Request) -> Response:
+        """Deleting never loses an event: what is still queued becomes dead letters, which stay
+        readable, exportable and replayable into another integration."""
         integ = self.integration_or_404(request.path_params["id"])
-        stats = await self.queue.stats(integ.id)
-        waiting = stats.queued + stats.in_flight
-        if waiting and request.query_params.get("discard_queued") != "true":
-            raise ApiError(409, "has_queued_events",
-                           f"{waiting} events are still queued for this integration; disable it and wait for them, "
-                           "or delete with ?discard_queued=true to drop them")
-        await self.store.delete_integration(integ.id)
-        if waiting:
-            await self.queue.discard(integ.id, "not sent: the integration was deleted", time.time())
+        await self.store.delete_integration(integ.id)  # its worker stops: nothing new is leased
+        moved = await self.queue.discard(integ.id, DELETED, time.time())
+        if moved:
+            await self.store.audit("discard", "integration", integ.id, None, {"dead_lettered": moved})
         return Response(status_code=204)
 
     async def test_integration(self, request: Request) -> Response:
@@ -303,25 +307,47 @@ class Api:
         ok, message = await self.s.delivery.send_test(integ, sample)
         return json_response(s.TestResult(ok, message))
 
+    async def topic_or_404(self, integration_id: str) -> str:
+        """An integration's id, or a deleted one's that still has dead letters."""
+        if self.store.integration(integration_id) is None and integration_id not in await self.queue.dead_letter_topics():
+            raise ApiError(404, "not_found", f"no integration with id {integration_id}")
+        return integration_id
+
     async def dead_letters(self, request: Request) -> Response:
-        integ = self.integration_or_404(request.path_params["id"])
+        topic = await self.topic_or_404(request.path_params["id"])
         limit = self.limit(request)
         after = self.int_cursor(request) or 0
-        rows = await self.queue.dead_letters(integ.id, after, limit + 1)
-        data = [
-            s.DeadLetterOut(d.id, d.event_id, d.reason, d.attempts, iso(d.created_at), iso(d.dead_at),
-                            _event_view(d.payload))
-            for d in rows[:limit]
-        ]
+        rows = await self.queue.dead_letters(topic, after, limit + 1)
+        data = [dead_letter_out(d) for d in rows[:limit]]
         has_more = len(rows) > limit
         return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
 
+    async def export_dead_letters(self, request: Request) -> Response:
+        """Every dead letter as JSON Lines, one object per line, read page by page."""
+        topic = await self.topic_or_404(request.path_params["id"])
+
+        async def lines():
+            after = 0
+            while rows := await self.queue.dead_letters(topic, after, 500):
+                yield b"".join(_encoder.encode(dead_letter_out(d)) + b"\n" for d in rows)
+                after = rows[-1].id
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson", headers={
+            "Content-Disposition": f'attachment; filename="{topic}-dead-letters.jsonl"'})
+
     async def replay(self, request: Request) -> Response:
-        integ = self.integration_or_404(request.path_params["id"])
+        topic = await self.topic_or_404(request.path_params["id"])
         body = await self.decode(request, s.ReplayRequest) if _has_body(request) else s.ReplayRequest()
-        count = await self.queue.replay(integ.id, body.ids, time.time())
-        await self.store.audit("replay", "integration", integ.id, None, {"replayed": count, "ids": body.ids})
-        self.s.notify(integ.id)
+        into = body.into or topic
+        if self.store.integration(into) is None:
+            raise ApiError(409 if into == topic else 400, "no_such_integration",
+                           f"into: integration {into} does not exist; replay into an existing integration"
+                           if body.into else "this integration was deleted: replay its dead letters into another "
+                           "one with {\"into\": \"int_...\"}, or export them", "into")
+        count = await self.queue.replay(topic, body.ids, time.time(), into)
+        await self.store.audit("replay", "integration", topic, None,
+                               {"replayed": count, "ids": body.ids, **({"into": into} if into != topic else {})})
+        self.s.notify(into)
         return json_response(s.ReplayResult(count))
 
     async def match_quality(self, request: Request) -> Response:
@@ -382,6 +408,14 @@ def debug_out(r: DebugRecord) -> s.DebugEventOut:
     )
 
 
+DELETED = "not sent: the integration was deleted (replay into another integration, or export)"
+
+
+def dead_letter_out(d) -> s.DeadLetterOut:
+    return s.DeadLetterOut(d.id, d.event_id, d.reason, d.attempts, iso(d.created_at), iso(d.dead_at),
+                           _event_view(d.payload))
+
+
 def config_warnings(cfg: PinterestConfig) -> list[str]:
     warnings = []
     if not cfg.access_token.startswith("pina_"):
@@ -395,11 +429,14 @@ def config_warnings(cfg: PinterestConfig) -> list[str]:
 
 
 def _event_view(payload: bytes) -> Any:
-    """A dead letter's event by field name (or as stored, when it is not an event of ours)."""
+    """A dead letter's event by field name (or as stored, when it is not an event of ours).
+    A stored record can never make a listing fail."""
     try:
-        return event_view(event_decoder.decode(payload))
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return payload.decode("utf-8", "replace")
+        view = event_view(event_decoder.decode(payload))
+        _encoder.encode(view)  # nested too deep to encode, say: shown as text below
+        return view
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError, TypeError):
+        return payload[:MAX_SHOWN].decode("utf-8", "replace")
 
 
 def _has_body(request: Request) -> bool:
@@ -422,21 +459,23 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/integrations/{id}", "get_integration", "Get an integration", response=s.IntegrationOut),
     ApiRoute("PATCH", "/integrations/{id}", "patch_integration", "Update an integration (omitted secrets are kept)",
              s.IntegrationPatch, s.IntegrationOut),
-    ApiRoute("DELETE", "/integrations/{id}", "delete_integration", "Delete an integration", status=204,
-             query=("discard_queued",)),
+    ApiRoute("DELETE", "/integrations/{id}", "delete_integration",
+             "Delete an integration (its queued events become dead letters)", status=204),
     ApiRoute("POST", "/integrations/{id}/test", "test_integration", "Send a test event (?test=true) to Pinterest",
              response=s.TestResult),
     ApiRoute("GET", "/integrations/{id}/dead-letters", "dead_letters", "List dead letters",
              response=Page(s.DeadLetterOut), query=("cursor", "limit")),
-    ApiRoute("POST", "/integrations/{id}/dead-letters/replay", "replay", "Replay dead letters (all, or ids)",
-             s.ReplayRequest, s.ReplayResult),
+    ApiRoute("GET", "/integrations/{id}/dead-letters/export", "export_dead_letters",
+             "Every dead letter as JSON Lines", media="application/x-ndjson"),
+    ApiRoute("POST", "/integrations/{id}/dead-letters/replay", "replay",
+             "Replay dead letters (all, or ids), into this integration or another", s.ReplayRequest, s.ReplayResult),
     ApiRoute("GET", "/integrations/{id}/match-quality", "match_quality", "Identity signals of recent events",
              response=s.MatchQuality, query=("limit",)),
     ApiRoute("GET", "/catalog/pinterest", "get_catalog", "Pinterest config fields and variants", response=Catalog),
     ApiRoute("GET", "/debugger/events", "debug_events", "Recent events and their delivery outcome",
              response=Page(s.DebugEventOut), query=("source_id", "integration_id", "status", "cursor", "limit")),
     ApiRoute("GET", "/debugger/stream", "debug_stream", "Live event stream (Server-Sent Events)",
-             query=("source_id", "integration_id", "status")),
+             query=("source_id", "integration_id", "status"), media="text/event-stream"),
     ApiRoute("GET", "/audit-log", "audit_log", "Configuration changes, newest first", response=Page(s.AuditOut),
              query=("cursor", "limit")),
 )

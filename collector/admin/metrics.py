@@ -9,6 +9,7 @@ COUNTERS = (
     ("filtered", "Events not sent because of consent (or not deliverable types)."),
     ("delivered", "Events Pinterest processed."),
     ("dead_lettered", "Events moved to the dead-letter store."),
+    ("skipped_disabled", "Events not queued because the integration was disabled."),
 )
 GAUGES = (
     ("queued", "Events waiting in the queue."),
@@ -40,6 +41,27 @@ async def render(services: Services) -> str:
               "# TYPE signal_edge_last_error_timestamp_seconds gauge"]
     lines += [f'signal_edge_last_error_timestamp_seconds{{integration="{_label(i.id)}"}} {stats[i.id].last_error_at or 0}'
               for i in integrations]
+    delivery = services.delivery
+    for metric, help_text, counts in (
+        ("signal_edge_delivery_batch_failures_total",
+         "Batches that failed unexpectedly (each counted an attempt for its events).", delivery.failures),
+        ("signal_edge_delivery_loop_failures_total",
+         "Faults of an integration's delivery loop (storage errors); it retried by itself.", delivery.loop_failures),
+    ):
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        lines += [f'{metric}{{integration="{_label(i.id)}"}} {counts[i.id]}' for i in integrations]
+    lines += ["# HELP signal_edge_integration_paused 1 while the integration is paused (queueing, not sending).",
+              "# TYPE signal_edge_integration_paused gauge"]
+    lines += [f'signal_edge_integration_paused{{integration="{_label(i.id)}"}} {int(i.paused)}' for i in integrations]
+    problem = services.storage_problem()
+    lines += ["# HELP signal_edge_storage_ok 0 while the database fails (full disk, lock, I/O), else 1.",
+              "# TYPE signal_edge_storage_ok gauge", f"signal_edge_storage_ok {int(problem is None)}"]
+    lines += ["# HELP signal_edge_event_loop_lag_seconds How late the event loop last ran a timer.",
+              "# TYPE signal_edge_event_loop_lag_seconds gauge",
+              f"signal_edge_event_loop_lag_seconds {services.lag.last:.6f}",
+              "# HELP signal_edge_event_loop_lag_max_seconds The event loop's largest lag since start.",
+              "# TYPE signal_edge_event_loop_lag_max_seconds gauge",
+              f"signal_edge_event_loop_lag_max_seconds {services.lag.max:.6f}"]
     lines += ["# HELP signal_edge_queue_depth Events queued or in flight, all integrations.",
               "# TYPE signal_edge_queue_depth gauge", f"signal_edge_queue_depth {services.queue.depth()}"]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,8 @@ _ERRORS = {
     "404": "No such object",
     "409": "Conflict",
     "415": "The body must be JSON",
+    "429": "Too many wrong admin tokens from this address: wait for Retry-After",
+    "503": "The database cannot store anything now (see /healthz): retry after Retry-After",
 }
 
 
@@ -41,8 +43,8 @@ def build() -> dict[str, Any]:
         ok: dict[str, Any] = {"description": "OK"}
         if route.response is not None:
             ok["content"] = {"application/json": {"schema": refs[route.response]}}
-        elif route.handler == "debug_stream":
-            ok["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+        elif route.media:
+            ok["content"] = {route.media: {"schema": {"type": "string"}}}
         responses = {str(route.status): ok}
         responses.update({code: {"description": text, "content": {"application/json": {"schema": _ref("ErrorResponse")}}}
                           for code, text in _ERRORS.items()})

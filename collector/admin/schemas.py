@@ -25,6 +25,8 @@ VariantKey = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
 RatePerSecond = Annotated[float, Meta(gt=0, le=10_000)]  # requests/s to Pinterest
 EventsPerSecond = Annotated[float, Meta(gt=0, le=1_000_000)]  # events/s accepted by a source
 Burst = Annotated[int, Meta(ge=1, le=1_000_000)]
+# A client's burst must let one full request (500 events) through.
+ClientBurst = Annotated[int, Meta(ge=500, le=1_000_000, description="at least 500: one full request")]
 EventMap = Annotated[dict[Annotated[str, Meta(min_length=1, max_length=200)], EventName], Meta(max_length=200)]
 
 
@@ -63,6 +65,8 @@ class SourceCreate(Strict):
     consent: Consent = msgspec.field(default_factory=Consent)
     rate_limit_per_second: EventsPerSecond = 1000.0
     rate_limit_burst: Burst = 20000
+    client_rate_limit_per_second: EventsPerSecond = 50.0
+    client_rate_limit_burst: ClientBurst = 1000
 
 
 class SourcePatch(Strict):
@@ -74,6 +78,8 @@ class SourcePatch(Strict):
     consent: Consent | UnsetType = UNSET
     rate_limit_per_second: EventsPerSecond | UnsetType = UNSET
     rate_limit_burst: Burst | UnsetType = UNSET
+    client_rate_limit_per_second: EventsPerSecond | UnsetType = UNSET
+    client_rate_limit_burst: ClientBurst | UnsetType = UNSET
 
 
 class SourceOut(msgspec.Struct):
@@ -87,6 +93,8 @@ class SourceOut(msgspec.Struct):
     consent: Consent
     rate_limit_per_second: float
     rate_limit_burst: int
+    client_rate_limit_per_second: float
+    client_rate_limit_burst: int
     created_at: str
     updated_at: str
     snippet: str  # the script tag to paste
@@ -132,6 +140,7 @@ class IntegrationCreate(Strict):
 class IntegrationPatch(Strict):
     name: NonEmpty | UnsetType = UNSET
     enabled: bool | UnsetType = UNSET
+    paused: bool | UnsetType = UNSET
     config: PinterestConfigPatch | UnsetType = UNSET
     consent_categories: list[Category] | UnsetType = UNSET
     variant: VariantKey | UnsetType = UNSET
@@ -163,6 +172,7 @@ class DeliveryCounts(msgspec.Struct):
     in_flight: int
     delivered: int
     dead_lettered: int
+    skipped_disabled: int  # events not queued while the integration was disabled
     last_error: str | None
     last_error_at: str | None
 
@@ -173,6 +183,7 @@ class IntegrationOut(msgspec.Struct):
     vendor: str
     name: str
     enabled: bool
+    paused: bool
     variant: str
     consent_categories: list[str]
     config: PinterestConfigOut
@@ -188,8 +199,12 @@ class TestResult(msgspec.Struct):
     message: str
 
 
+DeadLetterId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+
+
 class ReplayRequest(Strict):
-    ids: Annotated[list[int], Meta(max_length=10_000)] | None = None  # None: all
+    ids: Annotated[list[DeadLetterId], Meta(max_length=10_000)] | None = None  # None: all
+    into: Annotated[str, Meta(min_length=1, max_length=100)] | None = None  # another integration's queue
 
 
 class ReplayResult(msgspec.Struct):

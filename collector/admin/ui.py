@@ -3,8 +3,9 @@ actions through the management API (session cookie + X-CSRF-Token header)."""
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import html
+import math
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from collector.admin.api import iso, snippet
+from collector.admin.auth import Throttle
 from collector.admin.session import Sessions
 from collector.services import Services
 from delivery.pinterest.catalog import TROUBLESHOOTING
@@ -49,24 +51,28 @@ def layout(title: str, body: str, csrf: str | None, active: str = "", script: st
     return HTMLResponse(page, headers=SECURITY_HEADERS)
 
 
+def status_of(integ) -> str:
+    if not integ.enabled:
+        return "disabled"
+    return "paused" if integ.paused else integ.health.status
+
+
 def health_badge(status: str) -> str:
     return f'<span class="badge {e(status)}">{e(status)}</span>'
 
 
 class Ui:
-    def __init__(self, services: Services, sessions: Sessions) -> None:
+    def __init__(self, services: Services, sessions: Sessions, throttle: Throttle) -> None:
         self.s = services
         self.sessions = sessions
-
-    def session(self, request: Request) -> dict | None:
-        return self.sessions.read(request, self.s.auth.digest)
+        self.throttle = throttle
 
     def page(handler):  # noqa: N805 - a decorator for the methods below
         async def endpoint(self, request: Request) -> Response:
-            session = self.session(request)
+            session = await self.sessions.read(request)
             if session is None:
                 return RedirectResponse("/login?next=" + request.url.path, 303)
-            return await handler(self, request, session["csrf"])
+            return await handler(self, request, session.csrf)
         return endpoint
 
     # --- login ---------------------------------------------------------------------------
@@ -81,25 +87,39 @@ class Ui:
         return layout("Log in", body, None)
 
     async def login(self, request: Request) -> Response:
-        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+        client = request.client.host if request.client else "?"
+        wait = self.throttle.retry_after(client)
+        if wait > 0:
+            response = await self.login_form(request, f"Too many failed logins from your address: wait "
+                                                      f"{math.ceil(wait / 60)} minutes and try again.")
+            response.status_code = 429
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
+        fields = await form(request)
         token = (fields.get("token") or [""])[0].strip()
         if not await self.s.auth.check(token):
+            self.throttle.failed(client)
+            await self.s.store.audit("login_failed", "admin_session", client, None, {"client": client})
             response = await self.login_form(request, "That admin token is not valid. Check it, or issue a new one "
                                                       "with `signal-edge admin-token --rotate`.")
             response.status_code = 401
             return response
+        self.throttle.succeeded(client)
         response = RedirectResponse("/integrations", 303)
-        secure = request.url.scheme == "https"
-        self.sessions.start(response, hashlib.sha256(token.encode()).hexdigest(), secure)
+        session = await self.sessions.start(response, request.url.scheme == "https", client)
+        await self.s.store.audit("login", "admin_session", session.key[:12], None, {"client": client})
         return response
 
     async def logout(self, request: Request) -> Response:
-        session = self.session(request)
-        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
-        if session and (fields.get("csrf") or [""])[0] != session["csrf"]:
+        session = await self.sessions.read(request)
+        fields = await form(request)
+        if session and not hmac.compare_digest((fields.get("csrf") or [""])[0], session.csrf):
             return Response("CSRF check failed: reload the page and try again.", 403)
         response = RedirectResponse("/login", 303)
-        self.sessions.end(response)
+        ended = await self.sessions.end(request, response)
+        if ended is not None:
+            client = request.client.host if request.client else "?"
+            await self.s.store.audit("logout", "admin_session", ended.key[:12], None, {"client": client})
         return response
 
     # --- pages ---------------------------------------------------------------------------
@@ -153,7 +173,7 @@ class Ui:
             rows.append(
                 f'<tr><td><a href="/integrations/{e(integ.id)}">{e(integ.name)}</a></td>'
                 f"<td>{e(VARIANTS[integ.variant].label)}</td><td>{e(source.name if source else integ.source_id)}</td>"
-                f"<td>{health_badge(integ.health.status) if integ.enabled else health_badge('disabled')}</td>"
+                f"<td>{health_badge(status_of(integ))}</td>"
                 f"<td>{stats.delivered}</td><td>{stats.queued + stats.in_flight}</td><td>{stats.dead_lettered}</td></tr>"
             )
         table = "".join(rows) or '<tr><td colspan="7">No integrations yet.</td></tr>'
@@ -161,8 +181,18 @@ class Ui:
 <div class="table"><table><caption>Integrations</caption>
 <thead><tr><th scope="col">Name</th><th scope="col">Variant</th><th scope="col">Source</th><th scope="col">Health</th>
 <th scope="col">Delivered</th><th scope="col">Queued</th><th scope="col">Dead letters</th></tr></thead>
-<tbody>{table}</tbody></table></div>"""
+<tbody>{table}</tbody></table></div>{await self.deleted_with_dead_letters()}"""
         return layout("Integrations", body, csrf, "/integrations")
+
+    async def deleted_with_dead_letters(self) -> str:
+        deleted = {topic: n for topic, n in (await self.s.queue.dead_letter_topics()).items()
+                   if self.s.store.integration(topic) is None}
+        if not deleted:
+            return ""
+        rows = "".join(f'<tr><td><a href="/integrations/{e(topic)}"><code>{e(topic)}</code></a></td><td>{n}</td></tr>'
+                       for topic, n in sorted(deleted.items()))
+        return f"""<div class="table"><table><caption>Deleted integrations with dead letters</caption>
+<thead><tr><th scope="col">Integration</th><th scope="col">Dead letters</th></tr></thead><tbody>{rows}</tbody></table></div>"""
 
     @page
     async def new_integration(self, request: Request, csrf: str) -> Response:
@@ -188,7 +218,7 @@ class Ui:
     async def integration(self, request: Request, csrf: str) -> Response:
         integ = self.s.store.integration(request.path_params["id"])
         if integ is None:
-            return layout("Integration not found", '<p><a href="/integrations">Back</a></p>', csrf, "/integrations")
+            return await self.deleted_integration(request.path_params["id"], csrf)
         stats = await self.s.queue.stats(integ.id)
         health = integ.health
         explanation = TROUBLESHOOTING.get(health.problem, "") if health.problem else ""
@@ -200,7 +230,7 @@ class Ui:
             f"<div><dt>{label}</dt><dd id=\"count-{key}\">{getattr(stats, key)}</dd></div>"
             for key, label in (("accepted", "Accepted"), ("delivered", "Delivered"), ("queued", "Queued"),
                                ("in_flight", "In flight"), ("filtered", "Filtered (consent)"),
-                               ("dead_lettered", "Dead letters"))
+                               ("dead_lettered", "Dead letters"), ("skipped_disabled", "Skipped while disabled"))
         )
         variants = "".join(
             f'<option value="{k}"{" selected" if k == integ.variant else ""}>{e(v.label)}</option>'
@@ -208,9 +238,11 @@ class Ui:
         )
         cfg = integ.config
         body = f"""<section class="card" aria-labelledby="health-h"><h2 id="health-h">Health</h2>
-<p>{health_badge(integ.health.status if integ.enabled else 'disabled')} <span class="help">checked {e(iso(health.at) or 'never')}</span></p>
+<p>{health_badge(status_of(integ))} <span class="help">checked {e(iso(health.at) or 'never')}</span></p>
 {problem}{last_error}
 <button type="button" id="send-test" data-integration="{e(integ.id)}">Send test event</button>
+<button type="button" id="pause" class="secondary" data-paused="{'true' if integ.paused else 'false'}">{'Resume' if integ.paused else 'Pause'}</button>
+<p class="help">Paused: events are still queued, and nothing is sent until you resume. Disabled (below): nothing is queued.</p>
 <p id="test-result" role="status" aria-live="polite"></p></section>
 <section class="card" aria-labelledby="counts-h"><h2 id="counts-h">Delivery</h2><dl class="counts">{counts}</dl></section>
 <section class="card" aria-labelledby="match-h"><h2 id="match-h">Match quality</h2>
@@ -230,6 +262,21 @@ class Ui:
 <button type="submit">Save changes</button></form>
 <p><a href="/debugger?integration_id={e(integ.id)}">Watch this integration in the debugger</a></p>"""
         return layout(integ.name, body, csrf, "/integrations", "integration-page.js")
+
+    async def deleted_integration(self, topic: str, csrf: str) -> Response:
+        """What is left of a deleted integration: its dead letters, to replay elsewhere or export."""
+        if topic not in await self.s.queue.dead_letter_topics():
+            response = layout("Integration not found", '<p><a href="/integrations">Back</a></p>', csrf, "/integrations")
+            response.status_code = 404
+            return response
+        targets = "".join(f'<option value="{e(x.id)}">{e(x.name)} ({e(x.id)})</option>'
+                          for x in self.s.store.integrations())
+        body = f"""<p class="help">This integration was deleted. The events it still held are dead letters: replay them
+into another integration, or export them.</p>
+<label for="replay-into">Replay into</label><select id="replay-into">{targets}</select>
+<section class="card" aria-labelledby="dead-h"><h2 id="dead-h">Dead letters</h2>
+<div id="dead-letters" data-integration="{e(topic)}"><p class="help">Loading…</p></div></section>"""
+        return layout(f"Deleted integration {topic}", body, csrf, "/integrations", "dead-letters.js")
 
     @page
     async def debugger(self, request: Request, csrf: str) -> Response:
@@ -261,8 +308,21 @@ def _masked(secret: str | None) -> str:
     return mask(secret) or "nothing"
 
 
-def ui_routes(services: Services, sessions: Sessions) -> list:
-    ui = Ui(services, sessions)
+MAX_FORM = 8 * 1024
+
+
+async def form(request: Request) -> dict[str, list[str]]:
+    """A small url-encoded form (login, logout); anything past MAX_FORM is not read."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            break
+    return parse_qs(body[:MAX_FORM].decode("utf-8", "replace"))
+
+
+def ui_routes(services: Services, sessions: Sessions, throttle: Throttle) -> list:
+    ui = Ui(services, sessions, throttle)
     return [
         Route("/", ui.home, methods=["GET"]),
         Route("/login", ui.login_form, methods=["GET"]),

@@ -1,5 +1,6 @@
-// Integration page: test button, match quality, dead letters and replay, edit and disable.
-import { api, el, say, when } from "./api.js";
+// Integration page: test button, pause, match quality, dead letters and replay, edit and disable.
+import { api, el, say } from "./api.js";
+import { deadLetters } from "./dead-letters.js";
 
 const id = document.getElementById("send-test").dataset.integration;
 const result = document.getElementById("test-result");
@@ -34,27 +35,6 @@ async function matchQuality() {
     q.hint ? el("p", { class: "problem", text: `Weakest: ${names[q.weakest]}. ${q.hint}` }) : null);
 }
 
-async function deadLetters() {
-  const box = document.getElementById("dead-letters");
-  const page = await api("GET", `/integrations/${id}/dead-letters?limit=100`);
-  if (!page.data.length) { box.replaceChildren(el("p", { class: "help", text: "None: nothing has failed for good." })); return; }
-  const rows = page.data.map((d) => el("tr", {},
-    el("td", {}, el("input", { type: "checkbox", value: String(d.id), "aria-label": `Select ${d.event_id}` })),
-    el("td", {}, el("code", { text: d.event_id || "" })), el("td", { text: d.reason }),
-    el("td", { text: String(d.attempts) }), el("td", { text: when(d.dead_at) })));
-  const replay = async (ids) => {
-    const done = await api("POST", `/integrations/${id}/dead-letters/replay`, ids ? { ids } : undefined);
-    say(`${done.replayed} events queued again, with their original event ids.`);
-    deadLetters();
-  };
-  box.replaceChildren(
-    el("div", { class: "table" }, el("table", {},
-      el("thead", {}, el("tr", {}, ...["", "Event id", "Reason", "Attempts", "When"].map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, rows))),
-    el("button", { type: "button", class: "secondary", onclick: () => replay([...box.querySelectorAll("input:checked")].map((c) => Number(c.value))) }, "Replay selected"),
-    el("button", { type: "button", onclick: () => replay(null) }, "Replay all"));
-}
-
 document.getElementById("edit-integration").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
@@ -69,5 +49,15 @@ document.getElementById("edit-integration").addEventListener("submit", async (ev
   }
 });
 
+document.getElementById("pause").addEventListener("click", async (event) => {
+  const paused = event.target.dataset.paused !== "true";
+  try {
+    await api("PATCH", `/integrations/${id}`, { paused });
+    location.reload();
+  } catch (err) {
+    say(err.message);
+  }
+});
+
 matchQuality();
-deadLetters();
+deadLetters(document.getElementById("dead-letters"));

@@ -1,0 +1,113 @@
+"""The secret key: where it lives, how it is checked, how it is rotated.
+
+It encrypts the stored Pinterest tokens and signs the UI's session cookies, so it never sits
+in the database it protects: a copy of the database (or of its backup) alone decrypts
+nothing. `SIGNAL_SECRET_KEY` wins; otherwise the key is read from its own file, created 0600
+on the first start. The database keeps only a fingerprint of the key (an HMAC, not the key),
+so that a node started with the wrong key refuses to start instead of failing to decrypt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from delivery.secrets import SecretBox
+from delivery.store import ConfigStore, StorageUnusable
+
+CHECK_META = "secret_key_check"
+LEGACY_META = "secret_key"  # where versions before 0.2 kept the key, in plaintext
+
+log = logging.getLogger("signal_edge")
+
+
+def fingerprint(key: str) -> str:
+    return hmac.new(key.encode(), b"signal-edge secret key check", hashlib.sha256).hexdigest()[:32]
+
+
+def read_key_file(path: Path) -> str | None:
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageUnusable(f"cannot read the secret key file {path}: {exc.strerror}") from None
+    return key or None
+
+
+def write_key_file(path: Path, key: str) -> None:
+    """Write `key` to `path`, readable by this user only, all or nothing (a crash leaves the
+    old file or the new one, never half of one)."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise StorageUnusable(f"cannot write the secret key file {path}: {exc.strerror}; check that its "
+                              "directory exists and is writable, or set SIGNAL_SECRET_KEY") from None
+
+
+def _pending(path: Path) -> Path:
+    return path.with_name(path.name + ".new")
+
+
+async def load_secret_key(store: ConfigStore, configured: str | None, key_file: Path) -> str:
+    """The key to use: SIGNAL_SECRET_KEY, else the key file (made on the first start). Moves a
+    key that an older version kept in the database into the file. Raises StorageUnusable, in
+    one line that says what to do, when the key is not the one the database was written with."""
+    legacy = await store.get_meta(LEGACY_META)
+    if legacy:
+        if read_key_file(key_file) is None:
+            write_key_file(key_file, legacy)
+            log.warning("the secret key moved out of the database into %s (mode 0600); keep that file with "
+                        "backups of the database, but not in the same place", key_file)
+        await store.delete_meta(LEGACY_META)
+    if configured:
+        key, where = configured, "SIGNAL_SECRET_KEY"
+    else:
+        key, where = read_key_file(key_file), str(key_file)
+    stored = await store.get_meta(CHECK_META)
+    if key is None and stored is None:
+        key = secrets.token_urlsafe(32)
+        write_key_file(key_file, key)
+        log.info("generated the secret key in %s (mode 0600); back it up apart from the database", key_file)
+    if stored is None:
+        await store.set_meta(CHECK_META, fingerprint(key))
+        return key
+    if key is not None and hmac.compare_digest(fingerprint(key), stored):
+        return key
+    rotated = read_key_file(_pending(key_file)) if not configured else None
+    if rotated is not None and hmac.compare_digest(fingerprint(rotated), stored):
+        os.replace(_pending(key_file), key_file)  # a rotation stopped after re-encrypting: finish it
+        log.warning("finished the secret key rotation that was interrupted: %s holds the new key", key_file)
+        return rotated
+    if key is None:
+        raise StorageUnusable(f"no secret key: {key_file} does not exist, but this database's tokens were encrypted "
+                              "with a key; copy that file from the first node, or set SIGNAL_SECRET_KEY to the key")
+    raise StorageUnusable(f"the secret key from {where} is not the one this database was written with; use the "
+                          f"key file from the first start (or the SIGNAL_SECRET_KEY used then)")
+
+
+async def rotate_secret_key(store: ConfigStore, configured: bool, key_file: Path) -> str:
+    """A new key: every stored secret is encrypted again with it and the sessions end. With a
+    key file, the new key is written beside it first, then the database, then the file is
+    replaced: a crash at any point leaves a key that opens the database (load_secret_key
+    finishes an interrupted rotation). Returns the new key."""
+    new = secrets.token_urlsafe(32)
+    if not configured:
+        write_key_file(_pending(key_file), new)
+    count = await store.reseal(SecretBox(new), {CHECK_META: fingerprint(new)})
+    if not configured:
+        os.replace(_pending(key_file), key_file)
+    log.info("re-encrypted the tokens of %d integrations with the new secret key", count)
+    return new
