@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 
 import httpx
 import pytest
 
-from tests.support import InProcessEdge, create_integration, create_source, post_batch, stats, wait_for
+from delivery.sqlite.migrations import MIGRATIONS
+from tests.support import ROOT, InProcessEdge, create_integration, create_source, post_batch, stats, wait_for
 
 
 def send(edge, key, ids) -> httpx.Response:
@@ -198,3 +200,73 @@ def test_a_batch_that_fails_unexpectedly_counts_an_attempt_and_shows_in_health(i
         wait_for(lambda: admin.get(f"/integrations/{integration_id}").json()["health"]["status"] == "healthy",
                  what="health to recover")
     assert asyncio.iscoroutinefunction(real_send)
+
+
+def start_refused(*args: str) -> str:
+    """What `signal-edge serve` says when it refuses to start (it must exit 1 in one line)."""
+    run = subprocess.run([sys.executable, "-m", "collector", "serve", "--port", "0", "--admin-port", "0", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert run.returncode == 1, run.stderr
+    said = run.stderr.strip()
+    assert "\n" not in said and "Traceback" not in said, said
+    return said
+
+
+def test_startup_refusals_are_one_line(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database, " * 512)
+    assert "is not a SQLite database" in start_refused("--db", str(garbage))
+
+    newer = tmp_path / "newer.db"
+    sqlite3.connect(newer).execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    assert "newer than this signal-edge" in start_refused("--db", str(newer))
+
+    locked = tmp_path / "locked.db"
+    holder = sqlite3.connect(locked, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    assert "is locked by another process" in start_refused("--db", str(locked))
+    holder.execute("ROLLBACK")
+
+    damaged = tmp_path / "damaged.db"
+    conn = sqlite3.connect(damaged)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
+    conn.executemany("INSERT INTO t (x) VALUES (?)", [("v" * 60,) for _ in range(5000)])
+    conn.commit()
+    conn.close()
+    with open(damaged, "r+b") as handle:  # a b-tree page's header overwritten
+        handle.seek(4096 * 20)
+        handle.write(b"\x0d\x00\x00\xff\xff\xff\x12\x34")
+    said = start_refused("--db", str(damaged))
+    assert "is damaged (SQLite quick_check" in said and "restore it from a backup" in said
+
+
+def test_listings_never_fail_on_a_stored_record(edge_factory):
+    """Records an older version stored 980 and 1200 levels deep: the debugger and the dead
+    letters still list (and replay) them; a replay id beyond int64 is a 400, not a 500."""
+    edge = edge_factory()
+    with edge.admin() as admin:
+        integration = create_integration(admin, create_source(admin)["id"])
+    edge.stop()
+    conn = sqlite3.connect(edge.db)
+    for depth in (980, 1200):
+        deep = b'{"a":' * depth + b"1" + b"}" * depth
+        record = b'{"at":1,"source_id":"s","event_id":"deep","event":"x","status":"failed","incoming":' + deep + b"}"
+        conn.execute("INSERT INTO debug_log (at, source_id, topic, event_id, status, record) VALUES (?,?,?,?,?,?)",
+                     (1.0, "s", integration["id"], f"deep-{depth}", "failed", record))
+        conn.execute("INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
+                     "VALUES (?,?,?,?,?,?,?)", (integration["id"], f"deep-{depth}", b"[" + deep + b"]", 1.0, 1.0, 1, "r"))
+    conn.execute("UPDATE counters SET dead_lettered = 2 WHERE topic=?", (integration["id"],))
+    conn.commit()
+    conn.close()
+    edge = edge_factory(db=edge.db)
+    with edge.admin() as admin:
+        listed = admin.get("/debugger/events")
+        assert listed.status_code == 200
+        assert {r["event_id"] for r in listed.json()["data"]} >= {"deep-980", "deep-1200"}
+        letters = admin.get(f"/integrations/{integration['id']}/dead-letters")
+        assert letters.status_code == 200 and len(letters.json()["data"]) == 2
+        huge = admin.post(f"/integrations/{integration['id']}/dead-letters/replay", json={"ids": [2**64]})
+        assert huge.status_code == 400 and huge.json()["error"]["field"] == "ids[0]"
+        assert admin.post(f"/integrations/{integration['id']}/dead-letters/replay", json={}).json()["replayed"] == 2
+    assert "Traceback" not in edge.output()
