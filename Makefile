@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(VENV)/bin/signal-edge demo
 
-# Debian packages, installed when missing: Chromium (Playwright cannot download browsers here)
-# and Caddy for the e2e tests.
+# Debian packages, installed when missing: Chromium (Playwright cannot download browsers here),
+# Caddy for the e2e tests, and PostgreSQL's server, which the tests start in a temporary
+# directory of their own (its binaries are not on PATH: /usr/lib/postgresql/*/bin).
 SYSTEM_DEPS ?= chromium caddy
 system-deps:
 	@missing=""; \
 	for tool in $(SYSTEM_DEPS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -39,4 +41,4 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py --runs $(RUNS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis signal-edge-demo.db*
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis signal-edge-demo.db* signal-edge-demo.key

@@ -1,4 +1,4 @@
-"""`signal-edge serve | demo | admin-token` (design section 2)."""
+"""`signal-edge serve | demo | admin-token | rotate-secret-key | copy` (design section 2)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,18 @@ import sys
 from collector.settings import SettingsError, load_settings
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _database(parser: argparse.ArgumentParser, default_db: str = "./signal-edge.db") -> None:
+    parser.add_argument("--db", help=f"SQLite file, for one process (default {default_db}; SIGNAL_DB)")
+    parser.add_argument("--database-url", dest="database_url",
+                        help="postgresql://user:password@host:port/db: PostgreSQL, for several processes or "
+                        "nodes, instead of the SQLite file (SIGNAL_DATABASE_URL)")
+
+
+def _common(parser: argparse.ArgumentParser, default_db: str = "./signal-edge.db") -> None:
     parser.add_argument("--host", help="edge address (default 127.0.0.1; SIGNAL_HOST)")
     parser.add_argument("--port", type=int, help="edge port (default 8080; SIGNAL_PORT)")
     parser.add_argument("--admin-port", type=int, dest="admin_port", help="admin port (default 8084; SIGNAL_ADMIN_PORT)")
-    parser.add_argument("--db", help="SQLite file (default ./signal-edge.db; SIGNAL_DB)")
+    _database(parser, default_db)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,16 +28,21 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the edge, the admin API and the delivery loop")
     _common(serve)
+    serve.add_argument("--workers", type=int, help="processes that share the ports (PostgreSQL only; default 1)")
+    serve.add_argument("--reuse-port", action="store_true", dest="reuse_port", help=argparse.SUPPRESS)
     demo = sub.add_parser("demo", help="serve, plus a local Pinterest sandbox and a demo shop page")
-    _common(demo)
+    _common(demo, "./signal-edge-demo.db")
     demo.add_argument("--sandbox-port", type=int, default=8085, help="Pinterest sandbox port (default 8085)")
     demo.add_argument("--shop-port", type=int, default=8000, help="demo shop port (default 8000)")
     token = sub.add_parser("admin-token", help="issue a new admin token")
     token.add_argument("--rotate", action="store_true", help="replace the admin token and print the new one")
-    token.add_argument("--db", help="SQLite file (default ./signal-edge.db; SIGNAL_DB)")
+    _database(token)
     rekey = sub.add_parser("rotate-secret-key", help="encrypt the stored tokens with a new secret key "
                            "(stop signal-edge first)")
-    rekey.add_argument("--db", help="SQLite file (default ./signal-edge.db; SIGNAL_DB)")
+    _database(rekey)
+    copy = sub.add_parser("copy", help="copy a SQLite deployment into PostgreSQL, losing nothing (stop it first)")
+    copy.add_argument("--from", dest="source", required=True, help="the SQLite file")
+    copy.add_argument("--to", dest="target", required=True, help="postgresql://user:password@host:port/db")
     return p
 
 
@@ -48,9 +60,12 @@ def _run(coro) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k in ("host", "port", "admin_port", "db")}
-    if args.command == "demo" and flags.get("db") is None:
+    flags = {k: v for k, v in vars(args).items()
+             if k in ("host", "port", "admin_port", "db", "database_url", "workers")}
+    if args.command == "demo" and flags.get("db") is None and flags.get("database_url") is None:
         flags["db"] = "./signal-edge-demo.db"
+    if args.command == "copy":
+        flags = {"db": args.source, "database_url": None}
     try:
         settings = load_settings(flags)
     except SettingsError as exc:
@@ -62,8 +77,17 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(settings.log_level)
     try:
+        if args.command == "serve" and settings.workers > 1:
+            from collector.workers import serve_workers
+
+            return serve_workers(settings, sys.argv[1:] if argv is None else argv)
         if args.command == "serve":
+            settings.reuse_port = args.reuse_port
             return _run(run(settings))
+        if args.command == "copy":
+            from collector.copy import copy_deployment
+
+            return _run(copy_deployment(settings, args.target))
         if args.command == "demo":
             from collector.demo import demo_banner, demo_setup
 
@@ -86,34 +110,30 @@ async def _admin_token(settings, rotate: bool) -> int:
               "Run `signal-edge admin-token --rotate` to replace the token and print the new one.")
         return 0
     from collector.admin.auth import AdminAuth
-    from delivery.sqlite.config_store import SqliteConfigStore
-    from delivery.sqlite.db import Database
+    from collector.services import close_database, node_id, open_backend
 
-    db = Database(settings.db)
-    db.start()
+    db, store, _ = await open_backend(settings, node_id(), serving=False)  # beside a running server
     try:
-        token = await AdminAuth(SqliteConfigStore(db), "").rotate()
+        token = await AdminAuth(store, "").rotate()
     finally:
-        db.close()
+        await close_database(db)
     print(token)
-    print("The previous admin token no longer works (a running server notices within a second).", file=sys.stderr)
+    print("The previous admin token no longer works (running servers notice within a second).", file=sys.stderr)
     return 0
 
 
 async def _rotate_secret_key(settings) -> int:
     from collector.keys import load_secret_key, rotate_secret_key
+    from collector.services import close_database, node_id, open_backend
     from delivery.secrets import SecretBox
-    from delivery.sqlite.config_store import SqliteConfigStore
-    from delivery.sqlite.db import Database
 
-    db = Database(settings.db)
-    db.start()
+    # `serving`: a SQLite file's server must be stopped (it holds the tokens under the old key).
+    db, store, _ = await open_backend(settings, node_id(), serving=True)
     try:
-        store = SqliteConfigStore(db)
         await store.open(SecretBox(await load_secret_key(store, settings.secret_key, settings.key_file)))
         new = await rotate_secret_key(store, bool(settings.secret_key), settings.key_file)
     finally:
-        db.close()
+        await close_database(db)
     if settings.secret_key:
         print(new)
         print("The stored tokens are now encrypted with the key above. Set SIGNAL_SECRET_KEY to it on every node "

@@ -82,8 +82,8 @@ async def load_secret_key(store: ConfigStore, configured: str | None, key_file: 
         write_key_file(key_file, key)
         log.info("generated the secret key in %s (mode 0600); back it up apart from the database", key_file)
     if stored is None:
-        await store.set_meta(CHECK_META, fingerprint(key))
-        return key
+        # Nodes that start together on an empty database: the first key's fingerprint wins.
+        stored = await store.init_meta(CHECK_META, fingerprint(key))
     if key is not None and hmac.compare_digest(fingerprint(key), stored):
         return key
     rotated = read_key_file(_pending(key_file)) if not configured else None

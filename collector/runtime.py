@@ -18,7 +18,7 @@ import uvicorn
 
 from collector.admin.app import create_admin_app
 from collector.edge.app import create_edge_app
-from collector.services import Services, open_services
+from collector.services import Services, close_database, open_services
 from collector.settings import Settings
 from collector.transport import Limits, guarded
 
@@ -47,12 +47,14 @@ class Listener:
     sock: socket.socket | None = field(default=None, repr=False)
 
 
-def bind(host: str, port: int, name: str) -> socket.socket:
+def bind(host: str, port: int, name: str, shared: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when proto says TCP,
     # and without it small responses wait ~40 ms for a delayed ACK (Nagle).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:  # --workers: the kernel spreads connections over the processes
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -114,9 +116,9 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
         if setup:
             listeners += await setup(services)
         for listener in listeners:
-            listener.sock = bind(listener.host, listener.port, listener.name)
+            listener.sock = bind(listener.host, listener.port, listener.name, settings.reuse_port)
     except BaseException:
-        services.db.close()
+        await close_database(services.db)
         raise
 
     in_process = stop is not None
@@ -140,7 +142,8 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
         ))
         running.append((listener, server, asyncio.create_task(server.serve(sockets=[listener.sock]))))
         log.info("%s listening on http://%s:%d", listener.name, listener.host, listener.port)
-    print(banner(services) if banner else _banner(services), flush=True)
+    if not settings.reuse_port:  # one of --workers' processes: the parent printed the banner
+        print(banner(services) if banner else _banner(services), flush=True)
     if ready:
         ready(services)
 
@@ -171,13 +174,13 @@ async def _stop(group: list) -> None:
     await asyncio.gather(*(task for _, _, task in group), return_exceptions=True)
 
 
-def _banner(services: Services) -> str:
+def _banner(services, workers: int = 1) -> str:
     s = services.settings
     lines = [
-        "signal-edge is running",
+        "signal-edge is running" + (f" in {workers} processes" if workers > 1 else ""),
         f"  edge (tag and ingestion): {s.edge_url}   tag: {s.edge_url}/d.js",
         f"  admin API:                http://{s.admin_host}:{s.admin_port}/v1/admin",
-        f"  database:                 {s.db}",
+        f"  database:                 {s.database}",
     ]
     if services.new_admin_token:
         lines.append(f"  admin token (shown once, only its hash is stored): {services.new_admin_token}")

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+import os
+import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from collector.admin.auth import AdminAuth
 from collector.keys import load_secret_key
 from collector.lag import LagProbe
 from collector.settings import Settings
 from delivery.debugger import DebugHub
+from delivery.queue import EventQueue
 from delivery.retry import RetryPolicy
 from delivery.secrets import SecretBox
-from delivery.sqlite.config_store import SqliteConfigStore
-from delivery.sqlite.db import Database
-from delivery.sqlite.event_queue import SqliteEventQueue
+from delivery.snapshot import SnapshotStore
 from delivery.worker import DeliveryService, DeliverySettings
 
 
@@ -24,15 +27,21 @@ class StorageProblem(NamedTuple):
     since: float
 
 
+def node_id() -> str:
+    """This process's name in the cluster: its leases and counters carry it."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 @dataclass
 class Services:
     settings: Settings
-    db: Database
-    store: SqliteConfigStore
-    queue: SqliteEventQueue
+    db: Any  # delivery.sqlite.db.Database or delivery.postgres.db.PgDatabase
+    store: SnapshotStore
+    queue: EventQueue
     hub: DebugHub
     delivery: DeliveryService
     auth: AdminAuth
+    node: str
     new_admin_token: str | None = None  # generated at this start: print it once
     lag: LagProbe = field(default_factory=lambda: LagProbe())
 
@@ -46,18 +55,44 @@ class Services:
 
     async def close(self) -> None:
         await self.delivery.stop(self.settings.shutdown_grace)
-        self.db.close()
+        await self.queue.close()
+        await close_database(self.db)
+
+
+async def close_database(db) -> None:
+    closing = db.close()  # SQLite's writer thread closes at once; the PostgreSQL pool is awaited
+    if inspect.isawaitable(closing):
+        await closing
+
+
+async def open_backend(settings: Settings, node: str, serving: bool = True):
+    """(database, config store, queue) of the configured backend, connected and migrated.
+    `serving`: this process serves the database (a SQLite file then refuses a second server)."""
+    if settings.database_url:
+        from delivery.postgres.config_store import PgConfigStore
+        from delivery.postgres.db import PgDatabase
+        from delivery.postgres.event_queue import PgEventQueue
+
+        db = PgDatabase(settings.database_url, settings.pool_size)
+        await db.start()
+        return db, PgConfigStore(db, node), PgEventQueue(db, node)
+    from delivery.sqlite.config_store import SqliteConfigStore
+    from delivery.sqlite.db import Database
+    from delivery.sqlite.event_queue import SqliteEventQueue
+
+    Path(settings.db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db, settings.db_synchronous.upper(), exclusive=serving)
+    db.start()
+    return db, SqliteConfigStore(db), SqliteEventQueue(db)
 
 
 async def open_services(settings: Settings) -> Services:
-    Path(settings.db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db, settings.db_synchronous.upper())
-    db.start()
+    node = node_id()
+    db, store, queue = await open_backend(settings, node)
     try:
-        store = SqliteConfigStore(db)
         secret_key = await load_secret_key(store, settings.secret_key, settings.key_file)
         await store.open(SecretBox(secret_key))
-        queue = SqliteEventQueue(db)
+        store.listen()  # other nodes' changes
         await queue.open()
         hub = DebugHub()
         delivery = DeliveryService(
@@ -77,6 +112,6 @@ async def open_services(settings: Settings) -> Services:
         auth = AdminAuth(store, secret_key)
         new_token = await auth.ensure(settings.admin_token)
     except BaseException:
-        db.close()
+        await close_database(db)
         raise
-    return Services(settings, db, store, queue, hub, delivery, auth, new_token)
+    return Services(settings, db, store, queue, hub, delivery, auth, node, new_token)

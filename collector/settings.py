@@ -20,6 +20,10 @@ class Settings(msgspec.Struct, kw_only=True):
     admin_port: int = 8084
     admin_hosts: tuple[str, ...] = ()  # host names the admin app answers to, beside localhost
     db: str = "./signal-edge.db"
+    database_url: str | None = None  # postgresql://...: PostgreSQL instead of the SQLite file
+    pool_size: int = 10  # PostgreSQL connections per process
+    workers: int = 1  # processes serving the same ports (PostgreSQL only)
+    reuse_port: bool = False  # one of --workers' processes: the ports are shared (SO_REUSEPORT)
     admin_token: str | None = None
     secret_key: str | None = None
     secret_key_file: str | None = None  # default: beside the database file, named *.key
@@ -52,7 +56,16 @@ class Settings(msgspec.Struct, kw_only=True):
     @property
     def key_file(self) -> Path:
         """Where the generated secret key lives: never inside the database it protects."""
-        return Path(self.secret_key_file or Path(self.db).with_suffix(".key")).expanduser()
+        default = "signal-edge.key" if self.database_url else Path(self.db).with_suffix(".key")
+        return Path(self.secret_key_file or default).expanduser()
+
+    @property
+    def database(self) -> str:
+        """The database, for people: the SQLite file, or the PostgreSQL URL without its password."""
+        if not self.database_url:
+            return self.db
+        from delivery.postgres.db import shown
+        return shown(self.database_url)
 
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(cidr.strip(), strict=False) for cidr in self.trusted_proxies if cidr.strip()]
@@ -65,6 +78,8 @@ _ENV = {
     "SIGNAL_ADMIN_PORT": "admin_port",
     "SIGNAL_ADMIN_HOSTS": "admin_hosts",
     "SIGNAL_DB": "db",
+    "SIGNAL_DATABASE_URL": "database_url",
+    "SIGNAL_POOL_SIZE": "pool_size",
     "SIGNAL_ADMIN_TOKEN": "admin_token",
     "SIGNAL_SECRET_KEY": "secret_key",
     "SIGNAL_SECRET_KEY_FILE": "secret_key_file",
@@ -103,6 +118,9 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
             continue
         raw[field] = [v.strip() for v in value.split(",") if v.strip()] if field in _LISTS else value
     raw.update({k: v for k, v in (flags or {}).items() if v is not None})
+    if raw.get("database_url") and raw.get("db"):
+        raise SettingsError("choose one database: --db / SIGNAL_DB (a SQLite file, one process) or --database-url / "
+                            "SIGNAL_DATABASE_URL (PostgreSQL, any number of nodes), not both")
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
@@ -117,6 +135,13 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
         raise SettingsError("setting SIGNAL_BATCH_SIZE: from 1 to 1000 (Pinterest takes at most 1000 events a request)")
     if settings.max_in_flight < 1:
         raise SettingsError("setting SIGNAL_MAX_IN_FLIGHT: at least 1")
+    if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("setting SIGNAL_DATABASE_URL: use postgresql://user:password@host:port/database")
+    if settings.workers < 1:
+        raise SettingsError("--workers: at least 1")
+    if settings.workers > 1 and not settings.database_url:
+        raise SettingsError("--workers above 1 needs PostgreSQL: a SQLite file serves one process. Set "
+                            "SIGNAL_DATABASE_URL (or --database-url) to run several processes or nodes")
     if settings.db_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise SettingsError("setting SIGNAL_DB_SYNCHRONOUS: use NORMAL, FULL or EXTRA")
     return settings

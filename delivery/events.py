@@ -80,3 +80,14 @@ def event_view(ev: EdgeEvent) -> dict[str, Any]:
 
 event_encoder = msgspec.json.Encoder()
 event_decoder = msgspec.json.Decoder(EdgeEvent)
+
+
+def queued_event_id(payload: bytes) -> str | None:
+    """The message id of a queued event: the first element of its JSON array (None when the
+    payload is not an event of ours)."""
+    try:
+        value = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    first = value[0] if isinstance(value, list) and value else None
+    return first if isinstance(first, str) else None

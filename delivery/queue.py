@@ -1,7 +1,7 @@
 """The event queue interface: durable append, lease, settle (ack / nack / dead-letter).
 
-Topics are integration ids. Nothing here is SQLite-specific: a Redis Streams backend
-implements the same methods (append = XADD, lease = XREADGROUP/XCLAIM, settle = XACK).
+Topics are integration ids. Nothing here is backend-specific: SQLite (one process) and
+PostgreSQL (a cluster) implement it, and one test suite runs against both.
 """
 
 from __future__ import annotations
@@ -89,6 +89,9 @@ class EventQueue(Protocol):
 
     async def lease(self, topic: str, limit: int, now: float, lease_seconds: float) -> list[Leased]: ...
 
+    async def extend(self, topic: str, ids: list[int], until: float) -> None:
+        """Renew the lease of `ids` until `until` (a request is still in flight)."""
+
     async def settle(self, topic: str, settlement: Settlement, now: float) -> None: ...
 
     async def reschedule(self, topic: str, at: float) -> int:
@@ -103,10 +106,26 @@ class EventQueue(Protocol):
     async def dead_letter_topics(self) -> dict[str, int]:
         """Topics that hold dead letters, and how many."""
 
-    async def stats(self, topic: str) -> TopicStats: ...
+    async def stats(self, topic: str, this_node: bool = False) -> TopicStats:
+        """The topic's figures for the whole cluster, or this node's share of them."""
 
     async def discard(self, topic: str, reason: str, now: float) -> int:
         """Move every item of `topic` to the dead-letter store (its integration is deleted)."""
 
     def depth(self) -> int:
         """Items waiting or in flight, from memory (cheap: used for backpressure)."""
+
+    def rate_limiter(self, topic: str, rate: float, burst: int) -> RateLimiter:
+        """The token bucket that paces `topic`'s requests to Pinterest (for the whole cluster)."""
+
+    async def close(self) -> None: ...
+
+
+class RateLimiter(Protocol):
+    configured_rate: float
+    burst: int
+
+    def reconfigure(self, rate: float, burst: int) -> None: ...
+    async def acquire(self) -> None: ...
+    def throttled(self, retry_after: float) -> None: ...
+    def succeeded(self) -> None: ...

@@ -23,7 +23,6 @@ from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.pinterest.mapping import DELIVERED_TYPES, Mapped, map_event
 from delivery.pinterest.payload import Event, MAX_EVENTS_PER_REQUEST
 from delivery.queue import EventQueue, Leased, Settlement
-from delivery.ratelimit import TokenBucket
 from delivery.retry import RetryPolicy
 from delivery.errorlog import ErrorLog
 from delivery.store import NO_JSON, ConfigStore, DebugRecord, StorageError
@@ -42,7 +41,9 @@ class DeliverySettings(msgspec.Struct, frozen=True):
     batch_size: int = MAX_EVENTS_PER_REQUEST
     flush_interval: float = 1.0
     max_in_flight: int = 4  # concurrent requests per integration
-    lease_seconds: float = 300.0
+    # A lease runs out this long after it was last renewed: a heartbeat renews it while its
+    # request is in flight, so a node that dies hands its batches over within this time.
+    lease_seconds: float = 30.0
     request_timeout: float = 30.0
     retry: RetryPolicy = RetryPolicy()
     auth_recheck: float = 600.0  # a paused integration tries again after this long
@@ -285,7 +286,8 @@ class IntegrationWorker:
         self._waker: asyncio.Future | None = None  # set while the worker sleeps
         self._unseen = 0  # events offered since the last look at the queue
         integration = service.store.integration(integration_id)
-        self.bucket = TokenBucket(integration.config.rate_limit_per_second, integration.config.rate_limit_burst)
+        self.bucket = service.queue.rate_limiter(integration_id, integration.config.rate_limit_per_second,
+                                                 integration.config.rate_limit_burst)
         self.credentials = _credentials(integration)
         self.slots = asyncio.Semaphore(service.settings.max_in_flight)
         self.paused_until = 0.0  # credentials or account problem: until fixed (or rechecked)
@@ -438,13 +440,27 @@ class IntegrationWorker:
 
     async def _deliver(self, integration: Integration, leased: list[Leased]) -> None:
         job = Job(integration, self.service.store.source(integration.source_id), leased, self.service.hub.watched)
+        heartbeat = asyncio.create_task(self._keep_leased(leased))
         try:
             pending = self._prepare(job)
             if pending:
                 await self._send(job, pending, first=True)
         except Exception as exc:  # a bug or a fault nobody foresaw: counted, so it cannot loop forever
             self._batch_failed(job, exc)
+        finally:
+            heartbeat.cancel()
         await self._finish(job)
+
+    async def _keep_leased(self, leased: list[Leased]) -> None:
+        """Renew the batch's lease every third of its length while it is being sent."""
+        lease = self.service.settings.lease_seconds
+        ids = [item.id for item in leased]
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await self.service.queue.extend(self.id, ids, time.time() + lease)
+            except Exception as exc:  # the lease may run out: the batch is then sent again
+                log.warning("integration %s: could not renew a lease: %s", self.id, exc)
 
     def _prepare(self, job: Job) -> list[Pending]:
         """Decode, filter for consent and age, map; what is left goes to Pinterest. An event

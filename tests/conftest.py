@@ -40,3 +40,48 @@ def shop(edge):
         source = create_source(admin)
         integration = create_integration(admin, source["id"])
     return source, integration
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL cluster for the whole run (see tests/pg.py)."""
+    from tests.pg import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres):
+    """A fresh, empty database of that cluster."""
+    return postgres.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path):
+    """An async context manager that opens (database, config store, queue) of each backend, for
+    the shared suites that every backend must pass. Opened inside the test's event loop."""
+    from contextlib import asynccontextmanager
+
+    from collector.services import close_database, open_backend
+    from collector.settings import load_settings
+
+    if request.param == "postgres":
+        flags = {"database_url": request.getfixturevalue("pg_url")}
+    else:
+        flags = {"db": str(tmp_path / "backend.db")}
+    settings = load_settings(flags, environ={})
+
+    @asynccontextmanager
+    async def opened(node: str = "node-a", serving: bool = False):
+        db, store, queue = await open_backend(settings, node, serving=serving)
+        try:
+            yield db, store, queue
+        finally:
+            await queue.close()
+            await close_database(db)
+
+    opened.kind = request.param
+    opened.settings = settings
+    return opened

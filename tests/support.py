@@ -151,9 +151,10 @@ class SignalEdge:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNAL_")}
         env.update(self.env)
         self.log = open(self.log_path, "ab")
+        database = ["--db", str(self.db)] if "SIGNAL_DATABASE_URL" not in self.env else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collector", self.command, "--port", str(self.port),
-             "--admin-port", str(self.admin_port), "--db", str(self.db), *self.extra_args],
+             "--admin-port", str(self.admin_port), *database, *self.extra_args],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         wait_for(self._healthy, timeout=20, what="signal-edge to start")

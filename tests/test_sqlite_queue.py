@@ -1,4 +1,6 @@
-"""The SQLite event queue and its writer thread: durability, leases, settlement, group commit."""
+"""What is particular to the SQLite backend: rows that hold the events of a commit, the writer
+thread, migrations of old files, and the cost of a lease on a deep backlog. The queue's contract
+is tests/test_queue.py, run against every backend."""
 
 from __future__ import annotations
 
@@ -44,43 +46,6 @@ def test_a_newer_schema_is_refused(tmp_path):
     database = Database(str(path))
     with pytest.raises(StorageUnusable, match="newer than this signal-edge"):
         database.start()
-
-
-def test_appended_items_are_committed_when_append_returns(db, tmp_path):
-    async def main():
-        q = SqliteEventQueue(db)
-        await q.open()
-        await q.append(items(3))
-        # Another connection sees them at once: they are committed, not just buffered.
-        assert sqlite3.connect(tmp_path / "q.db").execute("SELECT sum(events) FROM queue").fetchone()[0] == 3
-        assert q.depth() == 3
-    run(main())
-
-
-def test_lease_hides_items_and_settle_accounts_for_each(db):
-    async def main():
-        q = SqliteEventQueue(db)
-        await q.open()
-        await q.append(items(5))
-        first = await q.lease("int_a", 3, 2000.0, 60)
-        assert [i.payload for i in first] == [items(5)[i].payload for i in range(3)]
-        second = await q.lease("int_a", 10, 2000.0, 60)
-        assert len(second) == 2  # leased items are not handed out twice
-        assert await q.lease("int_a", 10, 2000.0, 60) == []
-        ids = [i.id for i in first + second]
-        await q.settle("int_a", Settlement(delivered=ids[:2], filtered=[ids[2]], dead=[(ids[3], "bad")],
-                                           retry=[(ids[4], 2100.0, "HTTP 503")]), 2000.0)
-        stats = await q.stats("int_a")
-        assert (stats.accepted, stats.delivered, stats.filtered, stats.dead_lettered, stats.queued,
-                stats.in_flight) == (5, 2, 1, 1, 1, 0)
-        assert stats.last_error == "HTTP 503"
-        assert await q.lease("int_a", 10, 2050.0, 60) == []  # not before its retry time
-        again = await q.lease("int_a", 10, 2100.0, 60)
-        assert [(i.payload, i.attempts) for i in again] == [(items(5)[4].payload, 1)]
-        dead = await q.dead_letters("int_a", 0, 10)
-        assert [(d.event_id, d.reason, d.attempts) for d in dead] == [("m3", "bad", 1)]
-        assert q.depth() == 1
-    run(main())
 
 
 def lines(n):
@@ -151,102 +116,6 @@ def test_a_lease_splits_a_row_it_cannot_take_whole(db):
         assert q.depth() == 0
     run(main())
     assert row_count(db) == 0
-
-
-def test_different_fates_split_a_row_and_each_event_counts_once(db):
-    async def main():
-        q = SqliteEventQueue(db)
-        await q.open()
-        await q.append(together(6))
-        leased = await q.lease("int_a", 6, 2000.0, 3600)
-        ids = [i.id for i in leased]
-        settlement = Settlement(delivered=ids[:2], dead=[(ids[2], "Pinterest: bad")],
-                                retry=[(ids[3], 2100.0, "HTTP 503")], release=[(ids[4], 2050.0)])  # ids[5]: not yet
-        await q.settle("int_a", settlement, 2000.0)
-        await q.settle("int_a", settlement, 2000.0)  # settling again changes nothing
-        stats = await q.stats("int_a")
-        assert (stats.delivered, stats.dead_lettered, stats.queued, stats.in_flight) == (2, 1, 2, 1)
-        assert q.depth() == 3
-        dead = await q.dead_letters("int_a", 0, 10)
-        assert [(d.event_id, d.reason, d.attempts) for d in dead] == [("t2", "Pinterest: bad", 1)]
-        released = await q.lease("int_a", 10, 2050.0, 60)
-        assert [(i.payload, i.attempts) for i in released] == [(lines(6)[4], 0)]
-        retried = await q.lease("int_a", 10, 2100.0, 60)
-        assert [(i.payload, i.attempts) for i in retried] == [(lines(6)[3], 1)]
-        assert await q.recover(2200.0) == 3  # the unsettled one, and the two leased again above
-        again = await q.lease("int_a", 10, 2200.0, 60)
-        assert sorted(i.payload for i in again) == sorted(lines(6)[i] for i in (3, 4, 5))
-    run(main())
-
-
-def test_discard_dead_letters_every_event_of_every_row(db):
-    async def main():
-        q = SqliteEventQueue(db)
-        await q.open()
-        await q.append(together(4) + together(2, at=1001.0))
-        await q.lease("int_a", 2, 2000.0, 60)  # splits the first row
-        assert await q.discard("int_a", "integration deleted", 2000.0) == 6
-        stats = await q.stats("int_a")
-        assert (stats.dead_lettered, stats.queued, stats.in_flight) == (6, 0, 0)
-        assert q.depth() == 0
-        dead = await q.dead_letters("int_a", 0, 10)
-        assert sorted(d.event_id for d in dead) == sorted(["t0", "t1", "t2", "t3", "t0", "t1"])
-    run(main())
-
-
-def test_priority_items_are_leased_first(db):
-    async def main():
-        q = SqliteEventQueue(db)
-        await q.open()
-        await q.append(items(3, priority=0) + [QueueItem("int_a", b'["p"]', 1001.0, 1)])
-        ready = await q.ready("int_a", 1000.5, 1000)
-        assert ready.priority is False and ready.oldest == 1000.0
-        ready = await q.ready("int_a", 2000.0, 1000)
-        assert ready.priority is True and not ready.full
-        leased = await q.lease("int_a", 2, 2000.0, 60)
-        assert [i.payload for i in leased] == [b'["p"]', items(1)[0].payload]
-    run(main())
-
-
-def test_recover_releases_the_leases_of_a_dead_process(db):
-    async def main():
-        q = SqliteEventQueue(db)
-        await q.open()
-        await q.append(items(4))
-        await q.lease("int_a", 4, 2000.0, 3600)
-        assert (await q.stats("int_a")).in_flight == 4
-        assert await q.recover(2001.0) == 4
-        assert len(await q.lease("int_a", 10, 2001.0, 60)) == 4
-    run(main())
-
-
-def test_replay_puts_dead_letters_back_with_their_event_ids(db):
-    async def main():
-        q = SqliteEventQueue(db)
-        await q.open()
-        await q.append(items(3))
-        leased = await q.lease("int_a", 3, 2000.0, 60)
-        await q.settle("int_a", Settlement(dead=[(i.id, "Pinterest: bad") for i in leased]), 2000.0)
-        dead = await q.dead_letters("int_a", 0, 10)
-        assert await q.replay("int_a", [dead[0].id], 2001.0) == 1
-        assert await q.replay("int_a", None, 2001.0) == 2
-        assert (await q.stats("int_a")).dead_lettered == 0
-        again = await q.lease("int_a", 10, 2001.0, 60)
-        assert sorted(i.payload for i in again) == sorted(i.payload for i in items(3))
-    run(main())
-
-
-def test_concurrent_writers_share_commits(db):
-    async def main():
-        q = SqliteEventQueue(db)
-        await q.open()
-        before = db.commits
-        await asyncio.gather(*(q.append(items(1, topic=f"t{i}")) for i in range(200)))
-        commits = db.commits - before
-        assert q.depth() == 200
-        return commits
-    commits = run(main())
-    assert commits < 200  # group commit: many appends per transaction
 
 
 def test_a_failing_job_does_not_undo_its_neighbours(db):

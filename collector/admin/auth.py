@@ -48,11 +48,11 @@ class AdminAuth:
                             "(rotated with `signal-edge admin-token --rotate`); the variable only seeds the first")
             self._remember(stored)
             return None
-        if configured:
-            await self.store.set_meta(META_KEY, _digest(configured))
-            self._remember(_digest(configured))
-            return None
-        return await self.rotate()
+        token = configured or new_token()
+        # Several nodes may start on an empty database at once: the first token stored wins.
+        stored = await self.store.init_meta(META_KEY, _digest(token))
+        self._remember(stored)
+        return None if configured or stored != _digest(token) else token
 
     async def rotate(self) -> str:
         """A new token; the old one and every UI session end."""

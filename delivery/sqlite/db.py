@@ -28,6 +28,7 @@ the commits' fsyncs behind it (bench/ingest.py: p99 56-106 ms against 7 ms).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import queue
@@ -59,8 +60,11 @@ class _Job:
 
 
 class Database:
-    def __init__(self, path: str, synchronous: str = "FULL", commit_window: float = 0.001) -> None:
+    def __init__(self, path: str, synchronous: str = "FULL", commit_window: float = 0.001,
+                 exclusive: bool = False) -> None:
         self.path = path
+        self.exclusive = exclusive  # the serving process: no other may serve this file
+        self._lock_fd: int | None = None
         self.synchronous = synchronous
         self.commit_window = commit_window
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
@@ -73,6 +77,8 @@ class Database:
         self.problem_since: float | None = None
 
     def start(self) -> None:
+        if self.exclusive:
+            self._lock()
         self._thread = threading.Thread(target=self._main, name="sqlite-writer", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -104,6 +110,30 @@ class Database:
         if self._thread and self._thread.is_alive():
             self._jobs.put(_STOP)
             self._thread.join()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # the lock goes with it
+            self._lock_fd = None
+
+    def _lock(self) -> None:
+        """One serving process per file. A second one would keep its own stale copy of the
+        configuration and, at its start, release the first one's leases. The kernel drops
+        the lock when the process dies, however it dies."""
+        path = self.path + ".lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StorageUnusable(f"cannot create {path}: {exc.strerror}; check that the directory is writable") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StorageUnusable(
+                f"another signal-edge (pid {holder}) already serves {self.path}: a SQLite file serves one process. "
+                "Stop that one, or run several on PostgreSQL (set SIGNAL_DATABASE_URL)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

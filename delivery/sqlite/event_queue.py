@@ -14,9 +14,9 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter, defaultdict
 
-import msgspec
-
+from delivery.events import queued_event_id
 from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats
+from delivery.ratelimit import TokenBucket
 from delivery.sqlite.db import Database
 
 MAX_EVENTS_PER_ROW = 1000  # fits the 10 bits an item id has for an index and for a size
@@ -60,6 +60,21 @@ class SqliteEventQueue:
     async def lease(self, topic: str, limit: int, now: float, lease_seconds: float) -> list[Leased]:
         return await self.db.run(_lease, topic, limit, now, now + lease_seconds)
 
+    async def extend(self, topic: str, ids: list[int], until: float) -> None:
+        rows = sorted({_unpack(item_id)[0] for item_id in ids})
+
+        def renew(conn: sqlite3.Connection) -> None:
+            for chunk in _chunks(rows):
+                conn.execute(f"UPDATE queue SET available_at=? WHERE leased=1 AND id IN ({','.join('?' * len(chunk))})",
+                             (until, *chunk))
+        await self.db.run(renew)
+
+    def rate_limiter(self, topic: str, rate: float, burst: int) -> TokenBucket:
+        return TokenBucket(rate, burst)  # one process: the bucket lives in its memory
+
+    async def close(self) -> None:
+        pass
+
     async def settle(self, topic: str, settlement: Settlement, now: float) -> None:
         gone = await self.db.run(_settle, topic, settlement, now)
         self._depth -= gone
@@ -89,8 +104,8 @@ class SqliteEventQueue:
         return dict(await self.db.run(lambda c: c.execute(
             "SELECT topic, dead_lettered FROM counters WHERE dead_lettered > 0").fetchall()))
 
-    async def stats(self, topic: str) -> TopicStats:
-        return await self.db.run(_stats, topic)
+    async def stats(self, topic: str, this_node: bool = False) -> TopicStats:
+        return await self.db.run(_stats, topic)  # one node: its figures are the topic's
 
     async def discard(self, topic: str, reason: str, now: float) -> int:
         def move(conn: sqlite3.Connection) -> int:
@@ -416,18 +431,8 @@ def _settle_part(conn, topic: str, row_id: int, fate: tuple, parts: list[bytes],
 def _dead_letter(conn, topic: str, row_id: int, parts: list[bytes], reason: str, now: float) -> None:
     conn.executemany(
         _DEAD_LETTER + "SELECT topic, ?, ?, created_at, ?, attempts + 1, ? FROM queue WHERE id=?",
-        [(_event_id(part), part, now, reason, row_id) for part in parts],
+        [(queued_event_id(part), part, now, reason, row_id) for part in parts],
     )
-
-
-def _event_id(payload: bytes) -> str | None:
-    """The message id: the first element of a queued EdgeEvent (a JSON array)."""
-    try:
-        value = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
-        return None
-    first = value[0] if isinstance(value, list) and value else None
-    return first if isinstance(first, str) else None
 
 
 def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: float, into: str) -> int:
@@ -452,6 +457,10 @@ def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: fl
                      "SET accepted = accepted + excluded.accepted, queued = queued + excluded.queued",
                      (into, moved, moved))
     return count
+
+
+def _chunks(values: list) -> list[list]:
+    return [values[at:at + _IN_LIST] for at in range(0, len(values), _IN_LIST)]
 
 
 def _recount(conn: sqlite3.Connection, topic: str | None = None) -> None:

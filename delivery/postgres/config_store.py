@@ -1,0 +1,241 @@
+"""ConfigStore on PostgreSQL: the SQL behind the shared snapshot, and the notifications that
+keep every node's snapshot current.
+
+A write sends `<kind>:<id>:<node>` in its own transaction. Every other node reloads that
+object (a source or an integration: its edge routes and its delivery worker follow through
+the change listeners) or forgets it (an identity in its cache). After the listener's
+connection was lost, the node reloads everything. So a change made on any node reaches
+every node within the notification's delay: milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+import msgspec
+
+from delivery.config import Integration, Source
+from delivery.postgres.db import PgDatabase, notify
+from delivery.secrets import open_integration
+from delivery.snapshot import (
+    AuditRow,
+    SnapshotStore,
+    audit_entry,
+    debug_record,
+    encode,
+    identity_decoder,
+    integration_decoder,
+    source_decoder,
+)
+from delivery.store import AdminSession, AuditEntry, DebugRecord, StoredIdentity
+
+log = logging.getLogger("signal_edge.store")
+_UPSERT_META = "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
+
+class PgConfigStore(SnapshotStore):
+    def __init__(self, db: PgDatabase, node: str) -> None:
+        super().__init__()
+        self.db = db
+        self.node = node
+        self._tasks: set[asyncio.Task] = set()
+
+    def listen(self) -> None:
+        """Follow the other nodes' changes (call once the snapshot is loaded)."""
+        self.db.listen(self._notified, self._reload_all)
+
+    async def _notify(self, conn: asyncpg.Connection, kind: str, object_id: str) -> None:
+        await notify(conn, kind, f"{object_id}:{self.node}")
+
+    # --- other nodes' changes -----------------------------------------------------------
+
+    def _notified(self, payload: str) -> None:
+        kind, _, rest = payload.partition(":")
+        object_id, _, node = rest.rpartition(":")
+        if node == self.node:
+            return
+        if kind == "identity":
+            self._identities.pop(object_id, None)
+        elif kind in ("source", "integration"):
+            task = asyncio.ensure_future(self._reload(kind, object_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _reload(self, kind: str, object_id: str) -> None:
+        table = "sources" if kind == "source" else "integrations"
+        try:
+            body = await self.db.run(lambda c: c.fetchval(f"SELECT body FROM {table} WHERE id = $1", object_id))
+        except Exception:  # the listener reconnects and reloads everything when the database is back
+            log.warning("could not reload %s %s after another node changed it", kind, object_id)
+            return
+        self._apply(kind, object_id, body)
+
+    async def _reload_all(self) -> None:
+        """Notifications were missed: compare everything with the database."""
+        sources, integrations = await self._load()
+        bodies = {("source", source_decoder.decode(b).id): b for b in sources}
+        bodies.update({("integration", integration_decoder.decode(b).id): b for b in integrations})
+        known = {("source", i) for i in self._sources} | {("integration", i) for i in self._integrations}
+        for kind, object_id in known | set(bodies):
+            self._apply(kind, object_id, bodies.get((kind, object_id)))
+        self._identities.clear()
+
+    def _apply(self, kind: str, object_id: str, body: bytes | None) -> None:
+        """Take the stored state of one object into the snapshot; listeners hear of real changes
+        (not of a change of an integration's health alone: that is runtime state)."""
+        if kind == "source":
+            new = source_decoder.decode(body) if body is not None else None
+            if new == self._sources.get(object_id):
+                return
+            if new is None:
+                self._forget_source(object_id)
+            else:
+                self._remember_source(new)
+            self._changed("source", object_id)
+            return
+        old = self._integrations.get(object_id)
+        new = open_integration(integration_decoder.decode(body), self.box) if body is not None else None
+        if new is None:
+            if self._integrations.pop(object_id, None) is not None:
+                self._changed("integration", object_id)
+            return
+        self._integrations[object_id] = new
+        if old is None or msgspec.structs.replace(old, health=new.health) != new:
+            self._changed("integration", object_id)
+
+    # --- the snapshot's SQL -------------------------------------------------------------
+
+    async def _load(self) -> tuple[list[bytes], list[bytes]]:
+        async def load(conn: asyncpg.Connection):
+            return ([r[0] for r in await conn.fetch("SELECT body FROM sources")],
+                    [r[0] for r in await conn.fetch("SELECT body FROM integrations")])
+        return await self.db.run(load)
+
+    async def _write_source(self, source: Source, audit: AuditRow | None) -> None:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute("INSERT INTO sources (id, pipeline_key, body) VALUES ($1, $2, $3) ON CONFLICT (id) "
+                               "DO UPDATE SET pipeline_key = excluded.pipeline_key, body = excluded.body",
+                               source.id, source.pipeline_key, encode(source))
+            await _insert_audit(conn, audit)
+            await self._notify(conn, "source", source.id)
+        await self.db.run(write)
+
+    async def _write_integration(self, integration: Integration, body: bytes, audit: AuditRow | None) -> None:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute("INSERT INTO integrations (id, source_id, body) VALUES ($1, $2, $3) ON CONFLICT (id) "
+                               "DO UPDATE SET source_id = excluded.source_id, body = excluded.body",
+                               integration.id, integration.source_id, body)
+            await _insert_audit(conn, audit)
+            await self._notify(conn, "integration", integration.id)
+        await self.db.run(write)
+
+    async def _delete(self, table: str, object_id: str, audit: AuditRow | None) -> None:
+        async def delete(conn: asyncpg.Connection) -> None:
+            await conn.execute(f"DELETE FROM {table} WHERE id = $1", object_id)
+            await _insert_audit(conn, audit)
+            await self._notify(conn, "source" if table == "sources" else "integration", object_id)
+        await self.db.run(delete)
+
+    async def _reseal(self, rows: list[tuple[bytes, str]], meta: dict[str, str]) -> None:
+        async def rewrite(conn: asyncpg.Connection) -> None:
+            await conn.executemany("UPDATE integrations SET body = $1 WHERE id = $2", rows)
+            await conn.executemany(_UPSERT_META, list(meta.items()))
+            await conn.execute("DELETE FROM admin_sessions")
+        await self.db.run(rewrite)
+
+    # --- meta ---------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        return await self.db.run(lambda c: c.fetchval("SELECT value FROM meta WHERE key = $1", key))
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.db.run(lambda c: c.execute(_UPSERT_META, key, value))
+
+    async def init_meta(self, key: str, value: str) -> str:
+        async def init(conn: asyncpg.Connection) -> str:
+            await conn.execute("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", key, value)
+            return await conn.fetchval("SELECT value FROM meta WHERE key = $1", key)
+        return await self.db.run(init)
+
+    async def delete_meta(self, key: str) -> None:
+        await self.db.run(lambda c: c.execute("DELETE FROM meta WHERE key = $1", key))
+
+    # --- identity memory ------------------------------------------------------------------
+
+    async def _read_identity(self, anonymous_id: str) -> StoredIdentity | None:
+        row = await self.db.run(lambda c: c.fetchrow(
+            "SELECT user_id, identity FROM identities WHERE anonymous_id = $1", anonymous_id))
+        return StoredIdentity(row[0], identity_decoder.decode(row[1]).identity) if row else None
+
+    async def _write_identity(self, anonymous_id: str, user_id: str | None, body: bytes) -> None:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO identities (anonymous_id, user_id, identity, updated_at) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (anonymous_id) DO UPDATE SET user_id = excluded.user_id, identity = excluded.identity, "
+                "updated_at = excluded.updated_at", anonymous_id, user_id, body, time.time())
+            await self._notify(conn, "identity", anonymous_id)
+        await self.db.run(write)
+
+    # --- admin sessions -----------------------------------------------------------------
+
+    async def get_session(self, key: str) -> AdminSession | None:
+        row = await self.db.run(lambda c: c.fetchrow(
+            "SELECT key, csrf, created_at, expires_at, client FROM admin_sessions WHERE key = $1 AND expires_at > $2",
+            key, time.time()))
+        return AdminSession(*row) if row else None
+
+    async def put_session(self, session: AdminSession) -> None:
+        async def put(conn: asyncpg.Connection) -> None:
+            await conn.execute("DELETE FROM admin_sessions WHERE expires_at <= $1", time.time())
+            await conn.execute("INSERT INTO admin_sessions (key, csrf, created_at, expires_at, client) "
+                               "VALUES ($1, $2, $3, $4, $5)", *msgspec.structs.astuple(session))
+        await self.db.run(put)
+
+    async def delete_sessions(self, key: str | None) -> int:
+        async def delete(conn: asyncpg.Connection) -> int:
+            if key is None:
+                status = await conn.execute("DELETE FROM admin_sessions")
+            else:
+                status = await conn.execute("DELETE FROM admin_sessions WHERE key = $1", key)
+            return int(status.split()[-1])
+        return await self.db.run(delete)
+
+    # --- audit and debugger logs ------------------------------------------------------------
+
+    async def _write_audit(self, row: AuditRow) -> None:
+        await self.db.run(_insert_audit, row)
+
+    async def audit_log(self, before_id: int | None, limit: int) -> list[AuditEntry]:
+        rows = await self.db.run(lambda c: c.fetch(
+            "SELECT id, at, action, object_type, object_id, old, new FROM audit_log WHERE id < $1 "
+            "ORDER BY id DESC LIMIT $2", before_id or 2**62, limit))
+        return [audit_entry(*row) for row in rows]
+
+    async def _write_debug(self, rows: list[tuple], keep: int | None) -> None:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.executemany("INSERT INTO debug_log (at, source_id, topic, event_id, status, record) "
+                                   "VALUES ($1, $2, $3, $4, $5, $6)", rows)
+            if keep:
+                await conn.execute("DELETE FROM debug_log WHERE id <= (SELECT max(id) FROM debug_log) - $1", keep)
+        await self.db.run(write)
+
+    async def debug_records(self, source_id, integration_id, status, before_id, limit) -> list[DebugRecord]:
+        where, args = ["id < $1"], [before_id or 2**62]
+        for column, value in (("source_id", source_id), ("topic", integration_id), ("status", status)):
+            if value:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        args.append(limit)
+        rows = await self.db.run(lambda c: c.fetch(
+            f"SELECT id, at, source_id, topic, event_id, status, record FROM debug_log "
+            f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}", *args))
+        return [debug_record(*row) for row in rows]
+
+
+async def _insert_audit(conn: asyncpg.Connection, row: AuditRow | None) -> None:
+    if row is not None:
+        await conn.execute("INSERT INTO audit_log (at, action, object_type, object_id, old, new) "
+                           "VALUES ($1, $2, $3, $4, $5, $6)", time.time(), *row)

@@ -1,0 +1,166 @@
+"""PostgreSQL through asyncpg: a pool, its faults as StorageError, and LISTEN/NOTIFY.
+
+Every call runs in a transaction on a pooled connection. Faults of the environment (the
+server restarting or failing over, a lost connection, a pool that stays dry, a full disk)
+become StorageError, and the database counts as degraded until a call succeeds again, as
+the SQLite backend does. The pool reconnects by itself; nothing here needs a restart.
+
+Notifications: one channel, `signal_edge`, with payloads `<kind>:<id>`. Writers send them in
+the same transaction as their change (pg_notify is transactional), and a dedicated connection
+listens; when it is lost it reconnects with backoff and tells its owner to reload everything,
+since notifications sent meanwhile are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from delivery.postgres.migrations import migrate
+from delivery.store import StorageError, StorageUnusable
+
+log = logging.getLogger("signal_edge.db")
+T = TypeVar("T")
+CHANNEL = "signal_edge"
+ACQUIRE_TIMEOUT = 5.0  # a dry pool makes a call wait this long, then StorageError (503)
+COMMAND_TIMEOUT = 15.0
+# SQLSTATE classes that are the environment's doing: connection, resources, operator, system.
+_ENVIRONMENT_CLASSES = ("08", "53", "57", "58")
+_ENVIRONMENT_STATES = {"25006"}  # read-only transaction: a standby after a failover
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    where = f"{parts.username + '@' if parts.username else ''}{host}{':' + str(parts.port) if parts.port else ''}"
+    return f"{parts.scheme}://{where}{parts.path}"
+
+
+def environmental(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+        return True
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in _ENVIRONMENT_CLASSES or state in _ENVIRONMENT_STATES
+
+
+class PgDatabase:
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = url
+        self.pool_size = pool_size
+        self.pool: asyncpg.Pool | None = None
+        self.problem: str | None = None  # why the last call failed, until one succeeds
+        self.problem_since: float | None = None
+        self.commits = 0
+        self._listener: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Connect and migrate, or raise StorageUnusable in one line that says what to do."""
+        try:
+            self.pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size, command_timeout=COMMAND_TIMEOUT,
+                max_inactive_connection_lifetime=60, timeout=10)
+        except BaseException as exc:
+            raise StorageUnusable(self._unusable(exc)) from None
+        try:
+            async with self.pool.acquire() as conn:
+                await migrate(conn)
+        except StorageUnusable:
+            await self.close()
+            raise
+        except Exception as exc:
+            await self.close()
+            raise StorageUnusable(self._unusable(exc)) from None
+
+    def _unusable(self, exc: BaseException) -> str:
+        where = shown(self.url)
+        if isinstance(exc, ValueError):
+            return f"SIGNAL_DATABASE_URL is not a PostgreSQL URL ({exc}); use postgresql://user:password@host:port/db"
+        if isinstance(exc, (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)):
+            return f"PostgreSQL at {where} refused the user or password in SIGNAL_DATABASE_URL; check them"
+        if isinstance(exc, asyncpg.InvalidCatalogNameError):
+            return f"the database in {where} does not exist; create it (createdb) or fix SIGNAL_DATABASE_URL"
+        if isinstance(exc, (OSError, asyncio.TimeoutError, socket.gaierror)):
+            return f"cannot reach PostgreSQL at {where} ({exc or type(exc).__name__}); check that it runs and the URL"
+        return f"cannot use PostgreSQL at {where}: {type(exc).__name__}: {exc}"
+
+    async def close(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), 5)
+            except (asyncio.TimeoutError, Exception):
+                self.pool.terminate()
+
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """`await fn(conn, *args)` in a transaction on a pooled connection."""
+        try:
+            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                async with conn.transaction():
+                    result = await fn(conn, *args)
+        except Exception as exc:
+            if not environmental(exc):
+                raise
+            raise self._failed(exc) from None
+        self.commits += 1
+        if self.problem is not None:
+            log.info("PostgreSQL works again after: %s", self.problem)
+            self.problem = self.problem_since = None
+        return result
+
+    def _failed(self, exc: BaseException) -> StorageError:
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if self.problem is None:
+            self.problem_since = time.time()
+        self.problem = message
+        return StorageError(f"the database cannot store anything now: {message}")
+
+    # --- LISTEN -----------------------------------------------------------------------
+
+    def listen(self, on_notify: Callable[[str], None], on_reconnect: Callable[[], Awaitable[None]]) -> None:
+        """Call `on_notify(payload)` for every notification; after a lost connection, await
+        `on_reconnect()` (notifications were missed) once listening again."""
+        self._listener = asyncio.create_task(self._listen(on_notify, on_reconnect), name="pg-listen")
+
+    async def _listen(self, on_notify, on_reconnect) -> None:
+        delay, first = 0.2, True
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.url, timeout=5)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _: lost.set())
+                await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: on_notify(payload))
+                if not first:
+                    await on_reconnect()
+                    log.info("listening for changes from other nodes again")
+                first, delay = False, 0.2
+                while not lost.is_set():
+                    try:
+                        await asyncio.wait_for(lost.wait(), 5)
+                    except asyncio.TimeoutError:
+                        await conn.execute("SELECT 1", timeout=5)  # notices a silently dead connection
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not environmental(exc):
+                    log.exception("the change listener failed")
+                first = False
+            finally:
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def notify(conn: asyncpg.Connection, kind: str, object_id: str) -> None:
+    """Tell every node (in the caller's transaction) that `kind` `object_id` changed."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{kind}:{object_id}")

@@ -1,0 +1,116 @@
+"""The PostgreSQL schema, versioned. Migrations run in one transaction under an advisory
+lock, so nodes that start together apply each one exactly once; the others wait, then find
+it done. Append new migrations; never edit one that has shipped.
+
+Times are Unix seconds (double precision), as in the SQLite schema. A queue row holds one
+event; a leased row has `lease_owner` (the node) and `lease_token` (this lease), and its
+`available_at` is the lease's expiry, so "ready" is `available_at <= now` for every row.
+Counters are kept per topic and node: a node only ever updates its own rows, so nodes never
+wait for each other there, and a topic's figures are the sums.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from delivery.store import StorageUnusable
+
+MIGRATION_LOCK = 0x5349474E  # pg_advisory_xact_lock key: "SIGN"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: everything the SQLite schema holds at its version 6
+    """
+    CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
+    CREATE TABLE sources (id text PRIMARY KEY, pipeline_key text NOT NULL UNIQUE, body bytea NOT NULL);
+    CREATE TABLE integrations (id text PRIMARY KEY, source_id text NOT NULL REFERENCES sources(id), body bytea NOT NULL);
+    CREATE TABLE identities (
+        anonymous_id text PRIMARY KEY, user_id text, identity bytea NOT NULL, updated_at double precision NOT NULL
+    );
+    CREATE TABLE queue (
+        id bigserial PRIMARY KEY,
+        topic text NOT NULL,
+        priority smallint NOT NULL DEFAULT 0,
+        created_at double precision NOT NULL,
+        available_at double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        lease_owner text,
+        lease_token bigint,
+        last_error text,
+        payload bytea NOT NULL
+    );
+    CREATE INDEX queue_ready ON queue (topic, priority DESC, available_at, id);
+    CREATE TABLE dead_letters (
+        id bigserial PRIMARY KEY,
+        topic text NOT NULL,
+        event_id text,
+        payload bytea NOT NULL,
+        created_at double precision NOT NULL,
+        dead_at double precision NOT NULL,
+        attempts integer NOT NULL,
+        reason text NOT NULL
+    );
+    CREATE INDEX dead_letters_topic ON dead_letters (topic, id);
+    CREATE TABLE counters (
+        topic text NOT NULL,
+        node text NOT NULL,
+        accepted bigint NOT NULL DEFAULT 0,
+        filtered bigint NOT NULL DEFAULT 0,
+        delivered bigint NOT NULL DEFAULT 0,
+        dead_lettered bigint NOT NULL DEFAULT 0,
+        queued bigint NOT NULL DEFAULT 0,
+        in_flight bigint NOT NULL DEFAULT 0,
+        skipped_disabled bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (topic, node)
+    );
+    CREATE TABLE topic_errors (topic text PRIMARY KEY, last_error text NOT NULL, last_error_at double precision NOT NULL);
+    CREATE TABLE rate_buckets (
+        topic text PRIMARY KEY,
+        tokens double precision NOT NULL,
+        updated double precision NOT NULL,
+        rate double precision NOT NULL,
+        paused_until double precision NOT NULL DEFAULT 0
+    );
+    CREATE TABLE debug_log (
+        id bigserial PRIMARY KEY,
+        at double precision NOT NULL,
+        source_id text,
+        topic text,
+        event_id text,
+        status text NOT NULL,
+        record bytea NOT NULL
+    );
+    CREATE INDEX debug_log_topic ON debug_log (topic, id);
+    CREATE TABLE audit_log (
+        id bigserial PRIMARY KEY,
+        at double precision NOT NULL,
+        action text NOT NULL,
+        object_type text NOT NULL,
+        object_id text NOT NULL,
+        old bytea,
+        new bytea
+    );
+    CREATE TABLE admin_sessions (
+        key text PRIMARY KEY,
+        csrf text NOT NULL,
+        created_at double precision NOT NULL,
+        expires_at double precision NOT NULL,
+        client text
+    );
+    """,
+)
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Bring the database up to the newest schema; returns the version it is at."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+        if current > len(MIGRATIONS):
+            raise StorageUnusable(
+                f"database schema version {current} is newer than this signal-edge ({len(MIGRATIONS)}); "
+                "upgrade signal-edge or use another database")
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            await conn.execute(MIGRATIONS[version - 1])
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+    return len(MIGRATIONS)

@@ -1,0 +1,257 @@
+"""What every config store backend shares: the in-memory snapshot of sources and integrations
+that the hot path reads, change listeners, the identity cache, and how records are shaped
+for storage (secrets sealed, audit entries redacted). A backend subclasses SnapshotStore and
+writes only its SQL: the `_load`, `_write_*` and the other underscored hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import msgspec
+
+from delivery.config import SECRET_KEYS, Health, Integration, Source
+from delivery.secrets import SecretBox, open_integration, seal_integration
+from delivery.store import AuditEntry, ChangeListener, DebugRecord, StoredIdentity
+
+log = logging.getLogger("signal_edge.store")
+IDENTITY_CACHE_SIZE = 50_000
+DEBUG_LOG_KEEP = 20_000
+_MISSING = object()
+
+source_decoder = msgspec.json.Decoder(Source)
+integration_decoder = msgspec.json.Decoder(Integration)
+identity_decoder = msgspec.json.Decoder(StoredIdentity)
+_debug_decoder = msgspec.json.Decoder(DebugRecord)
+encode = msgspec.json.encode
+
+AuditRow = tuple[str, str, str, bytes | None, bytes | None]  # action, type, id, old, new (JSON, redacted)
+
+
+class SnapshotStore:
+    MISSING = _MISSING  # what cached_identity() answers when it does not know
+
+    def __init__(self) -> None:
+        self.box: SecretBox | None = None
+        self._sources: dict[str, Source] = {}
+        self._by_key: dict[str, Source] = {}
+        self._integrations: dict[str, Integration] = {}
+        self._identities: OrderedDict[str, Any] = OrderedDict()
+        self._listeners: list[ChangeListener] = []
+        self._debug_writes = 0
+
+    async def open(self, box: SecretBox) -> None:
+        """Load the snapshot; `box` decrypts stored secrets."""
+        self.box = box
+        sources, integrations = await self._load()
+        self._sources.clear()
+        self._by_key.clear()
+        self._integrations.clear()
+        for body in sources:
+            self._remember_source(source_decoder.decode(body))
+        for body in integrations:
+            integration = open_integration(integration_decoder.decode(body), box)
+            self._integrations[integration.id] = integration
+
+    def listen(self) -> None:
+        """Follow changes other processes make (a backend shared by several nodes does)."""
+
+    # --- snapshot reads ---------------------------------------------------------------
+
+    def source(self, source_id: str) -> Source | None:
+        return self._sources.get(source_id)
+
+    def source_by_key(self, pipeline_key: str) -> Source | None:
+        return self._by_key.get(pipeline_key)
+
+    def sources(self) -> list[Source]:
+        return sorted(self._sources.values(), key=lambda s: (s.created_at, s.id))
+
+    def integration(self, integration_id: str) -> Integration | None:
+        return self._integrations.get(integration_id)
+
+    def integrations(self, source_id: str | None = None) -> list[Integration]:
+        found = [i for i in self._integrations.values() if source_id is None or i.source_id == source_id]
+        return sorted(found, key=lambda i: (i.created_at, i.id))
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self, object_type: str, object_id: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(object_type, object_id)
+            except Exception:  # a listener's bug must not fail the write that succeeded
+                log.exception("config change listener failed")
+
+    def _remember_source(self, source: Source) -> None:
+        old = self._sources.get(source.id)
+        if old is not None:
+            self._by_key.pop(old.pipeline_key, None)
+        self._sources[source.id] = source
+        self._by_key[source.pipeline_key] = source
+
+    def _forget_source(self, source_id: str) -> None:
+        old = self._sources.pop(source_id, None)
+        if old is not None:
+            self._by_key.pop(old.pipeline_key, None)
+
+    # --- writes -----------------------------------------------------------------------
+
+    async def put_source(self, source: Source, audit_action: str | None) -> None:
+        old = self._sources.get(source.id)
+        await self._write_source(source, audit_row(audit_action, "source", source.id, old, source))
+        self._remember_source(source)
+        self._changed("source", source.id)
+
+    async def delete_source(self, source_id: str) -> None:
+        old = self._sources.get(source_id)
+        await self._delete("sources", source_id, audit_row("delete", "source", source_id, old, None))
+        self._forget_source(source_id)
+        self._changed("source", source_id)
+
+    async def put_integration(self, integration: Integration, audit_action: str | None, notify: bool = True) -> None:
+        old = self._integrations.get(integration.id)
+        await self._write_integration(integration, encode(seal_integration(integration, self.box)),
+                                      audit_row(audit_action, "integration", integration.id, old, integration))
+        self._integrations[integration.id] = integration
+        if notify:
+            self._changed("integration", integration.id)
+
+    async def delete_integration(self, integration_id: str) -> None:
+        old = self._integrations.get(integration_id)
+        await self._delete("integrations", integration_id,
+                           audit_row("delete", "integration", integration_id, old, None))
+        self._integrations.pop(integration_id, None)
+        self._changed("integration", integration_id)
+
+    async def set_health(self, integration_id: str, health: Health) -> None:
+        current = self._integrations.get(integration_id)
+        if current is None or current.health == health:
+            return
+        # Health is runtime state, not configuration: no change notification.
+        await self.put_integration(msgspec.structs.replace(current, health=health), None, notify=False)
+
+    async def reseal(self, box: SecretBox, meta: dict[str, str]) -> int:
+        """Encrypt every stored secret again with `box` and set `meta`, in one transaction (the
+        secret key is being rotated); UI sessions end (their cookies were signed with the old
+        key). Returns how many integrations were rewritten."""
+        rows = [(encode(seal_integration(i, box)), i.id) for i in self._integrations.values()]
+        await self._reseal(rows, meta)
+        self.box = box
+        return len(rows)
+
+    # --- identity memory (hashes only), with an LRU in front ---------------------------
+
+    async def identity(self, anonymous_id: str) -> StoredIdentity | None:
+        cached = self._identities.get(anonymous_id, _MISSING)
+        if cached is not _MISSING:
+            self._identities.move_to_end(anonymous_id)
+            return cached
+        found = await self._read_identity(anonymous_id)
+        self._cache_identity(anonymous_id, found)
+        return found
+
+    def cached_identity(self, anonymous_id: str) -> Any:
+        """The cached identity, None when known absent, or `MISSING` (ask `identity()`)."""
+        return self._identities.get(anonymous_id, _MISSING)
+
+    async def save_identity(self, anonymous_id: str, stored: StoredIdentity) -> None:
+        await self._write_identity(anonymous_id, stored.user_id, encode(stored))
+        self._cache_identity(anonymous_id, stored)
+
+    def _cache_identity(self, anonymous_id: str, value: StoredIdentity | None) -> None:
+        self._identities[anonymous_id] = value
+        self._identities.move_to_end(anonymous_id)
+        while len(self._identities) > IDENTITY_CACHE_SIZE:
+            self._identities.popitem(last=False)
+
+    # --- audit and debugger logs ------------------------------------------------------------
+
+    async def audit(self, action: str, object_type: str, object_id: str, old: dict | None, new: dict | None) -> None:
+        await self._write_audit((action, object_type, object_id, _json(old), _json(new)))
+
+    async def add_debug(self, records: list[DebugRecord]) -> None:
+        """Keep `records`; the oldest beyond DEBUG_LOG_KEEP are pruned now and then."""
+        if not records:
+            return
+        self._debug_writes += len(records)
+        prune = self._debug_writes >= DEBUG_LOG_KEEP // 4
+        if prune:
+            self._debug_writes = 0
+        rows = [(r.at, r.source_id, r.integration_id, r.event_id, r.status, encode(r)) for r in records]
+        await self._write_debug(rows, DEBUG_LOG_KEEP if prune else None)
+
+    # --- what a backend writes ------------------------------------------------------------
+
+    async def _load(self) -> tuple[list[bytes], list[bytes]]:
+        """The stored bodies of every source and every integration."""
+        raise NotImplementedError
+
+    async def _write_source(self, source: Source, audit: AuditRow | None) -> None:
+        raise NotImplementedError
+
+    async def _write_integration(self, integration: Integration, body: bytes, audit: AuditRow | None) -> None:
+        raise NotImplementedError
+
+    async def _delete(self, table: str, object_id: str, audit: AuditRow | None) -> None:
+        raise NotImplementedError
+
+    async def _reseal(self, rows: list[tuple[bytes, str]], meta: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    async def _read_identity(self, anonymous_id: str) -> StoredIdentity | None:
+        raise NotImplementedError
+
+    async def _write_identity(self, anonymous_id: str, user_id: str | None, body: bytes) -> None:
+        raise NotImplementedError
+
+    async def _write_audit(self, row: AuditRow) -> None:
+        raise NotImplementedError
+
+    async def _write_debug(self, rows: list[tuple], keep: int | None) -> None:
+        """Insert `rows`; when `keep` is set, delete all but the newest `keep` records."""
+        raise NotImplementedError
+
+
+def _json(value: Any) -> bytes | None:
+    return None if value is None else encode(value)
+
+
+def redacted(obj: Any) -> dict | None:
+    """An object as the audit log keeps it: secrets replaced by a marker, health left out."""
+    if obj is None:
+        return None
+    data = msgspec.to_builtins(obj)
+    config = data.get("config")
+    if isinstance(config, dict):
+        for key in SECRET_KEYS:
+            if config.get(key):
+                config[key] = "[redacted]"
+    data.pop("health", None)
+    return data
+
+
+def audit_row(action: str | None, object_type: str, object_id: str, old: Any, new: Any) -> AuditRow | None:
+    if action is None:
+        return None
+    return (action, object_type, object_id, _json(redacted(old)), _json(redacted(new)))
+
+
+def audit_entry(row_id: int, at: float, action: str, object_type: str, object_id: str, old: bytes | None,
+                new: bytes | None) -> AuditEntry:
+    return AuditEntry(row_id, at, action, object_type, object_id, msgspec.json.decode(old) if old else None,
+                      msgspec.json.decode(new) if new else None)
+
+
+def debug_record(row_id: int, at: float, source_id: str, topic: str | None, event_id: str, status: str,
+                 record: bytes) -> DebugRecord:
+    """A stored debugger record; one that cannot be read (nested too deep by an older version,
+    say) is shown as such, and never fails the listing it is in."""
+    try:
+        return msgspec.structs.replace(_debug_decoder.decode(record), id=row_id)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return DebugRecord(at, source_id or "", event_id or "", "", status, topic, id=row_id,
+                           message="this stored record cannot be shown (it is not readable JSON)")

@@ -1,0 +1,170 @@
+"""The ConfigStore contract, one suite for every backend (SQLite and PostgreSQL): the snapshot
+and its change listeners, secrets sealed at rest, identity memory, meta, admin sessions, the
+audit and debugger logs, and re-sealing for a key rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import pytest
+
+from delivery.config import Health, Integration, PinterestConfig, Source
+from delivery.events import Identity
+from delivery.secrets import SecretBox
+from delivery.store import AdminSession, DebugRecord, StorageUnusable, StoredIdentity
+
+KEY = "test-secret-key"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def source(i: int = 1, **fields) -> Source:
+    return Source(id=f"src_{i:03d}", name=f"Shop {i}", pipeline_key=f"dk_live_{i}", created_at=float(i),
+                  updated_at=float(i), **fields)
+
+
+def integration(i: int = 1, source_id: str = "src_001", **fields) -> Integration:
+    return Integration(id=f"int_{i:03d}", source_id=source_id, name=f"Pinterest {i}", created_at=float(i),
+                       updated_at=float(i), config=PinterestConfig("549764982399", f"pina_SECRET_{i}", f"ct_SECRET_{i}"),
+                       **fields)
+
+
+def test_the_snapshot_is_durable_and_listeners_hear_of_changes(backend):
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            heard = []
+            store.subscribe(lambda kind, object_id: heard.append((kind, object_id)))
+            await store.put_source(source(1, domain="shop.example"), "create")
+            await store.put_source(source(2), "create")
+            await store.put_integration(integration(1), "create")
+            assert store.source_by_key("dk_live_1").domain == "shop.example"
+            assert [s.id for s in store.sources()] == ["src_001", "src_002"]
+            await store.put_source(msgspec.structs.replace(source(1), pipeline_key="dk_live_new"), "rotate-key")
+            assert store.source_by_key("dk_live_1") is None and store.source_by_key("dk_live_new").id == "src_001"
+            await store.set_health("int_001", Health("unhealthy", "unauthorized", "Authentication failed.", 5.0))
+            await store.delete_source("src_002")
+            assert heard == [("source", "src_001"), ("source", "src_002"), ("integration", "int_001"),
+                             ("source", "src_001"), ("source", "src_002")]  # health is not configuration
+        async with backend(node="node-b") as (_, store, _):
+            await store.open(SecretBox(KEY))
+            assert [s.id for s in store.sources()] == ["src_001"]
+            assert store.source_by_key("dk_live_new").id == "src_001"
+            found = store.integration("int_001")
+            assert found.config.access_token == "pina_SECRET_1" and found.health.problem == "unauthorized"
+            assert store.integrations("src_001") == [found] and store.integrations("src_none") == []
+    run(main())
+
+
+def test_tokens_are_sealed_at_rest_and_open_only_with_their_key(backend):
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            await store.put_source(source(), "create")
+            await store.put_integration(integration(), "create")
+            _, bodies = await store._load()
+            assert b"pina_SECRET_1" not in bodies[0] and b"ct_SECRET_1" not in bodies[0]
+        async with backend() as (_, store, _):
+            with pytest.raises(StorageUnusable, match="cannot be decrypted"):
+                await store.open(SecretBox("another key"))
+    run(main())
+
+
+def test_identity_memory(backend):
+    async def main():
+        remembered = StoredIdentity("user-1", Identity(em=["a" * 64]))
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            assert await store.identity("anon-1") is None
+            assert store.cached_identity("anon-1") is None  # known absent
+            assert store.cached_identity("anon-2") is store.MISSING
+            await store.save_identity("anon-1", remembered)
+            assert await store.identity("anon-1") == remembered
+        async with backend(node="node-b") as (_, store, _):
+            await store.open(SecretBox(KEY))
+            assert await store.identity("anon-1") == remembered
+    run(main())
+
+
+def test_meta(backend):
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            assert await store.get_meta("k") is None
+            assert await store.init_meta("k", "first") == "first"
+            assert await store.init_meta("k", "second") == "first"  # the first one stored wins
+            await store.set_meta("k", "third")
+            assert await store.get_meta("k") == "third"
+            await store.delete_meta("k")
+            assert await store.get_meta("k") is None
+    run(main())
+
+
+def test_admin_sessions(backend):
+    async def main():
+        now = time.time()
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            live, other = AdminSession("k1", "csrf1", now, now + 60, "127.0.0.1"), AdminSession("k2", "c", now, now + 60)
+            await store.put_session(live)
+            await store.put_session(other)
+            await store.put_session(AdminSession("old", "c", now - 100, now - 1))
+            assert await store.get_session("k1") == live
+            assert await store.get_session("old") is None  # expired
+            assert await store.delete_sessions("k1") == 1 and await store.get_session("k1") is None
+            assert await store.delete_sessions(None) >= 1 and await store.get_session("k2") is None
+    run(main())
+
+
+def test_the_audit_log_is_newest_first_and_redacted(backend):
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            await store.put_source(source(), "create")
+            await store.put_integration(integration(), "create")
+            await store.audit("replay", "integration", "int_001", None, {"replayed": 3})
+            entries = await store.audit_log(None, 10)
+            assert [(e.action, e.object_type) for e in entries] == [
+                ("replay", "integration"), ("create", "integration"), ("create", "source")]
+            assert entries[1].new["config"]["access_token"] == "[redacted]" and "health" not in entries[1].new
+            assert [e.action for e in await store.audit_log(entries[0].id, 10)] == ["create", "create"]
+    run(main())
+
+
+def test_the_debugger_log_filters_pages_and_prunes(backend, monkeypatch):
+    import delivery.snapshot
+
+    monkeypatch.setattr(delivery.snapshot, "DEBUG_LOG_KEEP", 8)
+
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            records = [DebugRecord(float(i), "src_a", f"e{i}", "Signed Up", "delivered" if i % 2 else "failed",
+                                   integration_id="int_a" if i < 6 else "int_b") for i in range(10)]
+            await store.add_debug(records)
+            everything = await store.debug_records(None, None, None, None, 100)
+            assert [r.event_id for r in everything] == [f"e{i}" for i in range(9, 1, -1)]  # pruned to 8
+            failed = await store.debug_records(None, "int_a", "failed", None, 100)
+            assert [r.event_id for r in failed] == ["e4", "e2"]
+            page = await store.debug_records("src_a", None, None, everything[2].id, 2)
+            assert [r.event_id for r in page] == ["e6", "e5"]
+    run(main())
+
+
+def test_reseal_encrypts_every_token_with_the_new_key_and_ends_sessions(backend):
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            await store.put_source(source(), "create")
+            await store.put_integration(integration(), "create")
+            await store.put_session(AdminSession("k1", "c", time.time(), time.time() + 60))
+            assert await store.reseal(SecretBox("new key"), {"secret_key_check": "fp"}) == 1
+            assert await store.get_session("k1") is None and await store.get_meta("secret_key_check") == "fp"
+        async with backend() as (_, store, _):
+            await store.open(SecretBox("new key"))
+            assert store.integration("int_001").config.conversion_token == "ct_SECRET_1"
+    run(main())

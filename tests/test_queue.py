@@ -1,0 +1,260 @@
+"""The EventQueue contract, one suite for every backend (SQLite and PostgreSQL): durable
+append, leases, settlement and its accounting, dead letters, replay, priorities, recovery
+after a dead process, lease renewal, the rate limiter and group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from delivery.queue import QueueItem, Settlement
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def items(n, topic="int_a", priority=0, at=1000.0):
+    return [QueueItem(topic, f'["m{i}"]'.encode(), at + i * 0.001, priority) for i in range(n)]
+
+
+def lines(n):
+    return [f'["t{i}"]'.encode() for i in range(n)]
+
+
+def together(n, topic="int_a", at=1000.0, priority=0):
+    """n events of one request: one item, its payload n JSON lines."""
+    return [QueueItem(topic, b"\n".join(lines(n)), at, priority, n)]
+
+
+def test_appended_items_are_durable_when_append_returns(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(items(3))
+            assert q.depth() == 3
+            async with backend(node="node-b") as (_, _, other):  # another connection sees them at once
+                await other.open()
+                assert (await other.stats("int_a")).queued == 3
+                assert [i.payload for i in await other.lease("int_a", 10, 2000.0, 60)] == \
+                    [i.payload for i in items(3)]
+    run(main())
+
+
+def test_lease_hides_items_and_settle_accounts_for_each(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(items(5))
+            first = await q.lease("int_a", 3, 2000.0, 60)
+            assert [i.payload for i in first] == [items(5)[i].payload for i in range(3)]
+            second = await q.lease("int_a", 10, 2000.0, 60)
+            assert len(second) == 2  # leased items are not handed out twice
+            assert await q.lease("int_a", 10, 2000.0, 60) == []
+            ids = [i.id for i in first + second]
+            await q.settle("int_a", Settlement(delivered=ids[:2], filtered=[ids[2]], dead=[(ids[3], "bad")],
+                                               retry=[(ids[4], 2100.0, "HTTP 503")]), 2000.0)
+            stats = await q.stats("int_a")
+            assert (stats.accepted, stats.delivered, stats.filtered, stats.dead_lettered, stats.queued,
+                    stats.in_flight) == (5, 2, 1, 1, 1, 0)
+            assert stats.last_error == "HTTP 503"
+            assert await q.lease("int_a", 10, 2050.0, 60) == []  # not before its retry time
+            again = await q.lease("int_a", 10, 2100.0, 60)
+            assert [(i.payload, i.attempts) for i in again] == [(items(5)[4].payload, 1)]
+            dead = await q.dead_letters("int_a", 0, 10)
+            assert [(d.event_id, d.reason, d.attempts) for d in dead] == [("m3", "bad", 1)]
+            assert q.depth() == 1
+    run(main())
+
+
+def test_the_events_of_requests_keep_their_order(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            pretty = QueueItem("int_a", b'[\n "nl"\n]', 1000.0, 0)  # one event whose JSON spans lines
+            await q.append(together(5) + [pretty, QueueItem("int_a", b'["x"]', 1001.0, 0)])
+            assert q.depth() == 7
+            stats = await q.stats("int_a")
+            assert (stats.accepted, stats.queued) == (7, 7)
+            leased = await q.lease("int_a", 10, 2000.0, 10_000)
+            assert [i.payload for i in leased] == lines(5) + [pretty.payload, b'["x"]']
+            assert len({i.id for i in leased}) == 7
+            await asyncio.gather(q.append(together(2, at=3000.0)), q.append(together(3, at=2999.0)),
+                                 q.append(together(1, at=3001.0, priority=1)))
+            later = await q.lease("int_a", 10, 4000.0, 60)
+            assert later[0].payload == lines(1)[0]  # the priority event first
+            assert sorted(i.payload for i in later[1:]) == sorted(lines(3) + lines(2))
+    run(main())
+
+
+def test_a_request_of_many_events_is_leased_in_order_and_in_parts(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(together(2500))
+            assert q.depth() == 2500
+            first = await q.lease("int_a", 1000, 2000.0, 60)
+            stats = await q.stats("int_a")
+            assert (stats.queued, stats.in_flight) == (1500, 1000)
+            rest = await q.lease("int_a", 5000, 2000.0, 60)
+            assert [i.payload for i in first + rest] == lines(2500)
+            await q.settle("int_a", Settlement(delivered=[i.id for i in first + rest]), 2000.0)
+            stats = await q.stats("int_a")
+            assert (stats.delivered, stats.queued, stats.in_flight) == (2500, 0, 0)
+            assert q.depth() == 0
+    run(main())
+
+
+def test_each_fate_counts_once_however_often_it_is_settled(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(together(6))
+            leased = await q.lease("int_a", 6, 2000.0, 10_000)
+            ids = [i.id for i in leased]
+            settlement = Settlement(delivered=ids[:2], dead=[(ids[2], "Pinterest: bad")],
+                                    retry=[(ids[3], 2100.0, "HTTP 503")], release=[(ids[4], 2050.0)])  # ids[5]: not yet
+            await q.settle("int_a", settlement, 2000.0)
+            await q.settle("int_a", settlement, 2000.0)  # settling again changes nothing
+            stats = await q.stats("int_a")
+            assert (stats.delivered, stats.dead_lettered, stats.queued, stats.in_flight) == (2, 1, 2, 1)
+            assert q.depth() == 3
+            dead = await q.dead_letters("int_a", 0, 10)
+            assert [(d.event_id, d.reason, d.attempts) for d in dead] == [("t2", "Pinterest: bad", 1)]
+            released = await q.lease("int_a", 10, 2050.0, 60)
+            assert [(i.payload, i.attempts) for i in released] == [(lines(6)[4], 0)]
+            retried = await q.lease("int_a", 10, 2100.0, 60)
+            assert [(i.payload, i.attempts) for i in retried] == [(lines(6)[3], 1)]
+            assert await q.recover(20_000.0) == 3  # every lease has run out: all three go out again
+            again = await q.lease("int_a", 10, 20_000.0, 60)
+            assert sorted(i.payload for i in again) == sorted(lines(6)[i] for i in (3, 4, 5))
+            stats = await q.stats("int_a")
+            assert (stats.queued, stats.in_flight) == (0, 3)
+    run(main())
+
+
+def test_discard_dead_letters_every_event(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(together(4) + together(2, at=1001.0))
+            await q.lease("int_a", 2, 2000.0, 60)
+            assert await q.discard("int_a", "integration deleted", 2000.0) == 6
+            stats = await q.stats("int_a")
+            assert (stats.dead_lettered, stats.queued, stats.in_flight) == (6, 0, 0)
+            assert q.depth() == 0
+            dead = await q.dead_letters("int_a", 0, 10)
+            assert sorted(d.event_id for d in dead) == sorted(["t0", "t1", "t2", "t3", "t0", "t1"])
+            assert await q.dead_letter_topics() == {"int_a": 6}
+    run(main())
+
+
+def test_priority_items_are_leased_first(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(items(3, priority=0) + [QueueItem("int_a", b'["p"]', 1001.0, 1)])
+            ready = await q.ready("int_a", 1000.5, 1000)
+            assert ready.priority is False and ready.oldest == 1000.0 and ready.next_at == 1001.0
+            ready = await q.ready("int_a", 2000.0, 1000)
+            assert ready.priority is True and not ready.full
+            assert (await q.ready("int_a", 2000.0, 3)).full
+            leased = await q.lease("int_a", 2, 2000.0, 60)
+            assert [i.payload for i in leased] == [b'["p"]', items(1)[0].payload]
+    run(main())
+
+
+def test_a_dead_process_leases_are_taken_over(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(items(4))
+            await q.lease("int_a", 4, 2000.0, 60)
+            assert (await q.stats("int_a")).in_flight == 4
+        async with backend(node="node-restarted") as (_, _, q):  # after its lease has run out
+            await q.open()
+            assert await q.recover(2061.0) == 4
+            assert len(await q.lease("int_a", 10, 2061.0, 60)) == 4
+            assert (await q.stats("int_a")).in_flight == 4
+    run(main())
+
+
+def test_a_renewed_lease_is_not_taken_over(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(items(3))
+            leased = await q.lease("int_a", 3, 2000.0, 60)
+            await q.extend("int_a", [i.id for i in leased], 2500.0)
+            assert await q.lease("int_a", 10, 2100.0, 60) == []  # the first lease would have run out
+            assert len(await q.lease("int_a", 10, 2500.0, 60)) == 3
+    run(main())
+
+
+def test_replay_puts_dead_letters_back_with_their_event_ids(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(items(3))
+            leased = await q.lease("int_a", 3, 2000.0, 60)
+            await q.settle("int_a", Settlement(dead=[(i.id, "Pinterest: bad") for i in leased]), 2000.0)
+            dead = await q.dead_letters("int_a", 0, 10)
+            assert await q.replay("int_a", [dead[0].id], 2001.0) == 1
+            assert await q.replay("int_a", None, 2001.0) == 2
+            assert (await q.stats("int_a")).dead_lettered == 0
+            again = await q.lease("int_a", 10, 2001.0, 60)
+            assert sorted(i.payload for i in again) == sorted(i.payload for i in items(3))
+    run(main())
+
+
+def test_replay_into_another_topic_moves_the_accounting_along(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(items(3))
+            await q.discard("int_a", "integration deleted", 2000.0)
+            assert await q.replay("int_a", None, 2001.0, into="int_b") == 3
+            old, new = await q.stats("int_a"), await q.stats("int_b")
+            assert (old.accepted, old.dead_lettered, old.queued) == (0, 0, 0)
+            assert (new.accepted, new.queued) == (3, 3)
+            assert await q.dead_letter_topics() == {}
+            assert len(await q.lease("int_b", 10, 2001.0, 60)) == 3
+    run(main())
+
+
+def test_skipped_events_are_only_counted(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append([QueueItem("int_off", b"", 1000.0, 0, 7, skipped=True)] + items(1))
+            off = await q.stats("int_off")
+            assert (off.skipped_disabled, off.accepted, off.queued) == (7, 0, 0)
+            assert q.depth() == 1 and await q.lease("int_off", 10, 2000.0, 60) == []
+    run(main())
+
+
+def test_concurrent_appends_share_commits(backend):
+    async def main():
+        async with backend() as (db, _, q):
+            await q.open()
+            before = db.commits
+            await asyncio.gather(*(q.append(items(1, topic=f"t{i}")) for i in range(200)))
+            assert q.depth() == 200
+            return db.commits - before
+    assert run(main()) < 200  # group commit: many appends per transaction
+
+
+def test_the_rate_limiter_holds_its_rate_after_the_burst(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            limiter = q.rate_limiter("int_a", 20.0, 5)
+            started = time.monotonic()
+            for _ in range(5):
+                await limiter.acquire()
+            burst = time.monotonic() - started
+            for _ in range(10):
+                await limiter.acquire()
+            return burst, time.monotonic() - started
+    burst, total = run(main())
+    assert burst < 0.4  # the burst goes at once
+    assert total >= 10 / 20.0 * 0.9  # then 20 per second: 10 more take half a second at least
