@@ -109,6 +109,10 @@ async def open_services(settings: Settings) -> Services:
             ),
             hub,
         )
+        if settings.database_url:
+            from delivery.postgres.relay import DebugRelay
+
+            DebugRelay(db, hub, node).start()  # the live debugger shows every node's events
         auth = AdminAuth(store, secret_key)
         new_token = await auth.ensure(settings.admin_token)
     except BaseException:

@@ -30,7 +30,7 @@ from delivery.store import NO_JSON, ConfigStore, DebugRecord, StorageError
 log = logging.getLogger("signal_edge.delivery")
 errors = ErrorLog(log)
 SUPERVISE_EVERY = 1.0  # seconds between the supervisor's looks at the workers
-MAX_STEP_BACKOFF = 30.0  # longest wait after the worker loop fails (a storage fault, a bug)
+MAX_STEP_BACKOFF = 10.0  # longest wait after the worker loop fails (a storage fault, a bug)
 MAX_EVENT_AGE = 7 * 24 * 3600
 TOO_OLD = "not sent: older than 7 days (Pinterest rejects events more than 7 days old)"
 _encode = msgspec.json.encode
@@ -43,7 +43,7 @@ class DeliverySettings(msgspec.Struct, frozen=True):
     max_in_flight: int = 4  # concurrent requests per integration
     # A lease runs out this long after it was last renewed: a heartbeat renews it while its
     # request is in flight, so a node that dies hands its batches over within this time.
-    lease_seconds: float = 30.0
+    lease_seconds: float = 20.0
     request_timeout: float = 30.0
     retry: RetryPolicy = RetryPolicy()
     auth_recheck: float = 600.0  # a paused integration tries again after this long

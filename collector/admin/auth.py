@@ -17,6 +17,7 @@ from collections import OrderedDict, deque
 META_KEY = "admin_token_sha256"
 TOKEN_PREFIX = "sea_"
 RECHECK = 0.5  # seconds a server trusts the hash it last read
+MIN_RELOAD = 0.05  # a token that does not match is checked against the store at most this often
 
 log = logging.getLogger("signal_edge.admin")
 
@@ -66,11 +67,16 @@ class AdminAuth:
         self._digest, self._loaded = digest, time.monotonic()
 
     async def check(self, presented: str | None) -> bool:
+        """The old token stops working within RECHECK seconds of a rotation; a token that does
+        not match what was last read is checked against the store at once (it may be the new
+        one: wrong tokens are throttled per client before they get here)."""
         if not presented:
             return False
-        if time.monotonic() - self._loaded >= RECHECK:
+        digest = _digest(presented)
+        age = time.monotonic() - self._loaded
+        if age >= RECHECK or (age >= MIN_RELOAD and not hmac.compare_digest(digest, self._digest or "")):
             self._remember(await self.store.get_meta(META_KEY) or "")
-        return bool(self._digest) and hmac.compare_digest(_digest(presented), self._digest)
+        return bool(self._digest) and hmac.compare_digest(digest, self._digest)
 
 
 class Throttle:

@@ -1,4 +1,7 @@
-"""`GET /metrics`: Prometheus text exposition of the delivery accounting."""
+"""`GET /metrics`: Prometheus text exposition of the delivery accounting.
+
+With several nodes each one reports its own counters (Prometheus adds the nodes up), and the
+whole cluster's queue gauges and depth, which are the same seen from any node."""
 
 from __future__ import annotations
 
@@ -23,12 +26,14 @@ def _label(value: str) -> str:
 
 async def render(services: Services) -> str:
     integrations = services.store.integrations()
+    own = {i.id: await services.queue.stats(i.id, this_node=True) for i in integrations}
     stats = {i.id: await services.queue.stats(i.id) for i in integrations}
-    lines: list[str] = []
+    lines: list[str] = ["# HELP signal_edge_node_info The node these figures come from.",
+                        "# TYPE signal_edge_node_info gauge", f'signal_edge_node_info{{node="{_label(services.node)}"}} 1']
     for name, help_text in COUNTERS:
         metric = f"signal_edge_events_{name}_total"
-        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
-        lines += [f'{metric}{{integration="{_label(i.id)}"}} {getattr(stats[i.id], name)}' for i in integrations]
+        lines += [f"# HELP {metric} {help_text} This node's share.", f"# TYPE {metric} counter"]
+        lines += [f'{metric}{{integration="{_label(i.id)}"}} {getattr(own[i.id], name)}' for i in integrations]
     for name, help_text in GAUGES:
         metric = f"signal_edge_events_{name}"
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
@@ -62,6 +67,6 @@ async def render(services: Services) -> str:
               "# HELP signal_edge_event_loop_lag_max_seconds The event loop's largest lag since start.",
               "# TYPE signal_edge_event_loop_lag_max_seconds gauge",
               f"signal_edge_event_loop_lag_max_seconds {services.lag.max:.6f}"]
-    lines += ["# HELP signal_edge_queue_depth Events queued or in flight, all integrations.",
+    lines += ["# HELP signal_edge_queue_depth Events queued or in flight, all integrations, the whole cluster.",
               "# TYPE signal_edge_queue_depth gauge", f"signal_edge_queue_depth {services.queue.depth()}"]
     return "\n".join(lines) + "\n"

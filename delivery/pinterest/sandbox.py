@@ -138,11 +138,13 @@ class Recorded:
 
 @dataclass
 class RequestLog:
-    at: float
+    at: float  # when the request arrived
     ad_account_id: str
     status: int
     events: int
     test: bool
+    ended: float = 0.0  # when it was answered
+    event_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -256,9 +258,9 @@ class Sandbox:
         test = "test=true" in scope.get("query_string", b"").decode("latin-1").lower()
         now = time.time()
 
-        def answer(status: int, payload: dict, n: int = 0, extra=()):
+        def answer(status: int, payload: dict, n: int = 0, extra=(), ids=()):
             with self.lock:
-                self.state.requests.append(RequestLog(now, ad_account_id, status, n, test))
+                self.state.requests.append(RequestLog(now, ad_account_id, status, n, test, time.time(), list(ids)))
             return status, payload, list(extra)
 
         fault = self._next_fault(ad_account_id)
@@ -290,7 +292,7 @@ class Sandbox:
         events = payload["data"]
         if any(e.get("event_id") in self.state.poison_event_ids for e in events):
             return answer(400, {"code": 4196, "message": "The request was invalid."}, len(events))
-        return answer(*self._accept(ad_account_id, test, token, events, now))
+        return answer(*self._accept(ad_account_id, test, token, events, now), ids=[e["event_id"] for e in events])
 
     def _accept(self, ad_account_id, test, token, events, now):
         results, processed = [], 0

@@ -60,12 +60,15 @@ class PgDatabase:
         self.problem_since: float | None = None
         self.commits = 0
         self._listener: asyncio.Task | None = None
+        self._handlers: list[tuple[Callable[[str], None], Callable[[], Awaitable[None]] | None]] = []
 
     async def start(self) -> None:
         """Connect and migrate, or raise StorageUnusable in one line that says what to do."""
         try:
+            # min_size 0: connections open on demand. With a floor, asyncpg keeps reconnecting in
+            # the background during an outage and logs a traceback each time.
             self.pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self.pool_size, command_timeout=COMMAND_TIMEOUT,
+                self.url, min_size=0, max_size=self.pool_size, command_timeout=COMMAND_TIMEOUT,
                 max_inactive_connection_lifetime=60, timeout=10)
         except BaseException as exc:
             raise StorageUnusable(self._unusable(exc)) from None
@@ -125,12 +128,22 @@ class PgDatabase:
 
     # --- LISTEN -----------------------------------------------------------------------
 
-    def listen(self, on_notify: Callable[[str], None], on_reconnect: Callable[[], Awaitable[None]]) -> None:
+    def listen(self, on_notify: Callable[[str], None], on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
         """Call `on_notify(payload)` for every notification; after a lost connection, await
-        `on_reconnect()` (notifications were missed) once listening again."""
-        self._listener = asyncio.create_task(self._listen(on_notify, on_reconnect), name="pg-listen")
+        `on_reconnect()` (notifications were missed) once listening again. One connection
+        serves every listener."""
+        self._handlers.append((on_notify, on_reconnect))
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="pg-listen")
 
-    async def _listen(self, on_notify, on_reconnect) -> None:
+    def _dispatch(self, payload: str) -> None:
+        for on_notify, _ in self._handlers:
+            try:
+                on_notify(payload)
+            except Exception:
+                log.exception("a change listener failed")
+
+    async def _listen(self) -> None:
         delay, first = 0.2, True
         while True:
             conn = None
@@ -138,9 +151,11 @@ class PgDatabase:
                 conn = await asyncpg.connect(self.url, timeout=5)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _: lost.set())
-                await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: on_notify(payload))
+                await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._dispatch(payload))
                 if not first:
-                    await on_reconnect()
+                    for _, on_reconnect in self._handlers:
+                        if on_reconnect is not None:
+                            await on_reconnect()
                     log.info("listening for changes from other nodes again")
                 first, delay = False, 0.2
                 while not lost.is_set():
@@ -161,6 +176,6 @@ class PgDatabase:
             delay = min(delay * 2, 5.0)
 
 
-async def notify(conn: asyncpg.Connection, kind: str, object_id: str) -> None:
-    """Tell every node (in the caller's transaction) that `kind` `object_id` changed."""
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{kind}:{object_id}")
+async def notify(conn: asyncpg.Connection, kind: str, message: str) -> None:
+    """Tell every node `kind:message` (in the caller's transaction: sent when it commits)."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{kind}:{message}")
