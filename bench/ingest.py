@@ -70,18 +70,25 @@ class Bare:
 
 
 class Edge:
-    """A `signal-edge serve` on core 0 with a fresh database, a source, and a parked integration."""
+    """A `signal-edge serve` with a fresh database (a SQLite file, or `database_url`), a source and
+    a parked integration; pinned to core 0 unless `core` is None."""
 
-    def __init__(self, tmp: Path, pinterest: str) -> None:
+    def __init__(self, tmp: Path, pinterest: str, database_url: str | None = None, core: str | None = SERVER_CORE,
+                 workers: int = 1) -> None:
         self.port, admin_port = free_port(), free_port()
+        self.admin_port = admin_port
         env = {"PATH": "/usr/bin:/bin", "SIGNAL_ADMIN_TOKEN": ADMIN, "SIGNAL_PINTEREST_API_BASE": pinterest,
-               "SIGNAL_LOG_LEVEL": "warning", "SIGNAL_AUTH_RECHECK": "3600"}
+               "SIGNAL_LOG_LEVEL": "warning", "SIGNAL_AUTH_RECHECK": "3600", "SIGNAL_SECRET_KEY": "bench-secret-key"}
         db = tmp / f"bench-{time.monotonic_ns()}.db"
+        database = ["--database-url", database_url] if database_url else ["--db", str(db)]
+        if workers > 1:
+            database += ["--workers", str(workers)]
         self.log = db.with_suffix(".log")  # the parked integration's warning goes here, not into the table
+        argv = [sys.executable, "-m", "collector", "serve", "--port", str(self.port), "--admin-port", str(admin_port),
+                *database]
         with self.log.open("wb") as log:
-            self.proc = pinned(SERVER_CORE, [sys.executable, "-m", "collector", "serve", "--port", str(self.port),
-                                             "--admin-port", str(admin_port), "--db", str(db)],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = (pinned(core, argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) if core
+                         else subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
         wait_http(f"http://127.0.0.1:{self.port}/healthz")
         self.admin = httpx.Client(base_url=f"http://127.0.0.1:{admin_port}/v1/admin",
                                   headers={"Authorization": f"Bearer {ADMIN}"})

@@ -25,7 +25,8 @@ def _load(name: str):
     return module
 
 
-tag_size, ingest_bench, delivery_bench = _load("tag_size"), _load("ingest"), _load("delivery")
+tag_size, ingest_bench, delivery_bench, cluster_bench = (_load(name) for name in ("tag_size", "ingest", "delivery",
+                                                                                "cluster"))
 
 
 # The two figures for this machine: a bare Starlette endpoint does about 30k requests/s
@@ -58,6 +59,9 @@ def main() -> None:
     print(f"\ndelivery (about {runs * 15 // 60 + 1} min) ...", file=sys.stderr, flush=True)
     delivery = delivery_bench.measure(runs=runs)
     delivery_bench.report(delivery)
+    print(f"\nPostgreSQL (about {runs * 40 // 60 + 1} min) ...", file=sys.stderr, flush=True)
+    cluster = cluster_bench.measure(runs=runs)
+    cluster_bench.report(cluster)
 
     # figure, its runs (the median is shown), format, target, test
     rows = [
@@ -72,6 +76,10 @@ def main() -> None:
          lambda v: v >= PIPELINE_OVER_BARE],
         ["end to end to the sandbox (ev/s)", delivery["e2e_runs"], ",.0f", ">= 20,000", lambda v: v >= 20_000],
         ["  the same, 10 events/request", [delivery["e2e_batched_eps"]], ",.0f", "", None],
+        ["ingest PostgreSQL / SQLite", cluster["ingest_ratios"], ".2f", ">= 0.70", lambda v: v >= 0.7],
+        ["CPU per event, 2 workers / 1", cluster["workers_ratios"], ".2f", "<= 1.15", lambda v: v <= 1.15],
+        ["end to end, PostgreSQL, 1 node (ev/s)", cluster["e2e_one"], ",.0f", "", None],
+        ["end to end, PostgreSQL, 2 nodes (ev/s)", cluster["e2e_two"], ",.0f", "", None],
         ["edge RSS idle (MiB)", [ingest["idle_rss_mib"]], ".1f", "", None],
         ["edge RSS peak under load (MiB)", [ingest["peak_rss_mib"]], ".1f", "<= 150", lambda v: v <= 150],
     ]

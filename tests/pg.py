@@ -29,7 +29,8 @@ def bindir() -> Path:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    def __init__(self, core: str | None = None) -> None:
+        self.core = core
         self.bin = bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="signal-edge-pg-"))
         self.data = self.dir / "data"
@@ -42,6 +43,8 @@ class PostgresServer:
 
     def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         command = [str(self.bin / tool), *args]
+        if self.core is not None:  # the server and every backend it forks run on that core
+            command = ["taskset", "-c", self.core, *command]
         if self.as_root:
             command = ["runuser", "-u", "postgres", "--", *command]
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=120)

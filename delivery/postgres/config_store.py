@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 
 from delivery.config import Integration, Source
-from delivery.postgres.db import PgDatabase, notify
+from delivery.postgres.db import CHANNEL, PgDatabase, notify
 from delivery.secrets import open_integration
 from delivery.snapshot import (
     AuditRow,
@@ -149,7 +149,7 @@ class PgConfigStore(SnapshotStore):
     # --- meta ---------------------------------------------------------------------------
 
     async def get_meta(self, key: str) -> str | None:
-        return await self.db.run(lambda c: c.fetchval("SELECT value FROM meta WHERE key = $1", key))
+        return await self.db.run(lambda c: c.fetchval("SELECT value FROM meta WHERE key = $1", key), single=True)
 
     async def set_meta(self, key: str, value: str) -> None:
         await self.db.run(lambda c: c.execute(_UPSERT_META, key, value))
@@ -167,24 +167,23 @@ class PgConfigStore(SnapshotStore):
 
     async def _read_identity(self, anonymous_id: str) -> StoredIdentity | None:
         row = await self.db.run(lambda c: c.fetchrow(
-            "SELECT user_id, identity FROM identities WHERE anonymous_id = $1", anonymous_id))
+            "SELECT user_id, identity FROM identities WHERE anonymous_id = $1", anonymous_id), single=True)
         return StoredIdentity(row[0], identity_decoder.decode(row[1]).identity) if row else None
 
     async def _write_identity(self, anonymous_id: str, user_id: str | None, body: bytes) -> None:
-        async def write(conn: asyncpg.Connection) -> None:
-            await conn.execute(
-                "INSERT INTO identities (anonymous_id, user_id, identity, updated_at) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (anonymous_id) DO UPDATE SET user_id = excluded.user_id, identity = excluded.identity, "
-                "updated_at = excluded.updated_at", anonymous_id, user_id, body, time.time())
-            await self._notify(conn, "identity", anonymous_id)
-        await self.db.run(write)
+        await self.db.run(lambda c: c.execute(
+            "WITH saved AS (INSERT INTO identities (anonymous_id, user_id, identity, updated_at) "
+            "  VALUES ($1, $2, $3, $4) ON CONFLICT (anonymous_id) DO UPDATE SET user_id = excluded.user_id, "
+            "  identity = excluded.identity, updated_at = excluded.updated_at) "
+            "SELECT pg_notify($5, $6)",  # one statement: the other nodes forget their cached copy
+            anonymous_id, user_id, body, time.time(), CHANNEL, f"identity:{anonymous_id}:{self.node}"), single=True)
 
     # --- admin sessions -----------------------------------------------------------------
 
     async def get_session(self, key: str) -> AdminSession | None:
         row = await self.db.run(lambda c: c.fetchrow(
             "SELECT key, csrf, created_at, expires_at, client FROM admin_sessions WHERE key = $1 AND expires_at > $2",
-            key, time.time()))
+            key, time.time()), single=True)
         return AdminSession(*row) if row else None
 
     async def put_session(self, session: AdminSession) -> None:
