@@ -137,6 +137,8 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
         raise SettingsError("setting SIGNAL_MAX_IN_FLIGHT: at least 1")
     if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):
         raise SettingsError("setting SIGNAL_DATABASE_URL: use postgresql://user:password@host:port/database")
+    if settings.pool_size < 2:
+        raise SettingsError("setting SIGNAL_POOL_SIZE: at least 2 (the queue's appender keeps one connection)")
     if settings.workers < 1:
         raise SettingsError("--workers: at least 1")
     if settings.workers > 1 and not settings.database_url:

@@ -7,7 +7,7 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from tests.conftest import edge, edge_factory, fake_pinterest, shop  # noqa: F401  (shared fixtures)
+from tests.conftest import edge, edge_factory, fake_pinterest, pg_url, postgres, shop  # noqa: F401  (shared fixtures)
 from tests.support import ServerThread
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -351,3 +351,32 @@ def test_copy_moves_a_sqlite_deployment_to_postgres_losing_nothing(edge_factory,
         assert purchase["user_data"]["em"] == [hashlib.sha256(b"ana@example.com").hexdigest()]
     finally:
         node.stop()
+
+
+def test_a_pool_that_runs_dry_slows_requests_but_never_stalls_the_server(nodes, fake_pinterest):
+    """Two connections: the appender keeps one, and identity reads, leases, settlements and the
+    admin API share the other. Many browsers at once wait their turn; nothing fails or hangs."""
+    [node] = nodes(1, SIGNAL_POOL_SIZE="2")
+    with node.admin() as admin:
+        source = create_source(admin)
+        integration = create_integration(admin, source["id"])
+    browsers = [httpx.Client(timeout=30) for _ in range(30)]
+    for n, browser in enumerate(browsers):  # every browser has its cookies: each request reads its identity
+        assert post_batch(node.url, source["pipeline_key"], events([f"first-{n}"]), browser).status_code == 200
+    statuses: Counter = Counter()
+
+    def burst(n: int) -> None:
+        for i in range(10):
+            response = post_batch(node.url, source["pipeline_key"], events([f"b-{n}-{i}"]), browsers[n])
+            statuses[response.status_code] += 1
+    threads = [threading.Thread(target=burst, args=(n,)) for n in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert set(statuses) <= {200, 503} and statuses[200] > 0, statuses
+    with node.admin() as admin:
+        wait_for(lambda: stats(admin, integration["id"])["queued"] == 0, timeout=30, what="the queue to drain")
+    lag = float(re.search(r"^signal_edge_event_loop_lag_max_seconds (\S+)$", httpx.get(node.admin_url + "/metrics").text,
+                          re.M).group(1))
+    assert lag < 0.1, f"the event loop stalled for {lag}s"

@@ -31,9 +31,11 @@ T = TypeVar("T")
 CHANNEL = "signal_edge"
 ACQUIRE_TIMEOUT = 5.0  # a dry pool makes a call wait this long, then StorageError (503)
 COMMAND_TIMEOUT = 15.0
-# SQLSTATE classes that are the environment's doing: connection, resources, operator, system.
-_ENVIRONMENT_CLASSES = ("08", "53", "57", "58")
-_ENVIRONMENT_STATES = {"25006"}  # read-only transaction: a standby after a failover
+# SQLSTATE classes that mean the statement or its data is wrong (a bug: raised as it is):
+# unsupported feature, cardinality, data, integrity, SQL routine, cursor name, syntax or access,
+# check option. Every other failure (connection, resources, operator intervention, a standby
+# after a failover, serialization, the server's internal errors) is the environment's.
+_PROGRAM_CLASSES = frozenset({"0A", "21", "22", "23", "2F", "34", "42", "44"})
 
 
 def shown(url: str) -> str:
@@ -45,10 +47,11 @@ def shown(url: str) -> str:
 
 
 def environmental(exc: BaseException) -> bool:
-    if isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
-        return True
-    state = getattr(exc, "sqlstate", None) or ""
-    return state[:2] in _ENVIRONMENT_CLASSES or state in _ENVIRONMENT_STATES
+    """A fault of the database, the network or the connection, not of the statement."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "")[:2] not in _PROGRAM_CLASSES
+    return isinstance(exc, (OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+                            asyncpg.exceptions.InternalClientError))
 
 
 class PgDatabase:
