@@ -45,6 +45,7 @@ _NORMALISERS: dict[str, Callable[..., str]] = {
     "ct": norm.city, "st": norm.state, "zp": norm.zip_code, "country": norm.country,
     "hashed_maids": norm.maid,
 }
+_BY_COUNTRY = frozenset({"ph", "db"})
 
 
 MAX_DEPTH = 32  # levels of nesting an event's properties or traits may have
@@ -88,8 +89,8 @@ class IdentityBuilder(msgspec.Struct, gc=False):
         digest = norm.prehashed(raw)
         if digest is None:
             try:
-                if field == "ph":
-                    text = norm.phone(raw, self.default_country)
+                if field in _BY_COUNTRY:  # read by the source's country: national numbers, dates
+                    text = _NORMALISERS[field](raw, self.default_country)
                 else:
                     text = _NORMALISERS[field](raw)
             except norm.Invalid as exc:

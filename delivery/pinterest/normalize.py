@@ -43,21 +43,37 @@ def _text(value: object, field: str) -> str:
 
 
 def email(value: object) -> str:
-    # Whitespace is never part of an address (a pasted "jo @example.com" means "jo@example.com").
-    text = _WS.sub("", _text(value, "em")).lower()
+    # Whitespace is never part of an address (a pasted "jo @example.com" means "jo@example.com");
+    # "Jane Doe <jane@x.com>" and "mailto:" carry one address.
+    text = _text(value, "em")
+    named = _NAMED_ADDRESS.search(text)
+    if named:
+        text = named.group(1)
+    text = _WS.sub("", _MAILTO.sub("", text)).lower()
     if not _EMAIL.match(text):
         raise Invalid("em: not an email address")
     return text
 
 
-def phone(value: object, default_country: str | None = None) -> str:
-    """Digits only, with the country code, no leading zeros (Pinterest's rule).
+_NAMED_ADDRESS = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
+_MAILTO = re.compile(r"^mailto:", re.I)
+_PHONE_SCHEME = re.compile(r"^\s*(?:tel|callto|sms)\s*:", re.I)
+_EXTENSION = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*\d{1,6}\s*$", re.I)
 
-    A national number is completed from `default_country` (ISO-3166 alpha-2); `00` is
-    the international prefix used in most of the world and is read as `+`.
-    """
-    text = _text(value, "ph")
-    compact = re.sub(r"[\s\-.()/]", "", text)
+
+def phone(value: object, default_country: str | None = None) -> str:
+    """The digits of the number's E.164 form (country code, no "+"): Pinterest's rule. A national
+    number is completed from `default_country` (ISO-3166 alpha-2). Labels, schemes and symbols
+    are removed ("Phone: +1 415 555 2671 (mobile)", "tel:+1-415-555-2671"), and so is an
+    extension. "00" is the international prefix of most of the world and is read as "+". A
+    leading zero that belongs to the number (Italy, Côte d'Ivoire) is kept, as E.164 keeps it."""
+    text = _EXTENSION.sub("", _PHONE_SCHEME.sub("", _text(value, "ph")))
+    start = text.find("+")
+    if start < 0:
+        first = re.search(r"\d", text)
+        start = first.start() if first else len(text)
+    number_text = text[start:]
+    compact = ("+" if number_text.startswith("+") else "") + _NON_DIGIT.sub("", number_text)
     if compact.startswith("00"):
         compact = "+" + compact[2:]
     region = default_country.upper() if default_country else None
@@ -69,7 +85,7 @@ def phone(value: object, default_country: str | None = None) -> str:
         raise Invalid("ph: not a phone number") from None
     if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
         raise Invalid("ph: not a possible phone number for its country")
-    return f"{number.country_code}{number.national_number}"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
 
 
 def name(value: object, field: str = "fn") -> str:
@@ -91,18 +107,43 @@ _GENDERS = {
 }
 
 
-def birthdate(value: object) -> str:
-    """YYYYMMDD from an ISO date, an ISO datetime, YYYY/MM/DD or YYYYMMDD."""
+def birthdate(value: object, default_country: str | None = None) -> str:
+    """YYYYMMDD. Year first: 1990-07-04, 1990-7-4, 1990/07/04, 19900704, an ISO datetime. Year
+    last: 04.07.1990 (dots: day first everywhere), and 07/04/1990 read month first for a source
+    in the US (and the few countries that write dates its way), else day first; a reading that
+    cannot be a date gives way to the other. Dates in the future are refused."""
     text = _text(value, "db")
-    digits = _NON_DIGIT.sub("", text[:10])
-    try:
-        if len(digits) == 8:
-            parsed = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
-        else:
-            parsed = datetime.fromisoformat(text).date()
-    except ValueError:
-        raise Invalid("db: not a date (use YYYY-MM-DD)") from None
+    parsed = _date_of(text, (default_country or "").upper() in _MONTH_FIRST)
+    if parsed is None:
+        raise Invalid("db: not a date (use YYYY-MM-DD)")
+    if parsed > date.today():
+        raise Invalid("db: in the future")
     return parsed.strftime("%Y%m%d")
+
+
+_MONTH_FIRST = frozenset({"US", "PH", "FM", "MH", "PW", "AS", "GU", "MP", "PR", "VI", "UM", "BZ"})
+_YEAR_FIRST = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[T ].*)?")
+_YEAR_LAST = re.compile(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{4})")
+
+
+def _date_of(text: str, month_first: bool) -> date | None:
+    candidates: list[tuple[int, int, int]] = []
+    if re.fullmatch(r"\d{8}", text):
+        candidates.append((int(text[:4]), int(text[4:6]), int(text[6:])))
+    elif match := _YEAR_FIRST.fullmatch(text):
+        candidates.append((int(match.group(1)), int(match.group(2)), int(match.group(3))))
+    elif match := _YEAR_LAST.fullmatch(text):
+        a, separator, b, year = match.groups()
+        day_first = (int(year), int(b), int(a))
+        month_first_reading = (int(year), int(a), int(b))
+        candidates += [month_first_reading, day_first] if month_first and separator != "." else [day_first,
+                                                                                                   month_first_reading]
+    for year, month, day in candidates:
+        try:
+            return date(year, month, day)
+        except ValueError:
+            continue
+    return None
 
 
 def city(value: object) -> str:
@@ -114,7 +155,11 @@ def city(value: object) -> str:
 
 
 def state(value: object) -> str:
+    """Two letters, lowercase: "CA", "California" and the ISO 3166-2 form "US-CA" give "ca"."""
     text = _text(value, "st").lower()
+    iso = re.fullmatch(r"[a-z]{2}-([a-z0-9]{1,3})", text)
+    if iso:
+        text = iso.group(1)
     text = _US_STATES.get(re.sub(r"[^a-z ]", "", text), text)
     text = re.sub(r"[^a-z]", "", text)
     if len(text) != 2:
@@ -138,8 +183,9 @@ def zip_code(value: object) -> str:
 
 
 def country(value: object) -> str:
+    """ISO 3166-1 alpha-2, lowercase, from alpha-2, alpha-3 ("GBR") or a common name."""
     text = _text(value, "country").lower()
-    text = _COUNTRY_NAMES.get(text, text)
+    text = _COUNTRY_NAMES.get(text) or _ALPHA3.get(text) or text
     if not re.fullmatch(r"[a-z]{2}", text):
         raise Invalid("country: expected an ISO-3166 alpha-2 code")
     return text
@@ -151,7 +197,10 @@ def external_id(value: object) -> str:
 
 
 def maid(value: object) -> str:
-    return _text(value, "hashed_maids").lower()
+    text = _text(value, "hashed_maids").lower()
+    if not text.replace("-", "").strip("0"):
+        raise Invalid("hashed_maids: all zeros (the device limits ad tracking: no identifier)")
+    return text
 
 
 def prehashed(value: object) -> str | None:
@@ -185,3 +234,24 @@ _COUNTRY_NAMES = {
     "ireland": "ie", "mexico": "mx", "méxico": "mx", "brazil": "br", "brasil": "br",
     "japan": "jp", "india": "in",
 }
+
+# ISO 3166-1 alpha-3 -> alpha-2, for every assigned code.
+_ALPHA3 = dict(pair.split(":") for pair in (
+    "abw:aw afg:af ago:ao aia:ai ala:ax alb:al and:ad are:ae arg:ar arm:am asm:as ata:aq atf:tf atg:ag aus:au "
+    "aut:at aze:az bdi:bi bel:be ben:bj bes:bq bfa:bf bgd:bd bgr:bg bhr:bh bhs:bs bih:ba blm:bl blr:by blz:bz "
+    "bmu:bm bol:bo bra:br brb:bb brn:bn btn:bt bvt:bv bwa:bw caf:cf can:ca cck:cc che:ch chl:cl chn:cn civ:ci "
+    "cmr:cm cod:cd cog:cg cok:ck col:co com:km cpv:cv cri:cr cub:cu cuw:cw cxr:cx cym:ky cyp:cy cze:cz deu:de "
+    "dji:dj dma:dm dnk:dk dom:do dza:dz ecu:ec egy:eg eri:er esh:eh esp:es est:ee eth:et fin:fi fji:fj flk:fk "
+    "fra:fr fro:fo fsm:fm gab:ga gbr:gb geo:ge ggy:gg gha:gh gib:gi gin:gn glp:gp gmb:gm gnb:gw gnq:gq grc:gr "
+    "grd:gd grl:gl gtm:gt guf:gf gum:gu guy:gy hkg:hk hmd:hm hnd:hn hrv:hr hti:ht hun:hu idn:id imn:im ind:in "
+    "iot:io irl:ie irn:ir irq:iq isl:is isr:il ita:it jam:jm jey:je jor:jo jpn:jp kaz:kz ken:ke kgz:kg khm:kh "
+    "kir:ki kna:kn kor:kr kwt:kw lao:la lbn:lb lbr:lr lby:ly lca:lc lie:li lka:lk lso:ls ltu:lt lux:lu lva:lv "
+    "mac:mo maf:mf mar:ma mco:mc mda:md mdg:mg mdv:mv mex:mx mhl:mh mkd:mk mli:ml mlt:mt mmr:mm mne:me mng:mn "
+    "mnp:mp moz:mz mrt:mr msr:ms mtq:mq mus:mu mwi:mw mys:my myt:yt nam:na ncl:nc ner:ne nfk:nf nga:ng nic:ni "
+    "niu:nu nld:nl nor:no npl:np nru:nr nzl:nz omn:om pak:pk pan:pa pcn:pn per:pe phl:ph plw:pw png:pg pol:pl "
+    "pri:pr prk:kp prt:pt pry:py pse:ps pyf:pf qat:qa reu:re rou:ro rus:ru rwa:rw sau:sa sdn:sd sen:sn sgp:sg "
+    "sgs:gs shn:sh sjm:sj slb:sb sle:sl slv:sv smr:sm som:so spm:pm srb:rs ssd:ss stp:st sur:sr svk:sk svn:si "
+    "swe:se swz:sz sxm:sx syc:sc syr:sy tca:tc tcd:td tgo:tg tha:th tjk:tj tkl:tk tkm:tm tls:tl ton:to tto:tt "
+    "tun:tn tur:tr tuv:tv twn:tw tza:tz uga:ug ukr:ua umi:um ury:uy usa:us uzb:uz vat:va vct:vc ven:ve vgb:vg "
+    "vir:vi vnm:vn vut:vu wlf:wf wsm:ws yem:ye zaf:za zmb:zm zwe:zw"
+).split())
