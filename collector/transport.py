@@ -87,29 +87,45 @@ class GuardedHTTPProtocol(OneSendHTTPProtocol):
     """Bounds what one connection may cost. uvicorn closes idle keep-alive connections, but it
     waits forever for a request head that never completes and accepts headers of any size:
     300 silent connections took the process's file descriptors, and both ports with them.
-    Subclass with `limits` set (see `guarded`)."""
+    Subclass with `limits` set (see `guarded`).
+
+    A request only sets a deadline; one timer per connection looks at it and re-arms itself
+    (two timers armed and cancelled per request cost 7% of a single-event request)."""
 
     limits = Limits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._timer: asyncio.TimerHandle | None = None
-        self._head_bytes = 0  # of the current request's complete line and headers
-        self._head_raw = 0  # bytes received while its head is incomplete
-        self._in_head = True
-        self._head_too_large = False
         self._refused = len(self.server_state.connections) >= self.limits.max_connections
         if self._refused:  # never registered: uvicorn does not count or track it
             transport.write(_TOO_MANY)
             transport.close()
             return
         super().connection_made(transport)
-        self._arm(self.limits.head_timeout, b"408 Request Timeout")
+        self._head_raw = 0  # bytes received while the current request's head is incomplete
+        self._in_head = True
+        self._head_too_large = False
+        self._deadline: float | None = self.loop.time() + self.limits.head_timeout
+        self._timed_out: bytes | None = _HEAD_TIMEOUT  # what a missed deadline answers (None: just close)
+        self._timer = self.loop.call_later(self.limits.head_timeout, self._check_deadline)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
             return
-        self._disarm()
+        self._timer.cancel()
         super().connection_lost(exc)
+
+    def _check_deadline(self) -> None:
+        """Too slow: a head gets 408; a body just ends (the app sees the client disconnect)."""
+        now = self.loop.time()
+        if self.transport.is_closing():
+            return
+        if self._deadline is not None and now >= self._deadline:
+            if self._timed_out is not None:
+                self.transport.write(self._timed_out)
+            self.transport.close()
+            return
+        wait = self._deadline - now if self._deadline is not None else self.limits.head_timeout
+        self._timer = self.loop.call_later(wait, self._check_deadline)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -123,56 +139,27 @@ class GuardedHTTPProtocol(OneSendHTTPProtocol):
             self._head_too_large = True
             self.send_400_response("")
 
-    def _arm(self, seconds: float, status: bytes | None) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(seconds, self._expired, status)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expired(self, status: bytes | None) -> None:
-        """Too slow: a head gets 408; a body just ends (the app sees the client disconnect)."""
-        self._timer = None
-        if self.transport.is_closing():
-            return
-        if status is not None:
-            self.transport.write(_json_answer(status, "request_timeout", "the request did not arrive in time"))
-        self.transport.close()
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_bytes = 0
-        if self._timer is None:  # a keep-alive connection's next request: its head is timed too
-            self._arm(self.limits.head_timeout, b"408 Request Timeout")
-
-    def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > self.limits.max_head:
-            self._head_too_large = True
-            raise ValueError("request head too large")  # the parser stops; send_400_response answers
+        if self._deadline is None:  # a keep-alive connection's next request: its head is timed too
+            self._deadline, self._timed_out = self.loop.time() + self.limits.head_timeout, _HEAD_TIMEOUT
 
     def on_headers_complete(self) -> None:
+        # The head may have come whole in one packet with the body behind it: measured exactly
+        # only when the bytes received say it could be over the limit.
+        if self._head_raw > self.limits.max_head and _head_size(self.url, self.headers) > self.limits.max_head:
+            self._head_too_large = True
+            raise ValueError("request head too large")  # the parser stops; send_400_response answers
         self._in_head, self._head_raw = False, 0
-        self._arm(self.limits.body_timeout, None)
+        self._deadline, self._timed_out = self.loop.time() + self.limits.body_timeout, None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._deadline = None  # the app answers; then uvicorn's keep-alive timeout applies
         self._in_head = True  # what comes next on this connection is the next request's head
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        self._disarm()
         if self._head_too_large:
             self.transport.write(_json_answer(
                 b"431 Request Header Fields Too Large", "headers_too_large",
@@ -182,6 +169,11 @@ class GuardedHTTPProtocol(OneSendHTTPProtocol):
         super().send_400_response(msg)
 
 
+def _head_size(url: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    return len(url) + sum(len(name) + len(value) + 4 for name, value in headers)
+
+
+_HEAD_TIMEOUT = _json_answer(b"408 Request Timeout", "request_timeout", "the request did not arrive in time")
 _TOO_MANY = _json_answer(b"503 Service Unavailable", "too_many_connections",
                          "this server has too many open connections; retry shortly")
 

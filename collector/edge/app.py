@@ -193,7 +193,8 @@ class Edge:
 
     def check_rate(self, source: Source, events: int, client_ip: str | None) -> None:
         """The client's own bucket first (one client cannot spend the site's budget), then the source's."""
-        wait = self.clients.take((source.id, client_key(client_ip)), events, source.client_rate_limit_per_second,
+        key = client_ip if client_ip and ":" not in client_ip else client_key(client_ip)  # IPv6: its /64
+        wait = self.clients.take((source.id, key), events, source.client_rate_limit_per_second,
                                  source.client_rate_limit_burst, time.monotonic())
         if wait > 0:
             raise HttpError(429, "rate_limited",

@@ -8,10 +8,9 @@ through SIGNAL_TRUSTED_PROXIES) has a bucket of its own in front of the source's
 from __future__ import annotations
 
 import ipaddress
-from collections import OrderedDict
 from functools import lru_cache
 
-MAX_CLIENTS = 100_000  # buckets kept; the least recently seen client's is forgotten first
+MAX_CLIENTS = 100_000  # buckets kept
 
 
 @lru_cache(maxsize=8192)
@@ -26,23 +25,28 @@ def client_key(address: str | None) -> str:
 
 
 class ClientBuckets:
-    """Token buckets as (tokens, last update) per key: a hundred thousand clients cost a few MB."""
+    """Token buckets as [tokens, last update] per key: a hundred thousand clients cost a few MB.
+    Past that the table starts afresh (every client then has a full bucket once), rather than
+    paying for an LRU's reordering on every request."""
 
     def __init__(self, max_clients: int = MAX_CLIENTS) -> None:
         self.max_clients = max_clients
-        self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+        self._buckets: dict[tuple[str, str], list[float]] = {}
 
     def take(self, key: tuple[str, str], n: int, rate: float, burst: int, now: float) -> float:
         """Take `n` tokens and return 0, or return the seconds until they would be there."""
-        tokens, updated = self._buckets.pop(key, (float(burst), now))
-        tokens = min(float(burst), tokens + (now - updated) * rate)
-        need = min(n, burst)  # a request larger than the burst may go once the bucket is full
-        wait = 0.0
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self.max_clients:
+                self._buckets.clear()
+            bucket = self._buckets[key] = [float(burst), now]
+        tokens = bucket[0] + (now - bucket[1]) * rate
+        if tokens > burst:
+            tokens = burst
+        bucket[1] = now
+        need = n if n < burst else burst  # a request larger than the burst may go once the bucket is full
         if tokens >= need:
-            tokens -= n
-        else:
-            wait = (need - tokens) / rate
-        self._buckets[key] = (tokens, now)
-        if len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        return wait
+            bucket[0] = tokens - n
+            return 0.0
+        bucket[0] = tokens
+        return (need - tokens) / rate
