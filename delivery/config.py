@@ -16,6 +16,15 @@ class ConsentSettings(msgspec.Struct):
     default_categories: list[str] = []
 
 
+class PrivacySettings(msgspec.Struct):
+    # Limited data processing (US state privacy laws): custom_data.opt_out_type "LDP" on every
+    # event ("all"), on events of visitors from `ldp_states` ("states"), or only where an event
+    # asks for it ("off").
+    ldp: str = "off"
+    ldp_states: list[str] = []  # two-letter US state codes, lowercase
+    url_params_to_remove: list[str] = []  # beside the built-in list (delivery/urls.py)
+
+
 class Source(msgspec.Struct):
     id: str
     name: str
@@ -31,6 +40,11 @@ class Source(msgspec.Struct):
     rate_limit_burst: int = 20000
     client_rate_limit_per_second: float = 50.0  # events/s accepted per client address
     client_rate_limit_burst: int = 1000  # at least one full request (500 events)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
+    # The secret key for the site's own servers (sk_live_...): only its SHA-256 is kept, and
+    # its last four characters to show which one is set.
+    server_key_sha256: str | None = None
+    server_key_hint: str | None = None
 
 
 class PinterestConfig(msgspec.Struct):

@@ -70,6 +70,8 @@ class EdgeEvent(msgspec.Struct, gc=False, array_like=True):
     consent: list[str] | None = None  # granted categories; None when the event carried none
     identity: Identity = msgspec.field(default_factory=Identity)
     notes: list[str] = []  # what ingestion left out, and why (never raw values)
+    ldp: bool = False  # limited data processing (a US state privacy law): custom_data.opt_out_type
+    opt_out: bool = False  # the person opted out of ads personalization: the event's opt_out
 
 
 def event_view(ev: EdgeEvent) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class SnapshotStore:
         self.box: SecretBox | None = None
         self._sources: dict[str, Source] = {}
         self._by_key: dict[str, Source] = {}
+        self._by_server_key: dict[str, Source] = {}  # by the SHA-256 of its server key
         self._integrations: dict[str, Integration] = {}
         self._identities: OrderedDict[str, Any] = OrderedDict()
         self._listeners: list[ChangeListener] = []
@@ -48,6 +49,7 @@ class SnapshotStore:
         sources, integrations = await self._load()
         self._sources.clear()
         self._by_key.clear()
+        self._by_server_key.clear()
         self._integrations.clear()
         for body in sources:
             self._remember_source(source_decoder.decode(body))
@@ -65,6 +67,9 @@ class SnapshotStore:
 
     def source_by_key(self, pipeline_key: str) -> Source | None:
         return self._by_key.get(pipeline_key)
+
+    def source_by_server_key(self, server_key_sha256: str) -> Source | None:
+        return self._by_server_key.get(server_key_sha256)
 
     def sources(self) -> list[Source]:
         return sorted(self._sources.values(), key=lambda s: (s.created_at, s.id))
@@ -87,16 +92,17 @@ class SnapshotStore:
                 log.exception("config change listener failed")
 
     def _remember_source(self, source: Source) -> None:
-        old = self._sources.get(source.id)
-        if old is not None:
-            self._by_key.pop(old.pipeline_key, None)
+        self._forget_source(source.id)
         self._sources[source.id] = source
         self._by_key[source.pipeline_key] = source
+        if source.server_key_sha256:
+            self._by_server_key[source.server_key_sha256] = source
 
     def _forget_source(self, source_id: str) -> None:
         old = self._sources.pop(source_id, None)
         if old is not None:
             self._by_key.pop(old.pipeline_key, None)
+            self._by_server_key.pop(old.server_key_sha256 or "", None)
 
     # --- writes -----------------------------------------------------------------------
 

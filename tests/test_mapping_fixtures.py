@@ -59,16 +59,19 @@ def test_the_table_covers_enough_cases():
 def test_fixture(path):
     case = json.loads(path.read_text())
     request = {**DEFAULT_REQUEST, **case.get("request", {})}
-    source = Source(id="src_fixture", name="Fixture", pipeline_key="dk_fixture", created_at=0, updated_at=0,
-                    **case.get("source", {}))
+    source = msgspec.convert({"id": "src_fixture", "name": "Fixture", "pipeline_key": "dk_fixture", "created_at": 0,
+                              "updated_at": 0, **case.get("source", {})}, Source)
+    bodies = [json.dumps(raw) for raw in case["events"]]
     ctx = RequestContext(
         source=source, ip=request["ip"], user_agent=request["user_agent"], anonymous_id="anon-1",
         pin_unauth="pin-unauth-1", cookie_epik=request["cookies"].get("_epik"),
         query_epik=query_epik(request["query"].encode("latin-1")), received_at=RECEIVED_AT, skew=0.0,
+        suspect=any("@" in b or "+" in b for b in bodies),  # as the edge looks at the request's body
+        trusted=request.get("server_key", False),  # sent with the source's server key
     )
     stored, notes = None, []
-    for raw in case["events"]:
-        event, remember = build_event(event_decoder.decode(json.dumps(raw)), None, ctx, stored)
+    for raw, body in zip(case["events"], bodies):
+        event, remember = build_event(event_decoder.decode(body), None, ctx, stored)
         stored = remember or stored
         notes += event.notes
         queued = msgspec.json.encode(event).decode()

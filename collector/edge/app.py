@@ -7,6 +7,7 @@ request as our own work does. Everything else (the tag, health, preflight) is St
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -55,6 +56,7 @@ STORAGE_RETRY_AFTER = 5  # seconds a client waits after a 503 for a storage faul
 MAX_BODY = 512 * 1024
 MAX_EVENT = 32 * 1024
 MAX_EVENTS = 500  # events per request, as Datafly's gateway allows
+SERVER_KEY_PREFIX = "sk_"
 INGEST_ROUTES = {"/v1/batch": None, "/v1/t": "track", "/v1/p": "page", "/v1/i": "identify", "/v1/g": "group"}
 _JSON = [(b"content-type", b"application/json")]
 
@@ -182,20 +184,32 @@ class Edge:
 
     # --- checks ---------------------------------------------------------------------------
 
-    def source_for(self, key: str | None) -> Source:
+    def source_for(self, key: str | None) -> tuple[Source, bool]:
+        """The source a key names, and whether the key is its server key (sk_...): the site's own
+        servers, whose events may say the visitor's address and User-Agent."""
         if not key:
             raise HttpError(401, "missing_pipeline_key",
                             "no pipeline key: send pipeline_key in the body or Authorization: Bearer dk_...")
+        if key.startswith(SERVER_KEY_PREFIX):
+            source = self.s.store.source_by_server_key(hashlib.sha256(key.encode()).hexdigest())
+            if source is None:
+                raise HttpError(401, "unknown_server_key",
+                                "unknown or rotated server key; issue one on the source's page in the admin UI")
+            return source, True
         source = self.s.store.source_by_key(key)
         if source is None:
             raise HttpError(401, "unknown_pipeline_key", "unknown or revoked pipeline key; copy the current one from the admin UI")
-        return source
+        return source, False
 
     def check_rate(self, source: Source, events: int, client_ip: str | None) -> None:
-        """The client's own bucket first (one client cannot spend the site's budget), then the source's."""
-        key = client_ip if client_ip and ":" not in client_ip else client_key(client_ip)  # IPv6: its /64
-        wait = self.clients.take((source.id, key), events, source.client_rate_limit_per_second,
-                                 source.client_rate_limit_burst, time.monotonic())
+        """The client's own bucket first (one client cannot spend the site's budget), then the
+        source's. No client bucket for the site's own servers (`client_ip` None): one address
+        speaks for every visitor."""
+        wait = 0.0
+        if client_ip is not None:
+            key = client_ip if ":" not in client_ip else client_key(client_ip)  # IPv6: its /64
+            wait = self.clients.take((source.id, key), events, source.client_rate_limit_per_second,
+                                     source.client_rate_limit_burst, time.monotonic())
         if wait > 0:
             raise HttpError(429, "rate_limited",
                             f"over this source's limit of {source.client_rate_limit_per_second:g} events/s from one "
@@ -250,7 +264,7 @@ class Edge:
         try:
             body = await self.read_body(receive, headers)
             key, events, sent_at, reset = self.envelope(body, implied, headers)
-            source = self.source_for(key)
+            source, trusted = self.source_for(key)
             if origin and not origin_allowed(source, origin):
                 raise HttpError(403, "origin_not_allowed", f"origin {origin} is not allowed for this source")
             cors = cors_headers(origin)
@@ -261,8 +275,10 @@ class Edge:
             client = scope.get("client")
             peer = client[0] if client else None
             ip = self.trust.client_ip(peer, headers.get("x-forwarded-for"))
-            self.check_rate(source, len(events), ip)
-            return await self.accept(scope, headers, source, events, implied, sent_at, reset, cors, peer, ip)
+            self.check_rate(source, len(events), None if trusted else ip)
+            suspect = b"@" in body or b"+" in body  # an address or an international number may be in it
+            return await self.accept(scope, headers, source, events, implied, sent_at, reset, cors, peer, ip,
+                                     suspect, trusted)
         except HttpError as exc:
             return exc.answer(cors)
         except StorageError as exc:
@@ -332,7 +348,7 @@ class Edge:
     async def accept(self, scope, headers: dict[str, str], source: Source,
                      incoming: list[IncomingEvent] | list[bytes] | list[msgspec.Raw], implied: str | None,
                      sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]], peer: str | None,
-                     ip: str | None) -> Answer:
+                     ip: str | None, suspect: bool, trusted: bool) -> Answer:
         cookies = ei.parse_cookies(headers.get("cookie", ""))
         new_cookies: dict[str, str] = {}
         anonymous_id = cookies.get(ei.DFID)
@@ -352,6 +368,8 @@ class Edge:
             query_epik(scope["query_string"]),
             received_at,
             received_at - sent_at if sent_at is not None else 0.0,  # skew
+            suspect,
+            trusted,
         )
         stored = None
         if ei.DFID not in new_cookies:

@@ -62,6 +62,10 @@ def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
     return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
 
 
+def valid_ip(text: str) -> bool:
+    return _ip(text) is not None
+
+
 @lru_cache(maxsize=8192)
 def plain_ip(text: str | None) -> str | None:
     ip = _ip(text) if text else None

@@ -11,7 +11,9 @@ from collector.edge.ids import uuid4
 from collector.edge.wire import IncomingEvent
 from delivery.config import Source
 from delivery.events import EdgeEvent, merge_identity
+from delivery.pinterest import normalize as norm
 from delivery.pinterest.identity import NO_IDENTITY, IdentityBuilder, TooDeep, hashed_user_id, plain, scrub
+from delivery.urls import scrub_url
 from delivery.store import StoredIdentity
 
 
@@ -34,6 +36,8 @@ class RequestContext(msgspec.Struct, gc=False):
     query_epik: str | None  # only a value safe to echo into Set-Cookie
     received_at: float
     skew: float  # received_at - the batch's sentAt: how far the browser's clock is behind (0 without one)
+    suspect: bool = False  # the body holds an "@" or a "+": look for addresses and numbers in values
+    trusted: bool = False  # sent with the source's server key: context.ip and context.userAgent are believed
 
 
 def validation_message(exc: msgspec.ValidationError, prefix: str) -> EventError:
@@ -65,15 +69,18 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
                 stored: StoredIdentity | None) -> tuple[EdgeEvent, StoredIdentity | None]:
     """The event to queue, and the identity memory to save when this event changed it."""
     etype = _event_type(inc, implied)
-    properties, builder = _scrubbed(inc, etype, ctx.source.default_country)
+    source = ctx.source
+    properties, builder = _scrubbed(inc, etype, ctx)
     if etype == "group" and inc.traits:
         # A group's traits describe the group (a company), not the person: hash any PII
         # they carry, but do not attach it to this browser's identity.
-        properties = {**properties, "traits": _scrub(inc.traits, IdentityBuilder(), False, "traits")}
+        properties = {**properties, "traits": _scrub(inc.traits, _builder(ctx), False, "traits")}
     context = inc.context
     page = context.page if context is not None else None
 
-    user_id = hashed_user_id(str(inc.userId)) if inc.userId is not None else None
+    user_id = hashed_user_id(str(inc.userId), source.default_country) if inc.userId is not None else None
+    if stored is not None and user_id is not None and stored.user_id is not None and user_id != stored.user_id:
+        stored = None  # another person signed in on this browser: nothing of the last one's is theirs
     hashed = builder is not None and bool(builder.values)
     ident, remember = builder.identity() if hashed else NO_IDENTITY, None
     if stored is not None:
@@ -95,13 +102,16 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
         found = edge_identity.epik_from_url(page_url) or edge_identity.epik_from_query(search)
         if found:
             click_id = found if edge_identity.cookie_value_ok(found) else ctx.cookie_epik
+    removed = source.privacy.url_params_to_remove
+    granted, opted_out = _consent(context)
 
     # Positional, in EdgeEvent's field order (checked by _FIELD_ORDER below): with its 21 fields
     # as keyword arguments the constructor took 1.6 us per event, positional 0.3 us.
     event = EdgeEvent(
-        inc.messageId or _text(properties.get("event_id")) or uuid4(),
+        # properties.event_id first: the id a Pinterest Tag on the page was given, for deduplication
+        _text(properties.get("event_id")) or inc.messageId or uuid4(),
         etype,
-        ctx.source.id,
+        source.id,
         ctx.received_at,
         event_time(inc, ctx),
         inc.event if etype == "track" else inc.name,
@@ -109,25 +119,80 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
         user_id,
         ctx.anonymous_id,
         str(inc.groupId) if inc.groupId is not None else None,
-        page_url,
-        page.referrer if page else None,
+        scrub_url(page_url, removed),
+        scrub_url(page.referrer, removed) if page else None,
         (page.title if page else None) or (_text(properties.get("title")) if etype == "page" else None),
-        ctx.ip,
-        ctx.user_agent or (context.userAgent if context else None),
+        _client_ip(context, ctx) if ctx.trusted else ctx.ip,
+        (context.userAgent if ctx.trusted and context and context.userAgent else None) or ctx.user_agent
+        or (context.userAgent if context else None),
         click_id,
         ctx.pin_unauth,
         context.locale if context else None,
-        context.consent.categories if context and context.consent else None,
+        granted,
         ident,
         builder.notes if builder is not None else _NO_NOTES,
+        _limited(properties, context, source, builder),
+        opted_out,
     )
     return event, remember
+
+
+# Consent categories whose refusal means the person opted out of ads personalization.
+OPT_OUT_CATEGORIES = frozenset({"ads_personalization", "advertising"})
+
+
+def _consent(context) -> tuple[list[str] | None, bool]:
+    """(the granted categories, or None when the event says nothing; whether the person opted
+    out). The tag sends a refused category as "!name"; an app, adTrackingEnabled: false."""
+    device = context.device if context is not None else None
+    opted_out = device is not None and device.adTrackingEnabled is False
+    categories = context.consent.categories if context is not None and context.consent else None
+    if categories is None:
+        return None, opted_out
+    if not any(c.startswith("!") for c in categories):
+        return categories, opted_out
+    refused = {c[1:] for c in categories if c.startswith("!")}
+    return [c for c in categories if not c.startswith("!")], opted_out or bool(refused & OPT_OUT_CATEGORIES)
+
+
+def _limited(properties: dict, context, source, builder: IdentityBuilder | None) -> bool:
+    """Limited data processing for this event: asked for by the event (properties.opt_out_type
+    "LDP", or context.ldp from a server), or by the source, for all or for listed US states."""
+    asked = properties.get("opt_out_type")
+    if isinstance(asked, str) and "ldp" in asked.lower().split(","):
+        return True
+    if context is not None and context.ldp:
+        return True
+    mode = source.privacy.ldp
+    if mode == "all":
+        return True
+    if mode != "states":
+        return False
+    state = builder.state if builder is not None else None
+    location = context.location if context is not None else None
+    if location is not None and location.region:
+        try:
+            state = norm.state(location.region)
+        except norm.Invalid:
+            pass
+    return state is not None and state in source.privacy.ldp_states
+
+
+def _client_ip(context, ctx: RequestContext) -> str | None:
+    """The visitor's address as a server-side call gives it (context.ip), else the caller's."""
+    given = context.ip if context is not None else None
+    return edge_identity.plain_ip(given) if given and edge_identity.valid_ip(given) else ctx.ip
 
 
 _NO_NOTES: list[str] = []  # shared: events are never changed after they are built
 
 
-def _scrubbed(inc: IncomingEvent, etype: str, country: str | None) -> tuple[dict, IdentityBuilder | None]:
+def _builder(ctx: RequestContext) -> IdentityBuilder:
+    privacy = ctx.source.privacy
+    return IdentityBuilder(ctx.source.default_country, suspect=ctx.suspect, url_params=privacy.url_params_to_remove)
+
+
+def _scrubbed(inc: IncomingEvent, etype: str, ctx: RequestContext) -> tuple[dict, IdentityBuilder | None]:
     """The properties to queue, PII hashed, and the builder holding the hashes of everything in
     the event that identifies the person; no builder for an event with nothing that can (most
     events: making one cost more than the rest of the scrubbing)."""
@@ -138,9 +203,9 @@ def _scrubbed(inc: IncomingEvent, etype: str, country: str | None) -> tuple[dict
         traits, device = context.traits, context.device
         if device and device.adTrackingEnabled is not False:
             device_id = device.advertisingId
-    if etype != "identify" and not traits and not device_id and plain(properties, False):
+    if etype != "identify" and not traits and not device_id and plain(properties, False, ctx.suspect):
         return properties, None
-    builder = IdentityBuilder(country)
+    builder = _builder(ctx)
     properties = _scrub(properties, builder, False, "properties")
     if etype == "identify":
         properties = _scrub(inc.traits or {}, builder, True, "traits")
@@ -160,7 +225,7 @@ def _scrub(obj: dict, builder: IdentityBuilder, traits: bool, where: str) -> dic
 
 _FIELD_ORDER = ("message_id", "type", "source_id", "received_at", "event_time", "name", "properties", "user_id",
                 "anonymous_id", "group_id", "page_url", "referrer", "title", "ip", "user_agent", "click_id",
-                "pin_unauth", "locale", "consent", "identity", "notes")
+                "pin_unauth", "locale", "consent", "identity", "notes", "ldp", "opt_out")
 assert EdgeEvent.__struct_fields__ == _FIELD_ORDER, "build_event passes EdgeEvent's fields by position"
 
 

@@ -35,9 +35,17 @@ class DeviceContext(msgspec.Struct, gc=False):
     adTrackingEnabled: bool | None = None
 
 
+class LocationContext(msgspec.Struct, gc=False):
+    region: Name | None = None  # a US state, for limited data processing by state
+    country: Name | None = None
+
+
 class Context(msgspec.Struct, gc=False):
     page: PageContext | None = None
     userAgent: Text | None = None
+    ip: Name | None = None  # the visitor's address: believed only from the site's servers (server key)
+    ldp: bool | None = None  # limited data processing for this event
+    location: LocationContext | None = None
     locale: Name | None = None
     timezone: Name | None = None
     consent: ConsentContext | None = None

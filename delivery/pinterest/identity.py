@@ -7,6 +7,7 @@ event by `sha256:<hex>` (so the debugger shows it arrived without showing it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import msgspec
 
 from delivery.events import IDENTITY_FIELDS, Identity
 from delivery.pinterest import normalize as norm
+from delivery.urls import scrub_url
 
 NO_IDENTITY = Identity()  # shared: events are never changed after they are built
 
@@ -24,8 +26,11 @@ def _key(name: str) -> str:
 
 # Keys that identify a person wherever they appear (traits and properties).
 _PERSON_KEYS = {
-    "email": "em", "emails": "em", "emailaddress": "em",
-    "phone": "ph", "phones": "ph", "phonenumber": "ph", "mobile": "ph",
+    "email": "em", "emails": "em", "emailaddress": "em", "emailaddr": "em", "mail": "em",
+    "customeremail": "em", "useremail": "em", "contactemail": "em", "billingemail": "em", "shippingemail": "em",
+    "phone": "ph", "phones": "ph", "phonenumber": "ph", "mobile": "ph", "tel": "ph", "telephone": "ph",
+    "telephonenumber": "ph", "mobilephone": "ph", "mobilenumber": "ph", "cell": "ph", "cellphone": "ph",
+    "customerphone": "ph", "userphone": "ph", "contactphone": "ph", "billingphone": "ph", "shippingphone": "ph",
     "firstname": "fn", "givenname": "fn",
     "lastname": "ln", "surname": "ln", "familyname": "ln",
     "birthday": "db", "birthdate": "db", "dateofbirth": "db", "dob": "db",
@@ -38,6 +43,8 @@ _TRAIT_ONLY_KEYS = {
 }
 # PII with no Pinterest field: dropped.
 _DROP_KEYS = {"street", "street1", "street2", "line1", "line2", "address1", "address2", "ssn"}
+# URLs (Segment's page properties): their personal and secret parameters go (delivery/urls.py).
+_URL_KEYS = {"url", "referrer", "search", "href", "link"}
 
 _NORMALISERS: dict[str, Callable[..., str]] = {
     "em": norm.email, "ph": norm.phone, "fn": lambda v: norm.name(v, "fn"),
@@ -69,6 +76,9 @@ class IdentityBuilder(msgspec.Struct, gc=False):
     default_country: str | None = None
     values: dict[str, list[str]] = {}
     notes: list[str] = []
+    state: str | None = None  # the person's state as normalised (never stored: limited data processing)
+    suspect: bool = False  # the request's body holds an "@" or a "+": values may be addresses or numbers
+    url_params: list[str] = []  # the source's own url_params_to_remove
 
     def add(self, field: str, raw: Any, depth: int = 1) -> Any:
         """Hash `raw` (a value or a list of values) into `field`; returns what the event
@@ -97,15 +107,43 @@ class IdentityBuilder(msgspec.Struct, gc=False):
                 self.notes.append(f"{exc} (left out)")
                 return "[invalid]"
             digest = norm.sha256(text)
+            if field == "st":
+                self.state = text
         bucket = self.values.setdefault(field, [])
         if digest not in bucket:
             bucket.append(digest)
         return f"sha256:{digest}"
 
+    def redacted(self, value: str) -> str:
+        """A value under a key that says nothing: when it holds an email address or is an
+        international phone number, its digest ("sha256:<hex>") takes its place. Not added to
+        the person's identity: whose address it is, the key does not say."""
+        found = _EMAIL_IN.search(value)
+        kind = "em" if found else "ph" if _PHONE_SHAPED.fullmatch(value.strip()) else None
+        if kind is None:
+            return value
+        try:
+            text = norm.email(found.group(0)) if found else norm.phone(value, self.default_country)
+        except norm.Invalid:
+            text = value.strip()
+        self.notes.append(f"{'an email address' if found else 'a phone number'} under an unrecognised key "
+                          "was replaced by its SHA-256")
+        return f"sha256:{norm.sha256(text)}"
+
     def identity(self) -> Identity:
         if not self.values:
             return NO_IDENTITY
         return Identity(**{f: v for f, v in self.values.items() if f in IDENTITY_FIELDS})
+
+
+_EMAIL_IN = re.compile(r"[^@\s<>\"'(),;:]+@[^@\s<>\"'(),;:]+\.[A-Za-z]{2,}")
+_PHONE_SHAPED = re.compile(r"(?:tel:)?\+\d[\d\s().-]{6,}\d")
+_SHAPED_STARTS = ("+", "tel:")
+
+
+def _shaped(value: Any) -> bool:
+    """A string that may be an email address or an international phone number (cheap)."""
+    return type(value) is str and ("@" in value or value.startswith(_SHAPED_STARTS))
 
 
 _KINDS: tuple[dict[str, str | None], dict[str, str | None]] = ({}, {})  # by `traits`: key -> kind
@@ -116,7 +154,7 @@ _CONTAINERS = frozenset({dict, list})
 
 
 def _classify(key: str, traits: bool) -> str | None:
-    """What a key holds: a Pinterest field, "drop", "name", "address", or None (not PII)."""
+    """What a key holds: a Pinterest field, "drop", "url", "name", "address", or None (not PII)."""
     if not isinstance(key, str):
         return None
     k = _key(key)
@@ -125,6 +163,8 @@ def _classify(key: str, traits: bool) -> str | None:
         return field
     if k in _DROP_KEYS:
         return "drop"
+    if k in _URL_KEYS:
+        return "url"
     if k == "address":
         return "address"
     if traits and k == "name":
@@ -145,9 +185,11 @@ def _learn(key: str, traits: bool) -> str | None:
     return kind
 
 
-def plain(obj: dict, traits: bool) -> bool:
-    """The usual properties: only keys known to hold no PII, nothing nested (checked in C)."""
-    return _PLAIN[traits].issuperset(obj) and _CONTAINERS.isdisjoint(map(type, obj.values()))
+def plain(obj: dict, traits: bool, suspect: bool = False) -> bool:
+    """The usual properties: only keys known to hold no PII, nothing nested (checked in C), and,
+    when the request's body could hold one, no value shaped like an address or a number."""
+    return _PLAIN[traits].issuperset(obj) and _CONTAINERS.isdisjoint(map(type, obj.values())) and not (
+        suspect and any(map(_shaped, obj.values())))
 
 
 def scrub(obj: Any, builder: IdentityBuilder, traits: bool, depth: int = 1) -> Any:
@@ -165,10 +207,12 @@ def scrub(obj: Any, builder: IdentityBuilder, traits: bool, depth: int = 1) -> A
                 except TooDeep as exc:
                     exc.path.insert(0, i)
                     raise
+            elif builder.suspect and _shaped(item):
+                obj[i] = builder.redacted(item)
         return obj
     if kind_of_obj is not dict:
         return obj
-    if plain(obj, traits):
+    if plain(obj, traits, builder.suspect):
         return obj
     drop, full_name = [], None
     kinds = _KINDS[traits]
@@ -180,6 +224,11 @@ def scrub(obj: Any, builder: IdentityBuilder, traits: bool, depth: int = 1) -> A
             if kind is None:
                 if type(value) is dict or type(value) is list:
                     obj[key] = scrub(value, builder, traits, depth + 1)
+                elif builder.suspect and _shaped(value):
+                    obj[key] = builder.redacted(value)
+            elif kind == "url":
+                if type(value) is str:
+                    obj[key] = scrub_url(value, builder.url_params)
             elif kind == "drop" or (kind == "address" and isinstance(value, str)):
                 drop.append(key)  # PII without a Pinterest field (street lines, one-line addresses)
             elif kind == "address":
@@ -212,11 +261,19 @@ def _split_full_name(full: str, builder: IdentityBuilder) -> None:
             builder.add("ln", parts[-1])
 
 
-def hashed_user_id(user_id: str | None) -> str | None:
-    """A userId that is an email address is PII: keep only its digest."""
-    if user_id and "@" in user_id:
+def hashed_user_id(user_id: str | None, default_country: str | None = None) -> str | None:
+    """A userId that is an email address or an international phone number is PII: only its
+    digest is kept (of the address, or of the number's E.164 digits, as Pinterest's em and ph)."""
+    if not user_id:
+        return user_id
+    if "@" in user_id:
         try:
             return norm.sha256(norm.email(user_id))
+        except norm.Invalid:
+            return norm.sha256(user_id.strip())
+    if user_id.startswith(_SHAPED_STARTS) and _PHONE_SHAPED.fullmatch(user_id.strip()):
+        try:
+            return norm.sha256(norm.phone(user_id, default_country))
         except norm.Invalid:
             return norm.sha256(user_id.strip())
     return user_id

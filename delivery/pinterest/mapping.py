@@ -17,20 +17,34 @@ from delivery.pinterest.variants import DEFAULT_VARIANT, VARIANTS, Variant
 
 PAGE_EVENT = "page_visit"
 CUSTOM_EVENT = "custom"
+# Segment's e-commerce spec names -> Pinterest events. Matched ignoring case and surrounding
+# spaces ("order completed " is a checkout), as event_map keys are. Names with no Pinterest
+# counterpart (Cart Viewed, Checkout Step Viewed, Coupon Applied, ...) are custom.
 DEFAULT_EVENT_MAP: dict[str, str] = {
     "Product Added": "add_to_cart",
+    "Product Added to Wishlist": "add_to_cart",  # the seed's table (add_to_wishlist is not in it)
     "Order Completed": "checkout",
     "Product Purchased": "checkout",
     "Checkout Started": "checkout",
     "Product Viewed": "view_category",
+    "Product List Viewed": "view_category",
+    "Product Category Viewed": "view_category",
     "Products Searched": "search",
     "Signed Up": "signup",
     "Lead Generated": "lead",
-    "Product Added to Wishlist": "add_to_cart",
 }
+
+
+def name_key(name: str) -> str:
+    """How event names are compared: case and surrounding spaces do not matter."""
+    return name.strip().casefold()
+
+
+_DEFAULT_BY_KEY = {name_key(k): v for k, v in DEFAULT_EVENT_MAP.items()}
 # Event types Pinterest receives; identify and group only feed identity memory.
 DELIVERED_TYPES = frozenset({"page", "track"})
 NO_IDENTITY = "not sent: no em, no hashed_maids and not both IP address and User-Agent"
+LDP = "LDP"  # custom_data.opt_out_type: limited data processing
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _LANGUAGE = re.compile(r"^([a-zA-Z]{2})(?:[-_].*)?$")
 
@@ -41,6 +55,9 @@ class Options(msgspec.Struct, frozen=True):
     variant: str = DEFAULT_VARIANT
     event_map: dict[str, str] = {}
     send_custom_event_name: bool = False
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "event_map", {name_key(k): v for k, v in self.event_map.items()})
 
     @property
     def variant_data(self) -> Variant:
@@ -54,17 +71,14 @@ class Mapped(msgspec.Struct, gc=False):
 
 
 def event_name(ev: EdgeEvent, options: Options) -> str:
-    """The Pinterest event name for `ev` (custom when nothing maps it)."""
-    source_name = "page" if ev.type == "page" else (ev.name or "")
-    if source_name in options.event_map:
-        return options.event_map[source_name]
+    """The Pinterest event name for `ev` (custom when nothing maps it): the integration's
+    event_map, then the variant's rows, then the default table."""
+    key = "page" if ev.type == "page" else name_key(ev.name or "")
+    if key in options.event_map:
+        return options.event_map[key]
     if ev.type == "page":
         return PAGE_EVENT
-    return (
-        options.variant_data.extra_mappings.get(source_name)
-        or DEFAULT_EVENT_MAP.get(source_name)
-        or CUSTOM_EVENT
-    )
+    return options.variant_data.mappings.get(key) or _DEFAULT_BY_KEY.get(key) or CUSTOM_EVENT
 
 
 def is_priority(ev: EdgeEvent, options: Options) -> bool:
@@ -80,9 +94,11 @@ def map_event(ev: EdgeEvent, options: Options) -> Mapped:
     custom = _custom_data(ev, options.variant_data, warnings)
     if name == CUSTOM_EVENT and options.send_custom_event_name and ev.name:
         custom = msgspec.structs.replace(custom or CustomData(), custom_event_name=ev.name)
+    if ev.ldp:  # limited data processing under a US state privacy law
+        custom = msgspec.structs.replace(custom or CustomData(), opt_out_type=LDP)
     # Positional arguments, in Event's field order: this runs for every event delivered.
     event = Event(name, "web", int(ev.event_time), ev.message_id, user_data, ev.page_url or None, custom,
-                  _language(ev.locale))
+                  _language(ev.locale), None, True if ev.opt_out else None)
     return Mapped(event, None, warnings)
 
 

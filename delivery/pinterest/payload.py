@@ -78,6 +78,7 @@ class Event(msgspec.Struct, omit_defaults=True, gc=False):
     custom_data: CustomData | None = None
     language: str | None = None
     partner_name: str | None = None
+    opt_out: bool | None = None  # the person opted out of tracking (sent only when true)
 
 
 class EventsRequest(msgspec.Struct, gc=False):

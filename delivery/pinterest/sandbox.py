@@ -78,14 +78,17 @@ def _int64_errors(body: Any) -> list[str]:
         if type(value) is int and not -(2**63) <= value < 2**63:
             errors.append(f"{path}: {value} is out of range for int64")
 
-    for i, event in enumerate(body.get("data", []) if isinstance(body, dict) else []):
+    def items(value: Any) -> list:
+        return value if isinstance(value, list) else []
+
+    for i, event in enumerate(items(body.get("data")) if isinstance(body, dict) else []):
         if not isinstance(event, dict):
             continue
         check(event.get("event_time"), f"data[{i}].event_time")
         custom = event.get("custom_data")
         if isinstance(custom, dict):
             check(custom.get("num_items"), f"data[{i}].custom_data.num_items")
-            for j, content in enumerate(custom.get("contents") or []):
+            for j, content in enumerate(items(custom.get("contents"))):
                 if isinstance(content, dict):
                     check(content.get("quantity"), f"data[{i}].custom_data.contents[{j}].quantity")
     return errors

@@ -25,6 +25,21 @@ class Variant(msgspec.Struct, frozen=True):
     def is_priority(self, event_name: str) -> bool:
         return self.priority_events is None or event_name in self.priority_events
 
+    @property
+    def mappings(self) -> dict[str, str]:
+        """extra_mappings by name_key (case and surrounding spaces do not matter)."""
+        return _keyed(self.key)
+
+
+def _keyed(variant: str) -> dict[str, str]:
+    found = _KEYED.get(variant)
+    if found is None:
+        found = _KEYED[variant] = {k.strip().casefold(): v for k, v in VARIANTS[variant].extra_mappings.items()}
+    return found
+
+
+_KEYED: dict[str, dict[str, str]] = {}
+
 
 VARIANTS: dict[str, Variant] = {
     v.key: v
@@ -46,8 +61,9 @@ VARIANTS: dict[str, Variant] = {
             "events for Shopping campaigns.",
             priority_events=("checkout", "add_to_cart", "page_visit", "search", "view_category"),
             extra_mappings={
-                "Product List Viewed": "view_category",
                 "Product List Filtered": "view_category",
+                # Pinterest's own event for it; in the other variants it stays custom rather than
+                # counting a second checkout for one order.
                 "Payment Info Entered": "add_payment_info",
             },
             enrich=("products", "search"),
@@ -74,6 +90,7 @@ VARIANTS: dict[str, Variant] = {
             extra_mappings={
                 "Video Playback Started": "watch_video",
                 "Video Content Playing": "watch_video",
+                "Video Playback Completed": "watch_video",
                 "Subscription Started": "subscribe",
             },
             enrich=("search", "content"),
