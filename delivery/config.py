@@ -16,6 +16,9 @@ class ConsentSettings(msgspec.Struct):
     default_categories: list[str] = []
 
 
+SERVER_KEY_PREFIX = "sk_"  # a source's server key; a pipeline key starts dk_
+
+
 class PrivacySettings(msgspec.Struct):
     # Limited data processing (US state privacy laws): custom_data.opt_out_type "LDP" on every
     # event ("all"), on events of visitors from `ldp_states` ("states"), or only where an event

@@ -21,7 +21,7 @@ from delivery.events import EdgeEvent, event_decoder, event_view
 from delivery.pinterest import client
 from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.pinterest.mapping import DELIVERED_TYPES, Mapped, map_event
-from delivery.pinterest.payload import Event, MAX_EVENTS_PER_REQUEST
+from delivery.pinterest.payload import MAX_EVENTS_PER_REQUEST, CustomData, Event
 from delivery.queue import EventQueue, Leased, Settlement
 from delivery.retry import RetryPolicy
 from delivery.errorlog import ErrorLog
@@ -72,6 +72,7 @@ class Job:
         self.now = time.time()
         self.reached_pinterest = False  # some events were accepted: the credentials work
         self.failure: str | None = None  # the batch failed unexpectedly (see _batch_failed)
+        self.option_refused: str | None = None  # Pinterest refused a field only an option adds
 
     def record(self, item: Leased, ev: EdgeEvent | None, status: str, message: str | None = None,
                mapped: Mapped | None = None, warnings: list[str] = ()) -> None:
@@ -298,6 +299,7 @@ class IntegrationWorker:
         self.inflight: set[asyncio.Task] = set()
         self.task: asyncio.Task | None = None
         self.http = service.client(integration_id)
+        self.custom_name_refused: str | None = None  # Pinterest refused custom_event_name (its words)
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name=f"delivery:{self.id}")
@@ -308,6 +310,7 @@ class IntegrationWorker:
 
     def config_changed(self, integration: Integration) -> None:
         cfg = integration.config
+        self.custom_name_refused = None  # the option may have been changed: ask Pinterest again
         if (cfg.rate_limit_per_second, cfg.rate_limit_burst) != (self.bucket.configured_rate, self.bucket.burst):
             self.bucket.reconfigure(cfg.rate_limit_per_second, cfg.rate_limit_burst)
         credentials = _credentials(integration)
@@ -467,6 +470,8 @@ class IntegrationWorker:
         whose payload cannot be built is dead-lettered alone; the rest of the batch goes on."""
         pending = []
         options = job.integration.options
+        if self.custom_name_refused and options.send_custom_event_name:
+            options = msgspec.structs.replace(options, send_custom_event_name=False)
         for item in job.leased:
             try:
                 ready = self._prepare_one(job, item, options)
@@ -569,6 +574,12 @@ class IntegrationWorker:
                     job.record(p.item, p.event, "delivered", answer.message, p.mapped, warnings)
             return
         if answer.kind == "bad_request":
+            if OPTIONAL_FIELD in answer.message and (stripped := _without_custom_name(pending)) is not None:
+                # Only the integration's option added that field: the events go without it.
+                self.custom_name_refused = answer.message
+                job.option_refused = answer.message
+                await self._send(job, stripped)
+                return
             if len(pending) == 1:
                 s.dead.append((pending[0].item.id, f"Pinterest rejected it: {answer.message}"))
                 job.record(pending[0].item, pending[0].event, "failed", answer.message, pending[0].mapped)
@@ -634,10 +645,33 @@ class IntegrationWorker:
         current = service.store.integration(self.id)
         if job.failure:
             await service.store.set_health(self.id, Health("unhealthy", "internal_error", job.failure, time.time()))
+        elif job.option_refused:  # delivering, but the option does not work: say so
+            await service.store.set_health(self.id, Health("healthy", "custom_event_name_refused", job.option_refused,
+                                                           time.time()))
         elif job.reached_pinterest and current and current.health.status != "healthy":
             await service.store.set_health(self.id, Health("healthy", at=time.time()))
         if job.live:
             service.hub.publish(job.live)
+
+
+OPTIONAL_FIELD = "custom_event_name"
+
+
+def _without_custom_name(pending: list[Pending]) -> list[Pending] | None:
+    """The events without custom_data.custom_event_name, or None when none had it."""
+    named = [p for p in pending if p.mapped.event.custom_data and p.mapped.event.custom_data.custom_event_name]
+    if not named:
+        return None
+    out = []
+    for p in pending:
+        custom = p.mapped.event.custom_data
+        if custom is not None and custom.custom_event_name:
+            custom = msgspec.structs.replace(custom, custom_event_name=None)
+            custom = None if custom == CustomData() else custom
+            event = msgspec.structs.replace(p.mapped.event, custom_data=custom)
+            p = Pending(p.item, p.event, msgspec.structs.replace(p.mapped, event=event))
+        out.append(p)
+    return out
 
 
 def _describe(exc: BaseException) -> str:

@@ -146,6 +146,31 @@ def test_reset_forgets_the_user(page, shop_site):
     assert page.evaluate("localStorage.getItem('_df_uid')") is None
 
 
+def test_a_second_login_on_the_browser_carries_only_its_own_identity(page, shop_site):
+    """Issue 18: Bo signs in after Ana on the same browser, without reset(); each purchase
+    carries only its own person's hashes."""
+    page.goto(shop_site.url("/login"))
+    page.evaluate('_df.identify("ana", {email: "ana@example.com", phone: "+1 415 555 0101"});'
+                  '_df.track("Order Completed", {order_id: "A-1", total: 5, currency: "USD"})')
+    ana = shop_site.wait(1, "checkout")[0]
+    page.evaluate('_df.identify("bo", {email: "bo@example.com"});'
+                  '_df.track("Order Completed", {order_id: "B-1", total: 7, currency: "USD"})')
+    bo = shop_site.wait(2, "checkout")[1]
+    assert ana["user_data"]["em"] == [sha256("ana@example.com")] and ana["user_data"]["ph"] == [sha256("14155550101")]
+    assert bo["user_data"]["em"] == [sha256("bo@example.com")] and "ph" not in bo["user_data"]
+    assert sha256("bo") in bo["user_data"]["external_id"] and sha256("ana") not in bo["user_data"]["external_id"]
+
+
+def test_refusing_ads_personalization_marks_the_visitors_events_opted_out(page, shop_site):
+    page.goto(shop_site.url("/prefs"))
+    page.evaluate('_df.track("Lead Generated")')
+    assert "opt_out" not in shop_site.wait(1, "lead")[0]
+    page.evaluate('_df.consent({advertising: true, ads_personalization: false}); _df.track("Signed Up")')
+    assert shop_site.wait(1, "signup")[0]["opt_out"] is True
+    jar = {c["name"]: c for c in page.context.cookies()}
+    assert jar["_df_consent"]["value"] == "advertising%2C!ads_personalization"
+
+
 def test_failed_sends_are_retried_without_loss_or_reordering(page, shop_site):
     failures = {"left": 2}
     delivered: list[str] = []

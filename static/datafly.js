@@ -72,14 +72,14 @@
     track: function (e, p) { send("track", { event: e, properties: p || {} }) },
     identify: function (id, t) {
       if (typeof id == "object" && id) { t = id; id = null }
-      if (id != null) put("_df_uid", uid = String(id));
+      if (id != null) { if ((id = String(id)) != uid) traits = {}; put("_df_uid", uid = id) }
       for (var k in t || {}) traits[k] = t[k];
       send("identify", { traits: traits });
     },
     group: function (id, t) { put("_df_gid", gid = String(id)); send("group", { groupId: gid, traits: t || {} }) },
     consent: function (c) {
       consent = [];
-      for (var k in c || {}) if (c[k]) consent.push(k);
+      for (var k in c || {}) consent.push(c[k] ? k : "!" + k);
       d.cookie = "_df_consent=" + encodeURIComponent(consent.join(",")) + ";path=/;max-age=31536000;samesite=lax";
     },
     reset: function () { flush(); gen++; uid = gid = null; traits = {}; put("_df_uid"); put("_df_gid") },

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import secrets
 import time
 import uuid
@@ -20,7 +21,7 @@ from collector.admin import schemas as s
 from collector.admin.errors import ApiError, from_validation
 from collector.admin.match import match_quality
 from collector.services import Services
-from delivery.config import ConsentSettings, Health, Integration, PinterestConfig, Source
+from delivery.config import SERVER_KEY_PREFIX, ConsentSettings, Health, Integration, PinterestConfig, PrivacySettings, Source
 from delivery.events import event_decoder, event_view
 from delivery.pinterest.catalog import TROUBLESHOOTING, Catalog, catalog
 from delivery.pinterest.payload import Event, UserData
@@ -51,6 +52,14 @@ def new_id(prefix: str) -> str:
 
 def new_pipeline_key() -> str:
     return "dk_live_" + secrets.token_urlsafe(24)
+
+
+def new_server_key() -> str:
+    return SERVER_KEY_PREFIX + "live_" + secrets.token_urlsafe(32)
+
+
+def privacy_settings(body: s.Privacy) -> PrivacySettings:
+    return PrivacySettings(body.ldp, [state.lower() for state in body.ldp_states], list(body.url_params_to_remove))
 
 
 def snippet(public_url: str, pipeline_key: str) -> str:
@@ -153,6 +162,8 @@ class Api:
             rate_limit_per_second=src.rate_limit_per_second, rate_limit_burst=src.rate_limit_burst,
             client_rate_limit_per_second=src.client_rate_limit_per_second,
             client_rate_limit_burst=src.client_rate_limit_burst,
+            privacy=s.Privacy(src.privacy.ldp, list(src.privacy.ldp_states), list(src.privacy.url_params_to_remove)),
+            server_key=f"{SERVER_KEY_PREFIX}****{src.server_key_hint}" if src.server_key_hint else None,
             created_at=iso(src.created_at), updated_at=iso(src.updated_at),
             snippet=snippet(self.s.settings.edge_url, src.pipeline_key),
         )
@@ -206,6 +217,7 @@ class Api:
             rate_limit_per_second=body.rate_limit_per_second, rate_limit_burst=body.rate_limit_burst,
             client_rate_limit_per_second=body.client_rate_limit_per_second,
             client_rate_limit_burst=body.client_rate_limit_burst,
+            privacy=privacy_settings(body.privacy),
         )
         await self.store.put_source(source, "create")
         return json_response(self.source_out(source), 201)
@@ -221,6 +233,8 @@ class Api:
             changes["consent"] = ConsentSettings(changes["consent"].enabled, list(changes["consent"].default_categories))
         if changes.get("default_country"):
             changes["default_country"] = changes["default_country"].upper()
+        if "privacy" in changes:
+            changes["privacy"] = privacy_settings(changes["privacy"])
         updated = msgspec.structs.replace(source, **changes, updated_at=time.time())
         await self.store.put_source(updated, "update")
         return json_response(self.source_out(updated))
@@ -231,6 +245,17 @@ class Api:
             raise ApiError(409, "conflict", "this source still has integrations; delete them first")
         await self.store.delete_source(source.id)
         return Response(status_code=204)
+
+    async def rotate_server_key(self, request: Request) -> Response:
+        """A new server key for the site's own servers (the old one stops at once); shown once."""
+        source = self.source_or_404(request.path_params["id"])
+        key = new_server_key()
+        updated = msgspec.structs.replace(source, server_key_sha256=hashlib.sha256(key.encode()).hexdigest(),
+                                          server_key_hint=key[-4:], updated_at=time.time())
+        await self.store.put_source(updated, "rotate-server-key")
+        return json_response(s.ServerKeyIssued(key, "Shown this once: only its hash is kept. Send it from your servers "
+                                               "only (Authorization: Bearer ...): it lets events give the visitor's "
+                                               "IP address and User-Agent (context.ip, context.userAgent)."))
 
     async def rotate_key(self, request: Request) -> Response:
         source = self.source_or_404(request.path_params["id"])
@@ -452,6 +477,8 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("PATCH", "/sources/{id}", "patch_source", "Update a source", s.SourcePatch, s.SourceOut),
     ApiRoute("DELETE", "/sources/{id}", "delete_source", "Delete a source (without integrations)", status=204),
     ApiRoute("POST", "/sources/{id}/rotate-key", "rotate_key", "Issue a new pipeline key", response=s.SourceOut),
+    ApiRoute("POST", "/sources/{id}/rotate-server-key", "rotate_server_key",
+             "Issue a new server key for server-side calls (shown once)", response=s.ServerKeyIssued),
     ApiRoute("GET", "/integrations", "list_integrations", "List integrations", response=Page(s.IntegrationOut),
              query=("source_id", "cursor", "limit")),
     ApiRoute("POST", "/integrations", "create_integration", "Add a Pinterest integration", s.IntegrationCreate,

@@ -55,6 +55,18 @@ class Consent(Strict):
     default_categories: list[Category] = []
 
 
+StateCode = Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="a two-letter US state code")]
+ParamName = Annotated[str, Meta(min_length=1, max_length=100)]
+
+
+class Privacy(msgspec.Struct, forbid_unknown_fields=True):
+    """US state privacy laws and URLs: see the README's consent section. (Every field is shown.)"""
+
+    ldp: Literal["off", "all", "states"] = "off"
+    ldp_states: Annotated[list[StateCode], Meta(max_length=60)] = []
+    url_params_to_remove: Annotated[list[ParamName], Meta(max_length=100)] = []
+
+
 class SourceCreate(Strict):
     name: NonEmpty
     id: SourceId | None = None  # optional: choose the id (e.g. the seed's src_abc123)
@@ -67,6 +79,7 @@ class SourceCreate(Strict):
     rate_limit_burst: Burst = 20000
     client_rate_limit_per_second: EventsPerSecond = 50.0
     client_rate_limit_burst: ClientBurst = 1000
+    privacy: Privacy = msgspec.field(default_factory=Privacy)
 
 
 class SourcePatch(Strict):
@@ -80,6 +93,7 @@ class SourcePatch(Strict):
     rate_limit_burst: Burst | UnsetType = UNSET
     client_rate_limit_per_second: EventsPerSecond | UnsetType = UNSET
     client_rate_limit_burst: ClientBurst | UnsetType = UNSET
+    privacy: Privacy | UnsetType = UNSET
 
 
 class SourceOut(msgspec.Struct):
@@ -95,9 +109,16 @@ class SourceOut(msgspec.Struct):
     rate_limit_burst: int
     client_rate_limit_per_second: float
     client_rate_limit_burst: int
+    privacy: Privacy
+    server_key: str | None  # masked (sk_live_****abcd); issued by rotate-server-key
     created_at: str
     updated_at: str
     snippet: str  # the script tag to paste
+
+
+class ServerKeyIssued(msgspec.Struct):
+    server_key: str  # shown this once: only its hash is kept
+    message: str
 
 
 # --- integrations ------------------------------------------------------------------------

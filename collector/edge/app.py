@@ -41,7 +41,7 @@ from collector.edge.wire import (
 )
 from collector.health import health_response
 from collector.services import Services
-from delivery.config import Source
+from delivery.config import SERVER_KEY_PREFIX, Source
 from delivery.errorlog import ErrorLog, failure_id
 from delivery.events import EdgeEvent, event_encoder
 from delivery.pinterest.identity import MAX_DEPTH
@@ -56,7 +56,6 @@ STORAGE_RETRY_AFTER = 5  # seconds a client waits after a 503 for a storage faul
 MAX_BODY = 512 * 1024
 MAX_EVENT = 32 * 1024
 MAX_EVENTS = 500  # events per request, as Datafly's gateway allows
-SERVER_KEY_PREFIX = "sk_"
 INGEST_ROUTES = {"/v1/batch": None, "/v1/t": "track", "/v1/p": "page", "/v1/i": "identify", "/v1/g": "group"}
 _JSON = [(b"content-type", b"application/json")]
 

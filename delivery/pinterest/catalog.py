@@ -80,6 +80,9 @@ TROUBLESHOOTING: dict[str, str] = {
     "epik click IDs are being captured from Pinterest ad URLs and _pin_unauth cookies are being set.",
     "custom_events": "Events showing as custom: the event name is not mapped to a standard Pinterest "
     "event. Check the event mapping table and your _df.track() names, or add an event_map override.",
+    "custom_event_name_refused": "Pinterest refused custom_data.custom_event_name, which the option 'Send custom "
+    "event names' adds: the events are delivered without it. Turn the option off, or ask Pinterest to enable the "
+    "field for this ad account.",
     "internal_error": "signal-edge failed while sending a batch (a fault of its database or a bug). "
     "The events are kept and retried with backoff, and counted as an attempt each time; the server "
     "log has the details under the same message.",
