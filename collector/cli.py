@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from collector.settings import SettingsError, load_settings
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             from collector.demo import demo_banner, demo_setup
 
             settings.pinterest_api_base = f"http://127.0.0.1:{args.sandbox_port}"
+            if "SIGNAL_PINTEREST_OAUTH_URL" not in os.environ:  # Connect with Pinterest signs in at the sandbox
+                settings.pinterest_oauth_url = f"http://localhost:{args.sandbox_port}/oauth/"
             setup = demo_setup(args.sandbox_port, args.shop_port)
             return _run(run(settings, setup, demo_banner(args.shop_port, args.sandbox_port)))
         if args.command == "rotate-secret-key":

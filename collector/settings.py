@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, kw_only=True):
     secret_key: str | None = None
     secret_key_file: str | None = None  # default: beside the database file, named *.key
     pinterest_api_base: str = "https://api.pinterest.com"
+    pinterest_oauth_url: str = "https://www.pinterest.com/oauth/"  # where Connect with Pinterest signs in
+    admin_public_url: str | None = None  # how browsers reach the admin app (the OAuth redirect's base)
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     log_level: str = "info"
     # Tuning, from the environment only.
@@ -84,6 +86,8 @@ _ENV = {
     "SIGNAL_SECRET_KEY": "secret_key",
     "SIGNAL_SECRET_KEY_FILE": "secret_key_file",
     "SIGNAL_PINTEREST_API_BASE": "pinterest_api_base",
+    "SIGNAL_PINTEREST_OAUTH_URL": "pinterest_oauth_url",
+    "SIGNAL_ADMIN_PUBLIC_URL": "admin_public_url",
     "SIGNAL_TRUSTED_PROXIES": "trusted_proxies",
     "SIGNAL_LOG_LEVEL": "log_level",
     "SIGNAL_FLUSH_INTERVAL": "flush_interval",

@@ -52,8 +52,15 @@ class Source(msgspec.Struct):
 
 class PinterestConfig(msgspec.Struct):
     ad_account_id: str
-    access_token: str
+    access_token: str | None = None  # pasted, or minted by refreshing (then it expires)
     conversion_token: str | None = None
+    # OAuth: with these signal-edge gets access tokens itself and refreshes them (delivery/pinterest/tokens.py).
+    app_id: str | None = None
+    app_secret: str | None = None
+    refresh_token: str | None = None
+    access_token_expires_at: float | None = None
+    refresh_token_expires_at: float | None = None
+    token_refreshed_at: float | None = None
     test_mode: bool = False
     event_map: dict[str, str] = {}
     send_custom_event_name: bool = False
@@ -61,7 +68,7 @@ class PinterestConfig(msgspec.Struct):
     rate_limit_burst: int = 200
 
 
-SECRET_KEYS = ("access_token", "conversion_token")
+SECRET_KEYS = ("access_token", "conversion_token", "app_secret", "refresh_token")
 
 
 class Health(msgspec.Struct):
@@ -84,6 +91,12 @@ class Integration(msgspec.Struct):
     variant: str = "default"
     consent_categories: list[str] = []
     health: Health = msgspec.field(default_factory=Health)
+
+    @property
+    def oauth(self) -> bool:
+        """signal-edge gets this integration's access tokens itself (an app and a refresh token)."""
+        cfg = self.config
+        return bool(cfg.app_id and cfg.app_secret and cfg.refresh_token)
 
     @property
     def options(self) -> Options:

@@ -6,6 +6,8 @@ writes only its SQL: the `_load`, `_write_*` and the other underscored hooks.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -42,6 +44,7 @@ class SnapshotStore:
         self._identities: OrderedDict[str, Any] = OrderedDict()
         self._listeners: list[ChangeListener] = []
         self._debug_writes = 0
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def open(self, box: SecretBox) -> None:
         """Load the snapshot; `box` decrypts stored secrets."""
@@ -59,6 +62,18 @@ class SnapshotStore:
 
     def listen(self) -> None:
         """Follow changes other processes make (a backend shared by several nodes does)."""
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str):
+        """Only one holder of `name` at a time: in this process (a one-process backend); a
+        backend shared by nodes makes it hold across them."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            yield
+
+    async def reload_integration(self, integration_id: str) -> Integration | None:
+        """The integration as stored now (another node may have changed it a moment ago)."""
+        return self._integrations.get(integration_id)
 
     # --- snapshot reads ---------------------------------------------------------------
 

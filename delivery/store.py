@@ -8,7 +8,7 @@ up a source per request); writes are durable when they return and update the sna
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, AsyncContextManager, Protocol
 
 import msgspec
 
@@ -95,6 +95,11 @@ class ConfigStore(Protocol):
     async def delete_source(self, source_id: str) -> None: ...
     async def put_integration(self, integration: Integration, audit_action: str | None) -> None: ...
     async def delete_integration(self, integration_id: str) -> None: ...
+    async def reload_integration(self, integration_id: str) -> Integration | None:
+        """The integration as stored now, into the snapshot too."""
+
+    def exclusive(self, name: str) -> AsyncContextManager[None]:
+        """Only one holder of `name` at a time, across every process of the deployment."""
     async def set_health(self, integration_id: str, health: Health) -> None: ...
 
     async def get_meta(self, key: str) -> str | None: ...

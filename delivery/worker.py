@@ -18,8 +18,9 @@ import msgspec
 from delivery.config import Health, Integration, Source, consent_allows
 from delivery.debugger import DebugHub
 from delivery.events import EdgeEvent, event_decoder, event_view
-from delivery.pinterest import client
+from delivery.pinterest import client, oauth
 from delivery.pinterest.catalog import TROUBLESHOOTING
+from delivery.pinterest.tokens import REFUSED, RefreshRefused, TokenKeeper, due
 from delivery.pinterest.mapping import DELIVERED_TYPES, Mapped, map_event
 from delivery.pinterest.payload import MAX_EVENTS_PER_REQUEST, CustomData, Event
 from delivery.queue import EventQueue, Leased, Settlement
@@ -30,6 +31,7 @@ from delivery.store import NO_JSON, ConfigStore, DebugRecord, StorageError
 log = logging.getLogger("signal_edge.delivery")
 errors = ErrorLog(log)
 SUPERVISE_EVERY = 1.0  # seconds between the supervisor's looks at the workers
+IDLE_REFRESH_EVERY = 60  # supervisor turns between looks for idle tokens that are due
 MAX_STEP_BACKOFF = 10.0  # longest wait after the worker loop fails (a storage fault, a bug)
 MAX_EVENT_AGE = 7 * 24 * 3600
 TOO_OLD = "not sent: older than 7 days (Pinterest rejects events more than 7 days old)"
@@ -73,6 +75,7 @@ class Job:
         self.reached_pinterest = False  # some events were accepted: the credentials work
         self.failure: str | None = None  # the batch failed unexpectedly (see _batch_failed)
         self.option_refused: str | None = None  # Pinterest refused a field only an option adds
+        self.refreshed = False  # the access token was refreshed after a 401 (once a batch)
 
     def record(self, item: Leased, ev: EdgeEvent | None, status: str, message: str | None = None,
                mapped: Mapped | None = None, warnings: list[str] = ()) -> None:
@@ -132,6 +135,8 @@ class DeliveryService:
         self.ssl = httpx.create_ssl_context()  # the CA bundle is read once, not per integration
         self.clients: dict[str, httpx.AsyncClient] = {}
         self.workers: dict[str, IntegrationWorker] = {}
+        self.tokens = TokenKeeper(store, settings.api_base, httpx.AsyncClient(timeout=settings.request_timeout,
+                                                                               verify=self.ssl))
         self.failures: Counter[str] = Counter()  # batches that failed unexpectedly, per integration
         self.loop_failures: Counter[str] = Counter()  # worker loop faults (storage), per integration
         self.stopping = False
@@ -171,14 +176,26 @@ class DeliveryService:
             errors.failure("a delivery background task failed", task.exception())
 
     async def _supervise(self) -> None:
-        """Restart any worker that ended while its integration is enabled."""
+        """Restart any worker that ended while its integration is enabled; refresh the access
+        tokens of integrations that send nothing meanwhile (a refresh token lives 60 days)."""
+        turns = 0
         while not self.stopping:
             await asyncio.sleep(SUPERVISE_EVERY)
+            turns += 1
             for integration in self.store.integrations():
                 worker = self.workers.get(integration.id)
                 if worker is not None and worker.finished and integration.enabled and not self.stopping:
                     log.warning("the delivery worker of integration %s had stopped; restarting it", integration.id)
                 self._ensure_worker(integration.id)
+                if turns % IDLE_REFRESH_EVERY == 0 and integration.enabled and due(integration, time.time()) \
+                        and integration.health.problem != REFUSED:
+                    self.spawn(self._refresh_quietly(integration.id))
+
+    async def _refresh_quietly(self, integration_id: str) -> None:
+        try:
+            await self.tokens.refresh(integration_id)
+        except (RefreshRefused, oauth.Unavailable, StorageError) as exc:
+            log.warning("integration %s: the idle refresh did not happen: %s", integration_id, exc)
 
     def notify(self, topic: str, events: int = 1, priority: bool = True) -> None:
         """New events for `topic` are queued. Cheap on the ingest path: the worker is woken
@@ -224,12 +241,19 @@ class DeliveryService:
         await asyncio.gather(*(w.drain(deadline, finish_by) for w in workers), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*(http.aclose() for http in self.clients.values()), return_exceptions=True)
+        await asyncio.gather(*(http.aclose() for http in (*self.clients.values(), self.tokens.http)),
+                             return_exceptions=True)
 
     # --- the admin "Send test event" --------------------------------------------------
 
     async def send_test(self, integration: Integration, sample: Event) -> tuple[bool, str]:
         """Send one event with ?test=true; (ok, an explanation a person can act on)."""
+        try:
+            integration = await self.tokens.fresh(integration)
+        except RefreshRefused:
+            return False, TROUBLESHOOTING[REFUSED]
+        except oauth.Unavailable as exc:
+            return False, f"Pinterest did not answer the token refresh: {exc}; try again shortly"
         answer, used = await self._send_with_fallback(self.client(integration.id), integration,
                                                       client.encode([sample]), 1, test=True)
         if answer.kind == "ok":
@@ -267,7 +291,7 @@ class DeliveryService:
 
 def _credentials(integration: Integration) -> tuple:
     cfg = integration.config
-    return cfg.ad_account_id, cfg.access_token, cfg.conversion_token
+    return cfg.ad_account_id, cfg.access_token, cfg.conversion_token, cfg.app_id, cfg.app_secret, cfg.refresh_token
 
 
 def _problem(answer: client.Answer) -> str | None:
@@ -445,9 +469,10 @@ class IntegrationWorker:
         job = Job(integration, self.service.store.source(integration.source_id), leased, self.service.hub.watched)
         heartbeat = asyncio.create_task(self._keep_leased(leased))
         try:
-            pending = self._prepare(job)
-            if pending:
-                await self._send(job, pending, first=True)
+            if await self._credentials_ready(job):
+                pending = self._prepare(job)
+                if pending:
+                    await self._send(job, pending, first=True)
         except Exception as exc:  # a bug or a fault nobody foresaw: counted, so it cannot loop forever
             self._batch_failed(job, exc)
         finally:
@@ -464,6 +489,33 @@ class IntegrationWorker:
                 await self.service.queue.extend(self.id, ids, time.time() + lease)
             except Exception as exc:  # the lease may run out: the batch is then sent again
                 log.warning("integration %s: could not renew a lease: %s", self.id, exc)
+
+    async def _credentials_ready(self, job: Job) -> bool:
+        """An access token that is not about to expire (OAuth integrations refresh it here);
+        False when there is none to send with: the batch waits, its events kept."""
+        cfg = job.integration.config
+        if not (cfg.access_token or cfg.conversion_token or job.integration.oauth):
+            await self._hold(job, "not_connected", "no access token, conversion token or connection yet")
+            return False
+        try:
+            job.integration = await self.service.tokens.fresh(job.integration)
+            return True
+        except RefreshRefused as exc:
+            await self._hold(job, REFUSED, str(exc))
+        except oauth.Unavailable as exc:  # Pinterest's token endpoint is away: soon again, no attempt spent
+            wait = self.service.settings.retry.delay(1)
+            self.backoff_until = max(self.backoff_until, job.now + wait)
+            job.settlement.release += [(item.id, job.now + wait) for item in job.leased]
+            job.settlement.last_error = f"the access token could not be refreshed: {exc}"
+        return False
+
+    async def _hold(self, job: Job, problem: str, message: str) -> None:
+        """Credentials missing or refused: every event of the batch waits until they change."""
+        recheck = job.now + self.service.settings.auth_recheck
+        self.paused_until = recheck
+        job.settlement.release += [(item.id, recheck) for item in job.leased]
+        job.settlement.last_error = f"{TROUBLESHOOTING[problem]} ({message})"
+        await self.service.store.set_health(self.id, Health("unhealthy", problem, message, job.now))
 
     def _prepare(self, job: Job) -> list[Pending]:
         """Decode, filter for consent and age, map; what is left goes to Pinterest. An event
@@ -558,6 +610,15 @@ class IntegrationWorker:
         if not first:
             await self.bucket.acquire()
         answer, _ = await self.service._send_with_fallback(self.http, job.integration, body, len(pending), False)
+        if answer.kind == "unauthorized" and job.integration.oauth and not job.refreshed:
+            # The access token was refused before its time (revoked, say): refresh once at once.
+            job.refreshed = True
+            try:
+                job.integration = await self.service.tokens.refresh(self.id, job.integration.config.access_token)
+            except (RefreshRefused, oauth.Unavailable) as exc:
+                log.warning("integration %s: refreshing after a 401 failed: %s", self.id, exc)
+            else:
+                answer, _ = await self.service._send_with_fallback(self.http, job.integration, body, len(pending), False)
         s = job.settlement
         if answer.kind in ("ok", "partial"):
             self.bucket.succeeded()

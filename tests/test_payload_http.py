@@ -47,8 +47,11 @@ def test_unusable_phone_is_left_out_and_the_reason_kept(edge, fake_pinterest):
 def test_catalog_serves_the_variant_data(edge):
     with edge.admin() as admin:
         catalog = admin.get("/catalog/pinterest").json()
-    assert [f["key"] for f in catalog["credentials"]] == ["ad_account_id", "access_token", "conversion_token"]
-    assert all(f["required"] and f["help"] for f in catalog["credentials"])
+    # The seed's three fields, then an app's (issue 20): pasted tokens and a connection are alternatives.
+    assert [f["key"] for f in catalog["credentials"]] == ["ad_account_id", "access_token", "conversion_token",
+                                                          "app_id", "app_secret", "refresh_token"]
+    assert [f["key"] for f in catalog["credentials"] if f["required"]] == ["ad_account_id"]
+    assert all(f["help"] for f in catalog["credentials"])
     assert {v["key"]: v["priority_events"] for v in catalog["variants"]} == {
         k: list(v.priority_events) if v.priority_events else None for k, v in VARIANTS.items()}
     assert catalog["variants"][1]["priority_events"] == ["checkout", "add_to_cart", "page_visit", "search",

@@ -23,7 +23,9 @@ from collector.admin.match import match_quality
 from collector.services import Services
 from delivery.config import SERVER_KEY_PREFIX, ConsentSettings, Health, Integration, PinterestConfig, PrivacySettings, Source
 from delivery.events import event_decoder, event_view
+from delivery.pinterest import oauth
 from delivery.pinterest.catalog import TROUBLESHOOTING, Catalog, catalog
+from delivery.pinterest.tokens import RefreshRefused
 from delivery.pinterest.payload import Event, UserData
 from delivery.pinterest.normalize import sha256
 from delivery.secrets import mask
@@ -177,7 +179,10 @@ class Api:
             paused=integ.paused, variant=integ.variant, consent_categories=integ.consent_categories,
             config=s.PinterestConfigOut(
                 ad_account_id=cfg.ad_account_id, access_token=mask(cfg.access_token),
-                conversion_token=mask(cfg.conversion_token), test_mode=cfg.test_mode, event_map=cfg.event_map,
+                conversion_token=mask(cfg.conversion_token), app_id=cfg.app_id, app_secret=mask(cfg.app_secret),
+                refresh_token=mask(cfg.refresh_token), connected=integ.oauth,
+                access_token_expires_at=iso(cfg.access_token_expires_at), token_refreshed_at=iso(cfg.token_refreshed_at),
+                refresh_token_expires_at=iso(cfg.refresh_token_expires_at), test_mode=cfg.test_mode, event_map=cfg.event_map,
                 send_custom_event_name=cfg.send_custom_event_name,
                 rate_limit_per_second=cfg.rate_limit_per_second, rate_limit_burst=cfg.rate_limit_burst,
             ),
@@ -276,6 +281,7 @@ class Api:
         if self.store.source(body.source_id) is None:
             raise ApiError(400, "unknown_source", f"source_id: no source with id {body.source_id}; create the source first",
                            "source_id")
+        check_credentials(body.config)
         now = time.time()
         integration = Integration(
             id=new_id("int_"), source_id=body.source_id, name=body.name, created_at=now, updated_at=now,
@@ -302,7 +308,9 @@ class Api:
                 if (v := getattr(body.config, k)) is not msgspec.UNSET
             }
             changes["config"] = msgspec.structs.replace(integ.config, **config_changes)
-            credentials = {"ad_account_id", "access_token", "conversion_token"} & config_changes.keys()
+            check_credentials(changes["config"])
+            credentials = {"ad_account_id", "access_token", "conversion_token", "app_id", "app_secret",
+                           "refresh_token"} & config_changes.keys()
             if credentials and integ.health.status == "unhealthy":
                 changes["health"] = Health("pending", at=time.time())
         updated = msgspec.structs.replace(integ, **changes, updated_at=time.time())
@@ -337,6 +345,26 @@ class Api:
         if self.store.integration(integration_id) is None and integration_id not in await self.queue.dead_letter_topics():
             raise ApiError(404, "not_found", f"no integration with id {integration_id}")
         return integration_id
+
+    async def mint_conversion_token(self, request: Request) -> Response:
+        """A conversion token minted with the integration's OAuth access token, and kept."""
+        integ = self.integration_or_404(request.path_params["id"])
+        if not integ.oauth:
+            raise ApiError(409, "not_connected", "connect with Pinterest first: a conversion token is minted with the "
+                           "OAuth access token")
+        tokens = self.s.delivery.tokens
+        try:
+            integ = await tokens.fresh(integ)
+            minted = await oauth.conversion_token(tokens.http, self.s.settings.pinterest_api_base,
+                                                  integ.config.access_token)
+        except RefreshRefused:
+            raise ApiError(409, "refresh_refused", TROUBLESHOOTING["refresh_refused"]) from None
+        except (oauth.Refused, oauth.Unavailable) as exc:
+            raise ApiError(502, "pinterest_refused", f"Pinterest did not mint a conversion token: {exc}") from None
+        updated = msgspec.structs.replace(integ, config=msgspec.structs.replace(integ.config, conversion_token=minted),
+                                          updated_at=time.time())
+        await self.store.put_integration(updated, "mint-conversion-token")
+        return json_response(await self.integration_out(updated))
 
     async def dead_letters(self, request: Request) -> Response:
         topic = await self.topic_or_404(request.path_params["id"])
@@ -441,9 +469,21 @@ def dead_letter_out(d) -> s.DeadLetterOut:
                            _event_view(d.payload))
 
 
+def check_credentials(cfg) -> None:
+    """Some way to send: a pasted token, or an app (with a refresh token, or to connect later)."""
+    if cfg.access_token or cfg.conversion_token or (cfg.app_id and cfg.app_secret):
+        return
+    if cfg.app_id or cfg.app_secret or cfg.refresh_token:
+        field = "config.app_secret" if cfg.app_id else "config.app_id"
+        raise ApiError(400, "missing_field", f"{field}: required with the app's other credentials "
+                       "(app_id and app_secret, then a refresh token or Connect with Pinterest)", field)
+    raise ApiError(400, "missing_field", "config.access_token: required: paste an access token or a conversion "
+                   "token, or give app_id and app_secret and connect with Pinterest", "config.access_token")
+
+
 def config_warnings(cfg: PinterestConfig) -> list[str]:
     warnings = []
-    if not cfg.access_token.startswith("pina_"):
+    if cfg.access_token and not cfg.access_token.startswith("pina_"):
         warnings.append("config.access_token does not start with pina_: check that you pasted the API access token")
     if cfg.conversion_token and not cfg.conversion_token.startswith("ct_"):
         warnings.append("config.conversion_token does not start with ct_: check that you pasted the conversion token")
@@ -488,6 +528,9 @@ ROUTES: tuple[ApiRoute, ...] = (
              s.IntegrationPatch, s.IntegrationOut),
     ApiRoute("DELETE", "/integrations/{id}", "delete_integration",
              "Delete an integration (its queued events become dead letters)", status=204),
+    ApiRoute("POST", "/integrations/{id}/conversion-token", "mint_conversion_token",
+             "Mint a conversion token with the integration's OAuth access token, and keep it",
+             response=s.IntegrationOut),
     ApiRoute("POST", "/integrations/{id}/test", "test_integration", "Send a test event (?test=true) to Pinterest",
              response=s.TestResult),
     ApiRoute("GET", "/integrations/{id}/dead-letters", "dead_letters", "List dead letters",

@@ -55,6 +55,12 @@ async def render(services: Services) -> str:
     ):
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
         lines += [f'{metric}{{integration="{_label(i.id)}"}} {counts[i.id]}' for i in integrations]
+    tokens = services.delivery.tokens.counts
+    for name, help_text in (("refreshes", "Access tokens refreshed (OAuth), by this node."),
+                            ("refresh_failures", "Token refreshes that failed (refused or no answer), by this node.")):
+        metric = f"signal_edge_token_{name}_total"
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+        lines += [f'{metric}{{integration="{_label(i.id)}"}} {tokens[f"{i.id}:{name}"]}' for i in integrations]
     lines += ["# HELP signal_edge_integration_paused 1 while the integration is paused (queueing, not sending).",
               "# TYPE signal_edge_integration_paused gauge"]
     lines += [f'signal_edge_integration_paused{{integration="{_label(i.id)}"}} {int(i.paused)}' for i in integrations]

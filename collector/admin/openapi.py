@@ -19,6 +19,7 @@ _ERRORS = {
     "409": "Conflict",
     "415": "The body must be JSON",
     "429": "Too many wrong admin tokens from this address: wait for Retry-After",
+    "502": "Pinterest refused or did not answer (the message says which)",
     "503": "The database cannot store anything now (see /healthz): retry after Retry-After",
 }
 

@@ -15,6 +15,7 @@ from delivery.pinterest.variants import VARIANTS
 NonEmpty = Annotated[str, Meta(min_length=1, max_length=200)]
 Secret = Annotated[str, Meta(min_length=1, max_length=2048, description="Stored encrypted; returned masked.")]
 AdAccountId = Annotated[str, Meta(pattern=r"^\d{1,18}$", description="Digits only, e.g. 549764982399.")]
+AppId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The Pinterest app's id (client_id).")]
 Hostname = Annotated[str, Meta(pattern=r"^\.?[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.)*[A-Za-z0-9-]{1,63}$", max_length=253)]
 Origin = Annotated[str, Meta(pattern=r"^https?://[^/\s]+$", max_length=300, description="scheme://host[:port]")]
 Country = Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="ISO-3166 alpha-2")]
@@ -125,9 +126,15 @@ class ServerKeyIssued(msgspec.Struct):
 
 
 class PinterestConfigIn(Strict):
+    """Credentials: an access token and/or a conversion token (pasted), or an app (app_id and
+    app_secret) with a refresh token, or an app alone, to connect with Pinterest afterwards."""
+
     ad_account_id: AdAccountId
-    access_token: Secret
-    conversion_token: Secret
+    access_token: Secret | None = None
+    conversion_token: Secret | None = None
+    app_id: AppId | None = None
+    app_secret: Secret | None = None
+    refresh_token: Secret | None = None
     test_mode: bool = False
     event_map: EventMap = {}
     send_custom_event_name: bool = False
@@ -141,6 +148,9 @@ class PinterestConfigPatch(Strict):
     ad_account_id: AdAccountId | UnsetType = UNSET
     access_token: Secret | UnsetType = UNSET
     conversion_token: Secret | UnsetType = UNSET
+    app_id: AppId | UnsetType = UNSET
+    app_secret: Secret | UnsetType = UNSET
+    refresh_token: Secret | UnsetType = UNSET
     test_mode: bool | UnsetType = UNSET
     event_map: EventMap | UnsetType = UNSET
     send_custom_event_name: bool | UnsetType = UNSET
@@ -169,8 +179,15 @@ class IntegrationPatch(Strict):
 
 class PinterestConfigOut(msgspec.Struct):
     ad_account_id: str
-    access_token: str  # masked
+    access_token: str | None  # masked
     conversion_token: str | None  # masked
+    app_id: str | None
+    app_secret: str | None  # masked
+    refresh_token: str | None  # masked
+    connected: bool  # signal-edge gets its access tokens itself (an app and a refresh token)
+    access_token_expires_at: str | None
+    token_refreshed_at: str | None
+    refresh_token_expires_at: str | None
     test_mode: bool
     event_map: dict[str, str]
     send_custom_event_name: bool

@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from collector.admin.api import iso, snippet
 from collector.admin.auth import Throttle
+from collector.admin.oauth import CALLBACK, Connect, redirect_uri
 from collector.admin.session import Sessions
 from collector.services import Services
 from delivery.pinterest.catalog import TROUBLESHOOTING
@@ -49,6 +50,14 @@ def layout(title: str, body: str, csrf: str | None, active: str = "", script: st
 <main id="main"><h1>{e(title)}</h1>{body}</main>
 <p id="status" role="status" aria-live="polite" class="status"></p></body></html>"""
     return HTMLResponse(page, headers=SECURITY_HEADERS)
+
+
+def time_tag(at: float | None) -> str:
+    """A moment for people: the ISO time, shown in the browser's zone by the page's script."""
+    if at is None:
+        return "never"
+    stamp = iso(at)
+    return f'<time datetime="{stamp}">{stamp}</time>'
 
 
 def status_of(integ) -> str:
@@ -177,7 +186,9 @@ class Ui:
                 f"<td>{stats.delivered}</td><td>{stats.queued + stats.in_flight}</td><td>{stats.dead_lettered}</td></tr>"
             )
         table = "".join(rows) or '<tr><td colspan="7">No integrations yet.</td></tr>'
-        body = f"""<p><a class="button" href="/integrations/new">Add Integration</a></p>
+        error = request.query_params.get("error")
+        alert = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
+        body = f"""{alert}<p><a class="button" href="/integrations/new">Add Integration</a></p>
 <div class="table"><table><caption>Integrations</caption>
 <thead><tr><th scope="col">Name</th><th scope="col">Variant</th><th scope="col">Source</th><th scope="col">Health</th>
 <th scope="col">Delivered</th><th scope="col">Queued</th><th scope="col">Dead letters</th></tr></thead>
@@ -208,7 +219,10 @@ class Ui:
 <fieldset><legend>3. Source and credentials</legend>
 <label for="source_id">Source</label><select id="source_id" name="source_id">{options}</select>
 <label for="name">Name</label><input id="name" name="name" value="Pinterest Conversions API" required maxlength="200">
-<div id="credentials"></div></fieldset>
+<div id="credentials"></div>
+<p class="help">Paste tokens, or give the Pinterest app's id and secret and connect: signal-edge then keeps the access
+token fresh itself. Register this redirect URI in the app: <code id="redirect-uri">{e(redirect_uri(self.s, request))}</code></p>
+<button type="button" id="connect" class="secondary">Connect with Pinterest</button></fieldset>
 <fieldset id="consent"><legend>4. Consent categories</legend></fieldset>
 <p class="error" id="form-error" role="alert" hidden></p>
 <button type="submit" id="save">Save</button></form>"""
@@ -244,6 +258,7 @@ class Ui:
 <button type="button" id="pause" class="secondary" data-paused="{'true' if integ.paused else 'false'}">{'Resume' if integ.paused else 'Pause'}</button>
 <p class="help">Paused: events are still queued, and nothing is sent until you resume. Disabled (below): nothing is queued.</p>
 <p id="test-result" role="status" aria-live="polite"></p></section>
+{self.connection(integ, request)}
 <section class="card" aria-labelledby="counts-h"><h2 id="counts-h">Delivery</h2><dl class="counts">{counts}</dl></section>
 <section class="card" aria-labelledby="match-h"><h2 id="match-h">Match quality</h2>
 <div id="match-quality" data-integration="{e(integ.id)}"><p class="help">Loading…</p></div></section>
@@ -257,11 +272,41 @@ class Ui:
 <input id="edit-access" name="access_token" type="password" autocomplete="off">
 <label for="edit-conversion">Conversion access token <span class="help">(leave blank to keep {e(_masked(cfg.conversion_token))})</span></label>
 <input id="edit-conversion" name="conversion_token" type="password" autocomplete="off">
+<label for="edit-app-id">Pinterest app id</label><input id="edit-app-id" name="app_id" value="{e(cfg.app_id or '')}">
+<label for="edit-app-secret">Pinterest app secret <span class="help">(leave blank to keep {e(_masked(cfg.app_secret))})</span></label>
+<input id="edit-app-secret" name="app_secret" type="password" autocomplete="off">
+<label for="edit-refresh">Refresh token <span class="help">(leave blank to keep {e(_masked(cfg.refresh_token))})</span></label>
+<input id="edit-refresh" name="refresh_token" type="password" autocomplete="off">
 <label class="choice"><input type="checkbox" name="test_mode"{" checked" if cfg.test_mode else ""}> Test mode (Pinterest validates but does not record)</label>
 <label class="choice"><input type="checkbox" name="enabled"{" checked" if integ.enabled else ""}> Enabled</label>
 <button type="submit">Save changes</button></form>
 <p><a href="/debugger?integration_id={e(integ.id)}">Watch this integration in the debugger</a></p>"""
         return layout(integ.name, body, csrf, "/integrations", "integration-page.js")
+
+    def connection(self, integ, request: Request) -> str:
+        """Connect with Pinterest: the state of the connection, and what to do."""
+        cfg, q = integ.config, request.query_params
+        said = ""
+        if q.get("connected"):
+            said = '<p class="ok" role="status">Connected: signal-edge now gets its access tokens itself.</p>'
+        elif q.get("error"):
+            said = f'<p class="error" role="alert">{e(q["error"])}</p>'
+        if integ.oauth:
+            state = (f"<p>Connected (app <code>{e(cfg.app_id)}</code>). The access token expires "
+                     f"{time_tag(cfg.access_token_expires_at)}; last refreshed {time_tag(cfg.token_refreshed_at)}; the "
+                     f"refresh token lasts until {time_tag(cfg.refresh_token_expires_at)}, and each refresh renews it.</p>"
+                     '<button type="button" id="mint-conversion" class="secondary">Mint a conversion token</button> '
+                     '<span class="help">a token for conversions only, that does not expire</span>')
+        elif cfg.app_id:
+            state = "<p>Not connected yet: sign in at Pinterest to let signal-edge refresh the access token itself.</p>"
+        else:
+            state = ('<p class="help">Pasted tokens expire after 30 days. Give the Pinterest app\'s id and secret below, '
+                     "then connect, and signal-edge keeps the access token fresh itself.</p>")
+        connect = (f'<a class="button" id="connect" href="/oauth/pinterest/start?integration_id={e(integ.id)}">'
+                   f'{"Connect again" if integ.oauth else "Connect with Pinterest"}</a>' if cfg.app_id else "")
+        return f"""<section class="card" aria-labelledby="connect-h"><h2 id="connect-h">Connection to Pinterest</h2>
+{said}{state} {connect}
+<p class="help">Redirect URI to register in the Pinterest app: <code>{e(redirect_uri(self.s, request))}</code></p></section>"""
 
     async def deleted_integration(self, topic: str, csrf: str) -> Response:
         """What is left of a deleted integration: its dead letters, to replay elsewhere or export."""
@@ -323,6 +368,7 @@ async def form(request: Request) -> dict[str, list[str]]:
 
 def ui_routes(services: Services, sessions: Sessions, throttle: Throttle) -> list:
     ui = Ui(services, sessions, throttle)
+    connect = Connect(services, sessions)
     return [
         Route("/", ui.home, methods=["GET"]),
         Route("/login", ui.login_form, methods=["GET"]),
@@ -334,6 +380,8 @@ def ui_routes(services: Services, sessions: Sessions, throttle: Throttle) -> lis
         Route("/integrations/new", ui.new_integration, methods=["GET"]),
         Route("/integrations/{id}", ui.integration, methods=["GET"]),
         Route("/debugger", ui.debugger, methods=["GET"]),
+        Route("/oauth/pinterest/start", connect.start, methods=["GET"]),
+        Route(CALLBACK, connect.callback, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=services.settings.static_dir), name="static"),
     ]
 

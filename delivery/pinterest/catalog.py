@@ -36,16 +36,31 @@ CREDENTIAL_FIELDS = (
         "Account Settings, or in the Ads Manager URL: ads.pinterest.com/advertiser/<id>/.",
     ),
     Field(
-        key="access_token", label="API access token", type="secret", required=True,
+        key="access_token", label="API access token", type="secret", required=False,
         placeholder="pina_...",
         help="Pinterest API access token with ads:write scope. Generated via the Pinterest "
-        "developer portal (My apps > OAuth). Typically starts with pina_.",
+        "developer portal (My apps > OAuth). Typically starts with pina_. Pasted tokens expire after 30 days: "
+        "connect with Pinterest instead (app id and secret below) and signal-edge refreshes them itself.",
     ),
     Field(
-        key="conversion_token", label="Conversion access token", type="secret", required=True,
+        key="conversion_token", label="Conversion access token", type="secret", required=False,
         placeholder="ct_...",
         help="Conversion access token for the Pinterest Tag. Found in Ads Manager under "
-        "Conversions > Conversion Access Token. Typically starts with ct_.",
+        "Conversions > Conversion Access Token. Typically starts with ct_. Once connected, signal-edge can mint one.",
+    ),
+    Field(
+        key="app_id", label="Pinterest app id", type="string", required=False, placeholder="1234567",
+        help="To connect with Pinterest: your app's id from developers.pinterest.com (My apps). Register the "
+        "redirect URI shown on this page in the app.",
+    ),
+    Field(
+        key="app_secret", label="Pinterest app secret", type="secret", required=False,
+        help="The app's secret key, from the same page. Stored encrypted, never shown again.",
+    ),
+    Field(
+        key="refresh_token", label="Refresh token", type="secret", required=False, placeholder="pinr_...",
+        help="Only if you already hold one for this app (otherwise use Connect with Pinterest). signal-edge "
+        "refreshes the access token at 80% of its life and keeps each new refresh token.",
     ),
 )
 OPTION_FIELDS = (
@@ -83,6 +98,10 @@ TROUBLESHOOTING: dict[str, str] = {
     "custom_event_name_refused": "Pinterest refused custom_data.custom_event_name, which the option 'Send custom "
     "event names' adds: the events are delivered without it. Turn the option off, or ask Pinterest to enable the "
     "field for this ad account.",
+    "refresh_refused": "Pinterest no longer accepts this app's refresh token: connect again. The events are kept "
+    "and go out once it is connected (Connect with Pinterest, or paste a new refresh token).",
+    "not_connected": "Not connected to Pinterest yet: use Connect with Pinterest, or paste an access token or a "
+    "conversion token. The events are kept until then.",
     "internal_error": "signal-edge failed while sending a batch (a fault of its database or a bug). "
     "The events are kept and retried with backoff, and counted as an attempt each time; the server "
     "log has the details under the same message.",

@@ -18,14 +18,17 @@ Control endpoints under `/_sandbox/` let another process script and inspect it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import json
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import fastjsonschema
 import jsonschema
@@ -35,6 +38,7 @@ from delivery.pinterest.payload import ACTION_SOURCES, EVENT_NAMES
 SCHEMA = json.loads(resources.files("delivery.pinterest").joinpath("schema/conversion-events.schema.json").read_text())
 _EVENTS_PATH = re.compile(r"^/v5/ad_accounts/([^/]+)/events/?$")
 MAX_AGE_SECONDS = 7 * 24 * 3600
+REFRESH_TOKEN_SECONDS = 60 * 24 * 3600  # a continuous refresh token lives 60 days
 RATE_LIMIT_MESSAGE = (
     "This request exceeded a rate limit. This can happen if the client exceeds one\n"
     "of the published rate limits within a short time window."
@@ -125,6 +129,16 @@ def validation_errors(validator: jsonschema.Draft202012Validator, body: Any, fas
 class Token:
     scopes: frozenset[str] = frozenset({"ads:write"})
     ad_accounts: frozenset[str] | None = None  # None: every ad account
+    expires_at: float | None = None  # an OAuth access token runs out; a pasted or conversion token does not
+
+
+@dataclass
+class Grant:
+    """An authorization code or a refresh token: whose app, and (a code) which redirect."""
+
+    app_id: str
+    expires_at: float
+    redirect_uri: str | None = None
 
 
 @dataclass
@@ -163,6 +177,12 @@ class RequestLog:
 class SandboxState:
     tokens: dict[str, Token] = field(default_factory=dict)
     accept_any_token: bool = False
+    apps: dict[str, str] = field(default_factory=dict)  # OAuth apps: id -> secret
+    codes: dict[str, Grant] = field(default_factory=dict)
+    refresh_tokens: dict[str, Grant] = field(default_factory=dict)  # each valid once: refreshing rotates it
+    access_token_seconds: int = 30 * 24 * 3600  # Pinterest's: 30 days
+    refreshes: int = 0
+    refused_refreshes: int = 0
     faults: list[Fault] = field(default_factory=list)
     poison_event_ids: set[str] = field(default_factory=set)  # whole request -> 400
     failing_event_ids: dict[str, str] = field(default_factory=dict)  # event -> error_message
@@ -187,6 +207,15 @@ class Sandbox:
     def add_token(self, token: str, scopes=("ads:write",), ad_accounts=None) -> None:
         with self.lock:
             self.state.tokens[token] = Token(frozenset(scopes), frozenset(ad_accounts) if ad_accounts else None)
+
+    def add_app(self, app_id: str, app_secret: str) -> None:
+        with self.lock:
+            self.state.apps[app_id] = app_secret
+
+    def grant(self, app_id: str) -> str:
+        """A refresh token for `app_id`, as if someone had connected (tests hand it out)."""
+        with self.lock:
+            return self._issue_refresh(app_id, time.time())
 
     def remove_token(self, token: str) -> None:
         with self.lock:
@@ -254,6 +283,12 @@ class Sandbox:
         path, method = scope["path"], scope["method"]
         if path == "/healthz":
             return 200, {"ok": True}, []
+        if path == "/oauth/" and method == "GET":
+            return self._authorize(scope)
+        if path == "/v5/oauth/token" and method == "POST":
+            return self._token(scope, body)
+        if path == "/v5/oauth/conversion_token" and method == "POST":
+            return self._conversion_token(scope)
         if path.startswith("/_sandbox/"):
             return self._control(path, method, body)
         if path == "/" and method == "GET":
@@ -282,7 +317,7 @@ class Sandbox:
             return answer(429, {"code": 8, "message": RATE_LIMIT_MESSAGE}, extra=[(b"retry-after", b"1")])
         auth = headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        info = self.state.tokens.get(token) or (Token() if self.state.accept_any_token and token else None)
+        info = self._live_token(token, now)
         if info is None:
             return answer(401, {"code": 2, "message": "Authentication failed."})
         if not re.fullmatch(r"\d{1,18}", ad_account_id):
@@ -326,6 +361,87 @@ class Sandbox:
             return 200, body, len(events)
         return 422, {"code": 4197, "message": "Not all events were successfully processed.", "details": body}, len(events)
 
+    def _live_token(self, token: str, now: float) -> Token | None:
+        info = self.state.tokens.get(token) or (Token() if self.state.accept_any_token and token else None)
+        if info is not None and info.expires_at is not None and info.expires_at <= now:
+            return None  # an access token that has run out
+        return info
+
+    # --- OAuth ---------------------------------------------------------------------------
+
+    def _authorize(self, scope):
+        """The sign-in page, approving at once: back to the app's redirect with a code."""
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        app_id, redirect = query.get("client_id", ""), query.get("redirect_uri", "")
+        if query.get("response_type") != "code" or not redirect:
+            return 400, "<!doctype html><title>OAuth</title><p>response_type=code and redirect_uri are required", []
+        with self.lock:
+            if app_id not in self.state.apps and not self.state.accept_any_token:
+                return 400, "<!doctype html><title>OAuth</title><p>Unknown client_id.", []
+            self.state.apps.setdefault(app_id, "")  # the demo: any app, its secret set at the first exchange
+            code = "code_" + secrets.token_urlsafe(16)
+            self.state.codes[code] = Grant(app_id, time.time() + 600, redirect)
+        separator = "&" if "?" in redirect else "?"
+        location = f"{redirect}{separator}{urlencode({'code': code, 'state': query.get('state', '')})}"
+        return 302, "", [(b"location", location.encode())]
+
+    def _app(self, scope) -> str | None:
+        """The app that Basic authentication names, when its secret is right."""
+        auth = dict((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]).get("authorization", "")
+        try:
+            app_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":") if auth[:6].lower() == "basic " \
+                else ("", "", "")
+        except ValueError:
+            return None
+        known = self.state.apps.get(app_id)
+        if known == "" and self.state.accept_any_token:  # the demo's app: its first secret is its secret
+            self.state.apps[app_id] = known = secret
+        return app_id if known is not None and secret and secrets.compare_digest(known, secret) else None
+
+    def _token(self, scope, body: bytes):
+        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        now = time.time()
+        with self.lock:
+            app_id = self._app(scope)
+            if app_id is None:
+                return 401, {"code": 2, "message": "Authentication failed: wrong client_id or client secret."}, []
+            grant_type = form.get("grant_type")
+            if grant_type == "authorization_code":
+                code = self.state.codes.pop(form.get("code", ""), None)
+                if code is None or code.app_id != app_id or code.expires_at < now or \
+                        code.redirect_uri != form.get("redirect_uri"):
+                    return 400, {"code": 1, "message": "Invalid authorization code."}, []
+            elif grant_type == "refresh_token":
+                held = self.state.refresh_tokens.pop(form.get("refresh_token", ""), None)
+                if held is None or held.app_id != app_id or held.expires_at < now:
+                    self.state.refused_refreshes += 1
+                    return 400, {"code": 1, "message": "Invalid refresh token."}, []
+                self.state.refreshes += 1
+            else:
+                return 400, {"code": 1, "message": "grant_type must be authorization_code or refresh_token."}, []
+            access = "pina_" + secrets.token_urlsafe(24)
+            seconds = self.state.access_token_seconds
+            self.state.tokens[access] = Token(frozenset({"ads:read", "ads:write"}), None, now + seconds)
+            refresh = self._issue_refresh(app_id, now)
+        return 200, {"access_token": access, "token_type": "bearer", "expires_in": seconds, "scope": "ads:read,ads:write",
+                     "refresh_token": refresh, "refresh_token_expires_in": REFRESH_TOKEN_SECONDS,
+                     "response_type": grant_type}, []
+
+    def _issue_refresh(self, app_id: str, now: float) -> str:
+        token = "pinr_" + secrets.token_urlsafe(24)
+        self.state.refresh_tokens[token] = Grant(app_id, now + REFRESH_TOKEN_SECONDS)
+        return token
+
+    def _conversion_token(self, scope):
+        auth = dict((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]).get("authorization", "")
+        with self.lock:
+            info = self._live_token(auth[7:].strip() if auth.lower().startswith("bearer ") else "", time.time())
+            if info is None or info.expires_at is None:  # an OAuth access token, and a live one
+                return 401, {"code": 2, "message": "Authentication failed."}, []
+            token = "ct_" + secrets.token_urlsafe(24)
+            self.state.tokens[token] = Token(info.scopes)
+        return 200, {"access_token": token, "token_type": "conversion"}, []
+
     def _next_fault(self, ad_account_id: str) -> Fault | None:
         with self.lock:
             for i, fault in enumerate(self.state.faults):
@@ -367,6 +483,16 @@ class Sandbox:
         if name == "reset" and method == "POST":
             self.reset()
             return 200, {"ok": True}, []
+        if name == "oauth" and method == "POST":
+            with self.lock:
+                if "access_token_seconds" in data:
+                    self.state.access_token_seconds = int(data["access_token_seconds"])
+                for app_id, app_secret in data.get("apps", {}).items():
+                    self.state.apps[app_id] = app_secret
+            return 200, {"ok": True}, []
+        if name == "oauth" and method == "GET":
+            with self.lock:
+                return 200, {"refreshes": self.state.refreshes, "refused_refreshes": self.state.refused_refreshes}, []
         if name == "tokens" and method == "POST":
             self.add_token(data["token"], data.get("scopes", ["ads:write"]), data.get("ad_accounts"))
             return 200, {"ok": True}, []

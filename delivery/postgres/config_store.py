@@ -11,6 +11,7 @@ every node within the notification's delay: milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -105,6 +106,27 @@ class PgConfigStore(SnapshotStore):
         self._integrations[object_id] = new
         if old is None or msgspec.structs.replace(old, health=new.health) != new:
             self._changed("integration", object_id)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str):
+        """Held across every node: a session advisory lock on a connection kept for it (released
+        with the connection if this node dies). Coroutines of this node queue up first."""
+        async with super().exclusive(name):
+            holder = self.db.dedicated()
+            await holder.run(lambda c: c.execute("SELECT pg_advisory_lock(hashtext($1))", name))
+            try:
+                yield
+            finally:
+                try:
+                    await holder.run(lambda c: c.execute("SELECT pg_advisory_unlock(hashtext($1))", name))
+                finally:
+                    await holder.close()
+
+    async def reload_integration(self, integration_id: str) -> Integration | None:
+        body = await self.db.run(lambda c: c.fetchval("SELECT body FROM integrations WHERE id = $1", integration_id),
+                                 single=True)
+        self._apply("integration", integration_id, body)
+        return self._integrations.get(integration_id)
 
     # --- the snapshot's SQL -------------------------------------------------------------
 

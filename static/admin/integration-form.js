@@ -37,20 +37,24 @@ function showError(err) {
   if (input?.focus) { input.setAttribute("aria-invalid", "true"); input.focus(); }
 }
 
+function body() {
+  const data = new FormData(form);
+  return {
+    source_id: data.get("source_id"), vendor: data.get("vendor"), name: data.get("name"), enabled: true,
+    variant: data.get("variant"),
+    // Only what was filled in: the credentials are alternatives (pasted tokens, or an app to connect).
+    config: Object.fromEntries(catalog.credentials.map((f) => [f.key, (data.get(f.key) || "").trim()]).filter(([, v]) => v)),
+    consent_categories: data.getAll("consent_categories"),
+  };
+}
+
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   error.hidden = true;
-  const data = new FormData(form);
-  const body = {
-    source_id: data.get("source_id"), vendor: data.get("vendor"), name: data.get("name"), enabled: true,
-    variant: data.get("variant"),
-    config: Object.fromEntries(catalog.credentials.map((f) => [f.key, (data.get(f.key) || "").trim()])),
-    consent_categories: data.getAll("consent_categories"),
-  };
   const save = document.getElementById("save");
   save.disabled = true;
   try {
-    const created = await api("POST", "/integrations", body);
+    const created = await api("POST", "/integrations", body());
     say("Saved. Checking the credentials with Pinterest…");
     const test = await api("POST", `/integrations/${created.id}/test`);
     sessionStorage.setItem("signal-edge:test", test.message);
@@ -59,5 +63,16 @@ form.addEventListener("submit", async (event) => {
     showError(err);
   } finally {
     save.disabled = false;
+  }
+});
+
+// Connect with Pinterest: save with the app's id and secret, then sign in at Pinterest.
+document.getElementById("connect").addEventListener("click", async () => {
+  error.hidden = true;
+  try {
+    const created = await api("POST", "/integrations", body());
+    location.assign(`/oauth/pinterest/start?integration_id=${encodeURIComponent(created.id)}`);
+  } catch (err) {
+    showError(err);
   }
 });

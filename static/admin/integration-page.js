@@ -35,11 +35,31 @@ async function matchQuality() {
     q.hint ? el("p", { class: "problem", text: `Weakest: ${names[q.weakest]}. ${q.hint}` }) : null);
 }
 
+document.getElementById("mint-conversion")?.addEventListener("click", async (event) => {
+  event.target.disabled = true;
+  try {
+    await api("POST", `/integrations/${id}/conversion-token`);
+    say("A conversion token was minted and saved.");
+    location.reload();
+  } catch (err) {
+    say(err.message);
+    event.target.disabled = false;
+  }
+});
+
+for (const node of document.querySelectorAll("time[datetime]")) {  // local time with the zone; ISO on hover
+  const at = new Date(node.getAttribute("datetime"));
+  node.title = node.getAttribute("datetime");
+  node.textContent = at.toLocaleString(undefined, { timeZoneName: "short" });
+}
+
 document.getElementById("edit-integration").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
   const config = { ad_account_id: form.ad_account_id.value.trim(), test_mode: form.test_mode.checked };
-  for (const key of ["access_token", "conversion_token"]) if (form[key].value.trim()) config[key] = form[key].value.trim();
+  for (const key of ["access_token", "conversion_token", "app_id", "app_secret", "refresh_token"]) {
+    if (form[key].value.trim()) config[key] = form[key].value.trim();
+  }
   try {
     await api("PATCH", `/integrations/${id}`, { name: form.name.value, variant: form.variant.value, enabled: form.enabled.checked, config });
     say("Saved.");
