@@ -12,6 +12,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -75,7 +76,10 @@ class PostgresServer:
                 await conn.execute(f"CREATE DATABASE {name}")
             finally:
                 await conn.close()
-        asyncio.run(create())
+        # A thread of its own: under Playwright's sync API this thread already runs an event loop.
+        worker = threading.Thread(target=asyncio.run, args=(create(),))
+        worker.start()
+        worker.join(60)
         return self.url(name)
 
     def destroy(self) -> None:
