@@ -66,6 +66,18 @@ class DeadLetter(msgspec.Struct):
     reason: str
 
 
+class Waiting(msgspec.Struct):
+    """An event still in the queue (waiting, or leased by a request in flight)."""
+
+    position: int  # newest first; a page continues below the last position seen
+    topic: str
+    payload: bytes
+    created_at: float
+    attempts: int
+    in_flight: bool
+    last_error: str | None
+
+
 class TopicStats(msgspec.Struct):
     accepted: int = 0
     filtered: int = 0
@@ -99,9 +111,14 @@ class EventQueue(Protocol):
 
     async def dead_letters(self, topic: str, after_id: int, limit: int) -> list[DeadLetter]: ...
 
-    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None) -> int:
+    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None,
+                     since: float = 0.0) -> int:
         """Dead letters back into the queue (all of the topic's when `ids` is None), of `topic`
-        or of the topic `into` (its integration was deleted, say)."""
+        or of the topic `into` (its integration was deleted, say); only those queued at or after
+        `since` (older ones Pinterest would refuse)."""
+
+    async def waiting(self, topics: list[str], before: int | None, limit: int) -> list[Waiting]:
+        """Up to `limit` of the events the topics hold, newest first, below position `before`."""
 
     async def dead_letter_topics(self) -> dict[str, int]:
         """Topics that hold dead letters, and how many."""

@@ -21,6 +21,7 @@ from delivery.store import AuditEntry, ChangeListener, DebugRecord, StoredIdenti
 log = logging.getLogger("signal_edge.store")
 IDENTITY_CACHE_SIZE = 50_000
 DEBUG_LOG_KEEP = 20_000
+REFUSAL_EXAMPLES_KEPT = 10  # per source
 _MISSING = object()
 
 source_decoder = msgspec.json.Decoder(Source)

@@ -77,6 +77,20 @@ class AdminSession(msgspec.Struct):
     client: str | None = None
 
 
+class Refusal(msgspec.Struct):
+    """One refused request or event of a source, as the source page shows it (no raw values)."""
+
+    at: float
+    reason: str  # origin_not_allowed | rate_limited | invalid_event | body_too_large | ...
+    detail: str  # the refused origin, or the error message that names the field
+
+
+class SourceActivity(msgspec.Struct):
+    refused: dict[str, int]  # reason -> refused requests or events
+    recent_refusals: list[Refusal]  # newest first, the last few kept
+    last_event_at: float | None = None  # when an event was last accepted
+
+
 ChangeListener = Callable[[str, str], None]  # (object_type, object_id)
 
 
@@ -116,6 +130,13 @@ class ConfigStore(Protocol):
     async def put_session(self, session: AdminSession) -> None: ...
     async def delete_sessions(self, key: str | None) -> int:
         """One session, or every one (key None: the admin token was rotated)."""
+
+    async def record_activity(self, refused: dict[tuple[str, str], int], examples: list[tuple[str, Refusal]],
+                              last_events: dict[str, float]) -> None:
+        """Add to the refusal counts ((source, reason) -> n), keep the examples (the last few per
+        source), and move each source's last event time forward."""
+
+    async def activity(self, source_ids: list[str]) -> dict[str, SourceActivity]: ...
 
     async def audit(self, action: str, object_type: str, object_id: str, old: dict | None, new: dict | None) -> None: ...
     async def audit_log(self, before_id: int | None, limit: int) -> list[AuditEntry]: ...

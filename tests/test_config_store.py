@@ -13,7 +13,8 @@ import pytest
 from delivery.config import Health, Integration, PinterestConfig, Source
 from delivery.events import Identity
 from delivery.secrets import SecretBox
-from delivery.store import AdminSession, DebugRecord, StorageUnusable, StoredIdentity
+from delivery.snapshot import REFUSAL_EXAMPLES_KEPT
+from delivery.store import AdminSession, DebugRecord, Refusal, SourceActivity, StorageUnusable, StoredIdentity
 
 KEY = "test-secret-key"
 
@@ -117,6 +118,30 @@ def test_admin_sessions(backend):
             assert await store.get_session("old") is None  # expired
             assert await store.delete_sessions("k1") == 1 and await store.get_session("k1") is None
             assert await store.delete_sessions(None) >= 1 and await store.get_session("k2") is None
+    run(main())
+
+
+def test_source_activity_adds_up_keeps_the_last_few_refusals_and_goes_with_its_source(backend):
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            for i in (1, 2):
+                await store.put_source(source(i), "create")
+            await store.record_activity({("src_001", "origin_not_allowed"): 3, ("src_001", "invalid_event"): 1,
+                                         ("src_002", "rate_limited"): 7},
+                                        [("src_001", Refusal(float(i), "origin_not_allowed", f"https://evil{i}.example"))
+                                         for i in range(REFUSAL_EXAMPLES_KEPT + 5)], {"src_001": 50.0})
+            await store.record_activity({("src_001", "origin_not_allowed"): 2},
+                                        [("src_002", Refusal(99.0, "rate_limited", "x"))], {"src_001": 40.0})
+            found = await store.activity(["src_001", "src_002", "src_none"])
+            assert found["src_001"].refused == {"origin_not_allowed": 5, "invalid_event": 1}
+            newest = [r.detail for r in found["src_001"].recent_refusals]
+            assert newest == [f"https://evil{i}.example" for i in reversed(range(5, REFUSAL_EXAMPLES_KEPT + 5))]
+            assert found["src_001"].last_event_at == 50.0  # a late flush of another node does not go back
+            assert found["src_002"] == SourceActivity({"rate_limited": 7}, [Refusal(99.0, "rate_limited", "x")])
+            assert found["src_none"] == SourceActivity({}, [])
+            await store.delete_source("src_001")
+            assert (await store.activity(["src_001"]))["src_001"] == SourceActivity({}, [])
     run(main())
 
 

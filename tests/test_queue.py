@@ -207,6 +207,21 @@ def test_replay_puts_dead_letters_back_with_their_event_ids(backend):
     run(main())
 
 
+def test_replay_leaves_dead_letters_older_than_since(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(items(2, at=1000.0))
+            await q.append(items(1, at=5000.0))
+            await q.discard("int_a", "Pinterest: bad", 6000.0)
+            assert await q.replay("int_a", None, 6001.0, since=4000.0) == 1
+            left = await q.dead_letters("int_a", 0, 10)
+            assert len(left) == 2 and all(d.created_at < 4000.0 for d in left)
+            assert await q.replay("int_a", [d.id for d in left], 6001.0, since=4000.0) == 0
+            assert (await q.stats("int_a")).dead_lettered == 2
+    run(main())
+
+
 def test_replay_into_another_topic_moves_the_accounting_along(backend):
     async def main():
         async with backend() as (_, _, q):
@@ -258,3 +273,29 @@ def test_the_rate_limiter_holds_its_rate_after_the_burst(backend):
     burst, total = run(main())
     assert burst < 0.4  # the burst goes at once
     assert total >= 10 / 20.0 * 0.9  # then 20 per second: 10 more take half a second at least
+
+
+def test_every_queued_event_is_listable_newest_first_page_by_page(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(together(5, "int_a", at=1000.0))
+            await q.append(items(3, "int_b", at=2000.0))
+            await q.append(together(4, "int_a", at=3000.0))
+            leased = await q.lease("int_b", 1, 4000.0, 60)
+            assert await q.waiting([], None, 10) == []
+            seen, before = [], None
+            while page := await q.waiting(["int_a"], before, 3):  # pages end inside a request's events
+                seen += page
+                before = page[-1].position
+            assert [w.payload for w in seen] == lines(4)[::-1] + lines(5)[::-1]
+            assert [w.created_at for w in seen] == [3000.0] * 4 + [1000.0] * 5
+            both = await q.waiting(["int_a", "int_b"], None, 100)
+            assert len(both) == 12 and {w.topic for w in both} == {"int_a", "int_b"}
+            b = [w for w in both if w.topic == "int_b"]
+            assert [w.payload for w in b] == [b'["m2"]', b'["m1"]', b'["m0"]']
+            assert [w.in_flight for w in b] == [False, False, True] and leased[0].payload == b'["m0"]'
+            await q.settle("int_b", Settlement(retry=[(leased[0].id, 5000.0, "429 Too Many Requests")]), 4000.0)
+            again = [w for w in await q.waiting(["int_b"], None, 10) if w.payload == b'["m0"]'][0]
+            assert (again.attempts, again.in_flight, again.last_error) == (1, False, "429 Too Many Requests")
+    run(main())

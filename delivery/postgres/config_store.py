@@ -22,6 +22,7 @@ from delivery.config import Integration, Source
 from delivery.postgres.db import CHANNEL, PgDatabase, notify
 from delivery.secrets import open_integration
 from delivery.snapshot import (
+    REFUSAL_EXAMPLES_KEPT,
     AuditRow,
     SnapshotStore,
     audit_entry,
@@ -31,7 +32,7 @@ from delivery.snapshot import (
     integration_decoder,
     source_decoder,
 )
-from delivery.store import AdminSession, AuditEntry, DebugRecord, StoredIdentity
+from delivery.store import AdminSession, AuditEntry, DebugRecord, Refusal, SourceActivity, StoredIdentity
 
 log = logging.getLogger("signal_edge.store")
 _UPSERT_META = "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -157,6 +158,10 @@ class PgConfigStore(SnapshotStore):
     async def _delete(self, table: str, object_id: str, audit: AuditRow | None) -> None:
         async def delete(conn: asyncpg.Connection) -> None:
             await conn.execute(f"DELETE FROM {table} WHERE id = $1", object_id)
+            if table == "sources":
+                await conn.execute("DELETE FROM refusals WHERE source_id = $1", object_id)
+                await conn.execute("DELETE FROM refusal_examples WHERE source_id = $1", object_id)
+                await conn.execute("DELETE FROM source_activity WHERE source_id = $1", object_id)
             await _insert_audit(conn, audit)
             await self._notify(conn, "source" if table == "sources" else "integration", object_id)
         await self.db.run(delete)
@@ -223,6 +228,41 @@ class PgConfigStore(SnapshotStore):
                 status = await conn.execute("DELETE FROM admin_sessions WHERE key = $1", key)
             return int(status.split()[-1])
         return await self.db.run(delete)
+
+    # --- source activity ----------------------------------------------------------------
+
+    async def record_activity(self, refused: dict[tuple[str, str], int], examples: list[tuple[str, Refusal]],
+                              last_events: dict[str, float]) -> None:
+        async def add(conn: asyncpg.Connection) -> None:
+            await conn.executemany("INSERT INTO refusals (source_id, reason, count) VALUES ($1, $2, $3) ON CONFLICT "
+                                   "(source_id, reason) DO UPDATE SET count = refusals.count + excluded.count",
+                                   [(source, reason, n) for (source, reason), n in refused.items()])
+            await conn.executemany("INSERT INTO refusal_examples (source_id, at, reason, detail) VALUES ($1, $2, $3, $4)",
+                                   [(source, r.at, r.reason, r.detail) for source, r in examples])
+            for source in {source for source, _ in examples}:
+                await conn.execute("DELETE FROM refusal_examples WHERE source_id = $1 AND id <= (SELECT id FROM "
+                                   "refusal_examples WHERE source_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+                                   source, REFUSAL_EXAMPLES_KEPT)
+            await conn.executemany("INSERT INTO source_activity (source_id, last_event_at) VALUES ($1, $2) ON CONFLICT "
+                                   "(source_id) DO UPDATE SET last_event_at = greatest(source_activity.last_event_at, "
+                                   "excluded.last_event_at)", list(last_events.items()))
+        await self.db.run(add)
+
+    async def activity(self, source_ids: list[str]) -> dict[str, SourceActivity]:
+        async def read(conn: asyncpg.Connection) -> dict[str, SourceActivity]:
+            found = {source: SourceActivity({}, []) for source in source_ids}
+            for source, reason, count in await conn.fetch(
+                    "SELECT source_id, reason, count FROM refusals WHERE source_id = ANY($1)", source_ids):
+                found[source].refused[reason] = count
+            for source, *row in await conn.fetch("SELECT source_id, at, reason, detail FROM refusal_examples "
+                                                 "WHERE source_id = ANY($1) ORDER BY id DESC", source_ids):
+                if len(found[source].recent_refusals) < REFUSAL_EXAMPLES_KEPT:  # nodes trim concurrently
+                    found[source].recent_refusals.append(Refusal(*row))
+            for source, at in await conn.fetch(
+                    "SELECT source_id, last_event_at FROM source_activity WHERE source_id = ANY($1)", source_ids):
+                found[source].last_event_at = at
+            return found
+        return await self.db.run(read)
 
     # --- audit and debugger logs ------------------------------------------------------------
 

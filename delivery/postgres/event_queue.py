@@ -23,7 +23,7 @@ import asyncpg
 
 from delivery.events import queued_event_id
 from delivery.postgres.db import PgDatabase
-from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats
+from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting
 
 log = logging.getLogger("signal_edge.queue")
 SEP = b"\n"
@@ -230,13 +230,21 @@ class PgEventQueue:
             "WHERE topic = $1 AND id > $2 ORDER BY id LIMIT $3", topic, after_id, limit), single=True)
         return [DeadLetter(*row) for row in rows]
 
-    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None) -> int:
+    async def waiting(self, topics: list[str], before: int | None, limit: int) -> list[Waiting]:
+        rows = await self.db.run(lambda c: c.fetch(
+            "SELECT id, topic, payload, created_at, attempts, lease_owner IS NOT NULL, last_error FROM queue "
+            "WHERE topic = ANY($1) AND id < $2 ORDER BY id DESC LIMIT $3", topics, before or 2**63 - 1, limit),
+            single=True)
+        return [Waiting(*row) for row in rows]
+
+    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None,
+                     since: float = 0.0) -> int:
         into = into or topic
 
         async def back(conn: asyncpg.Connection) -> int:
-            where, args = "topic = $1", [topic]
+            where, args = "topic = $1 AND created_at >= $2", [topic, since]
             if ids is not None:
-                where += " AND id = ANY($2::bigint[])"
+                where += " AND id = ANY($3::bigint[])"
                 args.append(ids)
             rows = await conn.fetch(f"DELETE FROM dead_letters WHERE {where} RETURNING id, payload, created_at", *args)
             rows = sorted(rows, key=lambda r: r["id"])

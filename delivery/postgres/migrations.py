@@ -97,6 +97,24 @@ MIGRATIONS: tuple[str, ...] = (
         client text
     );
     """,
+    # 2: per source: refused requests by reason, the last few examples, when an event last came (issue 19)
+    """
+    CREATE TABLE refusals (
+        source_id text NOT NULL,
+        reason text NOT NULL,
+        count bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (source_id, reason)
+    );
+    CREATE TABLE refusal_examples (
+        id bigserial PRIMARY KEY,
+        source_id text NOT NULL,
+        at double precision NOT NULL,
+        reason text NOT NULL,
+        detail text NOT NULL
+    );
+    CREATE INDEX refusal_examples_source ON refusal_examples (source_id, id);
+    CREATE TABLE source_activity (source_id text PRIMARY KEY, last_event_at double precision NOT NULL);
+    """,
 )
 
 

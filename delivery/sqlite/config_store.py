@@ -8,9 +8,17 @@ import time
 import msgspec
 
 from delivery.config import Integration, Source
-from delivery.snapshot import AuditRow, SnapshotStore, audit_entry, debug_record, encode, identity_decoder
+from delivery.snapshot import (
+    REFUSAL_EXAMPLES_KEPT,
+    AuditRow,
+    SnapshotStore,
+    audit_entry,
+    debug_record,
+    encode,
+    identity_decoder,
+)
 from delivery.sqlite.db import Database
-from delivery.store import AdminSession, AuditEntry, DebugRecord, StoredIdentity
+from delivery.store import AdminSession, AuditEntry, DebugRecord, Refusal, SourceActivity, StoredIdentity
 
 _UPSERT_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
 
@@ -45,6 +53,10 @@ class SqliteConfigStore(SnapshotStore):
     async def _delete(self, table: str, object_id: str, audit: AuditRow | None) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             conn.execute(f"DELETE FROM {table} WHERE id=?", (object_id,))
+            if table == "sources":
+                conn.execute("DELETE FROM refusals WHERE source_id=?", (object_id,))
+                conn.execute("DELETE FROM refusal_examples WHERE source_id=?", (object_id,))
+                conn.execute("DELETE FROM source_activity WHERE source_id=?", (object_id,))
             _insert_audit(conn, audit)
         await self.db.run(delete)
 
@@ -110,6 +122,42 @@ class SqliteConfigStore(SnapshotStore):
         if key is None:
             return await self.db.run(lambda c: c.execute("DELETE FROM admin_sessions").rowcount)
         return await self.db.run(lambda c: c.execute("DELETE FROM admin_sessions WHERE key=?", (key,)).rowcount)
+
+    # --- source activity ----------------------------------------------------------------
+
+    async def record_activity(self, refused: dict[tuple[str, str], int], examples: list[tuple[str, Refusal]],
+                              last_events: dict[str, float]) -> None:
+        def add(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO refusals (source_id, reason, count) VALUES (?, ?, ?) ON CONFLICT(source_id, "
+                             "reason) DO UPDATE SET count = count + excluded.count",
+                             [(source, reason, n) for (source, reason), n in refused.items()])
+            conn.executemany("INSERT INTO refusal_examples (source_id, at, reason, detail) VALUES (?, ?, ?, ?)",
+                             [(source, r.at, r.reason, r.detail) for source, r in examples])
+            for source in {source for source, _ in examples}:
+                conn.execute("DELETE FROM refusal_examples WHERE source_id = ? AND id <= (SELECT id FROM "
+                             "refusal_examples WHERE source_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                             (source, source, REFUSAL_EXAMPLES_KEPT))
+            conn.executemany("INSERT INTO source_activity (source_id, last_event_at) VALUES (?, ?) ON CONFLICT"
+                             "(source_id) DO UPDATE SET last_event_at = max(last_event_at, excluded.last_event_at)",
+                             list(last_events.items()))
+        await self.db.run(add)
+
+    async def activity(self, source_ids: list[str]) -> dict[str, SourceActivity]:
+        def read(conn: sqlite3.Connection) -> dict[str, SourceActivity]:
+            marks = ",".join("?" * len(source_ids))
+            found = {source: SourceActivity({}, []) for source in source_ids}
+            for source, reason, count in conn.execute(
+                    f"SELECT source_id, reason, count FROM refusals WHERE source_id IN ({marks})", source_ids):
+                found[source].refused[reason] = count
+            for source, *row in conn.execute(f"SELECT source_id, at, reason, detail FROM refusal_examples WHERE "
+                                             f"source_id IN ({marks}) ORDER BY id DESC", source_ids):
+                if len(found[source].recent_refusals) < REFUSAL_EXAMPLES_KEPT:
+                    found[source].recent_refusals.append(Refusal(*row))
+            for source, at in conn.execute(
+                    f"SELECT source_id, last_event_at FROM source_activity WHERE source_id IN ({marks})", source_ids):
+                found[source].last_event_at = at
+            return found
+        return await self.db.run(read)
 
     # --- audit and debugger logs ------------------------------------------------------------
 

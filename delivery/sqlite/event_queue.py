@@ -15,7 +15,7 @@ import sqlite3
 from collections import Counter, defaultdict
 
 from delivery.events import queued_event_id
-from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats
+from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting
 from delivery.ratelimit import TokenBucket
 from delivery.sqlite.db import Database
 
@@ -95,10 +95,14 @@ class SqliteEventQueue:
         )
         return [DeadLetter(*row) for row in rows]
 
-    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None) -> int:
-        count = await self.db.run(_replay, topic, ids, now, into or topic)
+    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None,
+                     since: float = 0.0) -> int:
+        count = await self.db.run(_replay, topic, ids, now, into or topic, since)
         self._depth += count
         return count
+
+    async def waiting(self, topics: list[str], before: int | None, limit: int) -> list[Waiting]:
+        return await self.db.run(_waiting, topics, before, limit)
 
     async def dead_letter_topics(self) -> dict[str, int]:
         return dict(await self.db.run(lambda c: c.execute(
@@ -237,6 +241,26 @@ def _item_id(row_id: int, index: int, events: int) -> int:
 def _unpack(item_id: int) -> tuple[int, int, int]:
     """(row id, index in the row, the row's size at lease time)"""
     return item_id >> 2 * _BITS, item_id >> _BITS & _LOW, item_id & _LOW
+
+
+def _waiting(conn: sqlite3.Connection, topics: list[str], before: int | None, limit: int) -> list[Waiting]:
+    """A row's events are positioned row id << _BITS | index, so a page may end inside a row."""
+    if not topics:
+        return []
+    before = (1 << 62) if before is None else before
+    out: list[Waiting] = []
+    rows = conn.execute(
+        f"SELECT id, topic, payload, created_at, attempts, leased, last_error, events FROM queue WHERE topic IN "
+        f"({','.join('?' * len(topics))}) AND id <= ? ORDER BY id DESC", (*topics, before >> _BITS))
+    for row_id, topic, payload, created_at, attempts, leased, last_error, events in rows:
+        parts = [payload] if events == 1 else payload.split(SEP)
+        for index in reversed(range(len(parts))):
+            position = row_id << _BITS | index
+            if position < before:
+                out.append(Waiting(position, topic, parts[index], created_at, attempts, bool(leased), last_error))
+                if len(out) == limit:
+                    return out
+    return out
 
 
 def _lease(conn: sqlite3.Connection, topic: str, limit: int, now: float, until: float) -> list[Leased]:
@@ -435,8 +459,8 @@ def _dead_letter(conn, topic: str, row_id: int, parts: list[bytes], reason: str,
     )
 
 
-def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: float, into: str) -> int:
-    where, args = "topic=?", [topic]
+def _replay(conn: sqlite3.Connection, topic: str, ids: list[int] | None, now: float, into: str, since: float) -> int:
+    where, args = "topic=? AND created_at>=?", [topic, since]
     if ids is not None:
         if not ids:
             return 0

@@ -181,6 +181,24 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
         client TEXT
     );
     """,
+    # 7: per source: refused requests by reason, the last few examples, when an event last came (issue 19)
+    """
+    CREATE TABLE refusals (
+        source_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (source_id, reason)
+    );
+    CREATE TABLE refusal_examples (
+        id INTEGER PRIMARY KEY,
+        source_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX refusal_examples_source ON refusal_examples(source_id, id);
+    CREATE TABLE source_activity (source_id TEXT PRIMARY KEY, last_event_at REAL NOT NULL);
+    """,
 )
 
 
