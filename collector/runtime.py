@@ -97,6 +97,9 @@ def configure_logging(level: str) -> None:
         level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # uvicorn says "Started server process", "Waiting for application startup"... per server: our
+    # own line per server ("edge listening on ...") says it once.
+    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 Setup = Callable[[Services], Awaitable[list[Listener]]]
@@ -129,7 +132,7 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
             loop.add_signal_handler(sig, stop.set)
 
     await services.delivery.start()
-    probe = asyncio.create_task(services.lag.run())
+    background = [asyncio.create_task(services.lag.run()), asyncio.create_task(services.activity.run())]
     if not in_process:
         tune_gc()
     running = []  # (listener, server, its task)
@@ -152,9 +155,10 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
                        return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down: no new requests; flushing what is ready for up to %.0fs", settings.shutdown_grace)
     await _stop([r for r in running if not r[0].after_delivery])
+    for task in background:
+        task.cancel()
     await services.close()
     await _stop([r for r in running if r[0].after_delivery])
-    probe.cancel()
     log.info("stopped; %d events stay queued on disk for the next start", services.queue.depth())
     return 0
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from collector.admin.auth import AdminAuth
 from collector.keys import load_secret_key
 from collector.lag import LagProbe
+from collector.activity import ActivityLog
 from collector.settings import Settings
 from delivery.debugger import DebugHub
 from delivery.queue import EventQueue
@@ -42,6 +43,7 @@ class Services:
     delivery: DeliveryService
     auth: AdminAuth
     node: str
+    activity: ActivityLog
     new_admin_token: str | None = None  # generated at this start: print it once
     lag: LagProbe = field(default_factory=lambda: LagProbe())
 
@@ -55,6 +57,7 @@ class Services:
 
     async def close(self) -> None:
         await self.delivery.stop(self.settings.shutdown_grace)
+        await self.activity.flush()
         await self.queue.close()
         await close_database(self.db)
 
@@ -118,4 +121,4 @@ async def open_services(settings: Settings) -> Services:
     except BaseException:
         await close_database(db)
         raise
-    return Services(settings, db, store, queue, hub, delivery, auth, node, new_token)
+    return Services(settings, db, store, queue, hub, delivery, auth, node, ActivityLog(store), new_token)

@@ -246,33 +246,47 @@ class DeliveryService:
 
     # --- the admin "Send test event" --------------------------------------------------
 
-    async def send_test(self, integration: Integration, sample: Event) -> tuple[bool, str]:
-        """Send one event with ?test=true; (ok, an explanation a person can act on)."""
-        try:
-            integration = await self.tokens.fresh(integration)
-        except RefreshRefused:
-            return False, TROUBLESHOOTING[REFUSED]
-        except oauth.Unavailable as exc:
-            return False, f"Pinterest did not answer the token refresh: {exc}; try again shortly"
-        answer, used = await self._send_with_fallback(self.client(integration.id), integration,
-                                                      client.encode([sample]), 1, test=True)
-        if answer.kind == "ok":
-            result = answer.results[0] if answer.results else None
-            if result and result.status == "failed":
-                return False, f"Pinterest answered but failed the test event: {result.error_message}"
+    async def send_test(self, integration: Integration, sample: Event) -> TestOutcome:
+        """Try each credential the integration has on its own (the app by a refresh, each token
+        with a ?test=true event) and say which ones fail. Health follows what delivery can do:
+        healthy when one token works (delivery falls back to it)."""
+        checks: list[Check] = []
+        if integration.oauth:
+            integration, check = await self._check_app(integration)
+            checks.append(check)
+        cfg = integration.config
+        body = client.encode([sample])
+        answers: list[client.Answer] = []
+        for name in ("conversion_token", "access_token"):
+            token = getattr(cfg, name)
+            if token:
+                answer = await client.send(self.client(integration.id), self.settings.api_base, cfg.ad_account_id,
+                                           token, body, 1, True)
+                answers.append(answer)
+                checks.append(_token_check(name, answer))
+        if not answers and not checks:
+            return TestOutcome(False, TROUBLESHOOTING["not_connected"], [])
+        if any(a.kind == "ok" for a in answers):
             await self.store.set_health(integration.id, Health("healthy", at=time.time()))
             worker = self.workers.get(integration.id)
             if worker:
                 worker.resume()  # e.g. the missing scope was granted: no need to wait for the recheck
-            note = f" (with the {used.replace('_', ' ')})"
-            warning = f" Warning: {result.warning_message}" if result and result.warning_message else ""
-            return True, ("Pinterest accepted the test event for ad account "
-                          f"{integration.config.ad_account_id}{note}. Test events are not recorded.{warning}")
-        problem = _problem(answer)
-        if problem:
-            await self.store.set_health(integration.id, Health("unhealthy", problem, answer.message, time.time()))
-            return False, f"{TROUBLESHOOTING[problem]} (Pinterest said: {answer.message})"
-        return False, f"Pinterest did not accept the test event: {answer.message}"
+        elif problem := next(filter(None, map(_problem, answers)), None):
+            said = next(a.message for a in answers if _problem(a) == problem)
+            await self.store.set_health(integration.id, Health("unhealthy", problem, said, time.time()))
+        return _test_outcome(cfg.ad_account_id, checks, any(a.kind == "ok" for a in answers))
+
+    async def _check_app(self, integration: Integration) -> tuple[Integration, Check]:
+        """The app's id and secret and the refresh token, tried by a refresh (kept, as any is)."""
+        try:
+            integration = await self.tokens.refresh(integration.id, force=True)
+            return integration, Check("app", True, "Pinterest issued a fresh access token for the app id, app secret "
+                                                   "and refresh token")
+        except RefreshRefused as exc:
+            return integration, Check("app", False, f"Pinterest refused the refresh: {exc}; connect again")
+        except oauth.Unavailable as exc:
+            return integration, Check("app", False, f"Pinterest did not answer the token refresh: {exc}; try again "
+                                                    "shortly")
 
     async def _send_with_fallback(self, http: httpx.AsyncClient, integration: Integration, body: bytes, count: int,
                                   test: bool):
@@ -287,6 +301,48 @@ class DeliveryService:
             if answer.kind != "unauthorized":
                 return answer, name
         return answer, tokens[-1][0] if tokens else "access_token"
+
+
+class Check(msgspec.Struct):
+    credential: str  # app | conversion_token | access_token
+    ok: bool
+    message: str
+
+
+class TestOutcome(msgspec.Struct):
+    ok: bool  # every credential works
+    message: str
+    checks: list[Check]
+
+
+CREDENTIAL_LABELS = {"app": "the app credentials", "conversion_token": "the conversion token",
+                     "access_token": "the API access token"}
+
+
+def _token_check(name: str, answer: client.Answer) -> Check:
+    if answer.kind == "ok":
+        result = answer.results[0] if answer.results else None
+        if result and result.status == "failed":
+            return Check(name, False, f"Pinterest answered but failed the test event: {result.error_message}")
+        warning = f" (warning: {result.warning_message})" if result and result.warning_message else ""
+        return Check(name, True, "Pinterest accepted the test event" + warning)
+    if answer.kind == "invalid_ad_account":
+        return Check(name, False, f"Pinterest does not know the ad account with this token: {answer.message}")
+    status = f"{answer.status} " if answer.status else ""
+    return Check(name, False, f"refused: {status}{answer.message}" if status else f"no answer: {answer.message}")
+
+
+def _test_outcome(ad_account_id: str, checks: list[Check], delivering: bool) -> TestOutcome:
+    failed = [CREDENTIAL_LABELS[c.credential] for c in checks if not c.ok]
+    if not failed:
+        worked = " and ".join(CREDENTIAL_LABELS[c.credential] for c in checks)
+        return TestOutcome(True, f"Pinterest accepted the test event for ad account {ad_account_id} with {worked}. "
+                                 "Test events are not recorded.", checks)
+    failed_text = " and ".join(failed)
+    message = f"{failed_text[0].upper()}{failed_text[1:]} failed."
+    if delivering:
+        message += " Delivery goes on with the credential that works; replace the failing one."
+    return TestOutcome(False, message, checks)
 
 
 def _credentials(integration: Integration) -> tuple:

@@ -73,6 +73,26 @@ class Recording(asyncio.Transport):
         return 0
 
 
+def run_async(coro):
+    """asyncio.run in a thread of its own: under Playwright's sync API the main thread already
+    runs an event loop (and test order must not matter)."""
+    result: list = []
+
+    def main() -> None:
+        try:
+            result.append((True, asyncio.run(coro)))
+        except BaseException as exc:  # handed to the caller
+            result.append((False, exc))
+
+    worker = threading.Thread(target=main)
+    worker.start()
+    worker.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
 class ServerThread:
     """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
 

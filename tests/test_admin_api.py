@@ -30,6 +30,7 @@ SEED_ACCESS, SEED_CONVERSION = "pina_ABC123...", "ct_ABC123..."
 
 def test_the_seed_curl_creates_a_working_integration(edge, fake_pinterest):
     fake_pinterest.sandbox.add_token(SEED_CONVERSION)
+    fake_pinterest.sandbox.add_token(SEED_ACCESS)
     with edge.admin() as admin:
         create_source(admin, id="src_abc123")
         created = admin.post("/integrations", content=SEED_BODY, headers={"Content-Type": "application/json"})
@@ -41,7 +42,7 @@ def test_the_seed_curl_creates_a_working_integration(edge, fake_pinterest):
         assert test.json()["ok"] is True, test.json()
         assert "accepted the test event" in test.json()["message"]
     sent = fake_pinterest.sandbox.recorded()
-    assert len(sent) == 1 and sent[0].test is True and sent[0].token == SEED_CONVERSION
+    assert [(r.test, r.token) for r in sent] == [(True, SEED_CONVERSION), (True, SEED_ACCESS)]
     assert sent[0].ad_account_id == "549764982399"
 
 
@@ -52,9 +53,32 @@ def test_the_test_button_explains_a_bad_token(edge, fake_pinterest):
                                                                        "conversion_token": "ct_OLD"})
         result = admin.post(f"/integrations/{integration['id']}/test").json()
         assert result["ok"] is False
-        assert result["message"].startswith("401 Unauthorized: the access token has expired or been revoked")
+        assert result["message"] == "The conversion token and the API access token failed."
+        assert [(c["credential"], c["ok"]) for c in result["checks"]] == [("conversion_token", False),
+                                                                          ("access_token", False)]
+        assert all(c["message"].startswith("refused: 401 ") for c in result["checks"])
         health = admin.get(f"/integrations/{integration['id']}").json()["health"]
         assert health["status"] == "unhealthy" and health["problem"] == "unauthorized"
+        assert health["message"].startswith("401 Unauthorized: the access token has expired or been revoked")
+
+
+def test_the_test_button_tries_every_credential_and_names_the_one_that_fails(edge, fake_pinterest):
+    fake_pinterest.sandbox.add_token("ct_GOOD")
+    with edge.admin() as admin:
+        source = create_source(admin)
+        integration = create_integration(admin, source["id"], config={"access_token": "pina_REVOKED",
+                                                                       "conversion_token": "ct_GOOD"})
+        result = admin.post(f"/integrations/{integration['id']}/test").json()
+        assert result["ok"] is False
+        assert result["message"].startswith("The API access token failed. Delivery goes on with the credential")
+        assert [(c["credential"], c["ok"]) for c in result["checks"]] == [("conversion_token", True),
+                                                                          ("access_token", False)]
+        assert admin.get(f"/integrations/{integration['id']}").json()["health"]["status"] == "healthy"
+        fake_pinterest.sandbox.add_token("pina_REVOKED")
+        result = admin.post(f"/integrations/{integration['id']}/test").json()
+        assert result["ok"] is True and "with the conversion token and the API access token" in result["message"]
+    tokens = sorted(r.token for r in fake_pinterest.sandbox.recorded())
+    assert tokens == ["ct_GOOD", "ct_GOOD", "pina_REVOKED"]  # each one tried on its own
 
 
 def test_no_response_log_record_or_file_holds_a_full_token(edge_factory, fake_pinterest):
@@ -240,7 +264,8 @@ def test_match_quality_counts_the_signals_delivered_and_names_the_weakest(edge, 
     assert shares == {"click_id": (1, 0.25), "em": (3, 0.75), "ph": (2, 0.5),
                       "external_id": (4, 1.0), "ip_and_user_agent": (4, 1.0)}
     assert quality["weakest"] == "click_id"
-    assert "epik" in quality["hint"]
+    assert [a["signal"] for a in quality["advice"]] == ["click_id"]  # only what is weak (under half)
+    assert "epik" in quality["hint"] and "hashed email" not in quality["hint"]
     assert "ana@example.com" not in response.text
 
 

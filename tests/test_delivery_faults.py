@@ -273,5 +273,7 @@ def test_a_passing_test_event_resumes_a_paused_integration(setup, fake_pinterest
              what="paused on 403")
     # The scope is granted in Pinterest; nothing changes here, the operator presses "Send test event".
     fake_pinterest.sandbox.add_token("pina_SCOPED", scopes=("ads:write",))
-    assert admin.post(f"/integrations/{integration}/test").json()["ok"] is True
+    result = admin.post(f"/integrations/{integration}/test").json()
+    assert [(c["credential"], c["ok"]) for c in result["checks"]] == [("conversion_token", False), ("access_token", True)]
+    assert result["ok"] is False and "Delivery goes on with the credential that works" in result["message"]
     assert_accounting(admin, integration, ids, fake_pinterest, timeout=8)  # well before the 30 s recheck

@@ -255,7 +255,8 @@ def test_listings_never_fail_on_a_stored_record(edge_factory):
         conn.execute("INSERT INTO debug_log (at, source_id, topic, event_id, status, record) VALUES (?,?,?,?,?,?)",
                      (1.0, "s", integration["id"], f"deep-{depth}", "failed", record))
         conn.execute("INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
-                     "VALUES (?,?,?,?,?,?,?)", (integration["id"], f"deep-{depth}", b"[" + deep + b"]", 1.0, 1.0, 1, "r"))
+                     "VALUES (?,?,?,?,?,?,?)", (integration["id"], f"deep-{depth}", b"[" + deep + b"]", time.time(),
+                                                time.time(), 1, "r"))
     conn.execute("UPDATE counters SET dead_lettered = 2 WHERE topic=?", (integration["id"],))
     conn.commit()
     conn.close()

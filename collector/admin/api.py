@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from starlette.requests import Request
@@ -20,16 +21,31 @@ from starlette.responses import Response, StreamingResponse
 from collector.admin import schemas as s
 from collector.admin.errors import ApiError, from_validation
 from collector.admin.match import match_quality
+from collector.edge.ingest import EventError, RequestContext, build_event
+from collector.edge.wire import event_decoder as wire_event_decoder
 from collector.services import Services
-from delivery.config import SERVER_KEY_PREFIX, ConsentSettings, Health, Integration, PinterestConfig, PrivacySettings, Source
-from delivery.events import event_decoder, event_view
-from delivery.pinterest import oauth
+from delivery.config import (
+    SERVER_KEY_PREFIX,
+    ConsentSettings,
+    Health,
+    Integration,
+    PinterestConfig,
+    PrivacySettings,
+    Source,
+    consent_allows,
+)
+from delivery.events import EdgeEvent, event_decoder, event_view
+from delivery.pinterest import client, oauth
 from delivery.pinterest.catalog import TROUBLESHOOTING, Catalog, catalog
-from delivery.pinterest.tokens import RefreshRefused
-from delivery.pinterest.payload import Event, UserData
+from delivery.pinterest.mapping import CUSTOM_EVENT, DELIVERED_TYPES, effective_mapping, event_name, map_event
 from delivery.pinterest.normalize import sha256
+from delivery.pinterest.payload import Event, UserData
+from delivery.pinterest.sandbox import schema_validator
+from delivery.pinterest.tokens import RefreshRefused
+from delivery.pinterest.variants import VARIANTS
+from delivery.queue import Waiting
 from delivery.secrets import mask
-from delivery.store import DebugRecord
+from delivery.store import DebugRecord, SourceActivity
 
 _encoder = msgspec.json.Encoder()
 MAX_LIMIT = 100
@@ -64,6 +80,17 @@ def privacy_settings(body: s.Privacy) -> PrivacySettings:
     return PrivacySettings(body.ldp, [state.lower() for state in body.ldp_states], list(body.url_params_to_remove))
 
 
+def hosts_of_urls(body: Any) -> Any:
+    """A URL pasted where a host name belongs ("https://Shop.example.com/cart") is cut to its host."""
+    if isinstance(body, dict):
+        for key in ("domain", "cookie_domain"):
+            value = body.get(key)
+            if isinstance(value, str) and any(c in value for c in ":/?#"):
+                host = urlsplit(value.strip() if "://" in value else "//" + value.strip()).hostname
+                body[key] = host.rstrip(".") if host else value
+    return body
+
+
 def snippet(public_url: str, pipeline_key: str) -> str:
     return (
         '<script>!function(w,n){var d=w[n]=w[n]||[];"page track identify group consent reset flush"'
@@ -94,7 +121,8 @@ class Api:
 
     # --- plumbing ---------------------------------------------------------------------
 
-    async def decode(self, request: Request, type_: Any) -> Any:
+    @staticmethod
+    async def body(request: Request) -> bytes:
         content_type = request.headers.get("content-type", "")
         if not content_type.split(";")[0].strip().lower().endswith("json"):
             raise ApiError(415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json")
@@ -103,10 +131,17 @@ class Api:
             body += chunk
             if len(body) > MAX_ADMIN_BODY:
                 raise ApiError(413, "body_too_large", f"body is over {MAX_ADMIN_BODY // 1024} KB")
+        return body
+
+    async def decode(self, request: Request, type_: Any, prepare=None) -> Any:
+        """The body as `type_`; `prepare` first tidies the decoded JSON (a pasted URL, say)."""
+        body = await self.body(request)
         try:
-            return msgspec.json.decode(body, type=type_)
+            if prepare is None:
+                return msgspec.json.decode(body, type=type_)
+            return msgspec.convert(prepare(msgspec.json.decode(body)), type_)
         except msgspec.ValidationError as exc:
-            raise from_validation(exc, body) from None
+            raise from_validation(exc, body, type_) from None
         except msgspec.DecodeError as exc:
             raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
 
@@ -155,7 +190,15 @@ class Api:
 
     # --- views --------------------------------------------------------------------------
 
-    def source_out(self, src: Source) -> s.SourceOut:
+    async def sources_out(self, sources: list[Source]) -> list[s.SourceOut]:
+        await self.s.activity.flush()  # this node's latest, so the answer is current
+        activity = await self.store.activity([src.id for src in sources]) if sources else {}
+        return [self.source_out(src, activity[src.id]) for src in sources]
+
+    async def one_source_out(self, src: Source) -> s.SourceOut:
+        return (await self.sources_out([src]))[0]
+
+    def source_out(self, src: Source, activity: SourceActivity) -> s.SourceOut:
         return s.SourceOut(
             id=src.id, name=src.name, pipeline_key=src.pipeline_key, domain=src.domain,
             allowed_origins=src.allowed_origins, cookie_domain=src.cookie_domain,
@@ -168,6 +211,9 @@ class Api:
             server_key=f"{SERVER_KEY_PREFIX}****{src.server_key_hint}" if src.server_key_hint else None,
             created_at=iso(src.created_at), updated_at=iso(src.updated_at),
             snippet=snippet(self.s.settings.edge_url, src.pipeline_key),
+            rejected=activity.refused,
+            recent_refusals=[s.RefusalOut(iso(r.at), r.reason, r.detail) for r in activity.recent_refusals],
+            last_event_at=iso(activity.last_event_at),
         )
 
     async def integration_out(self, integ: Integration) -> s.IntegrationOut:
@@ -205,11 +251,11 @@ class Api:
 
     async def list_sources(self, request: Request) -> Response:
         page = self.page(request, self.store.sources())
-        page["data"] = [self.source_out(x) for x in page["data"]]
+        page["data"] = await self.sources_out(page["data"])
         return json_response(page)
 
     async def create_source(self, request: Request) -> Response:
-        body: s.SourceCreate = await self.decode(request, s.SourceCreate)
+        body: s.SourceCreate = await self.decode(request, s.SourceCreate, hosts_of_urls)
         source_id = body.id or new_id("src_")
         if self.store.source(source_id):
             raise ApiError(409, "conflict", f"a source with id {source_id} already exists", "id")
@@ -225,14 +271,14 @@ class Api:
             privacy=privacy_settings(body.privacy),
         )
         await self.store.put_source(source, "create")
-        return json_response(self.source_out(source), 201)
+        return json_response(await self.one_source_out(source), 201)
 
     async def get_source(self, request: Request) -> Response:
-        return json_response(self.source_out(self.source_or_404(request.path_params["id"])))
+        return json_response(await self.one_source_out(self.source_or_404(request.path_params["id"])))
 
     async def patch_source(self, request: Request) -> Response:
         source = self.source_or_404(request.path_params["id"])
-        body: s.SourcePatch = await self.decode(request, s.SourcePatch)
+        body: s.SourcePatch = await self.decode(request, s.SourcePatch, hosts_of_urls)
         changes = {k: v for k in s.SourcePatch.__struct_fields__ if (v := getattr(body, k)) is not msgspec.UNSET}
         if "consent" in changes:
             changes["consent"] = ConsentSettings(changes["consent"].enabled, list(changes["consent"].default_categories))
@@ -242,7 +288,7 @@ class Api:
             changes["privacy"] = privacy_settings(changes["privacy"])
         updated = msgspec.structs.replace(source, **changes, updated_at=time.time())
         await self.store.put_source(updated, "update")
-        return json_response(self.source_out(updated))
+        return json_response(await self.one_source_out(updated))
 
     async def delete_source(self, request: Request) -> Response:
         source = self.source_or_404(request.path_params["id"])
@@ -266,7 +312,7 @@ class Api:
         source = self.source_or_404(request.path_params["id"])
         updated = msgspec.structs.replace(source, pipeline_key=new_pipeline_key(), updated_at=time.time())
         await self.store.put_source(updated, "rotate-key")
-        return json_response(self.source_out(updated))
+        return json_response(await self.one_source_out(updated))
 
     # --- integrations ---------------------------------------------------------------------
 
@@ -337,8 +383,52 @@ class Api:
                                client_user_agent="signal-edge integration test"),
             event_source_url="https://signal-edge.invalid/test",
         )
-        ok, message = await self.s.delivery.send_test(integ, sample)
-        return json_response(s.TestResult(ok, message))
+        outcome = await self.s.delivery.send_test(integ, sample)
+        return json_response(s.TestResult(outcome.ok, outcome.message,
+                                          [s.CredentialCheck(c.credential, c.ok, c.message) for c in outcome.checks]))
+
+    async def preview(self, request: Request) -> Response:
+        """What an event would become for this integration: ingestion (PII hashed), consent,
+        the mapping and the payload, checked against Pinterest's schema. Nothing is queued."""
+        integ = self.integration_or_404(request.path_params["id"])
+        source = self.source_or_404(integ.source_id)
+        body = await self.body(request)
+        try:
+            ev = preview_event(body, source)
+        except msgspec.ValidationError as exc:
+            raise from_validation(exc, body) from None
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ApiError(400, "too_deep", "body: nested too deeply; send flatter data") from None
+        except EventError as exc:
+            raise ApiError(400, exc.code, str(exc), exc.field) from None
+        incoming = event_view(ev)
+        if ev.type not in DELIVERED_TYPES:
+            return json_response(s.PreviewOut(False, "not sent: identify and group events only add identity to the "
+                                                     "events that follow", incoming))
+        if not consent_allows(ev.consent, source, integ.consent_categories):
+            return json_response(s.PreviewOut(False, "not sent: the visitor's consent does not cover this "
+                                                     f"integration's categories ({', '.join(integ.consent_categories)})",
+                                              incoming))
+        mapped = map_event(ev, integ.options)
+        if mapped.event is None:
+            return json_response(s.PreviewOut(False, mapped.reason, incoming, warnings=mapped.warnings))
+        payload = msgspec.json.decode(client.encode([mapped.event]))
+        problems = [f"{'/'.join(map(str, error.absolute_path)) or 'body'}: {error.message}"
+                    for error in schema_validator().iter_errors(payload)]
+        return json_response(s.PreviewOut(True, None, incoming, mapped.event.event_name, payload, mapped.warnings,
+                                          problems))
+
+    async def mapping(self, request: Request) -> Response:
+        integ = self.integration_or_404(request.path_params["id"])
+        options, variant = integ.options, VARIANTS[integ.variant]
+        rows = [s.MappingRow(name, event, origin, variant.is_priority(event))
+                for name, event, origin in effective_mapping(options, integ.config.event_map)]
+        return json_response(s.MappingOut(
+            integ.variant, rows, s.MappingRow("anything else", CUSTOM_EVENT, "standard", variant.is_priority(CUSTOM_EVENT)),
+            list(variant.priority_events) if variant.priority_events is not None else None, integ.config.event_map,
+            integ.config.send_custom_event_name))
 
     async def topic_or_404(self, integration_id: str) -> str:
         """An integration's id, or a deleted one's that still has dead letters."""
@@ -397,7 +487,8 @@ class Api:
                            f"into: integration {into} does not exist; replay into an existing integration"
                            if body.into else "this integration was deleted: replay its dead letters into another "
                            "one with {\"into\": \"int_...\"}, or export them", "into")
-        count = await self.queue.replay(topic, body.ids, time.time(), into)
+        now = time.time()
+        count = await self.queue.replay(topic, body.ids, now, into, since=now - REPLAY_WINDOW)
         await self.store.audit("replay", "integration", topic, None,
                                {"replayed": count, "ids": body.ids, **({"into": into} if into != topic else {})})
         self.s.notify(into)
@@ -416,11 +507,25 @@ class Api:
     async def debug_events(self, request: Request) -> Response:
         q = request.query_params
         limit = self.limit(request)
+        if q.get("status") == "queued":
+            return await self.queued_events(request, limit)
         rows = await self.store.debug_records(q.get("source_id"), q.get("integration_id"), q.get("status"),
                                               self.int_cursor(request), limit + 1)
         data = [debug_out(r) for r in rows[:limit]]
         has_more = len(rows) > limit
         return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+
+    async def queued_events(self, request: Request, limit: int) -> Response:
+        """Events still in the queue, newest first: waiting behind a paused or failing
+        integration, for a retry, or in flight. (The debugger log holds outcomes only.)"""
+        q = request.query_params
+        integrations = {i.id: i for i in self.store.integrations(q.get("source_id") or None)
+                        if not q.get("integration_id") or i.id == q.get("integration_id")}
+        rows = await self.queue.waiting(list(integrations), self.int_cursor(request), limit + 1)
+        data = [waiting_out(w, integrations[w.topic]) for w in rows[:limit]]
+        has_more = len(rows) > limit
+        return json_response({"data": data, "next_cursor": str(rows[limit - 1].position) if has_more else None,
+                              "has_more": has_more})
 
     async def debug_stream(self, request: Request) -> Response:
         q = request.query_params
@@ -437,13 +542,19 @@ class Api:
                     except TimeoutError:
                         yield b": heartbeat\n\n"
                         continue
-                    if all(getattr(record, k) == v for k, v in wanted.items()):
+                    if all(getattr(record, k) == v or (k == "integration_id" and self.queued_for(record, v))
+                           for k, v in wanted.items()):
                         yield b"data: " + _encoder.encode(debug_out(record)) + b"\n\n"
             finally:
                 hub.unsubscribe(queue)
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def queued_for(self, record: DebugRecord, integration_id: str) -> bool:
+        """A live "queued" record stands for every integration of its source."""
+        integ = self.store.integration(integration_id)
+        return record.integration_id is None and integ is not None and integ.source_id == record.source_id
 
     async def audit_log(self, request: Request) -> Response:
         limit = self.limit(request)
@@ -461,12 +572,54 @@ def debug_out(r: DebugRecord) -> s.DebugEventOut:
     )
 
 
+PREVIEW_IP, PREVIEW_USER_AGENT = "203.0.113.50", "Mozilla/5.0 (signal-edge preview)"
+
+
+def preview_event(body: bytes, source: Source) -> EdgeEvent:
+    """The event as ingestion would queue it. The address and User-Agent a visitor's request
+    carries are example values here, unless the event gives context.ip / context.userAgent."""
+    now = time.time()
+    ctx = RequestContext(source, PREVIEW_IP, PREVIEW_USER_AGENT, "preview-anonymous-id", "preview-pin-unauth", None,
+                         None, now, 0.0, suspect=True, trusted=True)
+    return build_event(wire_event_decoder.decode(body), None, ctx, None)[0]
+
+
+def waiting_out(w: Waiting, integ: Integration) -> s.DebugEventOut:
+    try:
+        ev = event_decoder.decode(w.payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        ev = None
+    return s.DebugEventOut(
+        id=None, at=iso(ev.received_at if ev else w.created_at), source_id=integ.source_id,
+        event_id=ev.message_id if ev else "", event=(ev.name or ev.type) if ev else "(unreadable)", status="queued",
+        integration_id=w.topic, pinterest_event=event_name(ev, integ.options) if ev else None, attempts=w.attempts,
+        message=why_waiting(w, integ), incoming=_event_view(w.payload))
+
+
+def why_waiting(w: Waiting, integ: Integration) -> str:
+    if w.in_flight:
+        return "being sent to Pinterest now"
+    if integ.paused:
+        return "waiting: the integration is paused; resume it to send"
+    if integ.health.status == "unhealthy":
+        return f"waiting: delivery stopped ({integ.health.problem}); see the integration's health for what to do"
+    if w.attempts:
+        return f"waiting to retry: attempt {w.attempts} failed ({w.last_error or 'no answer'})"
+    return "waiting for the next batch"
+
+
 DELETED = "not sent: the integration was deleted (replay into another integration, or export)"
 
 
+REPLAY_WINDOW = 7 * 24 * 3600 - 3600  # Pinterest refuses events over 7 days old; an hour's margin to deliver
+
+
 def dead_letter_out(d) -> s.DeadLetterOut:
+    replayable = d.created_at >= time.time() - REPLAY_WINDOW
     return s.DeadLetterOut(d.id, d.event_id, d.reason, d.attempts, iso(d.created_at), iso(d.dead_at),
-                           _event_view(d.payload))
+                           _event_view(d.payload), replayable,
+                           None if replayable else "too old to replay: Pinterest refuses events over 7 days old; "
+                                                   "export it instead")
 
 
 def check_credentials(cfg) -> None:
@@ -533,6 +686,12 @@ ROUTES: tuple[ApiRoute, ...] = (
              response=s.IntegrationOut),
     ApiRoute("POST", "/integrations/{id}/test", "test_integration", "Send a test event (?test=true) to Pinterest",
              response=s.TestResult),
+    ApiRoute("GET", "/integrations/{id}/mapping", "mapping",
+             "The event mapping in effect: the standard table, the variant's rows, this integration's overrides",
+             response=s.MappingOut),
+    ApiRoute("POST", "/integrations/{id}/preview", "preview",
+             "What an event (as the tag sends it) would become for this integration; nothing is sent",
+             s.PreviewEvent, s.PreviewOut),
     ApiRoute("GET", "/integrations/{id}/dead-letters", "dead_letters", "List dead letters",
              response=Page(s.DeadLetterOut), query=("cursor", "limit")),
     ApiRoute("GET", "/integrations/{id}/dead-letters/export", "export_dead_letters",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import msgspec
 
-from collector.admin.schemas import MatchQuality, MatchSignal
+from collector.admin.schemas import MatchAdvice, MatchQuality, MatchSignal
 from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.store import NO_JSON, DebugRecord
 
+WEAK = 0.5  # a signal fewer than half the events carry is worth advice
 SIGNALS = ("click_id", "em", "ph", "external_id", "ip_and_user_agent")
 HINTS = {
     "click_id": "Few events carry a Pinterest click id (epik). Make sure Pinterest ads link to pages with the tag, "
@@ -53,8 +54,8 @@ def match_quality(integration_id: str, records: list[DebugRecord]) -> MatchQuali
         counts["external_id"] += bool(user.external_id)
         counts["ip_and_user_agent"] += bool(user.client_ip_address and user.client_user_agent)
     signals = [MatchSignal(k, round(v / seen, 4) if seen else 0.0, v) for k, v in counts.items()]
-    weakest = min(signals, key=lambda x: x.share).signal if seen else None
-    hint = None
-    if weakest is not None:
-        hint = HINTS[weakest] + " " + TROUBLESHOOTING["low_match_rate"]
-    return MatchQuality(integration_id, seen, signals, weakest, hint)
+    weak = sorted((x for x in signals if seen and x.share < WEAK), key=lambda x: x.share)
+    advice = [MatchAdvice(x.signal, HINTS[x.signal]) for x in weak]
+    weakest = weak[0].signal if weak else None
+    hint = " ".join(a.hint for a in advice) + " " + TROUBLESHOOTING["low_match_rate"] if advice else None
+    return MatchQuality(integration_id, seen, signals, weakest, hint, advice)

@@ -64,6 +64,10 @@ async def render(services: Services) -> str:
     lines += ["# HELP signal_edge_integration_paused 1 while the integration is paused (queueing, not sending).",
               "# TYPE signal_edge_integration_paused gauge"]
     lines += [f'signal_edge_integration_paused{{integration="{_label(i.id)}"}} {int(i.paused)}' for i in integrations]
+    lines += ["# HELP signal_edge_events_refused_total Requests and events the edge refused, by source and reason "
+              "(this node's).", "# TYPE signal_edge_events_refused_total counter"]
+    lines += [f'signal_edge_events_refused_total{{source="{_label(source)}",reason="{_label(reason)}"}} {n}'
+              for (source, reason), n in sorted(services.activity.totals.items())]
     problem = services.storage_problem()
     lines += ["# HELP signal_edge_storage_ok 0 while the database fails (full disk, lock, I/O), else 1.",
               "# TYPE signal_edge_storage_ok gauge", f"signal_edge_storage_ok {int(problem is None)}"]

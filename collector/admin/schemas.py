@@ -15,11 +15,15 @@ from delivery.pinterest.variants import VARIANTS
 NonEmpty = Annotated[str, Meta(min_length=1, max_length=200)]
 Secret = Annotated[str, Meta(min_length=1, max_length=2048, description="Stored encrypted; returned masked.")]
 AdAccountId = Annotated[str, Meta(pattern=r"^\d{1,18}$", description="Digits only, e.g. 549764982399.")]
-AppId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The Pinterest app's id (client_id).")]
-Hostname = Annotated[str, Meta(pattern=r"^\.?[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.)*[A-Za-z0-9-]{1,63}$", max_length=253)]
-Origin = Annotated[str, Meta(pattern=r"^https?://[^/\s]+$", max_length=300, description="scheme://host[:port]")]
-Country = Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="ISO-3166 alpha-2")]
-SourceId = Annotated[str, Meta(pattern=r"^src_[A-Za-z0-9_-]{3,60}$")]
+AppId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                            description="the Pinterest app's id (client_id): letters, digits, _ or -")]
+Hostname = Annotated[str, Meta(pattern=r"^\.?[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.)*[A-Za-z0-9-]{1,63}$", max_length=253,
+                               description="a host name such as shop.example.com")]
+Origin = Annotated[str, Meta(pattern=r"^https?://[^/\s]+$", max_length=300,
+                             description="scheme://host[:port], such as https://shop.example.com (no path)")]
+Country = Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="a two-letter country code such as US")]
+SourceId = Annotated[str, Meta(pattern=r"^src_[A-Za-z0-9_-]{3,60}$",
+                               description="src_ and 3 to 60 letters, digits, _ or -, such as src_abc123")]
 Category = Literal[CONSENT_CATEGORIES]  # type: ignore[valid-type]
 EventName = Literal[EVENT_NAMES]  # type: ignore[valid-type]
 VariantKey = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
@@ -115,6 +119,15 @@ class SourceOut(msgspec.Struct):
     created_at: str
     updated_at: str
     snippet: str  # the script tag to paste
+    rejected: dict[str, int]  # refused requests and events by reason (origin_not_allowed, rate_limited, ...)
+    recent_refusals: list[RefusalOut]  # the last few, newest first
+    last_event_at: str | None  # when the edge last accepted an event of this source
+
+
+class RefusalOut(msgspec.Struct):
+    at: str
+    reason: str
+    detail: str  # the refused origin, or what was wrong and in which field
 
 
 class ServerKeyIssued(msgspec.Struct):
@@ -232,9 +245,49 @@ class IntegrationOut(msgspec.Struct):
     updated_at: str
 
 
-class TestResult(msgspec.Struct):
+class CredentialCheck(msgspec.Struct):
+    credential: Literal["app", "conversion_token", "access_token"]
     ok: bool
     message: str
+
+
+class TestResult(msgspec.Struct):
+    ok: bool  # every credential works
+    message: str
+    checks: list[CredentialCheck]  # each credential tried on its own
+
+
+class MappingRow(msgspec.Struct):
+    incoming: str  # the track event's name (or page)
+    pinterest_event: str
+    origin: Literal["standard", "variant", "override"]
+    priority: bool  # a priority event of the variant: sent at once, first when the rate limit binds
+
+
+class MappingOut(msgspec.Struct):
+    variant: str
+    rows: list[MappingRow]  # the later origin wins for a name: override > variant > standard
+    otherwise: MappingRow  # what any other name becomes
+    priority_events: list[str] | None  # None: every event is a priority event
+    event_map: dict[str, str]  # the integration's overrides, as written
+    send_custom_event_name: bool
+
+
+class PreviewEvent(msgspec.Struct):
+    """An event as the tag or the HTTP API sends it (type, event, properties, traits, context...)."""
+
+    type: str
+    event: str | None = None
+
+
+class PreviewOut(msgspec.Struct):
+    sent: bool  # whether Pinterest would receive it
+    reason: str | None  # why not
+    incoming: Any  # the event as queued (PII hashed)
+    pinterest_event: str | None = None
+    payload: Any = None  # the request body Pinterest would receive
+    warnings: list[str] = []  # fields left out, and why
+    schema_errors: list[str] = []  # what Pinterest's published schema says is wrong (empty: valid)
 
 
 DeadLetterId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
@@ -246,7 +299,7 @@ class ReplayRequest(Strict):
 
 
 class ReplayResult(msgspec.Struct):
-    replayed: int
+    replayed: int  # dead letters over 7 days old are left (Pinterest would refuse them)
 
 
 class DeadLetterOut(msgspec.Struct):
@@ -257,6 +310,8 @@ class DeadLetterOut(msgspec.Struct):
     created_at: str
     dead_at: str
     event: Any  # the queued event (PII hashed)
+    replayable: bool  # false when it is too old for Pinterest (over 7 days): replay leaves it
+    not_replayable_reason: str | None
 
 
 class DebugEventOut(msgspec.Struct, omit_defaults=True):
@@ -291,12 +346,18 @@ class MatchSignal(msgspec.Struct):
     count: int
 
 
+class MatchAdvice(msgspec.Struct):
+    signal: str
+    hint: str  # what to do about it
+
+
 class MatchQuality(msgspec.Struct):
     integration_id: str
     events: int  # how many recent events were looked at
     signals: list[MatchSignal]
-    weakest: str | None
-    hint: str | None
+    weakest: str | None  # the weakest of the weak signals (under half the events); None when none is weak
+    hint: str | None  # advice for every weak signal; None when none is weak
+    advice: list[MatchAdvice]  # one entry per weak signal, weakest first
 
 
 def page_of(item_type: Any) -> Any:

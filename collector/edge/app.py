@@ -260,6 +260,7 @@ class Edge:
         headers = read_headers(scope["headers"])
         origin = headers.get("origin")
         cors: list[tuple[bytes, bytes]] = []
+        source = key = None
         try:
             body = await self.read_body(receive, headers)
             key, events, sent_at, reset = self.envelope(body, implied, headers)
@@ -279,11 +280,24 @@ class Edge:
             return await self.accept(scope, headers, source, events, implied, sent_at, reset, cors, peer, ip,
                                      suspect, trusted)
         except HttpError as exc:
+            self.refused(source, key, headers, exc.code, origin if exc.code == "origin_not_allowed" else exc.message)
             return exc.answer(cors)
         except StorageError as exc:
             log.warning("ingestion refused with 503: %s", exc)
-            return HttpError(503, "storage_unavailable", f"{exc}; nothing was accepted, retry shortly",
-                             {"Retry-After": str(STORAGE_RETRY_AFTER)}).answer(cors)
+            error = HttpError(503, "storage_unavailable", f"{exc}; nothing was accepted, retry shortly",
+                              {"Retry-After": str(STORAGE_RETRY_AFTER)})
+            self.refused(source, key, headers, error.code, error.message)
+            return error.answer(cors)
+
+    def refused(self, source: Source | None, key: str | None, headers: dict[str, str], reason: str, detail: str) -> None:
+        """Count a refused request for the source page and /metrics. Refused before its body named a
+        source (too large, not JSON), it counts for the source of its Authorization header, if any."""
+        if reason in ("unknown_pipeline_key", "unknown_server_key"):
+            self.s.activity.unknown_key(key or "", reason)
+            return
+        if source is None and (bearer := _bearer(headers)):
+            source = self.s.store.source_by_key(bearer)
+        self.s.activity.record(source.id if source else None, reason, detail)
 
     def envelope(self, body: bytes, implied: str | None, headers: dict[str, str]):
         """(pipeline key, events, batch sentAt, reset) from the body. The events come decoded
@@ -393,12 +407,15 @@ class Edge:
             if changed is not None:
                 stored = remember = changed
 
+        if rejected:
+            self.count_rejected(source, rejected)
         if not events:
             first = rejected[0]
             status = 413 if first.code == "event_too_large" else 400
             return HttpError(status, first.code, first.message, rejected=rejected).answer(cors)
 
         await self.commit(source, events, anonymous_id, remember)
+        self.s.activity.received(source.id, received_at)
         for ev in reversed(events):  # the newest click id is the one to remember
             if ev.click_id:
                 if ev.click_id != ctx.cookie_epik:
@@ -406,6 +423,13 @@ class Edge:
                 break
         extra = cors + self.cookies(peer, scope["scheme"], headers, source, new_cookies)
         return 200, encoder.encode(Accepted(True, len(events), rejected)), extra
+
+    def count_rejected(self, source: Source, rejected: list[Rejected]) -> None:
+        by_code: dict[str, list[Rejected]] = {}
+        for r in rejected:
+            by_code.setdefault(r.code, []).append(r)
+        for code, group in by_code.items():
+            self.s.activity.record(source.id, code, group[0].message, len(group))
 
     async def commit(self, source: Source, events: list[EdgeEvent], anonymous_id: str, remember) -> None:
         """Queue every deliverable event for each of the source's integrations; durable on return."""

@@ -55,7 +55,12 @@ def classify(status: int, content: bytes, retry_after_header: str | None, count:
         except msgspec.DecodeError:
             return Answer("ok", status, "accepted (the response body was not readable)")
         results = parsed.events if len(parsed.events) == count else None
-        return Answer("ok", status, f"{parsed.num_events_processed} of {parsed.num_events_received} processed", results)
+        received, processed = parsed.num_events_received, parsed.num_events_processed
+        others = received - 1
+        said = ("Pinterest accepted it" + (f", and the {others} other event{'s' * (others != 1)} sent with it"
+                                           if others else "") if processed == received else
+                f"Pinterest accepted {processed} of the {received} events sent together")
+        return Answer("ok", status, said, results)
     error = _error(content)
     message = error.message or f"HTTP {status}"
     if status == 422:

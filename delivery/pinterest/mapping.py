@@ -81,6 +81,18 @@ def event_name(ev: EdgeEvent, options: Options) -> str:
     return options.variant_data.mappings.get(key) or _DEFAULT_BY_KEY.get(key) or CUSTOM_EVENT
 
 
+def effective_mapping(options: Options, overrides: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(incoming name, Pinterest event, where the row comes from: standard | variant | override)
+    for every name the integration maps, in the order event_name() looks them up last to first.
+    `overrides` are the integration's event_map as written (Options holds it by name_key)."""
+    rows: dict[str, tuple[str, str, str]] = {"page": ("page (any page view)", PAGE_EVENT, "standard")}
+    for origin, table in (("standard", DEFAULT_EVENT_MAP), ("variant", options.variant_data.extra_mappings),
+                          ("override", overrides)):
+        for name, event in table.items():
+            rows[name_key(name)] = (name, event, origin)
+    return list(rows.values())
+
+
 def is_priority(ev: EdgeEvent, options: Options) -> bool:
     return options.variant_data.is_priority(event_name(ev, options))
 

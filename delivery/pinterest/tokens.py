@@ -59,14 +59,15 @@ class TokenKeeper:
             return integration
         return await self.refresh(integration.id)
 
-    async def refresh(self, integration_id: str, failed_token: str | None = None) -> Integration:
+    async def refresh(self, integration_id: str, failed_token: str | None = None, force: bool = False) -> Integration:
         """Refresh when due, or when `failed_token` (the access token a 401 refused) is still the
-        stored one. Raises RefreshRefused, or oauth.Unavailable (try later)."""
+        stored one, or when `force`d (a test of the app's credentials). Raises RefreshRefused,
+        or oauth.Unavailable (try later)."""
         async with self.store.exclusive(f"refresh:{integration_id}"):
             current = await self.store.reload_integration(integration_id)
             if current is None or not current.oauth:
                 raise RefreshRefused("this integration has no app and refresh token to refresh with")
-            stale = failed_token is not None and current.config.access_token == failed_token
+            stale = force or (failed_token is not None and current.config.access_token == failed_token)
             if not stale and not due(current, time.time()):
                 return current  # another node (or an earlier call) has just refreshed it
             cfg = current.config
