@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: serve test test-fast bench system-deps clean
+.PHONY: serve test test-fast bench system-deps node-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,12 +13,13 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: $(STAMP)
-	$(VENV)/bin/signal-edge demo
+	$(VENV)/bin/signal-edge demo $(DEMO_ARGS)
 
 # Debian packages, installed when missing: Chromium (Playwright cannot download browsers here),
-# Caddy for the e2e tests, and PostgreSQL's server, which the tests start in a temporary
-# directory of their own (its binaries are not on PATH: /usr/lib/postgresql/*/bin).
-SYSTEM_DEPS ?= chromium caddy
+# Caddy for the e2e tests, npm for the e2e accessibility check's axe-core, and PostgreSQL's
+# server, which the tests start in a temporary directory of their own (its binaries are not on
+# PATH: /usr/lib/postgresql/*/bin).
+SYSTEM_DEPS ?= chromium caddy npm
 system-deps:
 	@missing=""; \
 	for tool in $(SYSTEM_DEPS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
@@ -29,7 +30,11 @@ system-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-test: $(STAMP) system-deps
+# axe-core, which the e2e tests inject into each admin page (package.json; node_modules/ is not committed).
+node-deps: system-deps
+	test -f node_modules/axe-core/axe.min.js || npm ci --no-audit --no-fund --loglevel=error
+
+test: $(STAMP) system-deps node-deps
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
@@ -41,4 +46,4 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py --runs $(RUNS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis signal-edge-demo.db* signal-edge-demo.key
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis signal-edge-demo.db* signal-edge-demo.key signal-edge-demo.admin-token node_modules

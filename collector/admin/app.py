@@ -16,7 +16,7 @@ from collector.admin.api import ROUTES, Api, json_response
 from collector.admin.errors import ApiError, error_response
 from collector.admin.auth import Throttle
 from collector.admin.session import Sessions
-from collector.admin.ui import ui_routes
+from collector.admin.ui import not_found_page, ui_routes
 from collector.health import health_response
 from collector.services import Services
 from delivery.errorlog import ErrorLog, failure_id
@@ -71,6 +71,11 @@ class Guard:
 
         endpoint.__name__ = handler.__name__
         return endpoint
+
+
+def wants_html(request: Request) -> bool:
+    """A person's browser (a mistyped address in the UI), not a script."""
+    return request.method in ("GET", "HEAD") and "text/html" in request.headers.get("accept", "")
 
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -136,6 +141,8 @@ def create_admin_app(services: Services) -> HostGuard:
     ]
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 404 and not request.url.path.startswith(PREFIX + "/") and wants_html(request):
+            return not_found_page(request.url.path)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(ApiError(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}"))
 

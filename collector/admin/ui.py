@@ -6,19 +6,20 @@ from __future__ import annotations
 import hmac
 import html
 import math
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from collector.admin.api import iso, snippet
+from collector.admin.api import config_warnings, iso, snippet
 from collector.admin.auth import Throttle
 from collector.admin.oauth import CALLBACK, Connect, redirect_uri
 from collector.admin.session import Sessions
 from collector.services import Services
-from delivery.pinterest.catalog import TROUBLESHOOTING
+from delivery.config import SERVER_KEY_PREFIX
+from delivery.pinterest.catalog import CONSENT_CATEGORIES, TROUBLESHOOTING
 from delivery.pinterest.variants import VARIANTS
 from delivery.secrets import mask
 
@@ -30,10 +31,21 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 NAV = (("/integrations", "Integrations"), ("/sources", "Sources"), ("/debugger", "Debugger"))
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><circle cx="16" cy="16" r="15" fill="#b3001b"/>'
+           '<path d="M9 17l5 5 9-11" stroke="#fff" stroke-width="3.5" fill="none" stroke-linecap="round"/></svg>')
+TRACK_EXAMPLE = """_df.track("Order Completed", {
+  order_id: "ORD-1001", total: 129.99, currency: "USD",
+  products: [{product_id: "SKU-A", name: "Widget", price: 49.99, quantity: 2}]
+});"""
+IDENTIFY_EXAMPLE = """_df.identify("user-123", {
+  email: "jane@example.com",   // hashed with SHA-256 at the edge, never stored raw
+  phone: "+1 415 555 0100"
+});"""
 e = html.escape
 
 
-def layout(title: str, body: str, csrf: str | None, active: str = "", script: str | None = None) -> HTMLResponse:
+def layout(title: str, body: str, csrf: str | None, active: str = "", script: str | None = None,
+           status: int = 200) -> HTMLResponse:
     nav = ""
     if csrf is not None:
         links = "".join(
@@ -44,20 +56,41 @@ def layout(title: str, body: str, csrf: str | None, active: str = "", script: st
     module = f'<script type="module" src="/static/admin/{script}"></script>' if script else ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{e(title)} · signal-edge</title><link rel="stylesheet" href="/static/admin/admin.css">
-{f'<meta name="csrf-token" content="{e(csrf)}">' if csrf else ""}{module}</head>
+<title>{e(title)} · signal-edge</title><link rel="icon" href="/favicon.ico" type="image/svg+xml">
+<link rel="stylesheet" href="/static/admin/admin.css">
+{f'<meta name="csrf-token" content="{e(csrf)}">' if csrf else ""}<script type="module" src="/static/admin/page.js"></script>{module}</head>
 <body><header><a class="brand" href="/">signal-edge</a>{nav}</header>
 <main id="main"><h1>{e(title)}</h1>{body}</main>
 <p id="status" role="status" aria-live="polite" class="status"></p></body></html>"""
-    return HTMLResponse(page, headers=SECURITY_HEADERS)
+    return HTMLResponse(page, status, headers=SECURITY_HEADERS)
+
+
+def not_found_page(path: str) -> HTMLResponse:
+    body = (f'<p>There is no page at <code>{e(path[:200])}</code>.</p>'
+            '<p><a href="/integrations">Go to the integrations</a> or <a href="/sources">the sources</a>.</p>')
+    return layout("Page not found", body, None, status=404)
 
 
 def time_tag(at: float | None) -> str:
-    """A moment for people: the ISO time, shown in the browser's zone by the page's script."""
+    """A moment for people: local time with the zone (page.js), the ISO time on hover."""
     if at is None:
         return "never"
     stamp = iso(at)
-    return f'<time datetime="{stamp}">{stamp}</time>'
+    return f'<time datetime="{stamp}" title="{stamp}">{stamp}</time>'
+
+
+def name_link(name: str, href: str) -> str:
+    """A name that may be long: cut to the column with an ellipsis, whole on hover."""
+    return f'<a class="truncate" href="{e(href)}" title="{e(name)}">{e(name)}</a>'
+
+
+def table(caption: str, headers: tuple[str, ...], rows: list[tuple[str, ...]], empty: str, attrs: str = "") -> str:
+    """A table that becomes labelled cards on a phone (each cell carries its column's name)."""
+    head = "".join(f'<th scope="col">{h}</th>' for h in headers)
+    body = "".join("<tr>" + "".join(f'<td data-label="{h}">{cell}</td>' for h, cell in zip(headers, row)) + "</tr>"
+                   for row in rows) or f'<tr><td colspan="{len(headers)}">{empty}</td></tr>'
+    return (f'<div class="table"><table class="cards"{attrs}><caption>{caption}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
 
 
 def status_of(integ) -> str:
@@ -70,6 +103,18 @@ def health_badge(status: str) -> str:
     return f'<span class="badge {e(status)}">{e(status)}</span>'
 
 
+def checkboxes(name: str, chosen: list[str], prefix: str) -> str:
+    return "".join(f'<label class="choice"><input type="checkbox" name="{name}" value="{c}" id="{prefix}-{c}"'
+                   f'{" checked" if c in chosen else ""}> {c}</label>' for c in CONSENT_CATEGORIES)
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after logging in: a path on this server, never another site."""
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and "\\" not in value[:3]:
+        return value
+    return "/integrations"
+
+
 class Ui:
     def __init__(self, services: Services, sessions: Sessions, throttle: Throttle) -> None:
         self.s = services
@@ -80,41 +125,46 @@ class Ui:
         async def endpoint(self, request: Request) -> Response:
             session = await self.sessions.read(request)
             if session is None:
-                return RedirectResponse("/login?next=" + request.url.path, 303)
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse("/login?next=" + quote(target, safe=""), 303)
             return await handler(self, request, session.csrf)
         return endpoint
 
     # --- login ---------------------------------------------------------------------------
 
-    async def login_form(self, request: Request, error: str = "") -> Response:
-        alert = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
-        body = f"""{alert}<form method="post" action="/login" class="card narrow">
+    async def login_form(self, request: Request, error: str = "", next_path: str | None = None) -> Response:
+        target = safe_next(next_path or request.query_params.get("next"))
+        invalid = ' aria-invalid="true" aria-describedby="token-error"' if error else ""
+        alert = f'<p class="field-error" id="token-error" role="alert">{e(error)}</p>' if error else ""
+        body = f"""<form method="post" action="/login" class="card narrow">
+<input type="hidden" name="next" value="{e(target)}">
 <label for="token">Admin token</label>
-<input id="token" name="token" type="password" autocomplete="current-password" required>
+<input id="token" name="token" type="password" autocomplete="current-password" required{invalid}>{alert}
 <p class="help">Printed once when signal-edge first started (or by <code>signal-edge admin-token --rotate</code>).</p>
 <button type="submit">Log in</button></form>"""
         return layout("Log in", body, None)
 
     async def login(self, request: Request) -> Response:
         client = request.client.host if request.client else "?"
+        fields = await form(request)
+        target = safe_next((fields.get("next") or [""])[0])
         wait = self.throttle.retry_after(client)
         if wait > 0:
             response = await self.login_form(request, f"Too many failed logins from your address: wait "
-                                                      f"{math.ceil(wait / 60)} minutes and try again.")
+                                                      f"{math.ceil(wait / 60)} minutes and try again.", target)
             response.status_code = 429
             response.headers["Retry-After"] = str(math.ceil(wait))
             return response
-        fields = await form(request)
         token = (fields.get("token") or [""])[0].strip()
         if not await self.s.auth.check(token):
             self.throttle.failed(client)
             await self.s.store.audit("login_failed", "admin_session", client, None, {"client": client})
             response = await self.login_form(request, "That admin token is not valid. Check it, or issue a new one "
-                                                      "with `signal-edge admin-token --rotate`.")
+                                                      "with `signal-edge admin-token --rotate`.", target)
             response.status_code = 401
             return response
         self.throttle.succeeded(client)
-        response = RedirectResponse("/integrations", 303)
+        response = RedirectResponse(target, 303)
         session = await self.sessions.start(response, request.url.scheme == "https", client)
         await self.s.store.audit("login", "admin_session", session.key[:12], None, {"client": client})
         return response
@@ -136,21 +186,24 @@ class Ui:
     async def home(self, request: Request) -> Response:
         return RedirectResponse("/integrations", 303)
 
+    async def favicon(self, request: Request) -> Response:
+        return Response(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
+
     @page
     async def sources(self, request: Request, csrf: str) -> Response:
-        rows = "".join(
-            f'<tr><td><a href="/sources/{e(x.id)}">{e(x.name)}</a></td><td><code>{e(x.id)}</code></td>'
-            f"<td>{e(x.domain or 'any site')}</td><td>{len(self.s.store.integrations(x.id))}</td></tr>"
-            for x in self.s.store.sources()
-        ) or '<tr><td colspan="4">No sources yet: create one below.</td></tr>'
-        body = f"""<div class="table"><table><caption>Sources</caption>
-<thead><tr><th scope="col">Name</th><th scope="col">Id</th><th scope="col">Domain</th><th scope="col">Integrations</th></tr></thead>
-<tbody>{rows}</tbody></table></div>
-<form id="new-source" class="card"><h2>New source</h2>
+        sources = self.s.store.sources()
+        await self.s.activity.flush()
+        activity = await self.s.store.activity([x.id for x in sources]) if sources else {}
+        rows = [(name_link(x.name, f"/sources/{x.id}"), f"<code>{e(x.id)}</code>", e(x.domain or "any site"),
+                 str(len(self.s.store.integrations(x.id))), str(sum(activity[x.id].refused.values())),
+                 time_tag(activity[x.id].last_event_at)) for x in sources]
+        body = table("Sources", ("Name", "Id", "Domain", "Integrations", "Refused", "Last event"), rows,
+                     "No sources yet: create one below.") + f"""
+<form id="new-source" class="card" novalidate><h2>New source</h2>
 <label for="source-name">Name</label><input id="source-name" name="name" required maxlength="200">
 <label for="source-domain">Site domain <span class="help">(optional; events from other sites are refused)</span></label>
-<input id="source-domain" name="domain" placeholder="example.com">
-<label for="source-country">Default country for phone numbers <span class="help">(ISO code, optional)</span></label>
+<input id="source-domain" name="domain" placeholder="shop.example.com">
+<label for="source-country">Default country for phone numbers <span class="help">(two letters, optional)</span></label>
 <input id="source-country" name="default_country" maxlength="2" placeholder="US">
 <button type="submit">Create source</button></form>"""
         return layout("Sources", body, csrf, "/sources", "sources.js")
@@ -159,19 +212,68 @@ class Ui:
     async def source(self, request: Request, csrf: str) -> Response:
         src = self.s.store.source(request.path_params["id"])
         if src is None:
-            return layout("Source not found", '<p><a href="/sources">Back to sources</a></p>', csrf, "/sources")
+            return layout("Source not found", '<p><a href="/sources">Back to the sources</a></p>', csrf, "/sources",
+                          status=404)
         code = snippet(self.s.settings.edge_url, src.pipeline_key)
-        body = f"""<dl class="facts"><dt>Id</dt><dd><code>{e(src.id)}</code></dd>
+        integrations = self.s.store.integrations(src.id)
+        linked = "".join(f"<li>{name_link(i.name, f'/integrations/{i.id}')} {health_badge(status_of(i))}</li>"
+                         for i in integrations) or "<li>None yet: <a href=\"/integrations/new\">add one</a>.</li>"
+        server_key = f"<code>{SERVER_KEY_PREFIX}****{e(src.server_key_hint)}</code>" if src.server_key_hint else "none"
+        privacy = src.privacy
+        ldp = "".join(f'<option value="{k}"{" selected" if privacy.ldp == k else ""}>{label}</option>' for k, label in
+                      (("off", "Off"), ("all", "Every visitor"), ("states", "Visitors from these US states")))
+        body = f"""<section class="card" aria-labelledby="facts-h"><h2 id="facts-h">Overview</h2>
+<dl class="facts"><dt>Id</dt><dd><code>{e(src.id)}</code></dd>
 <dt>Pipeline key</dt><dd><code id="pipeline-key">{e(src.pipeline_key)}</code></dd>
 <dt>Domain</dt><dd>{e(src.domain or 'any site')}</dd>
-<dt>Consent enforced</dt><dd>{'yes' if src.consent.enabled else 'no'}</dd></dl>
-<h2>Paste this into every page</h2>
+<dt>Last event received</dt><dd id="last-event">…</dd>
+<dt>Integrations</dt><dd><ul class="plain">{linked}</ul></dd></dl></section>
+<section class="card" aria-labelledby="refused-h"><h2 id="refused-h">Refused requests and events</h2>
+<div id="refusals" data-source="{e(src.id)}" aria-live="polite"><p class="help">Loading…</p></div></section>
+<section class="card" aria-labelledby="snippet-h"><h2 id="snippet-h">Paste this into every page</h2>
 <label for="snippet">Snippet</label>
 <textarea id="snippet" readonly rows="5">{e(code)}</textarea>
 <p><button type="button" id="copy-snippet">Copy snippet</button>
 <button type="button" id="rotate-key" data-source="{e(src.id)}" class="danger">Rotate pipeline key</button></p>
-<p class="help">Rotating issues a new key at once; pages with the old key are refused until they carry the new snippet.</p>"""
-        return layout(src.name, body, csrf, "/sources", "sources.js")
+<p class="help">Rotating issues a new key at once; pages with the old key are refused until they carry the new snippet.</p>
+<h3>Then send events</h3>
+<p class="help">Page views are sent by the snippet. Purchases and other actions:</p>
+<pre tabindex="0"><code>{e(TRACK_EXAMPLE)}</code></pre>
+<p class="help">When a visitor logs in or gives their email (it improves Pinterest's match rate):</p>
+<pre tabindex="0"><code>{e(IDENTIFY_EXAMPLE)}</code></pre></section>
+<form id="consent-form" class="card" novalidate><h2>Consent and privacy</h2>
+<label class="choice"><input type="checkbox" name="enabled" id="consent-enabled"{" checked" if src.consent.enabled else ""}>
+Enforce consent: an integration receives an event only when the visitor granted the integration's categories</label>
+<fieldset class="inner"><legend>Categories granted when the page says nothing</legend>
+{checkboxes("default_categories", src.consent.default_categories, "consent")}</fieldset>
+<p class="help">Pages report consent with <code>_df.consent({{advertising: true}})</code>.</p>
+<label for="privacy-ldp">Limited data processing (US state privacy laws)</label>
+<select id="privacy-ldp" name="ldp">{ldp}</select>
+<label for="privacy-states">US states for limited data processing <span class="help">(two-letter codes, comma-separated)</span></label>
+<input id="privacy-states" name="ldp_states" value="{e(', '.join(s.upper() for s in privacy.ldp_states))}" placeholder="CA, CO">
+<label for="privacy-params">URL parameters to remove before sending <span class="help">(comma-separated)</span></label>
+<input id="privacy-params" name="url_params_to_remove" value="{e(', '.join(privacy.url_params_to_remove))}" placeholder="token, session">
+<button type="submit">Save consent and privacy</button></form>
+<section class="card" aria-labelledby="server-h"><h2 id="server-h">Server key</h2>
+<p>Current: <span id="server-key">{server_key}</span></p>
+<p class="help">For events your own servers send (order confirmations, say): they may give the visitor's IP address and
+User-Agent. Keep it secret: it is shown once.</p>
+<button type="button" id="issue-server-key" class="secondary" data-source="{e(src.id)}">Issue a server key</button>
+<p id="new-server-key" role="status"></p></section>
+<form id="edit-source" class="card" data-source="{e(src.id)}" novalidate><h2>Edit</h2>
+<label for="edit-name">Name</label><input id="edit-name" name="name" value="{e(src.name)}" required maxlength="200">
+<label for="edit-domain">Site domain <span class="help">(empty: any site)</span></label>
+<input id="edit-domain" name="domain" value="{e(src.domain or '')}" placeholder="shop.example.com">
+<label for="edit-origins">Other allowed origins <span class="help">(one per line, such as https://app.example.com)</span></label>
+<textarea id="edit-origins" name="allowed_origins" rows="3">{e(chr(10).join(src.allowed_origins))}</textarea>
+<label for="edit-country">Default country for phone numbers</label>
+<input id="edit-country" name="default_country" value="{e(src.default_country or '')}" maxlength="2" placeholder="US">
+<button type="submit">Save changes</button></form>
+<section class="card" aria-labelledby="delete-h"><h2 id="delete-h">Delete</h2>
+<p class="help">A source with integrations cannot be deleted: delete its integrations first.</p>
+<button type="button" id="delete-source" class="danger" data-source="{e(src.id)}">Delete this source</button>
+<p class="field-error" id="delete-error" role="alert" hidden></p></section>"""
+        return layout(src.name, body, csrf, "/sources", "source-page.js")
 
     @page
     async def integrations(self, request: Request, csrf: str) -> Response:
@@ -179,20 +281,15 @@ class Ui:
         for integ in self.s.store.integrations():
             stats = await self.s.queue.stats(integ.id)
             source = self.s.store.source(integ.source_id)
-            rows.append(
-                f'<tr><td><a href="/integrations/{e(integ.id)}">{e(integ.name)}</a></td>'
-                f"<td>{e(VARIANTS[integ.variant].label)}</td><td>{e(source.name if source else integ.source_id)}</td>"
-                f"<td>{health_badge(status_of(integ))}</td>"
-                f"<td>{stats.delivered}</td><td>{stats.queued + stats.in_flight}</td><td>{stats.dead_lettered}</td></tr>"
-            )
-        table = "".join(rows) or '<tr><td colspan="7">No integrations yet.</td></tr>'
+            rows.append((name_link(integ.name, f"/integrations/{integ.id}"), e(VARIANTS[integ.variant].label),
+                         name_link(source.name, f"/sources/{source.id}") if source else e(integ.source_id),
+                         health_badge(status_of(integ)), str(stats.delivered), str(stats.queued + stats.in_flight),
+                         str(stats.dead_lettered)))
         error = request.query_params.get("error")
-        alert = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
-        body = f"""{alert}<p><a class="button" href="/integrations/new">Add Integration</a></p>
-<div class="table"><table><caption>Integrations</caption>
-<thead><tr><th scope="col">Name</th><th scope="col">Variant</th><th scope="col">Source</th><th scope="col">Health</th>
-<th scope="col">Delivered</th><th scope="col">Queued</th><th scope="col">Dead letters</th></tr></thead>
-<tbody>{table}</tbody></table></div>{await self.deleted_with_dead_letters()}"""
+        alert = f'<p class="field-error" role="alert">{e(error)}</p>' if error else ""
+        body = (f'{alert}<p><a class="button" href="/integrations/new">Add Integration</a></p>' +
+                table("Integrations", ("Name", "Variant", "Source", "Health", "Delivered", "Queued", "Dead letters"),
+                      rows, "No integrations yet.") + await self.deleted_with_dead_letters())
         return layout("Integrations", body, csrf, "/integrations")
 
     async def deleted_with_dead_letters(self) -> str:
@@ -200,18 +297,19 @@ class Ui:
                    if self.s.store.integration(topic) is None}
         if not deleted:
             return ""
-        rows = "".join(f'<tr><td><a href="/integrations/{e(topic)}"><code>{e(topic)}</code></a></td><td>{n}</td></tr>'
-                       for topic, n in sorted(deleted.items()))
-        return f"""<div class="table"><table><caption>Deleted integrations with dead letters</caption>
-<thead><tr><th scope="col">Integration</th><th scope="col">Dead letters</th></tr></thead><tbody>{rows}</tbody></table></div>"""
+        rows = [(f'<a href="/integrations/{e(topic)}"><code>{e(topic)}</code></a>', str(n))
+                for topic, n in sorted(deleted.items())]
+        return table("Deleted integrations with dead letters", ("Integration", "Dead letters"), rows, "")
 
     @page
     async def new_integration(self, request: Request, csrf: str) -> Response:
-        options = "".join(f'<option value="{e(x.id)}">{e(x.name)} ({e(x.id)})</option>' for x in self.s.store.sources())
+        options = "".join(f'<option value="{e(x.id)}" data-consent="{"on" if x.consent.enabled else "off"}">'
+                          f'{e(x.name)} ({e(x.id)})</option>' for x in self.s.store.sources())
         if not options:
             body = '<p>Create a <a href="/sources">source</a> first: an integration sends one source\'s events.</p>'
             return layout("Add Integration", body, csrf, "/integrations")
         body = f"""<form id="integration-form" class="wizard" novalidate>
+<p class="field-error" id="form-error" role="alert" hidden></p>
 <fieldset><legend>1. Destination</legend>
 <label class="choice"><input type="radio" name="vendor" value="pinterest" checked> Pinterest Conversions API</label>
 </fieldset>
@@ -220,11 +318,17 @@ class Ui:
 <label for="source_id">Source</label><select id="source_id" name="source_id">{options}</select>
 <label for="name">Name</label><input id="name" name="name" value="Pinterest Conversions API" required maxlength="200">
 <div id="credentials"></div>
+<label class="choice"><input type="checkbox" name="test_mode" id="test_mode"> Test mode: Pinterest checks the events but
+does not record them (turn it off to go live)</label>
 <p class="help">Paste tokens, or give the Pinterest app's id and secret and connect: signal-edge then keeps the access
 token fresh itself. Register this redirect URI in the app: <code id="redirect-uri">{e(redirect_uri(self.s, request))}</code></p>
 <button type="button" id="connect" class="secondary">Connect with Pinterest</button></fieldset>
-<fieldset id="consent"><legend>4. Consent categories</legend></fieldset>
-<p class="error" id="form-error" role="alert" hidden></p>
+<fieldset id="consent"><legend>4. Consent categories</legend>
+<p class="help">Events reach Pinterest only when the visitor granted all of these.</p>
+{checkboxes("consent_categories", ["advertising"], "consent")}
+<p class="note" id="consent-note" hidden>This source does not enforce consent, so these categories have no effect yet:
+switch consent on on the <a id="consent-source-link" href="/sources">source's page</a>.</p></fieldset>
+<div id="form-warnings" class="warning" role="status" hidden></div>
 <button type="submit" id="save">Save</button></form>"""
         return layout("Add Integration", body, csrf, "/integrations", "integration-form.js")
 
@@ -234,11 +338,12 @@ token fresh itself. Register this redirect URI in the app: <code id="redirect-ur
         if integ is None:
             return await self.deleted_integration(request.path_params["id"], csrf)
         stats = await self.s.queue.stats(integ.id)
+        source = self.s.store.source(integ.source_id)
         health = integ.health
         explanation = TROUBLESHOOTING.get(health.problem, "") if health.problem else ""
         said = f'<p class="help">Pinterest said: {e(health.message)}</p>' if health.message else ""
         problem = f'<p class="problem" id="health-explanation">{e(explanation)}</p>{said}' if explanation else ""
-        last_error = (f'<p class="help">Last error ({e(iso(stats.last_error_at) or "")}): {e(stats.last_error)}</p>'
+        last_error = (f'<p class="help">Last error ({time_tag(stats.last_error_at)}): {e(stats.last_error)}</p>'
                       if stats.last_error else "")
         counts = "".join(
             f"<div><dt>{label}</dt><dd id=\"count-{key}\">{getattr(stats, key)}</dd></div>"
@@ -250,24 +355,57 @@ token fresh itself. Register this redirect URI in the app: <code id="redirect-ur
             f'<option value="{k}"{" selected" if k == integ.variant else ""}>{e(v.label)}</option>'
             for k, v in VARIANTS.items()
         )
+        warnings = "".join(f"<li>{e(w)}</li>" for w in config_warnings(integ.config))
+        warned = (f'<section class="warning" aria-labelledby="warn-h"><h2 id="warn-h">Warnings</h2><ul>{warnings}</ul>'
+                  "</section>" if warnings else "")
+        consent = (("enforced" if source.consent.enabled else "not enforced by the source, so these categories have "
+                    f'no effect yet: switch consent on on the <a href="/sources/{e(source.id)}">source\'s page</a>')
+                   if source else "")
         cfg = integ.config
-        body = f"""<section class="card" aria-labelledby="health-h"><h2 id="health-h">Health</h2>
-<p>{health_badge(status_of(integ))} <span class="help">checked {e(iso(health.at) or 'never')}</span></p>
+        body = f"""{warned}<section class="card" aria-labelledby="health-h"><h2 id="health-h">Health</h2>
+<p>{health_badge(status_of(integ))} <span class="help">checked {time_tag(health.at)}</span></p>
 {problem}{last_error}
 <button type="button" id="send-test" data-integration="{e(integ.id)}">Send test event</button>
 <button type="button" id="pause" class="secondary" data-paused="{'true' if integ.paused else 'false'}">{'Resume' if integ.paused else 'Pause'}</button>
 <p class="help">Paused: events are still queued, and nothing is sent until you resume. Disabled (below): nothing is queued.</p>
-<p id="test-result" role="status" aria-live="polite"></p></section>
+<div id="test-result" role="status" aria-live="polite"></div>
+<p><a href="/debugger?integration_id={e(integ.id)}">Watch this integration in the debugger</a>
+· <a href="/debugger?integration_id={e(integ.id)}&amp;status=queued">its queued events</a></p></section>
+<section class="card" aria-labelledby="about-h"><h2 id="about-h">Source and consent</h2>
+<dl class="facts"><dt>Source</dt><dd>{name_link(source.name, f'/sources/{source.id}') if source else e(integ.source_id)}</dd>
+<dt>Consent categories</dt><dd id="consent-categories">{e(', '.join(integ.consent_categories) or 'none required')}</dd>
+<dt>Consent</dt><dd id="consent-state">{consent}</dd>
+<dt>Test mode</dt><dd>{'on: Pinterest checks the events but does not record them' if cfg.test_mode else 'off'}</dd></dl></section>
 {self.connection(integ, request)}
 <section class="card" aria-labelledby="counts-h"><h2 id="counts-h">Delivery</h2><dl class="counts">{counts}</dl></section>
 <section class="card" aria-labelledby="match-h"><h2 id="match-h">Match quality</h2>
 <div id="match-quality" data-integration="{e(integ.id)}"><p class="help">Loading…</p></div></section>
+<section class="card" aria-labelledby="mapping-h"><h2 id="mapping-h">Event mapping</h2>
+<div id="mapping"><p class="help">Loading…</p></div>
+<form id="mapping-form" novalidate><h3>Your overrides</h3>
+<p class="help">An override sends an event name as the Pinterest event you choose (names match ignoring case).</p>
+<div id="overrides"></div>
+<button type="button" id="add-override" class="secondary">Add an override</button>
+<label class="choice"><input type="checkbox" name="send_custom_event_name" id="send-custom"{" checked" if cfg.send_custom_event_name else ""}>
+Send custom event names (custom_data.custom_event_name) for events that map to custom</label>
+<p class="field-error" id="mapping-error" role="alert" hidden></p>
+<button type="submit">Save mapping</button></form></section>
+<section class="card" aria-labelledby="preview-h"><h2 id="preview-h">What would this event become?</h2>
+<form id="preview-form" novalidate>
+<label for="preview-event">An event, as the tag or your server sends it (JSON)</label>
+<textarea id="preview-event" name="event" rows="7">{{"type": "track", "event": "Order Completed",
+ "properties": {{"order_id": "ORD-1", "total": 49.99, "currency": "USD"}},
+ "context": {{"traits": {{"email": "jane@example.com"}}}}}}</textarea>
+<p class="field-error" id="preview-error" role="alert" hidden></p>
+<button type="submit" class="secondary">Show the Pinterest payload</button></form>
+<div id="preview-result" aria-live="polite"></div></section>
 <section class="card" aria-labelledby="dead-h"><h2 id="dead-h">Dead letters</h2>
 <div id="dead-letters" data-integration="{e(integ.id)}"><p class="help">Loading…</p></div></section>
-<form id="edit-integration" class="card" data-integration="{e(integ.id)}"><h2>Edit</h2>
+<form id="edit-integration" class="card" data-integration="{e(integ.id)}" novalidate><h2>Edit</h2>
+<p class="field-error" id="edit-error" role="alert" hidden></p>
 <label for="edit-name">Name</label><input id="edit-name" name="name" value="{e(integ.name)}" required maxlength="200">
 <label for="edit-variant">Variant</label><select id="edit-variant" name="variant">{variants}</select>
-<label for="edit-ad-account">Ad Account ID</label><input id="edit-ad-account" name="ad_account_id" value="{e(cfg.ad_account_id)}" inputmode="numeric" pattern="\\d{{1,18}}">
+<label for="edit-ad-account">Ad Account ID</label><input id="edit-ad-account" name="ad_account_id" value="{e(cfg.ad_account_id)}" inputmode="numeric">
 <label for="edit-access">API access token <span class="help">(leave blank to keep {e(_masked(cfg.access_token))})</span></label>
 <input id="edit-access" name="access_token" type="password" autocomplete="off">
 <label for="edit-conversion">Conversion access token <span class="help">(leave blank to keep {e(_masked(cfg.conversion_token))})</span></label>
@@ -277,10 +415,14 @@ token fresh itself. Register this redirect URI in the app: <code id="redirect-ur
 <input id="edit-app-secret" name="app_secret" type="password" autocomplete="off">
 <label for="edit-refresh">Refresh token <span class="help">(leave blank to keep {e(_masked(cfg.refresh_token))})</span></label>
 <input id="edit-refresh" name="refresh_token" type="password" autocomplete="off">
-<label class="choice"><input type="checkbox" name="test_mode"{" checked" if cfg.test_mode else ""}> Test mode (Pinterest validates but does not record)</label>
+<fieldset class="inner" id="edit-consent"><legend>Consent categories</legend>
+{checkboxes("consent_categories", integ.consent_categories, "edit-consent")}</fieldset>
+<label class="choice"><input type="checkbox" name="test_mode"{" checked" if cfg.test_mode else ""}> Test mode (Pinterest checks but does not record)</label>
 <label class="choice"><input type="checkbox" name="enabled"{" checked" if integ.enabled else ""}> Enabled</label>
 <button type="submit">Save changes</button></form>
-<p><a href="/debugger?integration_id={e(integ.id)}">Watch this integration in the debugger</a></p>"""
+<section class="card" aria-labelledby="delete-h"><h2 id="delete-h">Delete</h2>
+<p class="help">Events still queued for it become dead letters, which you can replay into another integration or export.</p>
+<button type="button" id="delete-integration" class="danger">Delete this integration</button></section>"""
         return layout(integ.name, body, csrf, "/integrations", "integration-page.js")
 
     def connection(self, integ, request: Request) -> str:
@@ -290,7 +432,7 @@ token fresh itself. Register this redirect URI in the app: <code id="redirect-ur
         if q.get("connected"):
             said = '<p class="ok" role="status">Connected: signal-edge now gets its access tokens itself.</p>'
         elif q.get("error"):
-            said = f'<p class="error" role="alert">{e(q["error"])}</p>'
+            said = f'<p class="field-error" role="alert">{e(q["error"])}</p>'
         if integ.oauth:
             state = (f"<p>Connected (app <code>{e(cfg.app_id)}</code>). The access token expires "
                      f"{time_tag(cfg.access_token_expires_at)}; last refreshed {time_tag(cfg.token_refreshed_at)}; the "
@@ -311,9 +453,8 @@ token fresh itself. Register this redirect URI in the app: <code id="redirect-ur
     async def deleted_integration(self, topic: str, csrf: str) -> Response:
         """What is left of a deleted integration: its dead letters, to replay elsewhere or export."""
         if topic not in await self.s.queue.dead_letter_topics():
-            response = layout("Integration not found", '<p><a href="/integrations">Back</a></p>', csrf, "/integrations")
-            response.status_code = 404
-            return response
+            return layout("Integration not found", '<p><a href="/integrations">Back to the integrations</a></p>', csrf,
+                          "/integrations", status=404)
         targets = "".join(f'<option value="{e(x.id)}">{e(x.name)} ({e(x.id)})</option>'
                           for x in self.s.store.integrations())
         body = f"""<p class="help">This integration was deleted. The events it still held are dead letters: replay them
@@ -330,7 +471,8 @@ into another integration, or export them.</p>
             f'<option value="{e(x.id)}"{" selected" if q.get("source_id") == x.id else ""}>{e(x.name)}</option>'
             for x in self.s.store.sources())
         integrations = "".join(
-            f'<option value="{e(x.id)}"{" selected" if q.get("integration_id") == x.id else ""}>{e(x.name)}</option>'
+            f'<option value="{e(x.id)}" data-source="{e(x.source_id)}" data-enabled="{"true" if x.enabled else "false"}"'
+            f'{" selected" if q.get("integration_id") == x.id else ""}>{e(x.name)}</option>'
             for x in self.s.store.integrations())
         statuses = "".join(
             f'<option value="{s}"{" selected" if q.get("status") == s else ""}>{s}</option>'
@@ -341,9 +483,10 @@ into another integration, or export them.</p>
 <div><label for="f-status">Status</label><select id="f-status" name="status"><option value="">All</option>{statuses}</select></div>
 </form>
 <p class="help" id="live-state" aria-live="polite">Connecting…</p>
-<div class="table"><table id="events"><caption>Events, newest first</caption>
-<thead><tr><th scope="col">Time</th><th scope="col">Event</th><th scope="col">Pinterest</th><th scope="col">Status</th>
-<th scope="col">Details</th></tr></thead><tbody></tbody></table></div>
+<div class="table"><table id="events" class="cards"><caption>Events, newest first</caption>
+<thead><tr><th scope="col">Time</th><th scope="col">Event</th><th scope="col">Integration</th><th scope="col">Pinterest</th>
+<th scope="col">Status</th><th scope="col">Details</th></tr></thead><tbody></tbody></table></div>
+<p class="help" id="empty" hidden>No events match these filters yet.</p>
 <section id="detail" class="card" hidden aria-labelledby="detail-h"><h2 id="detail-h" tabindex="-1">Event</h2>
 <div id="detail-body"></div><button type="button" id="close-detail">Close</button></section>"""
         return layout("Debugger", body, csrf, "/debugger", "debugger.js")
@@ -371,6 +514,7 @@ def ui_routes(services: Services, sessions: Sessions, throttle: Throttle) -> lis
     connect = Connect(services, sessions)
     return [
         Route("/", ui.home, methods=["GET"]),
+        Route("/favicon.ico", ui.favicon, methods=["GET"]),
         Route("/login", ui.login_form, methods=["GET"]),
         Route("/login", ui.login, methods=["POST"]),
         Route("/logout", ui.logout, methods=["POST"]),
@@ -384,4 +528,3 @@ def ui_routes(services: Services, sessions: Sessions, throttle: Throttle) -> lis
         Route(CALLBACK, connect.callback, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=services.settings.static_dir), name="static"),
     ]
-

@@ -38,6 +38,7 @@ from delivery.pinterest.payload import ACTION_SOURCES, EVENT_NAMES
 SCHEMA = json.loads(resources.files("delivery.pinterest").joinpath("schema/conversion-events.schema.json").read_text())
 _EVENTS_PATH = re.compile(r"^/v5/ad_accounts/([^/]+)/events/?$")
 MAX_AGE_SECONDS = 7 * 24 * 3600
+WELL_FORMED_TOKEN = re.compile(r"(?:pina|ct)_\S{3,}")
 REFRESH_TOKEN_SECONDS = 60 * 24 * 3600  # a continuous refresh token lives 60 days
 RATE_LIMIT_MESSAGE = (
     "This request exceeded a rate limit. This can happen if the client exceeds one\n"
@@ -176,7 +177,8 @@ class RequestLog:
 @dataclass
 class SandboxState:
     tokens: dict[str, Token] = field(default_factory=dict)
-    accept_any_token: bool = False
+    accept_any_token: bool = False  # the benchmarks: any token at all
+    demo: bool = False  # the demo: any well-formed pina_/ct_ token (the seed's own examples), any app
     apps: dict[str, str] = field(default_factory=dict)  # OAuth apps: id -> secret
     codes: dict[str, Grant] = field(default_factory=dict)
     refresh_tokens: dict[str, Grant] = field(default_factory=dict)  # each valid once: refreshing rotates it
@@ -195,8 +197,9 @@ class SandboxState:
 class Sandbox:
     """The ASGI app. Thread-safe enough for tests that inspect it from another thread."""
 
-    def __init__(self, tokens: dict[str, Token] | None = None, accept_any_token: bool = False) -> None:
-        self.state = SandboxState(tokens=dict(tokens or {}), accept_any_token=accept_any_token)
+    def __init__(self, tokens: dict[str, Token] | None = None, accept_any_token: bool = False,
+                 demo: bool = False) -> None:
+        self.state = SandboxState(tokens=dict(tokens or {}), accept_any_token=accept_any_token, demo=demo)
         self.validator = schema_validator()
         self.fast = fast_validator()
         self.lock = threading.Lock()
@@ -362,7 +365,9 @@ class Sandbox:
         return 422, {"code": 4197, "message": "Not all events were successfully processed.", "details": body}, len(events)
 
     def _live_token(self, token: str, now: float) -> Token | None:
-        info = self.state.tokens.get(token) or (Token() if self.state.accept_any_token and token else None)
+        state = self.state
+        welcome = (state.accept_any_token and token) or (state.demo and WELL_FORMED_TOKEN.fullmatch(token))
+        info = state.tokens.get(token) or (Token() if welcome else None)
         if info is not None and info.expires_at is not None and info.expires_at <= now:
             return None  # an access token that has run out
         return info
@@ -376,7 +381,7 @@ class Sandbox:
         if query.get("response_type") != "code" or not redirect:
             return 400, "<!doctype html><title>OAuth</title><p>response_type=code and redirect_uri are required", []
         with self.lock:
-            if app_id not in self.state.apps and not self.state.accept_any_token:
+            if app_id not in self.state.apps and not (self.state.accept_any_token or self.state.demo):
                 return 400, "<!doctype html><title>OAuth</title><p>Unknown client_id.", []
             self.state.apps.setdefault(app_id, "")  # the demo: any app, its secret set at the first exchange
             code = "code_" + secrets.token_urlsafe(16)
@@ -394,7 +399,7 @@ class Sandbox:
         except ValueError:
             return None
         known = self.state.apps.get(app_id)
-        if known == "" and self.state.accept_any_token:  # the demo's app: its first secret is its secret
+        if known == "" and (self.state.accept_any_token or self.state.demo):  # the demo's app: its first secret is its secret
             self.state.apps[app_id] = known = secret
         return app_id if known is not None and secret and secrets.compare_digest(known, secret) else None
 

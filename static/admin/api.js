@@ -1,4 +1,5 @@
-// Calls to the management API from the UI: session cookie + the page's CSRF token.
+// Calls to the management API from the UI (session cookie + the page's CSRF token), and the
+// small helpers every page uses to build DOM and show errors one way.
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content;
 
 export class ApiError extends Error {
@@ -12,12 +13,13 @@ export async function api(method, path, body) {
     headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf || "" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  if (response.status === 401) location.assign(`/login?next=${encodeURIComponent(location.pathname)}`);
+  if (response.status === 401) location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
   const data = response.status === 204 ? null : await response.json();
   if (!response.ok) throw new ApiError(data?.error?.message || `HTTP ${response.status}`, response.status, data?.error?.field);
   return data;
 }
 
+// Success and progress: a short note at the bottom of the screen. (Errors go beside their field.)
 export function say(text) {
   const status = document.getElementById("status");
   status.textContent = text;
@@ -40,4 +42,51 @@ export function el(tag, attrs = {}, ...children) {
 
 export function badge(status) { return el("span", { class: `badge ${status}`, text: status }); }
 
-export function when(iso) { return iso ? new Date(iso).toLocaleString() : "never"; }
+export function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
+// One time format everywhere: local time with the zone; the ISO time on hover.
+export function when(iso) {
+  if (!iso) return el("span", { text: "never" });
+  const at = new Date(iso);
+  return el("time", { datetime: iso, title: iso, text: at.toLocaleString(undefined, { timeZoneName: "short" }) });
+}
+
+// A table that becomes labelled cards on a phone: each cell carries its column's name.
+export function table(caption, headers, rows) {
+  return el("div", { class: "table" }, el("table", { class: "cards" },
+    caption ? el("caption", { text: caption }) : null,
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((cell, i) =>
+      el("td", { "data-label": headers[i] }, typeof cell === "string" ? document.createTextNode(cell) : cell)))))));
+}
+
+// Errors, shown one way: beside the field they are about (else at the top of the form), and
+// kept until the form is sent again.
+export function clearErrors(form) {
+  for (const node of form.querySelectorAll(".field-error[data-for]")) node.remove();
+  for (const node of form.querySelectorAll("[aria-invalid]")) {
+    node.removeAttribute("aria-invalid");
+    node.setAttribute("aria-describedby", (node.getAttribute("aria-describedby") || "").replace(/\s*err-\S+/g, "").trim());
+  }
+  const top = form.querySelector(".field-error:not([data-for])");
+  if (top) { top.hidden = true; top.textContent = ""; }
+}
+
+export function showError(form, err, fieldFor = (field) => field) {
+  const name = err.field ? fieldFor(err.field) : null;
+  const input = name ? (form.querySelector(`[data-field="${CSS.escape(err.field)}"]`) || form.elements[name]) : null;
+  const target = input instanceof RadioNodeList ? input[0] : input;
+  if (target && target.after) {
+    const id = `err-${Math.random().toString(36).slice(2, 8)}`;
+    const note = el("p", { class: "field-error", id, "data-for": name, role: "alert", text: err.message });
+    (target.closest("label.choice") || target).after(note);
+    target.setAttribute("aria-invalid", "true");
+    target.setAttribute("aria-describedby", `${target.getAttribute("aria-describedby") || ""} ${id}`.trim());
+    target.focus();
+    return;
+  }
+  const top = form.querySelector(".field-error:not([data-for])");
+  if (top) { top.textContent = err.message; top.hidden = false; top.focus?.(); } else say(err.message);
+}
+
+export function list(text) { return text.split(/[\n,]/).map((s) => s.trim()).filter(Boolean); }

@@ -1,26 +1,32 @@
 // Dead letters of an integration (or of a deleted one): list, replay, export.
-import { api, el, say, when } from "./api.js";
+import { api, el, plural, say, table, when } from "./api.js";
 
 export async function deadLetters(box, into) {
   const id = box.dataset.integration;
   const page = await api("GET", `/integrations/${id}/dead-letters?limit=100`);
   if (!page.data.length) { box.replaceChildren(el("p", { class: "help", text: "None: nothing has failed for good." })); return; }
-  const rows = page.data.map((d) => el("tr", {},
-    el("td", {}, el("input", { type: "checkbox", value: String(d.id), "aria-label": `Select ${d.event_id}` })),
-    el("td", {}, el("code", { text: d.event_id || "" })), el("td", { text: d.reason }),
-    el("td", { text: String(d.attempts) }), el("td", { text: when(d.dead_at) })));
+  const replaySelected = el("button", { type: "button", class: "secondary", disabled: true }, "Replay selected");
+  const boxes = page.data.map((d) => el("input", {
+    type: "checkbox", value: String(d.id), disabled: !d.replayable, "aria-label": `Select ${d.event_id || d.id}`,
+    onchange: () => { replaySelected.disabled = !box.querySelector("input:checked"); },
+  }));
   const replay = async (ids) => {
     const body = { ...(ids ? { ids } : {}), ...(into ? { into: into.value } : {}) };
     const done = await api("POST", `/integrations/${id}/dead-letters/replay`, Object.keys(body).length ? body : undefined);
-    say(`${done.replayed} events queued again, with their original event ids.`);
+    say(`${plural(done.replayed, "event")} queued again, with ${done.replayed === 1 ? "its" : "their"} original event id${done.replayed === 1 ? "" : "s"}.`);
     deadLetters(box, into);
   };
+  replaySelected.addEventListener("click", () => replay([...box.querySelectorAll("input:checked")].map((c) => Number(c.value))));
+  const tooOld = page.data.filter((d) => !d.replayable).length;
   box.replaceChildren(
-    el("div", { class: "table" }, el("table", {},
-      el("thead", {}, el("tr", {}, ...["", "Event id", "Reason", "Attempts", "When"].map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, rows))),
-    el("button", { type: "button", class: "secondary", onclick: () => replay([...box.querySelectorAll("input:checked")].map((c) => Number(c.value))) }, "Replay selected"),
-    el("button", { type: "button", onclick: () => replay(null) }, "Replay all"),
+    el("p", { class: "help", text: `${plural(page.data.length, "event")}${page.has_more ? " (the first 100)" : ""} failed for good.` }),
+    table(null, ["", "Event id", "Reason", "Attempts", "When"], page.data.map((d, i) => [
+      boxes[i], el("code", { text: d.event_id || "" }),
+      el("span", {}, d.reason, d.replayable ? null : el("span", { class: "warning-text", text: ` (${d.not_replayable_reason})` })),
+      String(d.attempts), when(d.dead_at)])),
+    tooOld ? el("p", { class: "help", text: `${plural(tooOld, "event")} over 7 days old cannot be replayed (Pinterest refuses them): export them instead.` }) : null,
+    replaySelected,
+    el("button", { type: "button", disabled: tooOld === page.data.length, onclick: () => replay(null) }, "Replay all"),
     el("a", { class: "button secondary", href: `/v1/admin/integrations/${id}/dead-letters/export`, download: "" }, "Export (JSON Lines)"));
 }
 

@@ -1,68 +1,112 @@
-// Live event debugger: recent events, then Server-Sent Events as they happen. One row per
-// event and integration, updated in place as its outcome changes.
-import { api, badge, el } from "./api.js";
+// Live event debugger: recent events, then Server-Sent Events as they happen. One row per event
+// and integration, kept newest first, updated as its outcome changes. "queued" lists what the
+// queue still holds (waiting behind a paused or failing integration, or for a retry).
+import { api, badge, el, plural, when } from "./api.js";
 
 const filters = document.getElementById("filters");
 const tbody = document.querySelector("#events tbody");
 const live = document.getElementById("live-state");
 const detail = document.getElementById("detail");
+const empty = document.getElementById("empty");
+const integrations = new Map([...filters.integration_id.options].filter((o) => o.value)
+  .map((o) => [o.value, { name: o.textContent, source: o.dataset.source, enabled: o.dataset.enabled === "true" }]));
 const rows = new Map();
 let stream;
+let opener = null;  // the button that opened the detail panel: focus goes back to it
 
 const key = (r) => `${r.event_id}|${r.integration_id || ""}`;
 
-function query() {
-  const params = new URLSearchParams();
-  for (const name of ["source_id", "integration_id", "status"]) if (filters[name].value) params.set(name, filters[name].value);
-  return params;
+function closeDetail() {
+  if (detail.hidden) return;
+  detail.hidden = true;
+  if (opener?.isConnected) opener.focus();
+  opener = null;
 }
 
-function show(record) {
+function show(record, button) {
+  opener = button;
   detail.hidden = false;
-  const block = (title, value) => value == null ? [] : [el("h3", { text: title }), el("pre", { text: JSON.stringify(value, null, 2) })];
+  const block = (title, value) => value == null ? [] : [el("h3", { text: title }), el("pre", { tabindex: "0", text: JSON.stringify(value, null, 2) })];
+  const target = record.integration_id ? integrations.get(record.integration_id)?.name || record.integration_id : "every integration of the source";
+  const sent = record.pinterest_event ? `as ${record.pinterest_event}` : "not sent";
   document.getElementById("detail-body").replaceChildren(
-    el("p", {}, badge(record.status), ` ${record.event} → ${record.pinterest_event || "not sent"} · attempt ${record.attempts || 0}`),
+    el("p", {}, badge(record.status), ` ${record.event}, ${sent}, for ${target}. ${plural(record.attempts || 0, "attempt")} so far.`),
+    el("p", {}, "Received ", when(record.at)),
     record.message ? el("p", { class: record.status === "failed" ? "problem" : "help", text: record.message }) : null,
     ...(record.warnings || []).map((w) => el("p", { class: "help", text: `Warning: ${w}` })),
     ...block("Incoming event (PII hashed)", record.incoming), ...block("Pinterest payload", record.payload));
   document.getElementById("detail-h").focus();
 }
 
-function upsert(record, prepend = true) {
-  if (record.integration_id) {  // the outcome replaces the event's "queued" row
-    const queued = rows.get(`${record.event_id}|`);
-    if (queued) { queued.remove(); rows.delete(`${record.event_id}|`); }
-  }
-  const row = el("tr", { "data-event": record.event_id, "data-status": record.status },
-    el("td", { text: new Date(record.at).toLocaleTimeString() }),
-    el("td", { text: record.event }),
-    el("td", { text: record.pinterest_event || "" }),
-    el("td", {}, badge(record.status)),
-    el("td", {}, el("button", { type: "button", class: "secondary", onclick: () => show(record), "aria-label": `Details of ${record.event} ${record.event_id}` }, "View")));
-  const old = rows.get(key(record));
-  if (old) old.replaceWith(row);
-  else if (prepend) tbody.prepend(row);
-  else tbody.append(row);
+function remove(k) {
+  rows.get(k)?.remove();
+  rows.delete(k);
+}
+
+function place(record) {
+  const view = el("button", { type: "button", class: "secondary", "aria-label": `View ${record.event} ${record.event_id}` }, "View");
+  view.addEventListener("click", () => show(record, view));
+  const integ = record.integration_id ? integrations.get(record.integration_id)?.name || record.integration_id : "all";
+  const row = el("tr", { "data-event": record.event_id, "data-status": record.status, "data-at": record.at },
+    el("td", { "data-label": "Time" }, when(record.at)),
+    el("td", { "data-label": "Event" }, el("span", { class: "truncate", title: record.event, text: record.event })),
+    el("td", { "data-label": "Integration" }, el("span", { class: "truncate", title: integ, text: integ })),
+    el("td", { "data-label": "Pinterest", text: record.pinterest_event || "" }),
+    el("td", { "data-label": "Status" }, badge(record.status)),
+    el("td", { "data-label": "Details" }, view));
+  remove(key(record));
+  // Strict newest first: before the first row that is older.
+  const older = [...tbody.children].find((r) => r.dataset.at < record.at);
+  tbody.insertBefore(row, older || null);
   rows.set(key(record), row);
-  while (rows.size > 500) { const [k, r] = rows.entries().next().value; r.remove(); rows.delete(k); }
+  while (rows.size > 500) { const last = tbody.lastElementChild; rows.delete([...rows].find(([, r]) => r === last)[0]); last.remove(); }
+}
+
+// A live "queued" record stands for every enabled integration of its source: a row for each.
+function expand(record) {
+  if (record.integration_id || record.status !== "queued") return [record];
+  const mine = [...integrations].filter(([, i]) => i.source === record.source_id && i.enabled).map(([id]) => id);
+  return mine.length ? mine.map((id) => ({ ...record, integration_id: id })) : [record];
+}
+
+function wanted(record) {
+  const f = filters;
+  return (!f.source_id.value || record.source_id === f.source_id.value)
+    && (!f.integration_id.value || record.integration_id === f.integration_id.value)
+    && (!f.status.value || record.status === f.status.value);
+}
+
+function arrive(record) {
+  for (const r of expand(record)) {
+    remove(`${r.event_id}|`);
+    if (wanted(r)) place(r);
+    else remove(key(r));  // e.g. under "queued": it left the queue
+  }
+  empty.hidden = rows.size > 0;
 }
 
 async function start() {
   stream?.close();
+  closeDetail();
   rows.clear();
   tbody.replaceChildren();
-  const params = query();
+  const params = new URLSearchParams();
+  for (const name of ["source_id", "integration_id", "status"]) if (filters[name].value) params.set(name, filters[name].value);
   history.replaceState(null, "", `/debugger${params.size ? `?${params}` : ""}`);
-  params.set("limit", "100");
-  const recent = await api("GET", `/debugger/events?${params}`);
-  for (const record of recent.data.slice().reverse()) upsert(record);
-  params.delete("limit");
+  const listing = new URLSearchParams(params);
+  listing.set("limit", "100");
+  const recent = await api("GET", `/debugger/events?${listing}`);
+  for (const record of recent.data) arrive(record);
+  empty.hidden = rows.size > 0;
+  params.delete("status");  // outcomes too: under "queued" they take events off the list
+  params.delete("integration_id");  // live "queued" records name no integration; filtered here
   stream = new EventSource(`/v1/admin/debugger/stream?${params}`);
   stream.onopen = () => { live.textContent = "Live: new events appear as they happen."; };
   stream.onerror = () => { live.textContent = "Reconnecting to the live stream…"; };
-  stream.onmessage = (message) => upsert(JSON.parse(message.data));
+  stream.onmessage = (message) => arrive(JSON.parse(message.data));
 }
 
 filters.addEventListener("change", start);
-document.getElementById("close-detail").addEventListener("click", () => { detail.hidden = true; });
+document.getElementById("close-detail").addEventListener("click", closeDetail);
+document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeDetail(); });
 start();

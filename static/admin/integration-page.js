@@ -1,40 +1,132 @@
-// Integration page: test button, pause, match quality, dead letters and replay, edit and disable.
-import { api, el, say } from "./api.js";
+// An integration's page: test every credential, pause, match quality, the event mapping and its
+// overrides, "what would this event become?", dead letters, edit and delete.
+import { api, clearErrors, el, say, showError, table } from "./api.js";
 import { deadLetters } from "./dead-letters.js";
 
 const id = document.getElementById("send-test").dataset.integration;
 const result = document.getElementById("test-result");
-const saved = sessionStorage.getItem("signal-edge:test");
-if (saved) { result.textContent = saved; sessionStorage.removeItem("signal-edge:test"); }
+const LABELS = { app: "App id, secret and refresh token", conversion_token: "Conversion access token", access_token: "API access token" };
+const fieldFor = (field) => field.replace(/^config\./, "").replace(/\[\d+\]$/, "");
 
+function showTest(test) {
+  result.replaceChildren(
+    el("p", { class: test.ok ? "ok" : "problem", text: test.message }),
+    test.checks?.length ? el("ul", { class: "checks" }, test.checks.map((c) => el("li", { class: c.ok ? "ok" : "problem" },
+      el("strong", { text: `${c.ok ? "✓" : "✗"} ${LABELS[c.credential]}: ` }), c.message))) : null);
+}
+
+const saved = sessionStorage.getItem("signal-edge:test");
+if (saved) { sessionStorage.removeItem("signal-edge:test"); try { showTest(JSON.parse(saved)); } catch { /* an old note */ } }
+
+// The health above changes with the result: the page reloads, and shows the result again.
 document.getElementById("send-test").addEventListener("click", async (event) => {
   event.target.disabled = true;
-  result.textContent = "Sending a test event to Pinterest…";
+  result.replaceChildren(el("p", { text: "Sending a test event with each credential…" }));
   try {
-    const test = await api("POST", `/integrations/${id}/test`);
-    result.textContent = test.message;
-    result.className = test.ok ? "" : "problem";
+    sessionStorage.setItem("signal-edge:test", JSON.stringify(await api("POST", `/integrations/${id}/test`)));
+    location.reload();
   } catch (err) {
-    result.textContent = err.message;
-  } finally {
+    result.replaceChildren(el("p", { class: "problem", text: err.message }));
     event.target.disabled = false;
   }
 });
+
+const SIGNAL_NAMES = { click_id: "Click id (epik)", em: "Email", ph: "Phone", external_id: "External id", ip_and_user_agent: "IP + User-Agent" };
 
 async function matchQuality() {
   const box = document.getElementById("match-quality");
   const q = await api("GET", `/integrations/${id}/match-quality?limit=100`);
   if (!q.events) { box.replaceChildren(el("p", { class: "help", text: "No delivered events yet." })); return; }
-  const names = { click_id: "Click id (epik)", em: "Email", ph: "Phone", external_id: "External id", ip_and_user_agent: "IP + User-Agent" };
   box.replaceChildren(
     el("p", { class: "help", text: `Share of the last ${q.events} delivered events carrying each signal:` }),
     ...q.signals.map((s) => el("div", { class: "meter" },
-      el("span", { id: `signal-${s.signal}`, text: names[s.signal] }),
+      el("span", { id: `signal-${s.signal}`, text: SIGNAL_NAMES[s.signal] }),
       el("progress", { max: "1", value: String(s.share), "aria-labelledby": `signal-${s.signal}` }),
       el("span", { text: `${Math.round(s.share * 100)}%` }))),
-    q.hint ? el("p", { class: "problem", text: `Weakest: ${names[q.weakest]}. ${q.hint}` }) : null);
+    q.advice.length
+      ? el("div", { class: "advice" }, el("p", { text: "To match more conversions:" }),
+        el("ul", {}, q.advice.map((a) => el("li", {}, el("strong", { text: `${SIGNAL_NAMES[a.signal]}: ` }), a.hint))))
+      : el("p", { class: "ok", text: "Every signal is carried by at least half of the events." }));
 }
 
+// --- the event mapping ---------------------------------------------------------------------
+const catalog = await api("GET", "/catalog/pinterest");
+const overrides = document.getElementById("overrides");
+const ORIGINS = { standard: "standard table", variant: "this variant", override: "your override" };
+
+function overrideRow(name = "", event = "custom") {
+  const n = overrides.children.length + 1;
+  const row = el("div", { class: "override" },
+    el("label", { for: `override-name-${n}`, text: "Event name" }),
+    el("input", { id: `override-name-${n}`, name: "override_name", value: name, maxlength: "200" }),
+    el("label", { for: `override-event-${n}`, text: "Pinterest event" }),
+    el("select", { id: `override-event-${n}`, name: "override_event" },
+      catalog.event_names.map((e) => el("option", { value: e, selected: e === event, text: e }))),
+    el("button", { type: "button", class: "secondary", "aria-label": `Remove override ${n}`, onclick: () => row.remove() }, "Remove"));
+  overrides.append(row);
+  return row;
+}
+
+async function mapping() {
+  const m = await api("GET", `/integrations/${id}/mapping`);
+  const priority = m.priority_events === null ? "every event (this variant sends each one at once)"
+    : m.priority_events.join(", ");
+  document.getElementById("mapping").replaceChildren(
+    el("p", {}, el("strong", { text: "Priority events: " }), priority,
+      el("span", { class: "help", text: " (sent without waiting for a full batch, first when the rate limit binds)" })),
+    table("In effect", ["Your event", "Pinterest event", "From", "Priority"], [...m.rows, m.otherwise].map((r) =>
+      [r.incoming, el("code", { text: r.pinterest_event }), ORIGINS[r.origin], r.priority ? "yes" : "no"])));
+  overrides.replaceChildren();
+  for (const [name, event] of Object.entries(m.event_map)) overrideRow(name, event);
+}
+
+document.getElementById("add-override").addEventListener("click", () => overrideRow().querySelector("input").focus());
+
+const mappingForm = document.getElementById("mapping-form");
+mappingForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors(mappingForm);
+  const event_map = {};
+  for (const row of overrides.children) {
+    const name = row.querySelector("input").value.trim();
+    if (name) event_map[name] = row.querySelector("select").value;
+  }
+  try {
+    await api("PATCH", `/integrations/${id}`, { config: { event_map, send_custom_event_name: mappingForm.send_custom_event_name.checked } });
+    say("Mapping saved.");
+    await mapping();
+  } catch (err) {
+    showError(mappingForm, err, () => null);
+  }
+});
+
+// --- what would this event become? ----------------------------------------------------------
+const previewForm = document.getElementById("preview-form");
+previewForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors(previewForm);
+  const out = document.getElementById("preview-result");
+  let body;
+  try { body = JSON.parse(previewForm.event.value); } catch (err) {
+    showError(previewForm, { field: "event", message: `Not valid JSON: ${err.message}` });
+    return;
+  }
+  try {
+    const p = await api("POST", `/integrations/${id}/preview`, body);
+    const block = (title, value) => [el("h3", { text: title }), el("pre", { tabindex: "0", text: JSON.stringify(value, null, 2) })];
+    out.replaceChildren(
+      p.sent ? el("p", {}, "Pinterest would receive ", el("code", { text: p.pinterest_event }), ".")
+        : el("p", { class: "problem", text: p.reason }),
+      ...p.warnings.map((w) => el("p", { class: "warning-text", text: `Left out: ${w}` })),
+      ...p.schema_errors.map((w) => el("p", { class: "problem", text: `Pinterest's schema: ${w}` })),
+      ...(p.payload ? block("Pinterest payload", p.payload) : []),
+      ...block("Queued event (PII hashed)", p.incoming));
+  } catch (err) {
+    showError(previewForm, { message: err.message, field: "event" });
+  }
+});
+
+// --- edit, pause, delete, mint --------------------------------------------------------------
 document.getElementById("mint-conversion")?.addEventListener("click", async (event) => {
   event.target.disabled = true;
   try {
@@ -47,25 +139,23 @@ document.getElementById("mint-conversion")?.addEventListener("click", async (eve
   }
 });
 
-for (const node of document.querySelectorAll("time[datetime]")) {  // local time with the zone; ISO on hover
-  const at = new Date(node.getAttribute("datetime"));
-  node.title = node.getAttribute("datetime");
-  node.textContent = at.toLocaleString(undefined, { timeZoneName: "short" });
-}
-
-document.getElementById("edit-integration").addEventListener("submit", async (event) => {
+const edit = document.getElementById("edit-integration");
+edit.addEventListener("submit", async (event) => {
   event.preventDefault();
-  const form = event.target;
-  const config = { ad_account_id: form.ad_account_id.value.trim(), test_mode: form.test_mode.checked };
+  clearErrors(edit);
+  const config = { ad_account_id: edit.ad_account_id.value.trim(), test_mode: edit.test_mode.checked };
   for (const key of ["access_token", "conversion_token", "app_id", "app_secret", "refresh_token"]) {
-    if (form[key].value.trim()) config[key] = form[key].value.trim();
+    if (edit[key].value.trim()) config[key] = edit[key].value.trim();
   }
   try {
-    await api("PATCH", `/integrations/${id}`, { name: form.name.value, variant: form.variant.value, enabled: form.enabled.checked, config });
+    await api("PATCH", `/integrations/${id}`, {
+      name: edit.name.value, variant: edit.variant.value, enabled: edit.enabled.checked, config,
+      consent_categories: new FormData(edit).getAll("consent_categories"),
+    });
     say("Saved.");
     location.reload();
   } catch (err) {
-    say(err.message);
+    showError(edit, err, fieldFor);
   }
 });
 
@@ -79,5 +169,12 @@ document.getElementById("pause").addEventListener("click", async (event) => {
   }
 });
 
+document.getElementById("delete-integration").addEventListener("click", async () => {
+  if (!confirm("Delete this integration? Its queued events become dead letters.")) return;
+  await api("DELETE", `/integrations/${id}`);
+  location.assign("/integrations");
+});
+
 matchQuality();
+mapping();
 deadLetters(document.getElementById("dead-letters"));
