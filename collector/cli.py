@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     _common(demo, "./signal-edge-demo.db")
     demo.add_argument("--sandbox-port", type=int, default=8085, help="Pinterest sandbox port (default 8085)")
     demo.add_argument("--shop-port", type=int, default=8000, help="demo shop port (default 8000)")
+    demo.add_argument("--rotate", action="store_true", help="issue a new admin token (the demo keeps its token "
+                      "across restarts)")
     token = sub.add_parser("admin-token", help="issue a new admin token")
     token.add_argument("--rotate", action="store_true", help="replace the admin token and print the new one")
     _database(token)
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items()
              if k in ("host", "port", "admin_port", "db", "database_url", "workers")}
-    if args.command == "demo" and flags.get("db") is None and flags.get("database_url") is None:
+    if args.command == "demo" and flags.get("db") is None and flags.get("database_url") is None \
+            and not os.environ.get("SIGNAL_DB") and not os.environ.get("SIGNAL_DATABASE_URL"):
         flags["db"] = "./signal-edge-demo.db"
     if args.command == "copy":
         flags = {"db": args.source, "database_url": None}
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.pinterest_api_base = f"http://127.0.0.1:{args.sandbox_port}"
             if "SIGNAL_PINTEREST_OAUTH_URL" not in os.environ:  # Connect with Pinterest signs in at the sandbox
                 settings.pinterest_oauth_url = f"http://localhost:{args.sandbox_port}/oauth/"
-            setup = demo_setup(args.sandbox_port, args.shop_port)
+            setup = demo_setup(args.sandbox_port, args.shop_port, args.rotate)
             return _run(run(settings, setup, demo_banner(args.shop_port, args.sandbox_port)))
         if args.command == "rotate-secret-key":
             return _run(_rotate_secret_key(settings))
