@@ -60,12 +60,20 @@ def target(name: str, edge: Edge) -> Target:
     return Target(name, edge.port, post(body(edge.key, 1).encode(), edge.cookie))
 
 
+def drive_accepted(targets: list[Target], seconds: float) -> None:
+    """drive(), and every answer was a 2xx: a refused request is no event to measure."""
+    drive(targets, seconds, int(LOAD_CORE))
+    for t in targets:
+        if t.non2xx:
+            raise RuntimeError(f"{t.name}: {t.non2xx} of {t.answers} requests were refused")
+
+
 def ingest_over_sqlite(pg: PostgresServer, tmp: Path, pinterest: str, seconds: float) -> tuple[float, float, float]:
     """(PostgreSQL events/s, SQLite events/s, their ratio) in one run of turns."""
     sqlite_edge, pg_edge = Edge(tmp, pinterest), Edge(tmp, pinterest, pg.create_database())
     try:
         targets = [target("sqlite", sqlite_edge), target("postgres", pg_edge)]
-        drive(targets, seconds, int(LOAD_CORE))
+        drive_accepted(targets, seconds)
         return targets[1].rps, targets[0].rps, targets[1].rps / targets[0].rps
     finally:
         sqlite_edge.stop()
@@ -93,7 +101,7 @@ def workers_cost(pg: PostgresServer, tmp: Path, pinterest: str, seconds: float) 
         targets = [target(f"{n} worker(s)", edge) for n, edge in zip((1, 2), edges)]
         before = [tree_cpu_seconds(edge.proc.pid) for edge in edges]
         accepted_before = [edge.accepted() for edge in edges]
-        drive(targets, seconds, int(LOAD_CORE))
+        drive_accepted(targets, seconds)
         time.sleep(0.5)  # the last commits
         cpu = [tree_cpu_seconds(edge.proc.pid) - b for edge, b in zip(edges, before)]
         accepted = [edge.accepted() - a for edge, a in zip(edges, accepted_before)]

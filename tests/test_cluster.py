@@ -143,6 +143,39 @@ def test_changes_on_one_node_take_effect_on_the_other_within_a_second(nodes, fak
              what="the logout to reach node B")
 
 
+def test_a_change_made_while_a_node_starts_is_not_missed(pg_url):
+    """A node loads its snapshot, then starts listening: a change made in between (a source
+    created while a --workers process was still starting) sends a notification nobody hears.
+    Once listening, the node reads everything again."""
+    import asyncio
+
+    from delivery.config import Source
+    from delivery.postgres.config_store import PgConfigStore
+    from delivery.postgres.db import PgDatabase
+    from delivery.secrets import SecretBox
+
+    async def main():
+        dbs = [PgDatabase(pg_url, pool_size=2) for _ in range(2)]
+        try:
+            a, b = PgConfigStore(dbs[0], "node-a"), PgConfigStore(dbs[1], "node-b")
+            for db, store in zip(dbs, (a, b)):
+                await db.start()
+                await store.open(SecretBox("k"))
+            await a.put_source(Source(id="src_late", name="Late", pipeline_key="dk_late", created_at=1.0,
+                                      updated_at=1.0), "create")
+            assert b.source_by_key("dk_late") is None  # B loaded before, and is not listening yet
+            b.listen()
+            for _ in range(100):
+                if b.source_by_key("dk_late") is not None:
+                    break
+                await asyncio.sleep(0.01)
+            assert b.source_by_key("dk_late") is not None, "node B never learned of the source"
+        finally:
+            for db in dbs:
+                await db.close()
+    asyncio.run(main())
+
+
 def test_identity_is_shared_and_the_live_debugger_shows_every_node(nodes, fake_pinterest):
     a, b = nodes(2)
     with a.admin() as admin:

@@ -143,9 +143,9 @@ class PgDatabase:
     # --- LISTEN -----------------------------------------------------------------------
 
     def listen(self, on_notify: Callable[[str], None], on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Call `on_notify(payload)` for every notification; after a lost connection, await
-        `on_reconnect()` (notifications were missed) once listening again. One connection
-        serves every listener."""
+        """Call `on_notify(payload)` for every notification; await `on_reconnect()` each time
+        listening starts (first, and after a lost connection: notifications were missed). One
+        connection serves every listener."""
         self._handlers.append((on_notify, on_reconnect))
         if self._listener is None:
             self._listener = asyncio.create_task(self._listen(), name="pg-listen")
@@ -166,10 +166,12 @@ class PgDatabase:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _: lost.set())
                 await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._dispatch(payload))
+                # Changes made before LISTEN took effect (since the owner's first load, or while
+                # the connection was lost) sent notifications nobody heard: read everything again.
+                for _, on_reconnect in self._handlers:
+                    if on_reconnect is not None:
+                        await on_reconnect()
                 if not first:
-                    for _, on_reconnect in self._handlers:
-                        if on_reconnect is not None:
-                            await on_reconnect()
                     log.info("listening for changes from other nodes again")
                 first, delay = False, 0.2
                 while not lost.is_set():
