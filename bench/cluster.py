@@ -5,7 +5,10 @@
     server's), driven in alternating turns from core 1 by bench/loadgen.py;
 (b) `--workers 2` over `--workers 1` on PostgreSQL, as the servers' CPU-seconds per 100k events
     accepted (every process of each server, from /proc), driven in turns: what a worker more
-    costs per event;
+    costs per event. Beside it, in the same turns, the same ratio for a control with the same
+    shape and none of signal-edge (bench/bare_pg_app.py: bare_app.py's endpoint answering after a
+    2 ms group commit of one INSERT, its processes on SO_REUSEPORT sockets): what splitting one
+    load over two processes that wait on PostgreSQL costs on this host anyway;
 (c) end to end: a backlog in PostgreSQL drained to the Pinterest sandbox (its own process on
     core 1) by one node, then by two, events/s from first answer to last.
 
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common import LOAD_CORE, ROOT, SERVER_CORE, pinned, table, tree_cpu_seconds, wait_http
@@ -80,36 +84,61 @@ def ingest_over_sqlite(pg: PostgresServer, tmp: Path, pinterest: str, seconds: f
         pg_edge.stop()
 
 
-def serving(edge: Edge, workers: int, timeout: float = 30) -> None:
-    """Until `workers` processes answer (a new connection each time: the kernel spreads them),
-    so that no start-up work falls into the measurement."""
+def serving(who: Callable[[], str], workers: int, timeout: float = 30) -> None:
+    """Until `workers` processes have answered `who()` (a new connection each time: the kernel
+    spreads them), so that no start-up work falls into the measurement."""
     seen, deadline = set(), time.monotonic() + timeout
     while len(seen) < workers:
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(seen)} of {workers} workers answered")
-        metrics = httpx.get(f"http://127.0.0.1:{edge.admin_port}/metrics").text
-        seen.add(metrics.split('signal_edge_node_info{node="', 1)[1].split('"', 1)[0])
+        seen.add(who())
     time.sleep(1.0)  # and their first delivery attempt has parked
 
 
-def workers_cost(pg: PostgresServer, tmp: Path, pinterest: str, seconds: float) -> tuple[float, float, float]:
-    """(CPU-seconds per 100k events with 1 worker, with 2, their ratio) in one run of turns."""
+def node_name(edge: Edge) -> str:
+    metrics = httpx.get(f"http://127.0.0.1:{edge.admin_port}/metrics").text
+    return metrics.split('signal_edge_node_info{node="', 1)[1].split('"', 1)[0]
+
+
+class BarePg:
+    """bench/bare_pg_app.py with `workers` processes: the control for signal-edge's --workers."""
+
+    def __init__(self, url: str, workers: int) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_pg_app.py"), "--port", str(self.port),
+                                      "--database-url", url, "--workers", str(workers)], cwd=ROOT)
+        wait_http(f"http://127.0.0.1:{self.port}/pid")
+        serving(lambda: httpx.get(f"http://127.0.0.1:{self.port}/pid").text, workers)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+def workers_cost(pg: PostgresServer, tmp: Path, pinterest: str, seconds: float) -> dict:
+    """CPU-seconds per 100k events with 1 worker and with 2 (every process of each server, from
+    /proc), and the same ratio for the control (bare_pg_app.py), all driven in the same turns."""
     edges = [Edge(tmp, pinterest, pg.create_database(), core=None, workers=n) for n in (1, 2)]
+    controls = []
     try:
         for n, edge in zip((1, 2), edges):
-            serving(edge, n)
+            serving(lambda: node_name(edge), n)
+        controls = [BarePg(pg.create_database(), n) for n in (1, 2)]
+        servers = edges + controls
         targets = [target(f"{n} worker(s)", edge) for n, edge in zip((1, 2), edges)]
-        before = [tree_cpu_seconds(edge.proc.pid) for edge in edges]
+        targets += [Target(f"control, {n} worker(s)", c.port, post(body("dk_control", 1).encode()))
+                    for n, c in zip((1, 2), controls)]
+        before = [tree_cpu_seconds(server.proc.pid) for server in servers]
         accepted_before = [edge.accepted() for edge in edges]
         drive_accepted(targets, seconds)
         time.sleep(0.5)  # the last commits
-        cpu = [tree_cpu_seconds(edge.proc.pid) - b for edge, b in zip(edges, before)]
-        accepted = [edge.accepted() - a for edge, a in zip(edges, accepted_before)]
-        per_100k = [c / n * 100_000 for c, n in zip(cpu, accepted)]
-        return per_100k[0], per_100k[1], per_100k[1] / per_100k[0]
+        cpu = [tree_cpu_seconds(server.proc.pid) - b for server, b in zip(servers, before)]
+        events = [edge.accepted() - a for edge, a in zip(edges, accepted_before)] + [t.answers for t in targets[2:]]
+        one, two, control_one, control_two = (c / n * 100_000 for c, n in zip(cpu, events))
+        return {"one": one, "two": two, "ratio": two / one, "control": control_two / control_one}
     finally:
-        for edge in edges:
-            edge.stop()
+        for server in edges + controls:
+            server.stop()
 
 
 async def prefill(url: str, events: int) -> str:
@@ -183,11 +212,11 @@ def measure(events: int = 50_000, runs: int = 3, seconds: float = 4.0) -> dict:
         for run in range(runs):
             pg_eps, sqlite_eps, ratio = ingest_over_sqlite(pg, tmp, pinterest.url, seconds)
             ratios.append((pg_eps, sqlite_eps, ratio))
-            one, two, cost = workers_cost(pg, tmp, pinterest.url, seconds)
-            workers.append((one, two, cost))
+            cost = workers_cost(pg, tmp, pinterest.url, seconds)
+            workers.append(cost)
             print(f"  run {run + 1}/{runs}: ingest PostgreSQL {pg_eps:,.0f} / SQLite {sqlite_eps:,.0f} events/s = "
-                  f"{ratio:.2f}; CPU-s per 100k events, 1 worker {one:.1f}, 2 workers {two:.1f} ({cost:.2f})",
-                  file=sys.stderr, flush=True)
+                  f"{ratio:.2f}; CPU-s per 100k events, 1 worker {cost['one']:.1f}, 2 workers {cost['two']:.1f} "
+                  f"({cost['ratio']:.2f}; the control {cost['control']:.2f})", file=sys.stderr, flush=True)
         wait_http(f"http://127.0.0.1:{fake_port}/healthz")
         for run in range(runs):
             for nodes, rates in e2e.items():
@@ -203,8 +232,10 @@ def measure(events: int = 50_000, runs: int = 3, seconds: float = 4.0) -> dict:
         pg.destroy()
     return {"runs": runs, "events": events,
             "ingest_ratios": [r[2] for r in ratios], "pg_ingest": [r[0] for r in ratios],
-            "sqlite_ingest": [r[1] for r in ratios], "workers_ratios": [w[2] for w in workers],
-            "cpu_one": [w[0] for w in workers], "cpu_two": [w[1] for w in workers],
+            "sqlite_ingest": [r[1] for r in ratios], "workers_ratios": [w["ratio"] for w in workers],
+            "cpu_one": [w["one"] for w in workers], "cpu_two": [w["two"] for w in workers],
+            "control_ratios": [w["control"] for w in workers],
+            "over_control": [w["ratio"] / w["control"] for w in workers],
             "e2e_one": e2e[1], "e2e_two": e2e[2]}
 
 
@@ -218,6 +249,7 @@ def report(r: dict) -> None:
         ["server CPU-s per 100k events, --workers 1", f"{m(r['cpu_one']):.1f}"],
         ["server CPU-s per 100k events, --workers 2", f"{m(r['cpu_two']):.1f}"],
         ["  2 workers over 1", f"{m(r['workers_ratios']):.2f}"],
+        ["  the same for the control (bare_pg_app.py)", f"{m(r['control_ratios']):.2f}"],
         [f"end to end, {r['events']:,} events, 1 node (events/s)", f"{m(r['e2e_one']):,.0f}"],
         [f"end to end, {r['events']:,} events, 2 nodes (events/s)", f"{m(r['e2e_two']):,.0f}"],
     ]))
