@@ -1,7 +1,9 @@
 """Failures in the log: one line each, the traceback once per distinct error per minute.
 
 A flood of bad requests or a storage fault that lasts must not write thousands of
-tracebacks; a person reading the log still needs one of each to find the bug.
+tracebacks; a person reading the log still needs one of each to find the bug. A storage
+fault (StorageError) is the environment's, not a bug: its line says all there is, and it
+never gets a traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 import secrets
 import time
 import traceback
+
+from delivery.store import StorageError
 
 TRACEBACK_EVERY = 60.0  # seconds between tracebacks of the same error
 _MAX_KEYS = 1024
@@ -29,6 +33,9 @@ class ErrorLog:
         """Log `message` and the error in one line; add the traceback when this error (its type
         and where it was raised) has not had one in the last minute."""
         line = f"{message}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, StorageError):
+            self.logger.log(level, line)
+            return
         key = _where(exc)
         now = time.monotonic()
         if now - self._last.get(key, -TRACEBACK_EVERY) >= TRACEBACK_EVERY:

@@ -6,6 +6,7 @@ PATCH. Every event that got a 200 reaches Pinterest."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import subprocess
 import sys
@@ -13,9 +14,11 @@ import threading
 import time
 
 import httpx
+import msgspec
 import pytest
 
 from delivery.sqlite.migrations import MIGRATIONS
+from delivery.store import StorageError
 from tests.support import ROOT, InProcessEdge, create_integration, create_source, post_batch, stats, wait_for
 
 
@@ -173,6 +176,34 @@ def test_exceptions_in_the_delivery_task_heal_by_themselves(in_process, fake_pin
              what="the supervisor to restart the worker")
     assert send(edge, key, ["after-restart"]).status_code == 200
     wait_for(lambda: delivered(fake_pinterest, ["after-restart"]), timeout=10, what="delivery by the new worker")
+
+
+def test_a_batch_that_cannot_be_settled_is_one_log_line_and_goes_again(in_process, fake_pinterest, caplog):
+    """Pinterest took the batch, then the database failed to record it: its lease runs out and
+    it is sent again (Pinterest deduplicates on event_id), and the log says so in one line."""
+    edge, key, integration_id = in_process
+    delivery = edge.services.delivery
+    delivery.settings = msgspec.structs.replace(delivery.settings, lease_seconds=1.0)
+    queue = edge.services.queue
+    real_settle = queue.settle
+    failures = {"left": 1}
+
+    async def failing_settle(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StorageError("the database cannot store anything now: injected")
+        return await real_settle(*args, **kwargs)
+
+    queue.settle = failing_settle
+    with caplog.at_level(logging.WARNING, logger="signal_edge"):
+        assert send(edge, key, ["unsettled-1"]).status_code == 200
+        sent = lambda: [e["event_id"] for e in fake_pinterest.sandbox.events()].count("unsettled-1")  # noqa: E731
+        wait_for(lambda: sent() >= 2, timeout=15, what="the unsettled batch to go again")
+        with edge.admin() as admin:
+            wait_for(lambda: stats(admin, integration_id)["delivered"] == 1, what="the second settlement")
+    lines = [r for r in caplog.records if "could not be settled" in r.getMessage()]
+    assert len(lines) == 1 and "injected" in lines[0].getMessage()
+    assert lines[0].exc_info is None, "a storage fault is one line, without a traceback"
 
 
 def test_a_batch_that_fails_unexpectedly_counts_an_attempt_and_shows_in_health(in_process, fake_pinterest):
