@@ -16,7 +16,7 @@ import msgspec
 
 from delivery.config import SECRET_KEYS, Health, Integration, Source
 from delivery.secrets import SecretBox, open_integration, seal_integration
-from delivery.store import AuditEntry, ChangeListener, DebugRecord, StoredIdentity
+from delivery.store import AuditEntry, ChangeListener, DebugRecord, Refusal, SourceActivity, StoredIdentity
 
 log = logging.getLogger("signal_edge.store")
 IDENTITY_CACHE_SIZE = 50_000
@@ -260,6 +260,20 @@ def audit_row(action: str | None, object_type: str, object_id: str, old: Any, ne
     if action is None:
         return None
     return (action, object_type, object_id, _json(redacted(old)), _json(redacted(new)))
+
+
+def source_activity(source_ids: list[str], refusals, examples, last_events) -> dict[str, SourceActivity]:
+    """Each source's activity from the rows of its three tables: (source, reason, count),
+    (source, at, reason, detail) newest first, and (source, last_event_at)."""
+    found = {source: SourceActivity({}, []) for source in source_ids}
+    for source, reason, count in refusals:
+        found[source].refused[reason] = count
+    for source, *row in examples:
+        if len(found[source].recent_refusals) < REFUSAL_EXAMPLES_KEPT:  # PostgreSQL's nodes trim concurrently
+            found[source].recent_refusals.append(Refusal(*row))
+    for source, at in last_events:
+        found[source].last_event_at = at
+    return found
 
 
 def audit_entry(row_id: int, at: float, action: str, object_type: str, object_id: str, old: bytes | None,

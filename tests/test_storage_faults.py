@@ -37,6 +37,21 @@ def assert_refused_while_broken(response: httpx.Response) -> None:
     assert int(response.headers["retry-after"]) > 0
 
 
+def fail_first(obj, method: str, exc: Exception, times: int) -> dict:
+    """Make `obj.method` (a coroutine) raise `exc` on its first `times` calls; returns the count
+    of failures still to come, as {"left": n}."""
+    real, failures = getattr(obj, method), {"left": times}
+
+    async def failing(*args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise exc
+        return await real(*args, **kwargs)
+
+    setattr(obj, method, failing)
+    return failures
+
+
 @pytest.fixture
 def in_process(tmp_path, fake_pinterest):
     edge = InProcessEdge(tmp_path, fake_pinterest.url, {"SIGNAL_FLUSH_INTERVAL": "0.1"}).start()
@@ -153,17 +168,7 @@ def test_a_lock_held_for_30_seconds(edge_factory, fake_pinterest):
 
 def test_exceptions_in_the_delivery_task_heal_by_themselves(in_process, fake_pinterest):
     edge, key, integration_id = in_process
-    queue = edge.services.queue
-    real_lease = queue.lease
-    failures = {"left": 3}
-
-    async def failing_lease(*args, **kwargs):
-        if failures["left"]:
-            failures["left"] -= 1
-            raise RuntimeError("injected fault in the delivery task")
-        return await real_lease(*args, **kwargs)
-
-    queue.lease = failing_lease
+    failures = fail_first(edge.services.queue, "lease", RuntimeError("injected fault in the delivery task"), 3)
     assert send(edge, key, ["injected-1"]).status_code == 200
     wait_for(lambda: delivered(fake_pinterest, ["injected-1"]), timeout=20, what="delivery after injected faults")
     assert failures["left"] == 0
@@ -184,17 +189,7 @@ def test_a_batch_that_cannot_be_settled_is_one_log_line_and_goes_again(in_proces
     edge, key, integration_id = in_process
     delivery = edge.services.delivery
     delivery.settings = msgspec.structs.replace(delivery.settings, lease_seconds=1.0)
-    queue = edge.services.queue
-    real_settle = queue.settle
-    failures = {"left": 1}
-
-    async def failing_settle(*args, **kwargs):
-        if failures["left"]:
-            failures["left"] -= 1
-            raise StorageError("the database cannot store anything now: injected")
-        return await real_settle(*args, **kwargs)
-
-    queue.settle = failing_settle
+    fail_first(edge.services.queue, "settle", StorageError("the database cannot store anything now: injected"), 1)
     with caplog.at_level(logging.WARNING, logger="signal_edge"):
         assert send(edge, key, ["unsettled-1"]).status_code == 200
         sent = lambda: [e["event_id"] for e in fake_pinterest.sandbox.events()].count("unsettled-1")  # noqa: E731

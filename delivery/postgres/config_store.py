@@ -30,6 +30,7 @@ from delivery.snapshot import (
     encode,
     identity_decoder,
     integration_decoder,
+    source_activity,
     source_decoder,
 )
 from delivery.store import AdminSession, AuditEntry, DebugRecord, Refusal, SourceActivity, StoredIdentity
@@ -250,18 +251,13 @@ class PgConfigStore(SnapshotStore):
 
     async def activity(self, source_ids: list[str]) -> dict[str, SourceActivity]:
         async def read(conn: asyncpg.Connection) -> dict[str, SourceActivity]:
-            found = {source: SourceActivity({}, []) for source in source_ids}
-            for source, reason, count in await conn.fetch(
-                    "SELECT source_id, reason, count FROM refusals WHERE source_id = ANY($1)", source_ids):
-                found[source].refused[reason] = count
-            for source, *row in await conn.fetch("SELECT source_id, at, reason, detail FROM refusal_examples "
-                                                 "WHERE source_id = ANY($1) ORDER BY id DESC", source_ids):
-                if len(found[source].recent_refusals) < REFUSAL_EXAMPLES_KEPT:  # nodes trim concurrently
-                    found[source].recent_refusals.append(Refusal(*row))
-            for source, at in await conn.fetch(
-                    "SELECT source_id, last_event_at FROM source_activity WHERE source_id = ANY($1)", source_ids):
-                found[source].last_event_at = at
-            return found
+            return source_activity(
+                source_ids,
+                await conn.fetch("SELECT source_id, reason, count FROM refusals WHERE source_id = ANY($1)", source_ids),
+                await conn.fetch("SELECT source_id, at, reason, detail FROM refusal_examples WHERE source_id = ANY($1) "
+                                 "ORDER BY id DESC", source_ids),
+                await conn.fetch("SELECT source_id, last_event_at FROM source_activity WHERE source_id = ANY($1)",
+                                 source_ids))
         return await self.db.run(read)
 
     # --- audit and debugger logs ------------------------------------------------------------

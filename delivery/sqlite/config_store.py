@@ -16,6 +16,7 @@ from delivery.snapshot import (
     debug_record,
     encode,
     identity_decoder,
+    source_activity,
 )
 from delivery.sqlite.db import Database
 from delivery.store import AdminSession, AuditEntry, DebugRecord, Refusal, SourceActivity, StoredIdentity
@@ -145,18 +146,13 @@ class SqliteConfigStore(SnapshotStore):
     async def activity(self, source_ids: list[str]) -> dict[str, SourceActivity]:
         def read(conn: sqlite3.Connection) -> dict[str, SourceActivity]:
             marks = ",".join("?" * len(source_ids))
-            found = {source: SourceActivity({}, []) for source in source_ids}
-            for source, reason, count in conn.execute(
-                    f"SELECT source_id, reason, count FROM refusals WHERE source_id IN ({marks})", source_ids):
-                found[source].refused[reason] = count
-            for source, *row in conn.execute(f"SELECT source_id, at, reason, detail FROM refusal_examples WHERE "
-                                             f"source_id IN ({marks}) ORDER BY id DESC", source_ids):
-                if len(found[source].recent_refusals) < REFUSAL_EXAMPLES_KEPT:
-                    found[source].recent_refusals.append(Refusal(*row))
-            for source, at in conn.execute(
-                    f"SELECT source_id, last_event_at FROM source_activity WHERE source_id IN ({marks})", source_ids):
-                found[source].last_event_at = at
-            return found
+            return source_activity(
+                source_ids,
+                conn.execute(f"SELECT source_id, reason, count FROM refusals WHERE source_id IN ({marks})", source_ids),
+                conn.execute(f"SELECT source_id, at, reason, detail FROM refusal_examples WHERE source_id IN ({marks}) "
+                             "ORDER BY id DESC", source_ids),
+                conn.execute(f"SELECT source_id, last_event_at FROM source_activity WHERE source_id IN ({marks})",
+                             source_ids))
         return await self.db.run(read)
 
     # --- audit and debugger logs ------------------------------------------------------------
