@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import LOAD_CORE, ROOT, SERVER_CORE, pinned, table, tree_cpu_seconds, wait_http
+from common import LOAD_CORE, ROOT, SERVER_CORE, drain_rate, pinned, table, tree_cpu_seconds, wait_http
 from ingest import ADMIN, Edge, body
 from loadgen import Target, drive, post
 
@@ -182,18 +182,7 @@ def drain(url: str, integration: str, events: int, nodes: int, fake_port: int) -
                          headers={"Authorization": f"Bearer {ADMIN}"})
     try:
         admin.patch(f"/integrations/{integration}", json={"paused": False})
-        first, started = None, time.perf_counter()
-        while True:
-            counts = admin.get(f"/integrations/{integration}").json()["delivery"]
-            if counts["delivered"] and first is None:
-                first = (time.perf_counter(), counts["delivered"])
-            if counts["delivered"] + counts["dead_lettered"] >= events:
-                break
-            if time.perf_counter() - started > 300:
-                raise RuntimeError(f"not drained after 300 s: {counts}")
-            time.sleep(0.05)
-        assert counts["dead_lettered"] == 0, counts
-        return (events - first[1]) / (time.perf_counter() - first[0])
+        return drain_rate(admin, integration, events)
     finally:
         for proc, _ in running:
             proc.send_signal(signal.SIGTERM)

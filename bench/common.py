@@ -73,3 +73,20 @@ def wait_http(url: str, timeout: float = 20) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+def drain_rate(admin, integration: str, events: int, timeout: float = 300) -> float:
+    """Poll an integration's counters (through `admin`, an httpx client on /v1/admin) until
+    `events` are delivered or dead-lettered; events/s from the first delivered to the last."""
+    first, started = None, time.perf_counter()
+    while True:
+        counts = admin.get(f"/integrations/{integration}").json()["delivery"]
+        if counts["delivered"] and first is None:
+            first = (time.perf_counter(), counts["delivered"])
+        if counts["delivered"] + counts["dead_lettered"] >= events:
+            break
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"not drained after {timeout:.0f} s: {counts}")
+        time.sleep(0.05)
+    assert counts["dead_lettered"] == 0, counts
+    return (events - first[1]) / (time.perf_counter() - first[0])

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import LOAD_CORE, ROOT, SERVER_CORE, pinned, table, wait_http
+from common import LOAD_CORE, ROOT, SERVER_CORE, drain_rate, pinned, table, wait_http
 from ingest import Bare
 from loadgen import drive
 
@@ -166,25 +166,13 @@ def end_to_end(n: int, filled: Path, integration: str, tmp: Path, fake_port: int
     port, admin_port = free_port(), free_port()
     env = {"PATH": "/usr/bin:/bin", "SIGNAL_ADMIN_TOKEN": ADMIN, "SIGNAL_SECRET_KEY": SECRET,
            "SIGNAL_PINTEREST_API_BASE": f"http://127.0.0.1:{fake_port}", "SIGNAL_LOG_LEVEL": "warning"}
-    started = time.perf_counter()
     proc = pinned(SERVER_CORE, [sys.executable, "-m", "collector", "serve", "--port", str(port), "--admin-port",
                                 str(admin_port), "--db", str(db_path)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{admin_port}/healthz")
         admin = httpx.Client(base_url=f"http://127.0.0.1:{admin_port}/v1/admin",
                              headers={"Authorization": f"Bearer {ADMIN}"})
-        first = None
-        while True:
-            counts = admin.get(f"/integrations/{integration}").json()["delivery"]
-            if counts["delivered"] and first is None:
-                first = (time.perf_counter(), counts["delivered"])
-            if counts["delivered"] + counts["dead_lettered"] >= n:
-                break
-            if time.perf_counter() - started > 300:
-                raise RuntimeError(f"not drained after 300 s: {counts}")
-            time.sleep(0.05)
-        assert counts["dead_lettered"] == 0, counts
-        return (n - first[1]) / (time.perf_counter() - first[0])
+        return drain_rate(admin, integration, n)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

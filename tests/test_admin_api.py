@@ -46,12 +46,17 @@ def test_the_seed_curl_creates_a_working_integration(edge, fake_pinterest):
     assert sent[0].ad_account_id == "549764982399"
 
 
+def press_test(admin, access_token: str, conversion_token: str) -> tuple[dict, dict]:
+    """A new integration with these tokens, and the answer of its Test button."""
+    source = create_source(admin)
+    integration = create_integration(admin, source["id"], config={"access_token": access_token,
+                                                                   "conversion_token": conversion_token})
+    return integration, admin.post(f"/integrations/{integration['id']}/test").json()
+
+
 def test_the_test_button_explains_a_bad_token(edge, fake_pinterest):
     with edge.admin() as admin:
-        source = create_source(admin)
-        integration = create_integration(admin, source["id"], config={"access_token": "pina_OLD",
-                                                                       "conversion_token": "ct_OLD"})
-        result = admin.post(f"/integrations/{integration['id']}/test").json()
+        integration, result = press_test(admin, "pina_OLD", "ct_OLD")
         assert result["ok"] is False
         assert result["message"] == "The conversion token and the API access token failed."
         assert [(c["credential"], c["ok"]) for c in result["checks"]] == [("conversion_token", False),
@@ -65,10 +70,7 @@ def test_the_test_button_explains_a_bad_token(edge, fake_pinterest):
 def test_the_test_button_tries_every_credential_and_names_the_one_that_fails(edge, fake_pinterest):
     fake_pinterest.sandbox.add_token("ct_GOOD")
     with edge.admin() as admin:
-        source = create_source(admin)
-        integration = create_integration(admin, source["id"], config={"access_token": "pina_REVOKED",
-                                                                       "conversion_token": "ct_GOOD"})
-        result = admin.post(f"/integrations/{integration['id']}/test").json()
+        integration, result = press_test(admin, "pina_REVOKED", "ct_GOOD")
         assert result["ok"] is False
         assert result["message"].startswith("The API access token failed. Delivery goes on with the credential")
         assert [(c["credential"], c["ok"]) for c in result["checks"]] == [("conversion_token", True),

@@ -30,6 +30,21 @@ def oauth_integration(admin, source_id, fake, **extra) -> dict:
     return response.json()
 
 
+def send(edge_url: str, key: str, ids: list[str]) -> int:
+    """Signed Up events with these ids; the edge's status code."""
+    return post_batch(edge_url, key, [{"type": "track", "event": "Signed Up", "messageId": i} for i in ids]).status_code
+
+
+def short_lived(edge_factory, fake, token_seconds: float, flush: str):
+    """An edge whose OAuth integration gets access tokens that live `token_seconds`:
+    (edge, source, integration)."""
+    fake.sandbox.state.access_token_seconds = token_seconds
+    edge = edge_factory(env={"SIGNAL_FLUSH_INTERVAL": flush})
+    with edge.admin() as admin:
+        source = create_source(admin)
+        return edge, source, oauth_integration(admin, source["id"], fake)
+
+
 def delivered_ids(fake) -> set[str]:
     return {e["event_id"] for e in fake.sandbox.events(include_test=False)}
 
@@ -43,8 +58,7 @@ def test_an_app_and_a_refresh_token_are_enough_to_deliver(edge, fake_pinterest):
         source = create_source(admin)
         integration = oauth_integration(admin, source["id"], fake_pinterest)
         assert integration["config"]["connected"] is True and integration["config"]["access_token"] is None
-        assert post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up",
-                                                              "messageId": "oauth-1"}]).status_code == 200
+        assert send(edge.url, source["pipeline_key"], ["oauth-1"]) == 200
         wait_for(lambda: "oauth-1" in delivered_ids(fake_pinterest), what="delivery with a minted access token")
         shown = admin.get(f"/integrations/{integration['id']}").json()
         assert shown["config"]["access_token"].startswith("pina_****")
@@ -57,16 +71,11 @@ def test_an_app_and_a_refresh_token_are_enough_to_deliver(edge, fake_pinterest):
 
 
 def test_five_second_tokens_over_thirty_seconds_of_steady_events(edge_factory, fake_pinterest):
-    fake_pinterest.sandbox.state.access_token_seconds = 5
-    edge = edge_factory(env={"SIGNAL_FLUSH_INTERVAL": "0.2"})
-    with edge.admin() as admin:
-        source = create_source(admin)
-        integration = oauth_integration(admin, source["id"], fake_pinterest)
+    edge, source, integration = short_lived(edge_factory, fake_pinterest, 5, "0.2")
     sent, started = [], time.monotonic()
     while time.monotonic() - started < 30:
         batch = [f"steady-{len(sent) + i}" for i in range(5)]
-        assert post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up", "messageId": i}
-                                                             for i in batch]).status_code == 200
+        assert send(edge.url, source["pipeline_key"], batch) == 200
         sent += batch
         time.sleep(0.25)
     wait_for(lambda: set(sent) <= delivered_ids(fake_pinterest), timeout=20, what="every event")
@@ -79,20 +88,14 @@ def test_five_second_tokens_over_thirty_seconds_of_steady_events(edge_factory, f
 
 
 def test_a_kill_right_after_a_refresh_loses_nothing(edge_factory, fake_pinterest):
-    fake_pinterest.sandbox.state.access_token_seconds = 3
-    edge = edge_factory(env={"SIGNAL_FLUSH_INTERVAL": "0.1"})
-    with edge.admin() as admin:
-        source = create_source(admin)
-        integration = oauth_integration(admin, source["id"], fake_pinterest)
+    edge, source, integration = short_lived(edge_factory, fake_pinterest, 3, "0.1")
     before = refreshes(fake_pinterest)
-    assert post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up",
-                                                          "messageId": "before-kill"}]).status_code == 200
+    assert send(edge.url, source["pipeline_key"], ["before-kill"]) == 200
     wait_for(lambda: refreshes(fake_pinterest) > before, what="a refresh")
     edge.kill()  # the rotated refresh token must be on disk: the old one is refused from now on
     time.sleep(3)  # the access token it held has run out meanwhile
     again = edge_factory(db=edge.db, env={"SIGNAL_FLUSH_INTERVAL": "0.1"})
-    assert post_batch(again.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up",
-                                                           "messageId": "after-restart"}]).status_code == 200
+    assert send(again.url, source["pipeline_key"], ["after-restart"]) == 200
     wait_for(lambda: {"before-kill", "after-restart"} <= delivered_ids(fake_pinterest), what="delivery after the restart")
     assert fake_pinterest.sandbox.state.refused_refreshes == 0
     with again.admin() as admin:
@@ -107,8 +110,7 @@ def test_a_refused_refresh_token_pauses_until_connected_again(edge, fake_pintere
                                                                         "conversion_token": None})
         fake_pinterest.sandbox.state.refresh_tokens.clear()  # Pinterest forgot it (revoked, expired)
         held = [f"held-{i}" for i in range(5)]
-        assert post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up", "messageId": i}
-                                                             for i in held]).status_code == 200
+        assert send(edge.url, source["pipeline_key"], held) == 200
 
         def paused():
             health = admin.get(f"/integrations/{integration['id']}").json()["health"]
@@ -136,8 +138,7 @@ def test_two_nodes_refresh_an_integration_one_at_a_time(tmp_path, pg_url, fake_p
         while time.monotonic() - started < 15:
             for node in nodes:
                 event_id = f"two-{len(sent)}"
-                assert post_batch(node.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up",
-                                                                      "messageId": event_id}]).status_code == 200
+                assert send(node.url, source["pipeline_key"], [event_id]) == 200
                 sent.append(event_id)
             time.sleep(0.2)
         wait_for(lambda: set(sent) <= delivered_ids(fake_pinterest), timeout=20, what="every event")
@@ -156,7 +157,7 @@ def test_no_secret_is_ever_shown_logged_or_stored_in_clear(edge, fake_pinterest)
         integration = oauth_integration(admin, source["id"], fake_pinterest)
         first_refresh = fake_pinterest.sandbox.state.refresh_tokens.copy()
         for n in range(3):
-            post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up", "messageId": f"s-{n}"}])
+            send(edge.url, source["pipeline_key"], [f"s-{n}"])
             time.sleep(1.8)
         wait_for(lambda: {"s-0", "s-1", "s-2"} <= delivered_ids(fake_pinterest), what="the events")
         admin.post(f"/integrations/{integration['id']}/conversion-token")
