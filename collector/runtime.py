@@ -21,6 +21,7 @@ from collector.edge.app import create_edge_app
 from collector.services import Services, close_database, open_services
 from collector.settings import Settings
 from collector.transport import Limits, guarded
+from delivery import retention
 
 log = logging.getLogger("signal_edge")
 
@@ -132,7 +133,8 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
             loop.add_signal_handler(sig, stop.set)
 
     await services.delivery.start()
-    background = [asyncio.create_task(services.lag.run()), asyncio.create_task(services.activity.run())]
+    background = [asyncio.create_task(services.lag.run()), asyncio.create_task(services.activity.run()),
+                  asyncio.create_task(retention.run(services.store, settings.retention_interval))]
     if not in_process:
         tune_gc()
     running = []  # (listener, server, its task)

@@ -95,6 +95,7 @@ async def open_services(settings: Settings) -> Services:
     try:
         secret_key = await load_secret_key(store, settings.secret_key, settings.key_file)
         await store.open(SecretBox(secret_key))
+        store.identity_retention = settings.identity_retention_days * 86400
         store.listen()  # other nodes' changes
         await queue.open()
         hub = DebugHub()

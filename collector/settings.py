@@ -47,6 +47,8 @@ class Settings(msgspec.Struct, kw_only=True):
     max_connections: int | None = None  # the edge's open connections; default: from the file limit
     head_timeout: float = 10.0  # seconds for a request's line and headers to arrive
     body_timeout: float = 30.0  # seconds for its body to arrive after them
+    identity_retention_days: float = 60.0  # identity memory kept after its last change
+    retention_interval: float = 600.0  # seconds between the retention task's passes
 
     @property
     def edge_url(self) -> str:
@@ -104,6 +106,8 @@ _ENV = {
     "SIGNAL_MAX_CONNECTIONS": "max_connections",
     "SIGNAL_HEAD_TIMEOUT": "head_timeout",
     "SIGNAL_BODY_TIMEOUT": "body_timeout",
+    "SIGNAL_IDENTITY_RETENTION_DAYS": "identity_retention_days",
+    "SIGNAL_RETENTION_INTERVAL": "retention_interval",
 }
 _LISTS = {"trusted_proxies", "retry_delays", "admin_hosts"}
 
@@ -148,6 +152,8 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
     if settings.workers > 1 and not settings.database_url:
         raise SettingsError("--workers above 1 needs PostgreSQL: a SQLite file serves one process. Set "
                             "SIGNAL_DATABASE_URL (or --database-url) to run several processes or nodes")
+    if settings.identity_retention_days <= 0:
+        raise SettingsError("setting SIGNAL_IDENTITY_RETENTION_DAYS: more than 0")
     if settings.db_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise SettingsError("setting SIGNAL_DB_SYNCHRONOUS: use NORMAL, FULL or EXTRA")
     return settings

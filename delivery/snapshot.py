@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -19,7 +20,9 @@ from delivery.secrets import SecretBox, open_integration, seal_integration
 from delivery.store import AuditEntry, ChangeListener, DebugRecord, Refusal, SourceActivity, StoredIdentity
 
 log = logging.getLogger("signal_edge.store")
-IDENTITY_CACHE_SIZE = 50_000
+IDENTITY_CACHE_BYTES = 16 * 1024 * 1024  # about 40k browsers' identities, whatever they hold
+IDENTITY_RETENTION = 60 * 24 * 3600  # Pinterest's longest click attribution window: 60 days
+_ENTRY_OVERHEAD = 240  # bytes a cache entry costs beside its identity's JSON (key, tuple, dict slot)
 DEBUG_LOG_KEEP = 20_000
 REFUSAL_EXAMPLES_KEPT = 10  # per source
 _MISSING = object()
@@ -42,7 +45,10 @@ class SnapshotStore:
         self._by_key: dict[str, Source] = {}
         self._by_server_key: dict[str, Source] = {}  # by the SHA-256 of its server key
         self._integrations: dict[str, Integration] = {}
-        self._identities: OrderedDict[str, Any] = OrderedDict()
+        # anonymous id -> (StoredIdentity or None for "known absent", its cost in bytes, saved at)
+        self._identities: OrderedDict[str, tuple[StoredIdentity | None, int, float]] = OrderedDict()
+        self._identity_bytes = 0
+        self.identity_retention = IDENTITY_RETENTION  # seconds an identity is kept after its last change
         self._listeners: list[ChangeListener] = []
         self._debug_writes = 0
         self._locks: dict[str, asyncio.Lock] = {}
@@ -168,27 +174,58 @@ class SnapshotStore:
     # --- identity memory (hashes only), with an LRU in front ---------------------------
 
     async def identity(self, anonymous_id: str) -> StoredIdentity | None:
-        cached = self._identities.get(anonymous_id, _MISSING)
+        cached = self.cached_identity(anonymous_id)
         if cached is not _MISSING:
             self._identities.move_to_end(anonymous_id)
             return cached
-        found = await self._read_identity(anonymous_id)
-        self._cache_identity(anonymous_id, found)
-        return found
+        found = await self._read_identity(anonymous_id, time.time() - self.identity_retention)
+        if found is None:
+            self._cache_identity(anonymous_id, None, 0, time.time())
+            return None
+        stored, updated_at = found
+        self._cache_identity(anonymous_id, stored, len(encode(stored)), updated_at)
+        return stored
 
     def cached_identity(self, anonymous_id: str) -> Any:
-        """The cached identity, None when known absent, or `MISSING` (ask `identity()`)."""
-        return self._identities.get(anonymous_id, _MISSING)
+        """The cached identity, None when known absent, or `MISSING` (ask `identity()`). An
+        identity past its retention is absent, whether or not it is pruned yet."""
+        entry = self._identities.get(anonymous_id)
+        if entry is None:
+            return _MISSING
+        if entry[0] is not None and entry[2] < time.time() - self.identity_retention:
+            return None
+        return entry[0]
 
     async def save_identity(self, anonymous_id: str, stored: StoredIdentity) -> None:
-        await self._write_identity(anonymous_id, stored.user_id, encode(stored))
-        self._cache_identity(anonymous_id, stored)
+        body = encode(stored)
+        now = time.time()
+        await self._write_identity(anonymous_id, stored.user_id, body, now)
+        self._cache_identity(anonymous_id, stored, len(body), now)
 
-    def _cache_identity(self, anonymous_id: str, value: StoredIdentity | None) -> None:
-        self._identities[anonymous_id] = value
-        self._identities.move_to_end(anonymous_id)
-        while len(self._identities) > IDENTITY_CACHE_SIZE:
-            self._identities.popitem(last=False)
+    def forget_identity(self, anonymous_id: str) -> None:
+        entry = self._identities.pop(anonymous_id, None)
+        if entry is not None:
+            self._identity_bytes -= entry[1]
+
+    def _cache_identity(self, anonymous_id: str, value: StoredIdentity | None, size: int, saved_at: float) -> None:
+        """Kept newest last; the oldest go once the cache holds more than IDENTITY_CACHE_BYTES."""
+        self.forget_identity(anonymous_id)
+        cost = size + _ENTRY_OVERHEAD + len(anonymous_id)
+        self._identities[anonymous_id] = (value, cost, saved_at)
+        self._identity_bytes += cost
+        while self._identity_bytes > IDENTITY_CACHE_BYTES:
+            self._identity_bytes -= self._identities.popitem(last=False)[1][1]
+
+    def forget_identities(self) -> None:
+        self._identities.clear()
+        self._identity_bytes = 0
+
+    async def prune_identities(self, limit: int = 1000) -> int:
+        """Delete up to `limit` identities past their retention; returns how many went."""
+        gone = await self._prune_identities(time.time() - self.identity_retention, limit)
+        for anonymous_id in gone:
+            self.forget_identity(anonymous_id)
+        return len(gone)
 
     # --- audit and debugger logs ------------------------------------------------------------
 
@@ -224,10 +261,15 @@ class SnapshotStore:
     async def _reseal(self, rows: list[tuple[bytes, str]], meta: dict[str, str]) -> None:
         raise NotImplementedError
 
-    async def _read_identity(self, anonymous_id: str) -> StoredIdentity | None:
+    async def _read_identity(self, anonymous_id: str, not_before: float) -> tuple[StoredIdentity, float] | None:
+        """The identity and when it was saved, unless saved before `not_before`."""
         raise NotImplementedError
 
-    async def _write_identity(self, anonymous_id: str, user_id: str | None, body: bytes) -> None:
+    async def _write_identity(self, anonymous_id: str, user_id: str | None, body: bytes, at: float) -> None:
+        raise NotImplementedError
+
+    async def _prune_identities(self, before: float, limit: int) -> list[str]:
+        """Delete up to `limit` identities saved before `before`; returns their anonymous ids."""
         raise NotImplementedError
 
     async def _write_audit(self, row: AuditRow) -> None:

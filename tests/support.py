@@ -320,3 +320,39 @@ class InProcessEdge:
         if self.loop and self.thread.is_alive():
             self.loop.call_soon_threadsafe(self._stop.set)
             self.thread.join(30)
+
+
+@contextlib.asynccontextmanager
+async def edge_in_process(tmp: Path, database_url: str | None = None, **source_fields):
+    """The edge app of real services (a SQLite file in `tmp`, or `database_url`) in this event loop,
+    with a source and its integration, behind an httpx client that calls it in process (no socket,
+    no server). Delivery is not started: what the edge queued stays in the queue (`queued()`)."""
+    from collector.edge.app import create_edge_app
+    from collector.services import open_services
+    from collector.settings import load_settings
+    from delivery.config import Integration, PinterestConfig, Source
+
+    flags = {"database_url": database_url} if database_url else {"db": str(tmp / f"edge-{time.monotonic_ns()}.db")}
+    services = await open_services(load_settings(flags, environ={"SIGNAL_ADMIN_TOKEN": ADMIN_TOKEN}))
+    try:
+        fields = {"rate_limit_per_second": 1e9, "rate_limit_burst": 10**9, "client_rate_limit_per_second": 1e9,
+                  "client_rate_limit_burst": 10**9, **source_fields}
+        source = Source(id="src_inproc", name="in process", pipeline_key="dk_live_inproc", created_at=0, updated_at=0,
+                        **fields)
+        await services.store.put_source(source, None)
+        await services.store.put_integration(Integration(
+            id="int_inproc", source_id=source.id, name="Pinterest", created_at=0, updated_at=0,
+            config=PinterestConfig(AD_ACCOUNT, ACCESS_TOKEN, CONVERSION_TOKEN)), None)
+        transport = httpx.ASGITransport(app=create_edge_app(services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://edge.test") as client:
+            yield services, source, client
+    finally:
+        await services.close()
+
+
+async def queued(services, integration_id: str = "int_inproc") -> list:
+    """The EdgeEvents queued for an integration, oldest first."""
+    from delivery.events import event_decoder
+
+    waiting = await services.queue.waiting([integration_id], None, 1000)
+    return [event_decoder.decode(w.payload) for w in reversed(waiting)]

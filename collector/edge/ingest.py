@@ -12,8 +12,8 @@ from collector.edge.wire import IncomingEvent
 from delivery.config import Source
 from delivery.events import EdgeEvent, merge_identity
 from delivery.pinterest import normalize as norm
-from delivery.pinterest.identity import NO_IDENTITY, IdentityBuilder, TooDeep, hashed_user_id, plain, scrub
-from delivery.urls import scrub_url
+from delivery.pinterest.identity import NO_IDENTITY, IdentityBuilder, TooDeep
+from delivery.pinterest.scrub import scrub_event
 from delivery.store import StoredIdentity
 
 
@@ -70,15 +70,35 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
     """The event to queue, and the identity memory to save when this event changed it."""
     etype = _event_type(inc, implied)
     source = ctx.source
-    properties, builder = _scrubbed(inc, etype, ctx)
-    if etype == "group" and inc.traits:
-        # A group's traits describe the group (a company), not the person: hash any PII
-        # they carry, but do not attach it to this browser's identity.
-        properties = {**properties, "traits": _scrub(inc.traits, _builder(ctx), False, "traits")}
     context = inc.context
     page = context.page if context is not None else None
+    properties = inc.properties or {}
+    page_url = search = referrer = title = None
+    if page is not None:
+        page_url, search, referrer, title = page.url, page.search, page.referrer, page.title
+    if etype == "page":
+        page_url = page_url or _text(properties.get("url"))
+        title = title or _text(properties.get("title"))
+    click_id = ctx.query_epik or ctx.cookie_epik  # the query's is checked already (RequestContext)
+    if (page_url and "epik=" in page_url) or (search and "epik=" in search):
+        found = edge_identity.epik_from_url(page_url) or edge_identity.epik_from_query(search)
+        if found:
+            click_id = found if edge_identity.cookie_value_ok(found) else ctx.cookie_epik
 
-    user_id = hashed_user_id(str(inc.userId), source.default_country) if inc.userId is not None else None
+    traits = device_id = None
+    if context is not None:
+        traits, device = context.traits, context.device
+        if device and device.adTrackingEnabled is not False:
+            device_id = device.advertisingId
+    try:
+        scrubbed = scrub_event(etype, properties, inc.traits, traits, device_id,
+                               str(inc.userId) if inc.userId is not None else None, page_url, referrer, title,
+                               source.default_country, source.privacy.url_params_to_remove, ctx.suspect)
+    except TooDeep as exc:
+        raise EventError(exc.field, f"{exc}; send flatter data") from None
+    builder = scrubbed.builder
+
+    user_id = scrubbed.user_id
     if stored is not None and user_id is not None and stored.user_id is not None and user_id != stored.user_id:
         stored = None  # another person signed in on this browser: nothing of the last one's is theirs
     hashed = builder is not None and bool(builder.values)
@@ -91,37 +111,25 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
         candidate = StoredIdentity(user_id, ident)
         if candidate != stored:
             remember = candidate
-
-    page_url = search = None
-    if page is not None:
-        page_url, search = page.url, page.search
-    if not page_url and etype == "page":
-        page_url = _text(properties.get("url"))
-    click_id = ctx.query_epik or ctx.cookie_epik  # the query's is checked already (RequestContext)
-    if (page_url and "epik=" in page_url) or (search and "epik=" in search):
-        found = edge_identity.epik_from_url(page_url) or edge_identity.epik_from_query(search)
-        if found:
-            click_id = found if edge_identity.cookie_value_ok(found) else ctx.cookie_epik
-    removed = source.privacy.url_params_to_remove
     granted, opted_out = _consent(context)
 
     # Positional, in EdgeEvent's field order (checked by _FIELD_ORDER below): with its 21 fields
     # as keyword arguments the constructor took 1.6 us per event, positional 0.3 us.
     event = EdgeEvent(
         # properties.event_id first: the id a Pinterest Tag on the page was given, for deduplication
-        _text(properties.get("event_id")) or inc.messageId or uuid4(),
+        _text(scrubbed.properties.get("event_id")) or inc.messageId or uuid4(),
         etype,
         source.id,
         ctx.received_at,
         event_time(inc, ctx),
         inc.event if etype == "track" else inc.name,
-        properties,
+        scrubbed.properties,
         user_id,
         ctx.anonymous_id,
         str(inc.groupId) if inc.groupId is not None else None,
-        scrub_url(page_url, removed),
-        scrub_url(page.referrer, removed) if page else None,
-        (page.title if page else None) or (_text(properties.get("title")) if etype == "page" else None),
+        scrubbed.page_url,
+        scrubbed.referrer,
+        scrubbed.title,
         _client_ip(context, ctx) if ctx.trusted else ctx.ip,
         (context.userAgent if ctx.trusted and context and context.userAgent else None) or ctx.user_agent
         or (context.userAgent if context else None),
@@ -131,7 +139,7 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
         granted,
         ident,
         builder.notes if builder is not None else _NO_NOTES,
-        _limited(properties, context, source, builder),
+        _limited(scrubbed.properties, context, source, builder),
         opted_out,
     )
     return event, remember
@@ -185,42 +193,6 @@ def _client_ip(context, ctx: RequestContext) -> str | None:
 
 
 _NO_NOTES: list[str] = []  # shared: events are never changed after they are built
-
-
-def _builder(ctx: RequestContext) -> IdentityBuilder:
-    privacy = ctx.source.privacy
-    return IdentityBuilder(ctx.source.default_country, suspect=ctx.suspect, url_params=privacy.url_params_to_remove)
-
-
-def _scrubbed(inc: IncomingEvent, etype: str, ctx: RequestContext) -> tuple[dict, IdentityBuilder | None]:
-    """The properties to queue, PII hashed, and the builder holding the hashes of everything in
-    the event that identifies the person; no builder for an event with nothing that can (most
-    events: making one cost more than the rest of the scrubbing)."""
-    properties = inc.properties or {}
-    context = inc.context
-    traits = device_id = None
-    if context is not None:
-        traits, device = context.traits, context.device
-        if device and device.adTrackingEnabled is not False:
-            device_id = device.advertisingId
-    if etype != "identify" and not traits and not device_id and plain(properties, False, ctx.suspect):
-        return properties, None
-    builder = _builder(ctx)
-    properties = _scrub(properties, builder, False, "properties")
-    if etype == "identify":
-        properties = _scrub(inc.traits or {}, builder, True, "traits")
-    if traits:
-        _scrub(traits, builder, True, "context.traits")
-    if device_id:
-        builder.add("hashed_maids", device_id)
-    return properties, builder
-
-
-def _scrub(obj: dict, builder: IdentityBuilder, traits: bool, where: str) -> dict:
-    try:
-        return scrub(obj, builder, traits)
-    except TooDeep as exc:
-        raise EventError(exc.where(where), f"{exc}; send flatter data") from None
 
 
 _FIELD_ORDER = ("message_id", "type", "source_id", "received_at", "event_time", "name", "properties", "user_id",

@@ -1,19 +1,22 @@
 """Turn Segment-style traits and properties into hashed identity signals.
 
-Called by the edge at ingestion, so raw PII stops there: every recognised PII value is
-normalised by Pinterest's rules, SHA-256 hashed into an `Identity`, and replaced in the
-event by `sha256:<hex>` (so the debugger shows it arrived without showing it).
+Used by the edge's one scrubbing pass (delivery/pinterest/scrub.py), so raw PII stops there:
+every recognised PII value is normalised by Pinterest's rules, SHA-256 hashed into an
+`Identity`, and replaced in the event by `sha256:<hex>` (so the debugger shows it arrived
+without showing it). The work is bounded whatever an event holds: a few values per field
+(MAX_VALUES_PER_FIELD; the rest are left out unread), every value held to its field's length
+before it is normalised, addresses and numbers found with linear-time matching (delivery/pii.py).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from delivery.events import IDENTITY_FIELDS, Identity
+from delivery.events import IDENTITY_FIELDS, MAX_VALUES_PER_FIELD, Identity
+from delivery.pii import MAX_LENGTH, decoded, find_email, phone_number, phone_shaped
 from delivery.pinterest import normalize as norm
 from delivery.urls import scrub_url
 
@@ -43,8 +46,8 @@ _TRAIT_ONLY_KEYS = {
 }
 # PII with no Pinterest field: dropped.
 _DROP_KEYS = {"street", "street1", "street2", "line1", "line2", "address1", "address2", "ssn"}
-# URLs (Segment's page properties): their personal and secret parameters go (delivery/urls.py).
-_URL_KEYS = {"url", "referrer", "search", "href", "link"}
+# URLs (Segment's page properties): their personal and secret parts go (delivery/urls.py).
+_URL_KEYS = {"url", "referrer", "search", "href", "link", "path"}
 
 _NORMALISERS: dict[str, Callable[..., str]] = {
     "em": norm.email, "ph": norm.phone, "fn": lambda v: norm.name(v, "fn"),
@@ -56,17 +59,21 @@ _BY_COUNTRY = frozenset({"ph", "db"})
 
 
 MAX_DEPTH = 32  # levels of nesting an event's properties or traits may have
+MAX_KEY = MAX_LENGTH["key"]
 
 
 class TooDeep(ValueError):
-    """Nested deeper than MAX_DEPTH; `path` lists the keys from the outside in."""
+    """Nested deeper than MAX_DEPTH; `path` lists the keys from the outside in, below `root`
+    (properties, traits, context.traits)."""
 
     def __init__(self) -> None:
         super().__init__(f"nested deeper than {MAX_DEPTH} levels")
         self.path: list[str | int] = []
+        self.root = ""
 
-    def where(self, root: str) -> str:
-        return root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path)
+    @property
+    def field(self) -> str:
+        return self.root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path)
 
 
 class IdentityBuilder(msgspec.Struct, gc=False):
@@ -96,6 +103,10 @@ class IdentityBuilder(msgspec.Struct, gc=False):
             return out
         if raw is None or raw == "":
             return raw
+        bucket = self.values.setdefault(field, [])
+        if len(bucket) >= MAX_VALUES_PER_FIELD:  # not even read: a list of thousands costs nothing
+            self.note(f"{field}: more than {MAX_VALUES_PER_FIELD} values; the rest were left out")
+            return LEFT_OUT
         digest = norm.prehashed(raw)
         if digest is None:
             try:
@@ -109,26 +120,31 @@ class IdentityBuilder(msgspec.Struct, gc=False):
             digest = norm.sha256(text)
             if field == "st":
                 self.state = text
-        bucket = self.values.setdefault(field, [])
         if digest not in bucket:
             bucket.append(digest)
         return f"sha256:{digest}"
 
     def redacted(self, value: str) -> str:
         """A value under a key that says nothing: when it holds an email address or is an
-        international phone number, its digest ("sha256:<hex>") takes its place. Not added to
-        the person's identity: whose address it is, the key does not say."""
-        found = _EMAIL_IN.search(value)
-        kind = "em" if found else "ph" if _PHONE_SHAPED.fullmatch(value.strip()) else None
-        if kind is None:
+        international phone number, read with its percent-escapes undone, its digest
+        ("sha256:<hex>") takes its place. Not added to the person's identity: whose address it
+        is, the key does not say."""
+        found = find_email(value)
+        number = None if found else phone_number(value)
+        if found is None and number is None:
             return value
         try:
-            text = norm.email(found.group(0)) if found else norm.phone(value, self.default_country)
+            text = norm.email(decoded(found)) if found else norm.phone(number, self.default_country)
         except norm.Invalid:
-            text = value.strip()
+            text = (found or number).strip()
         self.notes.append(f"{'an email address' if found else 'a phone number'} under an unrecognised key "
                           "was replaced by its SHA-256")
         return f"sha256:{norm.sha256(text)}"
+
+    def note(self, text: str) -> None:
+        """Say once what was left out and why (never a raw value)."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     def identity(self) -> Identity:
         if not self.values:
@@ -136,19 +152,20 @@ class IdentityBuilder(msgspec.Struct, gc=False):
         return Identity(**{f: v for f, v in self.values.items() if f in IDENTITY_FIELDS})
 
 
-_EMAIL_IN = re.compile(r"[^@\s<>\"'(),;:]+@[^@\s<>\"'(),;:]+\.[A-Za-z]{2,}")
-_PHONE_SHAPED = re.compile(r"(?:tel:)?\+\d[\d\s().-]{6,}\d")
+LEFT_OUT = "[left out]"
 _SHAPED_STARTS = ("+", "tel:")
 
 
 def _shaped(value: Any) -> bool:
-    """A string that may be an email address or an international phone number (cheap)."""
-    return type(value) is str and ("@" in value or value.startswith(_SHAPED_STARTS))
+    """A string that may be an email address or an international phone number, perhaps
+    percent-encoded (cheap)."""
+    return type(value) is str and ("@" in value or "%" in value or value.startswith(_SHAPED_STARTS))
 
 
 _KINDS: tuple[dict[str, str | None], dict[str, str | None]] = ({}, {})  # by `traits`: key -> kind
 _PLAIN: tuple[set[str], set[str]] = (set(), set())  # by `traits`: the keys of kind None
 _MAX_KINDS = 4096
+_MAX_CACHED_KEY = 64  # longer keys are classified each time: the cache stays under a megabyte
 _UNKNOWN = object()
 _CONTAINERS = frozenset({dict, list})
 
@@ -174,14 +191,17 @@ def _classify(key: str, traits: bool) -> str | None:
 
 def _learn(key: str, traits: bool) -> str | None:
     """_classify, remembered in _KINDS: the same few keys come with every event, and a plain
-    dict look-up in scrub() is much cheaper than lru_cache's two-argument key."""
-    kinds, plain = _KINDS[traits], _PLAIN[traits]
-    if len(kinds) >= _MAX_KINDS:
-        kinds.clear()  # hostile traffic inventing keys cannot grow it without bound
-        plain.clear()
-    kind = kinds[key] = _classify(key, traits)
-    if kind is None:
-        plain.add(key)
+    dict look-up in scrub() is much cheaper than lru_cache's two-argument key. Bounded in bytes:
+    at most _MAX_KINDS keys of at most _MAX_CACHED_KEY characters."""
+    kind = _classify(key, traits)
+    if type(key) is str and len(key) <= _MAX_CACHED_KEY and not _shaped(key):  # plain() must never skip it
+        kinds, plain = _KINDS[traits], _PLAIN[traits]
+        if len(kinds) >= _MAX_KINDS:
+            kinds.clear()  # hostile traffic inventing keys cannot grow it without bound
+            plain.clear()
+        kinds[key] = kind
+        if kind is None:
+            plain.add(key)
     return kind
 
 
@@ -214,12 +234,20 @@ def scrub(obj: Any, builder: IdentityBuilder, traits: bool, depth: int = 1) -> A
         return obj
     if plain(obj, traits, builder.suspect):
         return obj
-    drop, full_name = [], None
+    drop, renamed, full_name = [], [], None
     kinds = _KINDS[traits]
     for key, value in obj.items():
         kind = kinds.get(key, _UNKNOWN)
         if kind is _UNKNOWN:
+            if len(key) > MAX_KEY:  # a name no site uses: left out, with its value, unread
+                drop.append(key)
+                builder.note(f"a property name longer than {MAX_KEY} characters was left out")
+                continue
             kind = _learn(key, traits)
+            if kind is None and builder.suspect and _shaped(key):  # an address used as a name
+                hashed = builder.redacted(key)
+                if hashed != key:
+                    renamed.append((key, hashed))
         try:
             if kind is None:
                 if type(value) is dict or type(value) is list:
@@ -246,6 +274,8 @@ def scrub(obj: Any, builder: IdentityBuilder, traits: bool, depth: int = 1) -> A
             raise
     for key in drop:
         del obj[key]
+    for key, hashed in renamed:
+        obj[hashed] = obj.pop(key)
     if full_name:
         _split_full_name(full_name, builder)
     return obj
@@ -253,6 +283,9 @@ def scrub(obj: Any, builder: IdentityBuilder, traits: bool, depth: int = 1) -> A
 
 def _split_full_name(full: str, builder: IdentityBuilder) -> None:
     """Segment's `name` trait: first and last word become fn and ln unless given apart."""
+    if len(full) > MAX_LENGTH["name"]:
+        builder.note(f"name: longer than {MAX_LENGTH['name']} characters (left out)")
+        return
     parts = full.split()
     if len(parts) >= 2:
         if "fn" not in builder.values:
@@ -271,7 +304,7 @@ def hashed_user_id(user_id: str | None, default_country: str | None = None) -> s
             return norm.sha256(norm.email(user_id))
         except norm.Invalid:
             return norm.sha256(user_id.strip())
-    if user_id.startswith(_SHAPED_STARTS) and _PHONE_SHAPED.fullmatch(user_id.strip()):
+    if user_id.startswith(_SHAPED_STARTS) and phone_shaped(user_id):
         try:
             return norm.sha256(norm.phone(user_id, default_country))
         except norm.Invalid:

@@ -4,6 +4,11 @@ Each normaliser takes one raw value and returns the normalised plain text, or ra
 `Invalid` with a reason that never repeats the raw value (reasons end up in logs and
 in the debugger, raw PII must not). `sha256` then hashes the result; a value that
 already is a 64-hex SHA-256 digest is passed through lowercased (`prehashed`).
+
+Bounded work: `_text` holds every value to its field's length (delivery/pii.py) before
+anything else looks at it, phonenumbers included. Past that bound the patterns here are
+linear anyway: single character classes, anchored bounded repeats, and hand-written
+scanners where Python's `re` would backtrack (an address's shape, a phone's extension).
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from datetime import date, datetime
 
 import phonenumbers
 
-_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+from delivery.pii import MAX_LENGTH
+
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _WS = re.compile(r"\s+")
 _NON_DIGIT = re.compile(r"\D")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class Invalid(ValueError):
@@ -26,7 +32,7 @@ class Invalid(ValueError):
 
 
 def is_sha256(value: str) -> bool:
-    return len(value) == 64 and _SHA256_HEX.match(value) is not None
+    return len(value) == 64 and _SHA256_HEX.fullmatch(value) is not None
 
 
 def sha256(text: str) -> str:
@@ -34,9 +40,16 @@ def sha256(text: str) -> str:
 
 
 def _text(value: object, field: str) -> str:
+    """The value as trimmed NFC text, once it is known to be within its field's length."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Invalid(f"{field}: expected a string, got {type(value).__name__}")
-    text = unicodedata.normalize("NFC", str(value)).strip()
+    limit = MAX_LENGTH.get(field, 256)
+    if type(value) is int and value.bit_length() > 4 * limit:  # str() of a huge int is itself slow
+        raise Invalid(f"{field}: longer than {limit} characters")
+    text = str(value)
+    if len(text) > limit:
+        raise Invalid(f"{field}: longer than {limit} characters")
+    text = unicodedata.normalize("NFC", text).strip()
     if not text:
         raise Invalid(f"{field}: empty")
     return text
@@ -45,20 +58,52 @@ def _text(value: object, field: str) -> str:
 def email(value: object) -> str:
     # Whitespace is never part of an address (a pasted "jo @example.com" means "jo@example.com");
     # "Jane Doe <jane@x.com>" and "mailto:" carry one address.
-    text = _text(value, "em")
-    named = _NAMED_ADDRESS.search(text)
-    if named:
-        text = named.group(1)
-    text = _WS.sub("", _MAILTO.sub("", text)).lower()
-    if not _EMAIL.match(text):
+    text = _named_address(_text(value, "em"))
+    if text[:7].lower() == "mailto:":
+        text = text[7:]
+    text = _WS.sub("", text).lower()
+    if not _address_shaped(text):
         raise Invalid("em: not an email address")
     return text
 
 
-_NAMED_ADDRESS = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
-_MAILTO = re.compile(r"^mailto:", re.I)
-_PHONE_SCHEME = re.compile(r"^\s*(?:tel|callto|sms)\s*:", re.I)
-_EXTENSION = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*\d{1,6}\s*$", re.I)
+def _named_address(text: str) -> str:
+    """The address inside "Name <address>", or the text as it is."""
+    start = text.rfind("<")
+    end = text.find(">", start + 1) if start >= 0 else -1
+    inner = text[start + 1:end] if end > start else ""
+    return inner if "@" in inner and not any(c.isspace() for c in inner) else text
+
+
+def _address_shaped(text: str) -> bool:
+    """local@domain.tld: one "@", no whitespace, a dot inside the domain (a scan, no regex)."""
+    local, _, domain = text.partition("@")
+    return (bool(local) and "@" not in domain and "." in domain[1:-1]
+            and not any(c.isspace() for c in text))
+
+
+_PHONE_SCHEMES = ("tel", "callto", "sms")
+_EXTENSION_WORDS = ("extension", "ext.", "ext", "x", "#")
+
+
+def _without_scheme(text: str) -> str:
+    head, colon, rest = text.partition(":")
+    return rest if colon and head.strip().lower() in _PHONE_SCHEMES else text
+
+
+def _without_extension(text: str) -> str:
+    """"+1 415 555 2671 ext. 12" without " ext. 12": up to six digits at the end, after one of
+    the extension words (scanned from the end: linear, where a regex search backtracked)."""
+    body = text.rstrip()
+    digits = len(body) - len(body.rstrip("0123456789"))
+    if not 1 <= digits <= 6:
+        return text
+    head = body[:-digits].rstrip()
+    lowered = head.lower()
+    for word in _EXTENSION_WORDS:
+        if lowered.endswith(word):
+            return head[:-len(word)].rstrip()
+    return text
 
 
 def phone(value: object, default_country: str | None = None) -> str:
@@ -67,11 +112,10 @@ def phone(value: object, default_country: str | None = None) -> str:
     are removed ("Phone: +1 415 555 2671 (mobile)", "tel:+1-415-555-2671"), and so is an
     extension. "00" is the international prefix of most of the world and is read as "+". A
     leading zero that belongs to the number (Italy, Côte d'Ivoire) is kept, as E.164 keeps it."""
-    text = _EXTENSION.sub("", _PHONE_SCHEME.sub("", _text(value, "ph")))
+    text = _without_extension(_without_scheme(_text(value, "ph")))
     start = text.find("+")
     if start < 0:
-        first = re.search(r"\d", text)
-        start = first.start() if first else len(text)
+        start = next((i for i, c in enumerate(text) if c.isdigit()), len(text))
     number_text = text[start:]
     compact = ("+" if number_text.startswith("+") else "") + _NON_DIGIT.sub("", number_text)
     if compact.startswith("00"):

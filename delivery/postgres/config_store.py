@@ -61,7 +61,7 @@ class PgConfigStore(SnapshotStore):
         if node == self.node:
             return
         if kind == "identity":
-            self._identities.pop(object_id, None)
+            self.forget_identity(object_id)
         elif kind in ("source", "integration"):
             task = asyncio.ensure_future(self._reload(kind, object_id))
             self._tasks.add(task)
@@ -84,7 +84,7 @@ class PgConfigStore(SnapshotStore):
         known = {("source", i) for i in self._sources} | {("integration", i) for i in self._integrations}
         for kind, object_id in known | set(bodies):
             self._apply(kind, object_id, bodies.get((kind, object_id)))
-        self._identities.clear()
+        self.forget_identities()
 
     def _apply(self, kind: str, object_id: str, body: bytes | None) -> None:
         """Take the stored state of one object into the snapshot; listeners hear of real changes
@@ -193,18 +193,25 @@ class PgConfigStore(SnapshotStore):
 
     # --- identity memory ------------------------------------------------------------------
 
-    async def _read_identity(self, anonymous_id: str) -> StoredIdentity | None:
+    async def _read_identity(self, anonymous_id: str, not_before: float) -> tuple[StoredIdentity, float] | None:
         row = await self.db.run(lambda c: c.fetchrow(
-            "SELECT user_id, identity FROM identities WHERE anonymous_id = $1", anonymous_id), single=True)
-        return StoredIdentity(row[0], identity_decoder.decode(row[1]).identity) if row else None
+            "SELECT user_id, identity, updated_at FROM identities WHERE anonymous_id = $1 AND updated_at >= $2",
+            anonymous_id, not_before), single=True)
+        return (StoredIdentity(row[0], identity_decoder.decode(row[1]).identity), row[2]) if row else None
 
-    async def _write_identity(self, anonymous_id: str, user_id: str | None, body: bytes) -> None:
+    async def _write_identity(self, anonymous_id: str, user_id: str | None, body: bytes, at: float) -> None:
         await self.db.run(lambda c: c.execute(
             "WITH saved AS (INSERT INTO identities (anonymous_id, user_id, identity, updated_at) "
             "  VALUES ($1, $2, $3, $4) ON CONFLICT (anonymous_id) DO UPDATE SET user_id = excluded.user_id, "
             "  identity = excluded.identity, updated_at = excluded.updated_at) "
             "SELECT pg_notify($5, $6)",  # one statement: the other nodes forget their cached copy
-            anonymous_id, user_id, body, time.time(), CHANNEL, f"identity:{anonymous_id}:{self.node}"), single=True)
+            anonymous_id, user_id, body, at, CHANNEL, f"identity:{anonymous_id}:{self.node}"), single=True)
+
+    async def _prune_identities(self, before: float, limit: int) -> list[str]:
+        rows = await self.db.run(lambda c: c.fetch(
+            "DELETE FROM identities WHERE anonymous_id IN (SELECT anonymous_id FROM identities WHERE updated_at < $1 "
+            "LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING anonymous_id", before, limit), single=True)
+        return [row[0] for row in rows]
 
     # --- admin sessions -----------------------------------------------------------------
 

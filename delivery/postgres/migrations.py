@@ -115,6 +115,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX refusal_examples_source ON refusal_examples (source_id, id);
     CREATE TABLE source_activity (source_id text PRIMARY KEY, last_event_at double precision NOT NULL);
     """,
+    # 3: identities expire (issue 24): the retention task finds the oldest through an index
+    """
+    CREATE INDEX identities_updated ON identities (updated_at);
+    """,
 )
 
 

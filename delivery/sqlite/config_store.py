@@ -93,16 +93,22 @@ class SqliteConfigStore(SnapshotStore):
 
     # --- identity memory ------------------------------------------------------------------
 
-    async def _read_identity(self, anonymous_id: str) -> StoredIdentity | None:
+    async def _read_identity(self, anonymous_id: str, not_before: float) -> tuple[StoredIdentity, float] | None:
         row = await self.db.run(lambda c: c.execute(
-            "SELECT user_id, identity FROM identities WHERE anonymous_id=?", (anonymous_id,)).fetchone())
-        return StoredIdentity(row[0], identity_decoder.decode(row[1]).identity) if row else None
+            "SELECT user_id, identity, updated_at FROM identities WHERE anonymous_id=? AND updated_at>=?",
+            (anonymous_id, not_before)).fetchone())
+        return (StoredIdentity(row[0], identity_decoder.decode(row[1]).identity), row[2]) if row else None
 
-    async def _write_identity(self, anonymous_id: str, user_id: str | None, body: bytes) -> None:
+    async def _write_identity(self, anonymous_id: str, user_id: str | None, body: bytes, at: float) -> None:
         await self.db.run(lambda c: c.execute(
             "INSERT INTO identities (anonymous_id, user_id, identity, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(anonymous_id) DO UPDATE SET user_id=excluded.user_id, identity=excluded.identity, "
-            "updated_at=excluded.updated_at", (anonymous_id, user_id, body, time.time())))
+            "updated_at=excluded.updated_at", (anonymous_id, user_id, body, at)))
+
+    async def _prune_identities(self, before: float, limit: int) -> list[str]:
+        return await self.db.run(lambda c: [row[0] for row in c.execute(
+            "DELETE FROM identities WHERE anonymous_id IN (SELECT anonymous_id FROM identities WHERE updated_at<? "
+            "LIMIT ?) RETURNING anonymous_id", (before, limit))])
 
     # --- admin sessions -----------------------------------------------------------------
 

@@ -199,6 +199,10 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     CREATE INDEX refusal_examples_source ON refusal_examples(source_id, id);
     CREATE TABLE source_activity (source_id TEXT PRIMARY KEY, last_event_at REAL NOT NULL);
     """,
+    # 8: identities expire (issue 24): the retention task finds the oldest through an index
+    """
+    CREATE INDEX identities_updated ON identities(updated_at);
+    """,
 )
 
 
