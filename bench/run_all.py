@@ -25,8 +25,8 @@ def _load(name: str):
     return module
 
 
-tag_size, ingest_bench, delivery_bench, cluster_bench = (_load(name) for name in ("tag_size", "ingest", "delivery",
-                                                                                "cluster"))
+tag_size, ingest_bench, delivery_bench, cluster_bench, hostile_bench = (
+    _load(name) for name in ("tag_size", "ingest", "delivery", "cluster", "hostile"))
 
 
 # The two figures for this machine: a bare Starlette endpoint does about 30k requests/s
@@ -62,6 +62,9 @@ def main() -> None:
     print(f"\nPostgreSQL (about {runs * 40 // 60 + 1} min) ...", file=sys.stderr, flush=True)
     cluster = cluster_bench.measure(runs=runs)
     cluster_bench.report(cluster)
+    print(f"\nhostile input (about {runs + 2} min) ...", file=sys.stderr, flush=True)
+    hostile = hostile_bench.measure(runs=runs)
+    hostile_bench.report(hostile)
 
     # figure, its runs (the median is shown), format, target, test
     rows = [
@@ -84,6 +87,8 @@ def main() -> None:
         ["end to end, PostgreSQL, 2 nodes (ev/s)", cluster["e2e_two"], ",.0f", "", None],
         ["edge RSS idle (MiB)", [ingest["idle_rss_mib"]], ".1f", "", None],
         ["edge RSS peak under load (MiB)", [ingest["peak_rss_mib"]], ".1f", "<= 150", lambda v: v <= 150],
+        ["worst hostile event / normal, any kind", hostile["worst_runs"], ".1f", "<= 20", lambda v: v <= 20],
+        ["edge RSS after 10k hostile identifies (MiB)", [hostile["rss_mib"]], ".1f", "< 150", lambda v: v < 150],
     ]
     print("\nSummary (the median; each run's figure in the range; met: in how many runs)")
     print(table(["figure", "measured", "runs", "target", "met"],
