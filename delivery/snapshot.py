@@ -240,7 +240,10 @@ class SnapshotStore:
         prune = self._debug_writes >= DEBUG_LOG_KEEP // 4
         if prune:
             self._debug_writes = 0
-        rows = [(r.at, r.source_id, r.integration_id, r.event_id, r.status, encode(r)) for r in records]
+        # The edge refuses NUL in ids; one queued by an older version must not cost its batch's records
+        # (PostgreSQL refuses NUL in text columns).
+        rows = [(r.at, r.source_id, r.integration_id, r.event_id.replace("\x00", "\ufffd"), r.status, encode(r))
+                for r in records]
         await self._write_debug(rows, DEBUG_LOG_KEEP if prune else None)
 
     # --- what a backend writes ------------------------------------------------------------

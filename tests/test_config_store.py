@@ -180,6 +180,19 @@ def test_the_debugger_log_filters_pages_and_prunes(backend, monkeypatch):
     run(main())
 
 
+def test_a_debugger_record_whose_event_id_holds_nul_is_kept(backend):
+    """An event queued before the edge refused NUL in ids must not cost its batch's records
+    (PostgreSQL refuses NUL in text columns; the whole insert failed)."""
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            await store.add_debug([DebugRecord(1.0, "src_a", "bad\x00id", "x", "failed"),
+                                   DebugRecord(2.0, "src_a", "good", "x", "delivered")])
+            kept = await store.debug_records(None, None, None, None, 10)
+            assert [r.event_id for r in kept] == ["good", "bad\x00id"]  # the record itself is JSON: kept as sent
+    run(main())
+
+
 def test_reseal_encrypts_every_token_with_the_new_key_and_ends_sessions(backend):
     async def main():
         async with backend() as (_, store, _):
