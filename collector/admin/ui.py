@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 from collector.admin.api import config_warnings, iso, snippet
 from collector.admin.auth import Throttle
 from collector.admin.oauth import CALLBACK, Connect, redirect_uri
+from collector.admin.peers import Peers
 from collector.admin.session import Sessions
 from collector.services import Services
 from delivery.config import SERVER_KEY_PREFIX
@@ -116,10 +117,11 @@ def safe_next(value: str | None) -> str:
 
 
 class Ui:
-    def __init__(self, services: Services, sessions: Sessions, throttle: Throttle) -> None:
+    def __init__(self, services: Services, sessions: Sessions, throttle: Throttle, peers: Peers) -> None:
         self.s = services
         self.sessions = sessions
         self.throttle = throttle
+        self.peers = peers
 
     def page(handler):  # noqa: N805 - a decorator for the methods below
         async def endpoint(self, request: Request) -> Response:
@@ -145,9 +147,15 @@ class Ui:
         return layout("Log in", body, None)
 
     async def login(self, request: Request) -> Response:
-        client = request.client.host if request.client else "?"
+        client = self.peers.client(request)
         fields = await form(request)
         target = safe_next((fields.get("next") or [""])[0])
+        token = (fields.get("token") or [""])[0].strip()
+        if await self.s.auth.check(token):  # never throttled: others' mistakes must not lock an admin out
+            response = RedirectResponse(target, 303)
+            session = await self.sessions.start(response, self.peers.https(request), client)
+            await self.s.store.audit("login", "admin_session", session.key[:12], None, {"client": client})
+            return response
         wait = self.throttle.retry_after(client)
         if wait > 0:
             response = await self.login_form(request, f"Too many failed logins from your address: wait "
@@ -155,18 +163,11 @@ class Ui:
             response.status_code = 429
             response.headers["Retry-After"] = str(math.ceil(wait))
             return response
-        token = (fields.get("token") or [""])[0].strip()
-        if not await self.s.auth.check(token):
-            self.throttle.failed(client)
-            await self.s.store.audit("login_failed", "admin_session", client, None, {"client": client})
-            response = await self.login_form(request, "That admin token is not valid. Check it, or issue a new one "
-                                                      "with `signal-edge admin-token --rotate`.", target)
-            response.status_code = 401
-            return response
-        self.throttle.succeeded(client)
-        response = RedirectResponse(target, 303)
-        session = await self.sessions.start(response, request.url.scheme == "https", client)
-        await self.s.store.audit("login", "admin_session", session.key[:12], None, {"client": client})
+        self.throttle.failed(client)
+        await self.s.store.audit("login_failed", "admin_session", client, None, {"client": client})
+        response = await self.login_form(request, "That admin token is not valid. Check it, or issue a new one "
+                                                  "with `signal-edge admin-token --rotate`.", target)
+        response.status_code = 401
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -177,8 +178,8 @@ class Ui:
         response = RedirectResponse("/login", 303)
         ended = await self.sessions.end(request, response)
         if ended is not None:
-            client = request.client.host if request.client else "?"
-            await self.s.store.audit("logout", "admin_session", ended.key[:12], None, {"client": client})
+            await self.s.store.audit("logout", "admin_session", ended.key[:12], None,
+                                     {"client": self.peers.client(request)})
         return response
 
     # --- pages ---------------------------------------------------------------------------
@@ -509,8 +510,8 @@ async def form(request: Request) -> dict[str, list[str]]:
     return parse_qs(body[:MAX_FORM].decode("utf-8", "replace"))
 
 
-def ui_routes(services: Services, sessions: Sessions, throttle: Throttle) -> list:
-    ui = Ui(services, sessions, throttle)
+def ui_routes(services: Services, sessions: Sessions, throttle: Throttle, peers: Peers) -> list:
+    ui = Ui(services, sessions, throttle, peers)
     connect = Connect(services, sessions)
     return [
         Route("/", ui.home, methods=["GET"]),
