@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from collector.admin import flash
 from collector.admin.api import config_warnings, iso, snippet
 from collector.admin.auth import Throttle
 from collector.admin.oauth import CALLBACK, Connect, redirect_uri
@@ -46,7 +47,7 @@ e = html.escape
 
 
 def layout(title: str, body: str, csrf: str | None, active: str = "", script: str | None = None,
-           status: int = 200) -> HTMLResponse:
+           status: int = 200, head: str = "") -> HTMLResponse:
     nav = ""
     if csrf is not None:
         links = "".join(
@@ -58,7 +59,7 @@ def layout(title: str, body: str, csrf: str | None, active: str = "", script: st
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{e(title)} · signal-edge</title><link rel="icon" href="/favicon.ico" type="image/svg+xml">
-<link rel="stylesheet" href="/static/admin/admin.css">
+<link rel="stylesheet" href="/static/admin/admin.css">{head}
 {f'<meta name="csrf-token" content="{e(csrf)}">' if csrf else ""}<script type="module" src="/static/admin/page.js"></script>{module}</head>
 <body><header><a class="brand" href="/">signal-edge</a>{nav}</header>
 <main id="main"><h1>{e(title)}</h1>{body}</main>
@@ -129,6 +130,7 @@ class Ui:
             if session is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse("/login?next=" + quote(target, safe=""), 303)
+            request.state.session = session
             return await handler(self, request, session.csrf)
         return endpoint
 
@@ -286,12 +288,19 @@ User-Agent. Keep it secret: it is shown once.</p>
                          name_link(source.name, f"/sources/{source.id}") if source else e(integ.source_id),
                          health_badge(status_of(integ)), str(stats.delivered), str(stats.queued + stats.in_flight),
                          str(stats.dead_lettered)))
-        error = request.query_params.get("error")
-        alert = f'<p class="field-error" role="alert">{e(error)}</p>' if error else ""
-        body = (f'{alert}<p><a class="button" href="/integrations/new">Add Integration</a></p>' +
+        body = (f'{await self.notice(request)}<p><a class="button" href="/integrations/new">Add Integration</a></p>' +
                 table("Integrations", ("Name", "Variant", "Source", "Health", "Delivered", "Queued", "Dead letters"),
                       rows, "No integrations yet.") + await self.deleted_with_dead_letters())
         return layout("Integrations", body, csrf, "/integrations")
+
+    async def notice(self, request: Request) -> str:
+        """What this server left to tell this session (flash.py), once."""
+        said = await flash.take(self.s.store, request.state.session.key)
+        if said is None:
+            return ""
+        kind, message = said
+        return (f'<p class="ok" role="status">{e(message)}</p>' if kind == "ok" else
+                f'<p class="field-error" role="alert">{e(message)}</p>')
 
     async def deleted_with_dead_letters(self) -> str:
         deleted = {topic: n for topic, n in (await self.s.queue.dead_letter_topics()).items()
@@ -322,7 +331,7 @@ User-Agent. Keep it secret: it is shown once.</p>
 <label class="choice"><input type="checkbox" name="test_mode" id="test_mode"> Test mode: Pinterest checks the events but
 does not record them (turn it off to go live)</label>
 <p class="help">Paste tokens, or give the Pinterest app's id and secret and connect: signal-edge then keeps the access
-token fresh itself. Register this redirect URI in the app: <code id="redirect-uri">{e(redirect_uri(self.s, request))}</code></p>
+token fresh itself. Register this redirect URI in the app: <code id="redirect-uri">{e(redirect_uri(self.s, request, self.peers.https(request)))}</code></p>
 <button type="button" id="connect" class="secondary">Connect with Pinterest</button></fieldset>
 <fieldset id="consent"><legend>4. Consent categories</legend>
 <p class="help">Events reach Pinterest only when the visitor granted all of these.</p>
@@ -377,7 +386,7 @@ switch consent on on the <a id="consent-source-link" href="/sources">source's pa
 <dt>Consent categories</dt><dd id="consent-categories">{e(', '.join(integ.consent_categories) or 'none required')}</dd>
 <dt>Consent</dt><dd id="consent-state">{consent}</dd>
 <dt>Test mode</dt><dd>{'on: Pinterest checks the events but does not record them' if cfg.test_mode else 'off'}</dd></dl></section>
-{self.connection(integ, request)}
+{await self.connection(integ, request)}
 <section class="card" aria-labelledby="counts-h"><h2 id="counts-h">Delivery</h2><dl class="counts">{counts}</dl></section>
 <section class="card" aria-labelledby="match-h"><h2 id="match-h">Match quality</h2>
 <div id="match-quality" data-integration="{e(integ.id)}"><p class="help">Loading…</p></div></section>
@@ -426,14 +435,9 @@ Send custom event names (custom_data.custom_event_name) for events that map to c
 <button type="button" id="delete-integration" class="danger">Delete this integration</button></section>"""
         return layout(integ.name, body, csrf, "/integrations", "integration-page.js")
 
-    def connection(self, integ, request: Request) -> str:
+    async def connection(self, integ, request: Request) -> str:
         """Connect with Pinterest: the state of the connection, and what to do."""
-        cfg, q = integ.config, request.query_params
-        said = ""
-        if q.get("connected"):
-            said = '<p class="ok" role="status">Connected: signal-edge now gets its access tokens itself.</p>'
-        elif q.get("error"):
-            said = f'<p class="field-error" role="alert">{e(q["error"])}</p>'
+        cfg, said = integ.config, await self.notice(request)
         if integ.oauth:
             state = (f"<p>Connected (app <code>{e(cfg.app_id)}</code>). The access token expires "
                      f"{time_tag(cfg.access_token_expires_at)}; last refreshed {time_tag(cfg.token_refreshed_at)}; the "
@@ -449,7 +453,7 @@ Send custom event names (custom_data.custom_event_name) for events that map to c
                    f'{"Connect again" if integ.oauth else "Connect with Pinterest"}</a>' if cfg.app_id else "")
         return f"""<section class="card" aria-labelledby="connect-h"><h2 id="connect-h">Connection to Pinterest</h2>
 {said}{state} {connect}
-<p class="help">Redirect URI to register in the Pinterest app: <code>{e(redirect_uri(self.s, request))}</code></p></section>"""
+<p class="help">Redirect URI to register in the Pinterest app: <code>{e(redirect_uri(self.s, request, self.peers.https(request)))}</code></p></section>"""
 
     async def deleted_integration(self, topic: str, csrf: str) -> Response:
         """What is left of a deleted integration: its dead letters, to replay elsewhere or export."""
@@ -512,7 +516,7 @@ async def form(request: Request) -> dict[str, list[str]]:
 
 def ui_routes(services: Services, sessions: Sessions, throttle: Throttle, peers: Peers) -> list:
     ui = Ui(services, sessions, throttle, peers)
-    connect = Connect(services, sessions)
+    connect = Connect(services, sessions, peers, layout)
     return [
         Route("/", ui.home, methods=["GET"]),
         Route("/favicon.ico", ui.favicon, methods=["GET"]),
