@@ -5,6 +5,7 @@ writes never put back a refresh token Pinterest has already rotated."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from tests.support import ADMIN_TOKEN, admin_in_process, asgi_client
 
@@ -39,4 +40,35 @@ def test_admin_pages_show_no_text_from_the_address(tmp_path):
                 page = await browser.get(started.headers["location"])
                 assert "Give the Pinterest app&#x27;s id and secret first" in page.text
                 assert "app&#x27;s id and secret first" not in (await browser.get(started.headers["location"])).text
+    asyncio.run(main())
+
+
+def test_a_replay_into_another_sources_integration_needs_confirm_other_source(tmp_path):
+    from collector.edge.app import create_edge_app
+
+    async def main():
+        async with admin_in_process(tmp_path) as (services, app):
+            async with asgi_client(app) as api, asgi_client(create_edge_app(services), token=None) as browser:
+                shop, other = [(await api.post("/v1/admin/sources", json={**SOURCE, "name": n})).json()
+                               for n in ("Shop", "Another site")]
+                first, second = [await integration_of(api, shop["id"]) for _ in range(2)]
+                sent = await browser.post("/v1/batch", content=json.dumps({"pipeline_key": shop["pipeline_key"], "batch": [
+                    {"type": "track", "event": "Signed Up", "messageId": f"dl-{i}"} for i in range(3)]}))
+                assert sent.status_code == 200, sent.text
+                for gone in (first, second):  # their queued events become dead letters
+                    assert (await api.delete(f"/v1/admin/integrations/{gone['id']}")).status_code == 204
+                successor, elsewhere = await integration_of(api, shop["id"]), await integration_of(api, other["id"])
+
+                def replay(topic: str, **body):
+                    return api.post(f"/v1/admin/integrations/{topic}/dead-letters/replay", json=body)
+
+                refused = await replay(first["id"], into=elsewhere["id"])
+                assert refused.status_code == 400
+                error = refused.json()["error"]
+                assert error["field"] == "confirm_other_source" and "another site's ad account" in error["message"]
+                assert (await replay(first["id"], into=successor["id"])).json() == {"replayed": 3}  # same source
+                confirmed = await replay(second["id"], into=elsewhere["id"], confirm_other_source=True)
+                assert confirmed.json() == {"replayed": 3}
+                audit = (await api.get("/v1/admin/audit-log")).json()["data"]
+                assert [a["new"].get("into") for a in audit if a["action"] == "replay"] == [elsewhere["id"], successor["id"]]
     asyncio.run(main())

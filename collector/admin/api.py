@@ -482,11 +482,19 @@ class Api:
         topic = await self.topic_or_404(request.path_params["id"])
         body = await self.decode(request, s.ReplayRequest) if _has_body(request) else s.ReplayRequest()
         into = body.into or topic
-        if self.store.integration(into) is None:
+        target = self.store.integration(into)
+        if target is None:
             raise ApiError(409 if into == topic else 400, "no_such_integration",
                            f"into: integration {into} does not exist; replay into an existing integration"
                            if body.into else "this integration was deleted: replay its dead letters into another "
                            "one with {\"into\": \"int_...\"}, or export them", "into")
+        if into != topic and not body.confirm_other_source:
+            origin = await dead_letters_source(self.store, self.queue, topic)
+            if origin != target.source_id:
+                raise ApiError(400, "confirm_other_source", f"confirm_other_source: {into} belongs to another source "
+                               f"({target.source_id}) than these events ({origin or 'unknown'}): replayed there, one "
+                               "site's visitors go to another site's ad account. Send \"confirm_other_source\": true "
+                               "if that is what you mean", "confirm_other_source")
         now = time.time()
         count = await self.queue.replay(topic, body.ids, now, into, since=now - REPLAY_WINDOW)
         await self.store.audit("replay", "integration", topic, None,
@@ -606,6 +614,19 @@ def why_waiting(w: Waiting, integ: Integration) -> str:
     if w.attempts:
         return f"waiting to retry: attempt {w.attempts} failed ({w.last_error or 'no answer'})"
     return "waiting for the next batch"
+
+
+async def dead_letters_source(store, queue, topic: str) -> str | None:
+    """The source whose events `topic`'s dead letters hold: its integration's, or, once it was
+    deleted, the one its first dead letter names (None when none can be read)."""
+    integ = store.integration(topic)
+    if integ is not None:
+        return integ.source_id
+    first = await queue.dead_letters(topic, 0, 1)
+    try:
+        return event_decoder.decode(first[0].payload).source_id if first else None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
 
 
 DELETED = "not sent: the integration was deleted (replay into another integration, or export)"

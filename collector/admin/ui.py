@@ -14,7 +14,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from collector.admin import flash
-from collector.admin.api import config_warnings, iso, snippet
+from collector.admin.api import config_warnings, dead_letters_source, iso, snippet
 from collector.admin.auth import Throttle
 from collector.admin.oauth import CALLBACK, Connect, redirect_uri
 from collector.admin.peers import Peers
@@ -460,13 +460,16 @@ Send custom event names (custom_data.custom_event_name) for events that map to c
         if topic not in await self.s.queue.dead_letter_topics():
             return layout("Integration not found", '<p><a href="/integrations">Back to the integrations</a></p>', csrf,
                           "/integrations", status=404)
-        targets = "".join(f'<option value="{e(x.id)}">{e(x.name)} ({e(x.id)})</option>'
-                          for x in self.s.store.integrations())
+        origin = await dead_letters_source(self.s.store, self.s.queue, topic) or ""
+        targets = "".join(f'<option value="{e(x.id)}" data-source="{e(x.source_id)}"{" selected" if x.source_id == origin else ""}>'
+                          f'{e(x.name)} ({e(x.id)})</option>' for x in self.s.store.integrations())
         body = f"""<p class="help">This integration was deleted. The events it still held are dead letters: replay them
 into another integration, or export them.</p>
-<label for="replay-into">Replay into</label><select id="replay-into">{targets}</select>
+<label for="replay-into">Replay into</label><select id="replay-into" aria-describedby="other-source">{targets}</select>
+<p class="warning" id="other-source" role="status" hidden>That integration belongs to another source: its events
+would go to another site's ad account. You will be asked to confirm.</p>
 <section class="card" aria-labelledby="dead-h"><h2 id="dead-h">Dead letters</h2>
-<div id="dead-letters" data-integration="{e(topic)}"><p class="help">Loading…</p></div></section>"""
+<div id="dead-letters" data-integration="{e(topic)}" data-source="{e(origin)}"><p class="help">Loading…</p></div></section>"""
         return layout(f"Deleted integration {topic}", body, csrf, "/integrations", "dead-letters.js")
 
     @page
