@@ -76,8 +76,15 @@ async def open_backend(settings: Settings, node: str, serving: bool = True):
         from delivery.postgres.db import PgDatabase
         from delivery.postgres.event_queue import PgEventQueue
 
+        from collector.copy import refuse_unfinished
+
         db = PgDatabase(settings.database_url, settings.pool_size)
         await db.start()
+        try:
+            await refuse_unfinished(db)
+        except BaseException:
+            await db.close()
+            raise
         return db, PgConfigStore(db, node), PgEventQueue(db, node)
     from delivery.sqlite.config_store import SqliteConfigStore
     from delivery.sqlite.db import Database

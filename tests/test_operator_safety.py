@@ -74,3 +74,43 @@ def test_the_session_cookie_is_secure_when_a_trusted_proxy_says_https(tmp_path):
             # Only a trusted proxy is believed: a client cannot claim https.
             assert "secure" not in (await cookie("192.0.2.50", **{"X-Forwarded-Proto": "https"})).lower()
     asyncio.run(main())
+
+
+def test_an_interrupted_copy_leaves_a_database_that_no_node_starts_on(tmp_path, postgres, pg_url, monkeypatch, capsys):
+    import collector.copy as copy
+    from collector.services import close_database, open_backend
+    from delivery.store import StorageUnusable
+
+    async def sqlite_deployment():
+        async with admin_in_process(tmp_path) as (_, app):
+            async with asgi_client(app) as api:
+                assert (await api.post("/v1/admin/sources", json={"name": "Shop"})).status_code == 201
+
+    async def cut(*_):  # the copy's process dies, or its connection, once the tables are in
+        raise ConnectionResetError("connection lost")
+
+    asyncio.run(sqlite_deployment())
+    settings = load_settings({"db": str(tmp_path / "admin.db")}, environ={})
+    with monkeypatch.context() as patched:
+        patched.setattr(copy, "_copy_queue", cut)
+        with pytest.raises(ConnectionResetError):
+            asyncio.run(copy.copy_deployment(settings, pg_url))
+
+    target = load_settings({"database_url": pg_url}, environ={})
+    with pytest.raises(StorageUnusable, match=r"holds an unfinished `signal-edge copy` .* then run the copy again"):
+        asyncio.run(open_backend(target, "node-a"))
+    monkeypatch.setenv("SIGNAL_ADMIN_TOKEN", ADMIN_TOKEN)
+    for argv in (["serve", "--database-url", pg_url], ["copy", "--from", str(tmp_path / "admin.db"), "--to", pg_url]):
+        assert main(argv) == 1
+        said = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "unfinished `signal-edge copy`" in said and "dropdb, createdb" in said
+
+    # Copied again into a fresh database, to the end: nodes start on it.
+    fresh = postgres.create_database()
+    assert asyncio.run(copy.copy_deployment(settings, fresh)) == 0
+
+    async def opens():
+        db, store, _ = await open_backend(load_settings({"database_url": fresh}, environ={}), "node-a")
+        await close_database(db)
+    asyncio.run(opens())
+
