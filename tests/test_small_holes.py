@@ -72,3 +72,40 @@ def test_a_replay_into_another_sources_integration_needs_confirm_other_source(tm
                 audit = (await api.get("/v1/admin/audit-log")).json()["data"]
                 assert [a["new"].get("into") for a in audit if a["action"] == "replay"] == [elsewhere["id"], successor["id"]]
     asyncio.run(main())
+
+
+def test_an_admin_patch_during_a_token_refresh_keeps_the_rotated_refresh_token(tmp_path, fake_pinterest):
+    """The PATCH reads the integration, then its body arrives slowly; meanwhile a refresh rotates
+    the refresh token at Pinterest. The PATCH must not write the used token back (Pinterest
+    would refuse the next refresh: the integration would silently disconnect)."""
+    fake_pinterest.sandbox.add_app("1489999", "app-secret-0123")
+    first = fake_pinterest.sandbox.grant("1489999")
+
+    async def main():
+        env = {"SIGNAL_PINTEREST_API_BASE": fake_pinterest.url}
+        async with admin_in_process(tmp_path, env) as (services, app):
+            async with asgi_client(app) as api:
+                source = (await api.post("/v1/admin/sources", json=SOURCE)).json()
+                integration = await integration_of(api, source["id"], access_token=None, app_id="1489999",
+                                                   app_secret="app-secret-0123", refresh_token=first)
+                reading, arrived = asyncio.Event(), asyncio.Event()
+
+                async def slow_body():
+                    yield b'{"name": '
+                    reading.set()  # the handler has the integration it read before the body
+                    await arrived.wait()
+                    yield b'"Renamed"}'
+
+                patch = asyncio.create_task(api.patch(f"/v1/admin/integrations/{integration['id']}", content=slow_body(),
+                                                      headers={"Content-Type": "application/json"}))
+                await reading.wait()
+                refreshed = await services.delivery.tokens.refresh(integration["id"], force=True)
+                assert refreshed.config.refresh_token != first and first not in fake_pinterest.sandbox.state.refresh_tokens
+                arrived.set()
+                assert (await patch).status_code == 200
+
+                stored = await services.store.reload_integration(integration["id"])
+                assert stored.name == "Renamed" and stored.config.refresh_token == refreshed.config.refresh_token
+                again = await services.delivery.tokens.refresh(integration["id"], force=True)  # Pinterest takes it
+                assert again.config.refresh_token in fake_pinterest.sandbox.state.refresh_tokens
+    asyncio.run(main())

@@ -41,7 +41,7 @@ from delivery.pinterest.mapping import CUSTOM_EVENT, DELIVERED_TYPES, effective_
 from delivery.pinterest.normalize import sha256
 from delivery.pinterest.payload import Event, UserData
 from delivery.pinterest.sandbox import schema_validator
-from delivery.pinterest.tokens import RefreshRefused
+from delivery.pinterest.tokens import RefreshRefused, credentials_lock
 from delivery.pinterest.variants import VARIANTS
 from delivery.queue import Waiting
 from delivery.secrets import mask
@@ -348,19 +348,25 @@ class Api:
             k: v for k in ("name", "enabled", "paused", "variant", "consent_categories")
             if (v := getattr(body, k)) is not msgspec.UNSET
         }
-        if body.config is not msgspec.UNSET:
-            config_changes = {
-                k: v for k in s.PinterestConfigPatch.__struct_fields__
-                if (v := getattr(body.config, k)) is not msgspec.UNSET
-            }
-            changes["config"] = msgspec.structs.replace(integ.config, **config_changes)
-            check_credentials(changes["config"])
-            credentials = {"ad_account_id", "access_token", "conversion_token", "app_id", "app_secret",
-                           "refresh_token"} & config_changes.keys()
-            if credentials and integ.health.status == "unhealthy":
-                changes["health"] = Health("pending", at=time.time())
-        updated = msgspec.structs.replace(integ, **changes, updated_at=time.time())
-        await self.store.put_integration(updated, "update")
+        config_changes = {} if body.config is msgspec.UNSET else {
+            k: v for k in s.PinterestConfigPatch.__struct_fields__ if (v := getattr(body.config, k)) is not msgspec.UNSET}
+        now = time.time()
+
+        def patched(current: Integration) -> Integration:
+            """The change applied to the integration as stored (its tokens may have been refreshed
+            since this request began)."""
+            update = dict(changes)
+            if config_changes:
+                update["config"] = msgspec.structs.replace(current.config, **config_changes)
+                check_credentials(update["config"])
+                if CREDENTIALS & config_changes.keys() and current.health.status == "unhealthy":
+                    update["health"] = Health("pending", at=now)
+            return msgspec.structs.replace(current, **update, updated_at=now)
+
+        async with self.store.exclusive(credentials_lock(integ.id)):  # no token refresh meanwhile
+            updated = await self.store.update_integration(integ.id, patched, "update")
+        if updated is None:
+            raise ApiError(404, "not_found", f"no integration with id {integ.id}")
         return json_response(await self.integration_out(updated))
 
     async def delete_integration(self, request: Request) -> Response:
@@ -451,9 +457,13 @@ class Api:
             raise ApiError(409, "refresh_refused", TROUBLESHOOTING["refresh_refused"]) from None
         except (oauth.Refused, oauth.Unavailable) as exc:
             raise ApiError(502, "pinterest_refused", f"Pinterest did not mint a conversion token: {exc}") from None
-        updated = msgspec.structs.replace(integ, config=msgspec.structs.replace(integ.config, conversion_token=minted),
-                                          updated_at=time.time())
-        await self.store.put_integration(updated, "mint-conversion-token")
+        now = time.time()
+        async with self.store.exclusive(credentials_lock(integ.id)):
+            updated = await self.store.update_integration(integ.id, lambda current: msgspec.structs.replace(
+                current, config=msgspec.structs.replace(current.config, conversion_token=minted), updated_at=now),
+                "mint-conversion-token")
+        if updated is None:
+            raise ApiError(404, "not_found", f"no integration with id {integ.id}")
         return json_response(await self.integration_out(updated))
 
     async def dead_letters(self, request: Request) -> Response:
@@ -641,6 +651,9 @@ def dead_letter_out(d) -> s.DeadLetterOut:
                            _event_view(d.payload), replayable,
                            None if replayable else "too old to replay: Pinterest refuses events over 7 days old; "
                                                    "export it instead")
+
+
+CREDENTIALS = frozenset({"ad_account_id", "access_token", "conversion_token", "app_id", "app_secret", "refresh_token"})
 
 
 def check_credentials(cfg) -> None:

@@ -31,7 +31,7 @@ from collector.admin.peers import Peers
 from collector.admin.session import Sessions
 from collector.services import Services
 from delivery.pinterest import oauth
-from delivery.pinterest.tokens import with_tokens
+from delivery.pinterest.tokens import credentials_lock, with_tokens
 
 CALLBACK = "/oauth/pinterest/callback"
 STATE_SECONDS = 600
@@ -120,7 +120,12 @@ class Connect:
         except (oauth.Refused, oauth.Unavailable) as exc:  # Pinterest's own words, from its API, not the address
             return await self._back(session_key, integration_id, "error", f"Pinterest did not give a token: {exc}",
                                     forward=True)
-        await self.s.store.put_integration(with_tokens(integration, answer, time.time()), "connect")
+        now = time.time()
+        async with self.s.store.exclusive(credentials_lock(integration_id)):
+            connected = await self.s.store.update_integration(
+                integration_id, lambda current: with_tokens(current, answer, now), "connect")
+        if connected is None:
+            return await self._back(session_key, None, "error", "The integration was deleted meanwhile.", forward=True)
         return await self._back(session_key, integration_id, "ok",
                                 "Connected: signal-edge now gets its access tokens itself.", forward=True)
 
