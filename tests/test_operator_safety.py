@@ -5,6 +5,8 @@ and a secret key rotation writes the new key down first and refuses while a node
 from __future__ import annotations
 
 import asyncio
+import io
+import sys
 
 import pytest
 
@@ -114,3 +116,119 @@ def test_an_interrupted_copy_leaves_a_database_that_no_node_starts_on(tmp_path, 
         await close_database(db)
     asyncio.run(opens())
 
+
+
+def test_rotation_with_the_key_in_the_environment_writes_the_new_key_down_before_re_sealing(tmp_path, monkeypatch):
+    """With SIGNAL_SECRET_KEY the new key used to be printed, once, after the tokens were
+    re-encrypted with it: a terminal that had gone away lost every stored token."""
+    from collector.services import open_services
+    from delivery.store import StorageUnusable
+    from tests.test_secrets_at_rest import mode, open_with
+
+    old = "the-old-secret-key-0123456789abcdef"
+
+    async def deployment():
+        async with admin_in_process(tmp_path, {"SIGNAL_SECRET_KEY": old}) as (_, app):
+            async with asgi_client(app) as api:
+                source = (await api.post("/v1/admin/sources", json={"name": "Shop"})).json()
+                assert (await api.post("/v1/admin/integrations", json={
+                    "source_id": source["id"], "vendor": "pinterest", "name": "Pinterest", "enabled": True,
+                    "config": {"ad_account_id": "549764982399", "access_token": "pina_KEPT_TOKEN_1234"},
+                    "consent_categories": []})).status_code == 201
+
+    asyncio.run(deployment())
+    db = tmp_path / "admin.db"
+    gone = io.StringIO()
+    gone.close()
+    with monkeypatch.context() as patched:
+        patched.setenv("SIGNAL_SECRET_KEY", old)
+        patched.setattr(sys, "stdout", gone)  # the operator's terminal went away
+        try:
+            main(["rotate-secret-key", "--db", str(db)])
+        except ValueError:  # printing to it failed
+            pass
+
+    written = tmp_path / "admin.key.new"
+    assert written.exists() and mode(written) == 0o600
+    new = written.read_text().strip()
+    [integration] = open_with(db, new)
+    assert integration.config.access_token == "pina_KEPT_TOKEN_1234"
+    with pytest.raises(StorageUnusable):
+        open_with(db, old)
+
+    async def start(key: str):
+        settings = load_settings({"db": str(db)}, environ={"SIGNAL_SECRET_KEY": key, "SIGNAL_ADMIN_TOKEN": ADMIN_TOKEN})
+        services = await open_services(settings)
+        await services.close()
+    with pytest.raises(StorageUnusable, match=r"SIGNAL_SECRET_KEY holds the key from before the rotation: .*admin\.key\.new"):
+        asyncio.run(start(old))
+    asyncio.run(start(new))
+
+
+def test_rotation_refuses_while_any_node_serves(edge_factory, pg_url, tmp_path, monkeypatch, capsys):
+    from tests.support import create_integration, create_source
+
+    sqlite_node = edge_factory()
+    assert main(["rotate-secret-key", "--db", str(sqlite_node.db)]) == 1
+    assert "already serves" in capsys.readouterr().err
+    sqlite_node.stop()
+
+    key_file = tmp_path / "cluster.key"
+    env = {"SIGNAL_DATABASE_URL": pg_url, "SIGNAL_SECRET_KEY_FILE": str(key_file)}
+    node = edge_factory(env=env)
+    with node.admin() as admin:
+        integration = create_integration(admin, create_source(admin)["id"])
+    old = key_file.read_text()
+    monkeypatch.setenv("SIGNAL_SECRET_KEY_FILE", str(key_file))
+    assert main(["rotate-secret-key", "--database-url", pg_url]) == 1
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "signal-edge still serves" in said and "stop every node first" in said and f"-{node.proc.pid}-" in said
+    assert key_file.read_text() == old and not key_file.with_name("cluster.key.new").exists()
+    with node.admin() as admin:  # the node still opens its tokens
+        assert admin.post(f"/integrations/{integration['id']}/test").json()["ok"]
+    node.stop()
+
+    assert main(["rotate-secret-key", "--database-url", pg_url]) == 0
+    assert key_file.read_text() != old
+    again = edge_factory(env=env)
+    with again.admin() as admin:
+        assert admin.post(f"/integrations/{integration['id']}/test").json()["ok"]
+
+
+def test_a_node_never_serves_with_a_key_a_rotation_replaced(pg_url):
+    """A node that starts while a rotation runs waits for it, then reads the new key's
+    fingerprint; one that missed a rotation (its serving lock's connection was lost) cannot
+    seal tokens with the old key."""
+    from delivery.config import Health
+    from delivery.postgres.serving import ServingLock, serving_stopped
+    from delivery.secrets import CHECK_META, SecretBox, fingerprint
+    from delivery.store import StorageError, StorageUnusable
+    from tests.test_config_store import integration, source
+
+    async def main_():
+        async with serving_stopped(pg_url):
+            late = ServingLock(pg_url, "late-node")
+            with pytest.raises(StorageUnusable, match="rotation .* has held this database"):
+                await late.hold(wait=0.5)
+        serving = ServingLock(pg_url, "node-a")
+        await serving.hold()
+        try:
+            with pytest.raises(StorageUnusable, match="still serves .*node-a"):
+                async with serving_stopped(pg_url):
+                    pass
+        finally:
+            await serving.close()
+
+        from collector.services import close_database, open_backend
+        db, store, _ = await open_backend(load_settings({"database_url": pg_url}, environ={}), "node-a")
+        try:
+            await store.init_meta(CHECK_META, fingerprint("key-one"))
+            await store.open(SecretBox("key-one"))
+            await store.put_source(source(), "create")
+            await store.put_integration(integration(), "create")
+            await store.set_meta(CHECK_META, fingerprint("key-two"))  # rotated behind this node's back
+            with pytest.raises(StorageError, match="secret key was rotated since this node started"):
+                await store.set_health("int_001", Health("unhealthy", "unauthorized", "Authentication failed.", 1.0))
+        finally:
+            await close_database(db)
+    asyncio.run(main_())

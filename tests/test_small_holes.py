@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+import uuid
+
+import msgspec
 
 from tests.support import ADMIN_TOKEN, admin_in_process, asgi_client
 
@@ -108,4 +112,112 @@ def test_an_admin_patch_during_a_token_refresh_keeps_the_rotated_refresh_token(t
                 assert stored.name == "Renamed" and stored.config.refresh_token == refreshed.config.refresh_token
                 again = await services.delivery.tokens.refresh(integration["id"], force=True)  # Pinterest takes it
                 assert again.config.refresh_token in fake_pinterest.sandbox.state.refresh_tokens
+    asyncio.run(main())
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_the_notification_channel_is_sealed_against_other_database_roles(tmp_path, pg_url):
+    """Any role that can connect may LISTEN and NOTIFY on any channel: it must read nothing of
+    the live debugger's events or the visitors' ids, and what it sends must not be believed."""
+    import asyncpg
+
+    from delivery.config import Source
+    from delivery.events import Identity
+    from delivery.postgres.db import CHANNEL
+    from delivery.store import DebugRecord, StoredIdentity
+
+    role = "intruder_" + uuid.uuid4().hex[:8]
+
+    async def main():
+        owner = await asyncpg.connect(pg_url)
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        intruder = await asyncpg.connect(pg_url.replace("postgres@", f"{role}@"))
+        heard: list[str] = []
+        await intruder.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: heard.append(payload))
+        env = {"SIGNAL_SECRET_KEY": "a-shared-secret-key-0123456789"}
+        async with admin_in_process(tmp_path / "a", env, pg_url) as (a, _), \
+                admin_in_process(tmp_path / "b", env, pg_url) as (b, _):
+            forged = DebugRecord(at=time.time(), source_id="src_x", event_id="forged-event", event="Signed Up",
+                                 status="delivered")
+            sent = ["watch:evil-node", "debug:evil-node:" + msgspec.json.encode(forged).decode()]
+            await intruder.execute("SELECT pg_notify($1, $2), pg_notify($1, $3)", CHANNEL, *sent)
+            # A genuine change after them: once B has it, B has dealt with the forged ones too.
+            await a.store.put_source(Source(id="src_sync", name="Sync", pipeline_key="dk_sync", created_at=1.0,
+                                            updated_at=1.0), "create")
+            await until(lambda: b.store.source("src_sync") is not None)
+            assert b.hub.remote_watch_until == 0.0  # nobody watches, whatever the intruder says
+
+            watcher = a.hub.subscribe()
+            await until(lambda: b.hub.remote_watch_until > time.monotonic())  # A's own announcement
+            b.hub.publish([DebugRecord(at=time.time(), source_id="src_sync", event_id="evt-real", event="Signed Up",
+                                       status="delivered", integration_id="int_sync", payload=msgspec.Raw(
+                                           b'{"user_data":{"client_ip_address":"203.0.113.77"}}'))])
+            assert (await asyncio.wait_for(watcher.get(), 10)).event_id == "evt-real"
+            assert watcher.empty()  # the forged record never reached the live debugger
+
+            assert await a.store.identity("dfid-visitor-123") is None  # cached as absent
+            await b.store.save_identity("dfid-visitor-123", StoredIdentity("user-9", Identity()))
+            await until(lambda: a.store.cached_identity("dfid-visitor-123") is a.store.MISSING)
+        await intruder.execute("SELECT 1")  # every notification sent so far has been read
+        theirs = [p for p in heard if p not in sent]
+        assert theirs
+        for secret in ("evt-real", "203.0.113.77", "dfid-visitor-123", "src_sync", "watch:", "debug:", "identity:"):
+            assert not any(secret in payload for payload in theirs), secret
+        await intruder.close()
+        await owner.close()
+    asyncio.run(main())
+
+
+def test_a_full_reload_never_loses_a_change_made_while_it_reads(pg_url):
+    """A node's first full reload (when it starts listening) reads everything; a source created
+    through that node meanwhile, and another node's change heard meanwhile, must survive it."""
+    from delivery.config import Source
+    from delivery.postgres.config_store import PgConfigStore
+    from delivery.postgres.db import PgDatabase
+    from delivery.secrets import SecretBox
+
+    def source(source_id: str, name: str) -> Source:
+        return Source(id=source_id, name=name, pipeline_key=f"dk_{source_id}", created_at=1.0, updated_at=1.0)
+
+    async def main():
+        dbs = [PgDatabase(pg_url, pool_size=2) for _ in range(2)]
+        try:
+            a, b = PgConfigStore(dbs[0], "node-a"), PgConfigStore(dbs[1], "node-b")
+            for db in dbs:
+                await db.start()
+            await a.open(SecretBox("k"))
+            await a.put_source(source("src_old", "Old name"), "create")
+            await b.open(SecretBox("k"))
+            read, release, reloaded = asyncio.Event(), asyncio.Event(), asyncio.Event()
+            load, reload_all = a._load, a._reload_all
+
+            async def held_load():
+                bodies = await load()
+                read.set()
+                await release.wait()
+                return bodies
+
+            async def reload_and_tell():
+                await reload_all()
+                reloaded.set()
+
+            a._load, a._reload_all = held_load, reload_and_tell
+            a.listen()
+            await read.wait()
+            await a.put_source(source("src_new", "Created on A"), "create")
+            await b.put_source(source("src_old", "New name"), "update")
+            await until(lambda: a.source("src_old").name == "New name")
+            release.set()
+            await reloaded.wait()
+            assert a.source("src_new") is not None, "the source created during the reload vanished"
+            assert a.source("src_old").name == "New name", "the reload put back the older name"
+        finally:
+            for db in dbs:
+                await db.close()
     asyncio.run(main())
