@@ -349,7 +349,8 @@ class Api:
             if (v := getattr(body, k)) is not msgspec.UNSET
         }
         config_changes = {} if body.config is msgspec.UNSET else {
-            k: v for k in s.PinterestConfigPatch.__struct_fields__ if (v := getattr(body.config, k)) is not msgspec.UNSET}
+            k: v for k in s.PinterestConfigPatch.__struct_fields__
+            if (v := getattr(body.config, k)) is not msgspec.UNSET}
         now = time.time()
 
         def patched(current: Integration) -> Integration:

@@ -293,6 +293,9 @@ User-Agent. Keep it secret: it is shown once.</p>
                       rows, "No integrations yet.") + await self.deleted_with_dead_letters())
         return layout("Integrations", body, csrf, "/integrations")
 
+    def redirect_uri(self, request: Request) -> str:
+        return redirect_uri(self.s, request, self.peers.https(request))
+
     async def notice(self, request: Request) -> str:
         """What this server left to tell this session (flash.py), once."""
         said = await flash.take(self.s.store, request.state.session.key)
@@ -331,7 +334,7 @@ User-Agent. Keep it secret: it is shown once.</p>
 <label class="choice"><input type="checkbox" name="test_mode" id="test_mode"> Test mode: Pinterest checks the events but
 does not record them (turn it off to go live)</label>
 <p class="help">Paste tokens, or give the Pinterest app's id and secret and connect: signal-edge then keeps the access
-token fresh itself. Register this redirect URI in the app: <code id="redirect-uri">{e(redirect_uri(self.s, request, self.peers.https(request)))}</code></p>
+token fresh itself. Register this redirect URI in the app: <code id="redirect-uri">{e(self.redirect_uri(request))}</code></p>
 <button type="button" id="connect" class="secondary">Connect with Pinterest</button></fieldset>
 <fieldset id="consent"><legend>4. Consent categories</legend>
 <p class="help">Events reach Pinterest only when the visitor granted all of these.</p>
@@ -453,7 +456,7 @@ Send custom event names (custom_data.custom_event_name) for events that map to c
                    f'{"Connect again" if integ.oauth else "Connect with Pinterest"}</a>' if cfg.app_id else "")
         return f"""<section class="card" aria-labelledby="connect-h"><h2 id="connect-h">Connection to Pinterest</h2>
 {said}{state} {connect}
-<p class="help">Redirect URI to register in the Pinterest app: <code>{e(redirect_uri(self.s, request, self.peers.https(request)))}</code></p></section>"""
+<p class="help">Redirect URI to register in the Pinterest app: <code>{e(self.redirect_uri(request))}</code></p></section>"""
 
     async def deleted_integration(self, topic: str, csrf: str) -> Response:
         """What is left of a deleted integration: its dead letters, to replay elsewhere or export."""
@@ -461,8 +464,9 @@ Send custom event names (custom_data.custom_event_name) for events that map to c
             return layout("Integration not found", '<p><a href="/integrations">Back to the integrations</a></p>', csrf,
                           "/integrations", status=404)
         origin = await dead_letters_source(self.s.store, self.s.queue, topic) or ""
-        targets = "".join(f'<option value="{e(x.id)}" data-source="{e(x.source_id)}"{" selected" if x.source_id == origin else ""}>'
-                          f'{e(x.name)} ({e(x.id)})</option>' for x in self.s.store.integrations())
+        targets = "".join(
+            f'<option value="{e(x.id)}" data-source="{e(x.source_id)}"{" selected" if x.source_id == origin else ""}>'
+            f'{e(x.name)} ({e(x.id)})</option>' for x in self.s.store.integrations())
         body = f"""<p class="help">This integration was deleted. The events it still held are dead letters: replay them
 into another integration, or export them.</p>
 <label for="replay-into">Replay into</label><select id="replay-into" aria-describedby="other-source">{targets}</select>
