@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
+import time
 
 import pytest
 
@@ -195,11 +196,14 @@ def test_rotation_refuses_while_any_node_serves(edge_factory, pg_url, tmp_path, 
         assert admin.post(f"/integrations/{integration['id']}/test").json()["ok"]
 
 
-def test_a_node_never_serves_with_a_key_a_rotation_replaced(pg_url):
+def test_a_node_never_serves_with_a_key_a_rotation_replaced(pg_url, monkeypatch):
     """A node that starts while a rotation runs waits for it, then reads the new key's
-    fingerprint; one that missed a rotation (its serving lock's connection was lost) cannot
-    seal tokens with the old key."""
+    fingerprint; a node whose lock's connection is lost takes the lock again; and one that
+    missed a rotation meanwhile cannot seal tokens with the old key."""
+    import asyncpg
+
     from delivery.config import Health
+    from delivery.postgres import serving as serving_module
     from delivery.postgres.serving import ServingLock, serving_stopped
     from delivery.secrets import CHECK_META, SecretBox, fingerprint
     from delivery.store import StorageError, StorageUnusable
@@ -212,11 +216,21 @@ def test_a_node_never_serves_with_a_key_a_rotation_replaced(pg_url):
                 await late.hold(wait=0.5)
         serving = ServingLock(pg_url, "node-a")
         await serving.hold()
+        owner = await asyncpg.connect(pg_url)
         try:
             with pytest.raises(StorageUnusable, match="still serves .*node-a"):
                 async with serving_stopped(pg_url):
                     pass
+            holder = ("SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                      "AND l.objid = $1 AND l.granted AND a.application_name = 'signal-edge node node-a'")
+            lost = await owner.fetchval(holder, serving_module.LOCK)
+            await owner.execute("SELECT pg_terminate_backend($1)", lost)  # an administrator, or a network cut
+            deadline = time.monotonic() + 3 * serving_module.PING
+            while await owner.fetchval(holder, serving_module.LOCK) in (None, lost):
+                assert time.monotonic() < deadline, "the serving lock was not taken again"
+                await asyncio.sleep(0.05)
         finally:
+            await owner.close()
             await serving.close()
 
         from collector.services import close_database, open_backend
@@ -231,4 +245,5 @@ def test_a_node_never_serves_with_a_key_a_rotation_replaced(pg_url):
                 await store.set_health("int_001", Health("unhealthy", "unauthorized", "Authentication failed.", 1.0))
         finally:
             await close_database(db)
+    monkeypatch.setattr(serving_module, "PING", 0.3)
     asyncio.run(main_())

@@ -67,10 +67,11 @@ class ServingLock:
             except Exception as exc:
                 if not environmental(exc):
                     log.exception("the serving lock's connection failed")
-            self._conn.terminate()
+            log.warning("lost the serving lock's connection; taking the lock again")
             while True:
+                self._conn.terminate()
                 try:
-                    await self._take(wait=float("inf"))
+                    await self._take(wait=float("inf"))  # after a rotation that runs now, if one does
                     log.info("holding the serving lock again")
                     break
                 except Exception:  # the database is away: try again
