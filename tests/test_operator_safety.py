@@ -36,7 +36,7 @@ PROXY = "127.0.0.1"  # a trusted proxy (SIGNAL_TRUSTED_PROXIES' default)
 
 
 def test_the_throttle_never_refuses_the_right_token_and_sees_clients_through_the_proxy(tmp_path):
-    async def main():
+    async def scenario():
         async with admin_in_process(tmp_path) as (_, app):
             def behind_proxy(address: str, token: str | None):
                 return asgi_client(app, PROXY, token, **{"X-Forwarded-For": address})
@@ -60,11 +60,11 @@ def test_the_throttle_never_refuses_the_right_token_and_sees_clients_through_the
                     await direct.get("/v1/admin/sources")
             async with behind_proxy("198.51.100.99", "sea_wrong") as innocent:
                 assert (await innocent.get("/v1/admin/sources")).status_code == 401
-    asyncio.run(main())
+    asyncio.run(scenario())
 
 
 def test_the_session_cookie_is_secure_when_a_trusted_proxy_says_https(tmp_path):
-    async def main():
+    async def scenario():
         async with admin_in_process(tmp_path) as (_, app):
             async def cookie(peer: str, **headers) -> str:
                 async with asgi_client(app, peer, None, **headers) as browser:
@@ -76,7 +76,7 @@ def test_the_session_cookie_is_secure_when_a_trusted_proxy_says_https(tmp_path):
             assert "secure" not in (await cookie(PROXY)).lower()
             # Only a trusted proxy is believed: a client cannot claim https.
             assert "secure" not in (await cookie("192.0.2.50", **{"X-Forwarded-Proto": "https"})).lower()
-    asyncio.run(main())
+    asyncio.run(scenario())
 
 
 def test_an_interrupted_copy_leaves_a_database_that_no_node_starts_on(tmp_path, postgres, pg_url, monkeypatch, capsys):
@@ -209,7 +209,7 @@ def test_a_node_never_serves_with_a_key_a_rotation_replaced(pg_url, monkeypatch)
     from delivery.store import StorageError, StorageUnusable
     from tests.test_config_store import integration, source
 
-    async def main_():
+    async def scenario():
         async with serving_stopped(pg_url):
             late = ServingLock(pg_url, "late-node")
             with pytest.raises(StorageUnusable, match="rotation .* has held this database"):
@@ -246,4 +246,4 @@ def test_a_node_never_serves_with_a_key_a_rotation_replaced(pg_url, monkeypatch)
         finally:
             await close_database(db)
     monkeypatch.setattr(serving_module, "PING", 0.3)
-    asyncio.run(main_())
+    asyncio.run(scenario())
