@@ -49,7 +49,7 @@ from delivery.sqlite.event_queue import SqliteEventQueue  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
 SECRET = "bench-secret-key"
-ADMIN = "sea_bench_admin_token"
+ADMIN = "sea_bench_admin_token_0123456789abcdef"
 
 
 def sample_event(i: int, now: float) -> bytes:

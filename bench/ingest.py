@@ -32,7 +32,7 @@ import httpx  # noqa: E402
 from delivery.pinterest.sandbox import Sandbox  # noqa: E402
 from tests.support import ServerThread, free_port  # noqa: E402
 
-ADMIN = "sea_bench_admin_token"
+ADMIN = "sea_bench_admin_token_0123456789abcdef"
 EVENT = {
     "type": "track", "event": "Product Added", "messageId": "3f1d2a9e-5b7c-4e21-9a0f-2c8d6e4b1a77",
     "properties": {"product_id": "SKU-A", "name": "Widget", "price": 49.99, "quantity": 1, "currency": "USD"},

@@ -40,8 +40,8 @@ def parser() -> argparse.ArgumentParser:
     token = sub.add_parser("admin-token", help="issue a new admin token")
     token.add_argument("--rotate", action="store_true", help="replace the admin token and print the new one")
     _database(token)
-    rekey = sub.add_parser("rotate-secret-key", help="encrypt the stored tokens with a new secret key "
-                           "(stop signal-edge first)")
+    rekey = sub.add_parser("rotate-secret-key", help="encrypt the stored tokens with a new secret key, written to a "
+                           "0600 file first (stop every signal-edge first)")
     _database(rekey)
     copy = sub.add_parser("copy", help="copy a SQLite deployment into PostgreSQL, losing nothing (stop it first)")
     copy.add_argument("--from", dest="source", required=True, help="the SQLite file")
@@ -130,22 +130,24 @@ async def _admin_token(settings, rotate: bool) -> int:
 
 async def _rotate_secret_key(settings) -> int:
     from collector.keys import load_secret_key, rotate_secret_key
-    from collector.services import close_database, node_id, open_backend
+    from collector.services import close_database, node_id, open_backend, serving_stopped
     from delivery.secrets import SecretBox
 
-    # `serving`: a SQLite file's server must be stopped (it holds the tokens under the old key).
-    db, store, _ = await open_backend(settings, node_id(), serving=True)
+    # No process may serve meanwhile: it would keep sealing tokens with the old key. A SQLite
+    # file's server holds its lock (`serving` takes it); PostgreSQL's nodes hold serving_stopped's.
+    db, store, _ = await open_backend(settings, node_id(), serving=not settings.database_url)
     try:
-        await store.open(SecretBox(await load_secret_key(store, settings.secret_key, settings.key_file)))
-        new = await rotate_secret_key(store, bool(settings.secret_key), settings.key_file)
+        async with serving_stopped(settings):
+            await store.open(SecretBox(await load_secret_key(store, settings.secret_key, settings.key_file)))
+            written = await rotate_secret_key(store, bool(settings.secret_key), settings.key_file)
     finally:
         await close_database(db)
     if settings.secret_key:
-        print(new)
-        print("The stored tokens are now encrypted with the key above. Set SIGNAL_SECRET_KEY to it on every node "
-              "before starting signal-edge again; the old key no longer opens them.", file=sys.stderr)
+        print(f"The stored tokens are now encrypted with a new key, written to {written} (mode 0600). Set "
+              "SIGNAL_SECRET_KEY to its content on every node before starting signal-edge again (the old key no "
+              "longer opens them), then delete the file. UI sessions have ended.", file=sys.stderr)
     else:
-        print(f"The stored tokens are now encrypted with a new key, written to {settings.key_file}. "
+        print(f"The stored tokens are now encrypted with a new key, written to {written}. "
               "UI sessions have ended; copy the file to every node.", file=sys.stderr)
     return 0
 

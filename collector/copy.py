@@ -2,7 +2,12 @@
 nothing: configuration, secrets (still encrypted: the same key opens them), the admin token's
 hash, identities, queued events (a row per event; leases released), dead letters, counters,
 the audit and debugger logs, UI sessions. The SQLite file must not be served meanwhile (its
-lock is taken), the target must be empty, and the counts are checked at the end."""
+lock is taken), the target must be empty, and the counts are checked at the end.
+
+All or nothing: a marker goes into the target's meta before its first row and leaves it only
+after the counts agree. A copy that was interrupted (killed, a lost connection, a full disk)
+leaves the marker, and every command refuses the database until it is made afresh and copied
+again (collector/services.py)."""
 
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ PLAIN = (
     ("admin_sessions", "key, csrf, created_at, expires_at, client"),
 )
 SEQUENCES = ("dead_letters", "debug_log", "audit_log", "queue")
+UNFINISHED = "copy_unfinished"  # in the target's meta while a copy runs; see refuse_unfinished()
 
 
 def say(text: str) -> None:
@@ -44,10 +50,13 @@ async def copy_deployment(settings: Settings, target_url: str) -> int:
     target = PgDatabase(target_url, pool_size=2)
     try:
         await target.start()
+        await refuse_unfinished(target)
         if await target.run(lambda c: c.fetchval(
                 "SELECT (SELECT count(*) FROM sources) + (SELECT count(*) FROM queue) + (SELECT count(*) FROM meta)")):
             raise StorageUnusable(f"{shown(target_url)} already holds a deployment; copy into an empty database")
         started = time.monotonic()
+        await target.run(lambda c: c.execute("INSERT INTO meta (key, value) VALUES ($1, $2)", UNFINISHED,
+                                             f"from {settings.db}, started at {time.time():.0f}"))
         copied = {}
         for table, columns in PLAIN:
             copied[table] = await _copy_table(source, target, table, columns)
@@ -55,6 +64,7 @@ async def copy_deployment(settings: Settings, target_url: str) -> int:
         await _copy_counters(source, target)
         await target.run(_reset_sequences)
         await _check(source, target, copied)
+        await target.run(lambda c: c.execute("DELETE FROM meta WHERE key = $1", UNFINISHED))  # done: nodes may start
     finally:
         source.close()
         await target.close()
@@ -63,6 +73,13 @@ async def copy_deployment(settings: Settings, target_url: str) -> int:
     say("The stored tokens stay encrypted with the same secret key: give every node the key file "
         f"({settings.key_file}) or SIGNAL_SECRET_KEY, then start them with SIGNAL_DATABASE_URL.")
     return 0
+
+
+async def refuse_unfinished(db: PgDatabase) -> None:
+    """StorageUnusable, in one line that says what to do, when `db` holds a copy that did not finish."""
+    if await db.run(lambda c: c.fetchval("SELECT 1 FROM meta WHERE key = $1", UNFINISHED), single=True):
+        raise StorageUnusable(f"{shown(db.url)} holds an unfinished `signal-edge copy` (it was interrupted): drop and "
+                              "create that database again (dropdb, createdb), then run the copy again")
 
 
 async def _copy_table(source: Database, target: PgDatabase, table: str, columns: str) -> int:
@@ -135,7 +152,9 @@ async def _check(source: Database, target: PgDatabase, copied: dict[str, int]) -
     expected = await source.run(counts)
 
     async def landed(conn: asyncpg.Connection) -> dict[str, int]:
-        return {table: await conn.fetchval(f"SELECT count(*) FROM {table}") for table in expected}
+        found = {table: await conn.fetchval(f"SELECT count(*) FROM {table}") for table in expected}
+        found["meta"] -= 1  # the copy's own marker
+        return found
 
     found = await target.run(landed)
     wrong = {t: (expected[t], found[t]) for t in expected if expected[t] != found[t] or copied.get(t) != found[t]}

@@ -9,24 +9,18 @@ so that a node started with the wrong key refuses to start instead of failing to
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
 import secrets
 from pathlib import Path
 
-from delivery.secrets import SecretBox
+from delivery.secrets import CHECK_META, SecretBox, fingerprint
 from delivery.store import ConfigStore, StorageUnusable
 
-CHECK_META = "secret_key_check"
 LEGACY_META = "secret_key"  # where versions before 0.2 kept the key, in plaintext
 
 log = logging.getLogger("signal_edge")
-
-
-def fingerprint(key: str) -> str:
-    return hmac.new(key.encode(), b"signal-edge secret key check", hashlib.sha256).hexdigest()[:32]
 
 
 def read_key_file(path: Path) -> str | None:
@@ -52,12 +46,23 @@ def write_key_file(path: Path, key: str) -> None:
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o600)
         os.replace(temporary, path)
+        _sync_directory(path.parent)
     except OSError as exc:
         raise StorageUnusable(f"cannot write the secret key file {path}: {exc.strerror}; check that its "
                               "directory exists and is writable, or set SIGNAL_SECRET_KEY") from None
 
 
-def _pending(path: Path) -> Path:
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable: without it a crash may bring the old name back."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def pending_key_file(path: Path) -> Path:
+    """Where a rotation writes the new key before it re-seals anything."""
     return path.with_name(path.name + ".new")
 
 
@@ -86,9 +91,13 @@ async def load_secret_key(store: ConfigStore, configured: str | None, key_file: 
         stored = await store.init_meta(CHECK_META, fingerprint(key))
     if key is not None and hmac.compare_digest(fingerprint(key), stored):
         return key
-    rotated = read_key_file(_pending(key_file)) if not configured else None
+    rotated = read_key_file(pending_key_file(key_file))
     if rotated is not None and hmac.compare_digest(fingerprint(rotated), stored):
-        os.replace(_pending(key_file), key_file)  # a rotation stopped after re-encrypting: finish it
+        if configured:
+            raise StorageUnusable(f"SIGNAL_SECRET_KEY holds the key from before the rotation: the stored tokens are "
+                                  f"encrypted with the key in {pending_key_file(key_file)}; set SIGNAL_SECRET_KEY to it")
+        os.replace(pending_key_file(key_file), key_file)  # a rotation stopped after re-encrypting: finish it
+        _sync_directory(key_file.parent)
         log.warning("finished the secret key rotation that was interrupted: %s holds the new key", key_file)
         return rotated
     if key is None:
@@ -98,16 +107,20 @@ async def load_secret_key(store: ConfigStore, configured: str | None, key_file: 
                           f"key file from the first start (or the SIGNAL_SECRET_KEY used then)")
 
 
-async def rotate_secret_key(store: ConfigStore, configured: bool, key_file: Path) -> str:
-    """A new key: every stored secret is encrypted again with it and the sessions end. With a
-    key file, the new key is written beside it first, then the database, then the file is
-    replaced: a crash at any point leaves a key that opens the database (load_secret_key
-    finishes an interrupted rotation). Returns the new key."""
+async def rotate_secret_key(store: ConfigStore, configured: bool, key_file: Path) -> Path:
+    """A new key: every stored secret is encrypted again with it and the sessions end. The new
+    key is written to a 0600 file and fsynced before anything is re-sealed, so no crash and no
+    lost terminal can leave tokens that no written key opens. With a key file, that file then
+    replaces it (load_secret_key finishes a rotation interrupted in between); with
+    SIGNAL_SECRET_KEY, it stays for the operator to move into the variable. Returns where the
+    new key is."""
     new = secrets.token_urlsafe(32)
-    if not configured:
-        write_key_file(_pending(key_file), new)
+    written = pending_key_file(key_file)
+    write_key_file(written, new)
     count = await store.reseal(SecretBox(new), {CHECK_META: fingerprint(new)})
     if not configured:
-        os.replace(_pending(key_file), key_file)
+        os.replace(written, key_file)
+        _sync_directory(key_file.parent)
+        written = key_file
     log.info("re-encrypted the tokens of %d integrations with the new secret key", count)
-    return new
+    return written

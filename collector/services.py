@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import secrets
@@ -46,6 +47,7 @@ class Services:
     activity: ActivityLog
     new_admin_token: str | None = None  # generated at this start: print it once
     lag: LagProbe = field(default_factory=lambda: LagProbe())
+    serving: Any = None  # PostgreSQL: this process's ServingLock
 
     def storage_problem(self) -> StorageProblem | None:
         """Why the database failed its last transaction, until one succeeds again."""
@@ -59,6 +61,8 @@ class Services:
         await self.delivery.stop(self.settings.shutdown_grace)
         await self.activity.flush()
         await self.queue.close()
+        if self.serving is not None:
+            await self.serving.close()
         await close_database(self.db)
 
 
@@ -76,8 +80,15 @@ async def open_backend(settings: Settings, node: str, serving: bool = True):
         from delivery.postgres.db import PgDatabase
         from delivery.postgres.event_queue import PgEventQueue
 
+        from collector.copy import refuse_unfinished
+
         db = PgDatabase(settings.database_url, settings.pool_size)
         await db.start()
+        try:
+            await refuse_unfinished(db)
+        except BaseException:
+            await db.close()
+            raise
         return db, PgConfigStore(db, node), PgEventQueue(db, node)
     from delivery.sqlite.config_store import SqliteConfigStore
     from delivery.sqlite.db import Database
@@ -89,10 +100,29 @@ async def open_backend(settings: Settings, node: str, serving: bool = True):
     return db, SqliteConfigStore(db), SqliteEventQueue(db)
 
 
+@contextlib.asynccontextmanager
+async def serving_stopped(settings: Settings):
+    """Held while no process serves the deployment (a secret key rotation). A SQLite file's lock
+    was taken when it was opened to serve; PostgreSQL's serving nodes each hold a lock of theirs."""
+    if not settings.database_url:
+        yield
+        return
+    from delivery.postgres.serving import serving_stopped as no_node_serves
+
+    async with no_node_serves(settings.database_url):
+        yield
+
+
 async def open_services(settings: Settings) -> Services:
     node = node_id()
     db, store, queue = await open_backend(settings, node)
+    serving = None
     try:
+        if settings.database_url:  # held before the key is read: a rotation that runs now is waited out
+            from delivery.postgres.serving import ServingLock
+
+            serving = ServingLock(settings.database_url, node)
+            await serving.hold()
         secret_key = await load_secret_key(store, settings.secret_key, settings.key_file)
         await store.open(SecretBox(secret_key))
         store.identity_retention = settings.identity_retention_days * 86400
@@ -116,10 +146,13 @@ async def open_services(settings: Settings) -> Services:
         if settings.database_url:
             from delivery.postgres.relay import DebugRelay
 
-            DebugRelay(db, hub, node).start()  # the live debugger shows every node's events
+            DebugRelay(db, hub, node, store.channel).start()  # the live debugger shows every node's events
         auth = AdminAuth(store, secret_key)
         new_token = await auth.ensure(settings.admin_token)
     except BaseException:
+        if serving is not None:
+            await serving.close()
         await close_database(db)
         raise
-    return Services(settings, db, store, queue, hub, delivery, auth, node, ActivityLog(store), new_token)
+    return Services(settings, db, store, queue, hub, delivery, auth, node, ActivityLog(store), new_token,
+                    serving=serving)

@@ -11,6 +11,10 @@ import msgspec
 from delivery.retry import DEFAULT_DELAYS
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
+# A token someone chose (SIGNAL_ADMIN_TOKEN) guards the whole admin API: it must be long and
+# varied enough to be random. Generated tokens (sea_ + 43 characters) pass by far.
+MIN_ADMIN_TOKEN = 32
+MIN_ADMIN_TOKEN_DISTINCT = 12
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -154,6 +158,16 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
                             "SIGNAL_DATABASE_URL (or --database-url) to run several processes or nodes")
     if settings.identity_retention_days <= 0:
         raise SettingsError("setting SIGNAL_IDENTITY_RETENTION_DAYS: more than 0")
+    if settings.admin_token is not None and weak_token(settings.admin_token):
+        raise SettingsError(
+            f"setting SIGNAL_ADMIN_TOKEN: too weak to guard the admin API; use at least {MIN_ADMIN_TOKEN} random "
+            "characters (such as the output of `openssl rand -base64 32`), or leave it unset and signal-edge "
+            "generates one and prints it once")
     if settings.db_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise SettingsError("setting SIGNAL_DB_SYNCHRONOUS: use NORMAL, FULL or EXTRA")
     return settings
+
+
+def weak_token(token: str) -> bool:
+    """Too short, or too few distinct characters to be random ("aaaa...", "abcabc...")."""
+    return len(token) < MIN_ADMIN_TOKEN or len(set(token)) < MIN_ADMIN_TOKEN_DISTINCT

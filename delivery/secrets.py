@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 
 import msgspec
@@ -15,14 +17,27 @@ from delivery.config import SECRET_KEYS, Integration
 from delivery.store import StorageUnusable
 
 PREFIX = "enc1:"
+STORED_SECRETS = b"signal-edge stored secrets"
+CHECK_META = "secret_key_check"  # the database's record of its key: fingerprint(key), never the key
+
+
+def fingerprint(key: str) -> str:
+    return hmac.new(key.encode(), b"signal-edge secret key check", hashlib.sha256).hexdigest()[:32]
 
 
 class SecretBox:
-    def __init__(self, secret_key: str) -> None:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"signal-edge stored secrets").derive(
-            secret_key.encode()
-        )
+    """AES-256-GCM with a key derived from the secret key for one `purpose` (stored secrets by
+    default); `fingerprint` names the secret key, as the database records it."""
+
+    def __init__(self, secret_key: str, purpose: bytes = STORED_SECRETS) -> None:
+        self._secret_key = secret_key
+        self.fingerprint = fingerprint(secret_key)
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret_key.encode())
         self._aead = AESGCM(key)
+
+    def for_purpose(self, purpose: bytes) -> SecretBox:
+        """A box with another key derived from the same secret key."""
+        return SecretBox(self._secret_key, purpose)
 
     def seal(self, plaintext: str) -> str:
         nonce = os.urandom(12)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -127,40 +128,92 @@ class SnapshotStore:
             self._by_server_key.pop(old.server_key_sha256 or "", None)
 
     # --- writes -----------------------------------------------------------------------
+    # Each write takes its own result into the snapshot once it is committed, unless `_settled`
+    # (a backend shared by nodes) says the object changed elsewhere meanwhile: then what is
+    # stored now is read instead, so that no write or reload puts an older state back.
 
     async def put_source(self, source: Source, audit_action: str | None) -> None:
         old = self._sources.get(source.id)
+        mark = self._mark("source", source.id)
         await self._write_source(source, audit_row(audit_action, "source", source.id, old, source))
-        self._remember_source(source)
-        self._changed("source", source.id)
+        if await self._settled("source", source.id, mark):
+            self._remember_source(source)
+            self._changed("source", source.id)
 
     async def delete_source(self, source_id: str) -> None:
         old = self._sources.get(source_id)
+        mark = self._mark("source", source_id)
         await self._delete("sources", source_id, audit_row("delete", "source", source_id, old, None))
-        self._forget_source(source_id)
-        self._changed("source", source_id)
+        if await self._settled("source", source_id, mark):
+            self._forget_source(source_id)
+            self._changed("source", source_id)
 
-    async def put_integration(self, integration: Integration, audit_action: str | None, notify: bool = True) -> None:
+    async def put_integration(self, integration: Integration, audit_action: str | None) -> None:
+        """Store `integration` as it is: for a new one. A change to an existing one goes through
+        update_integration, which applies it to what is stored."""
         old = self._integrations.get(integration.id)
+        mark = self._mark("integration", integration.id)
         await self._write_integration(integration, encode(seal_integration(integration, self.box)),
                                       audit_row(audit_action, "integration", integration.id, old, integration))
-        self._integrations[integration.id] = integration
-        if notify:
+        if await self._settled("integration", integration.id, mark):
+            self._integrations[integration.id] = integration
             self._changed("integration", integration.id)
+
+    async def update_integration(self, integration_id: str, change: Callable[[Integration], Integration | None],
+                                 audit_action: str | None, notify: bool = True) -> Integration | None:
+        """Apply `change` to the integration as stored now, not as this process last saw it, in
+        one transaction that holds its row: a compare-and-swap that cannot fail, so a write never
+        puts back what another writer replaced meanwhile (a refresh token that Pinterest has
+        already rotated, say). `change` returns the integration to store, or None to leave it;
+        it may raise to refuse. Returns the integration as stored after (None: there is none).
+        `notify`: tell change listeners (health is runtime state, not configuration)."""
+        box = self.box
+
+        def rewrite(body: bytes) -> tuple[tuple[bytes, AuditRow | None] | None, Integration]:
+            current = open_integration(integration_decoder.decode(body), box)
+            new = change(current)
+            if new is None or new == current:
+                return None, current
+            return (encode(seal_integration(new, box)),
+                    audit_row(audit_action, "integration", integration_id, current, new)), new
+
+        old = self._integrations.get(integration_id)
+        mark = self._mark("integration", integration_id)
+        stored = await self._rewrite_integration(integration_id, rewrite)
+        if await self._settled("integration", integration_id, mark):
+            if stored is None:
+                self._integrations.pop(integration_id, None)
+            else:
+                self._integrations[integration_id] = stored
+            if notify and configuration_changed(old, stored):
+                self._changed("integration", integration_id)
+        return stored
 
     async def delete_integration(self, integration_id: str) -> None:
         old = self._integrations.get(integration_id)
+        mark = self._mark("integration", integration_id)
         await self._delete("integrations", integration_id,
                            audit_row("delete", "integration", integration_id, old, None))
-        self._integrations.pop(integration_id, None)
-        self._changed("integration", integration_id)
+        if await self._settled("integration", integration_id, mark):
+            self._integrations.pop(integration_id, None)
+            self._changed("integration", integration_id)
 
     async def set_health(self, integration_id: str, health: Health) -> None:
         current = self._integrations.get(integration_id)
         if current is None or current.health == health:
             return
-        # Health is runtime state, not configuration: no change notification.
-        await self.put_integration(msgspec.structs.replace(current, health=health), None, notify=False)
+        # Only the health changes in what is stored: never the tokens this process last saw.
+        await self.update_integration(
+            integration_id, lambda stored: msgspec.structs.replace(stored, health=health), None, notify=False)
+
+    def _mark(self, kind: str, object_id: str) -> Any:
+        """Taken before a write of this process; see _settled."""
+        return None
+
+    async def _settled(self, kind: str, object_id: str, mark: Any) -> bool:
+        """After a write: True to take its result into the snapshot; False when the backend has
+        read what is stored instead (another node changed the object meanwhile)."""
+        return True
 
     async def reseal(self, box: SecretBox, meta: dict[str, str]) -> int:
         """Encrypt every stored secret again with `box` and set `meta`, in one transaction (the
@@ -258,6 +311,11 @@ class SnapshotStore:
     async def _write_integration(self, integration: Integration, body: bytes, audit: AuditRow | None) -> None:
         raise NotImplementedError
 
+    async def _rewrite_integration(self, integration_id: str, rewrite) -> Integration | None:
+        """In one transaction, its row held: read the stored body, `write, result = rewrite(body)`,
+        and when `write` is (body, audit) store them. Returns `result` (None: no such row)."""
+        raise NotImplementedError
+
     async def _delete(self, table: str, object_id: str, audit: AuditRow | None) -> None:
         raise NotImplementedError
 
@@ -281,6 +339,13 @@ class SnapshotStore:
     async def _write_debug(self, rows: list[tuple], keep: int | None) -> None:
         """Insert `rows`; when `keep` is set, delete all but the newest `keep` records."""
         raise NotImplementedError
+
+
+def configuration_changed(old: Integration | None, new: Integration | None) -> bool:
+    """More than the health (runtime state) differs."""
+    if old is None or new is None:
+        return old is not new
+    return msgspec.structs.replace(old, health=new.health) != new
 
 
 def _json(value: Any) -> bytes | None:

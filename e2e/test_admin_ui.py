@@ -172,3 +172,28 @@ def test_screens_work_at_375_px(browser, edge, path):
     assert_every_control_is_labelled(page)
     shot(page, "mobile" + path.replace("/", "-"))
     context.close()
+
+
+def test_replaying_a_deleted_integrations_dead_letters_into_another_source_warns_and_asks(page, edge):
+    from tests.support import post_batch
+
+    with edge.admin() as api:
+        shop, other = create_source(api, name="Shop"), create_source(api, name="Another site")
+        gone = create_integration(api, shop["id"], name="Old pixel")
+        api.patch(f"/integrations/{gone['id']}", json={"paused": True})
+        post_batch(edge.url, shop["pipeline_key"], [{"type": "track", "event": "Signed Up", "messageId": "dl-x"}])
+        assert api.delete(f"/integrations/{gone['id']}").status_code == 204
+        elsewhere = create_integration(api, other["id"], name="Another site's pixel")
+    login(page, edge.admin_url, f"/integrations/{gone['id']}")
+    expect(page.get_by_label("Replay into")).to_have_value(elsewhere["id"])
+    expect(page.locator("#other-source")).to_contain_text("belongs to another source")
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="Replay all").click()
+    expect(page.locator("#dead-letters")).to_contain_text("dl-x")  # dismissed: nothing replayed
+    assert asked and "another site's Pinterest ad account" in asked[0]
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Replay all").click()
+    expect(page.locator("#status")).to_contain_text("1 event queued again")
+    with edge.admin() as api:
+        assert api.get(f"/integrations/{elsewhere['id']}").json()["delivery"]["accepted"] == 1

@@ -350,9 +350,34 @@ async def edge_in_process(tmp: Path, database_url: str | None = None, **source_f
         await services.close()
 
 
+@contextlib.asynccontextmanager
+async def admin_in_process(tmp: Path, env: dict[str, str] | None = None, database_url: str | None = None):
+    """signal-edge's services on a real SQLite file (or PostgreSQL) and its admin app, without
+    servers: call it through `asgi_client`. Delivery is not started."""
+    from collector.admin.app import create_admin_app
+    from collector.services import open_services
+    from collector.settings import load_settings
+
+    where = {"database_url": database_url} if database_url else {"db": str(tmp / "admin.db")}
+    settings = load_settings(where, environ={"SIGNAL_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})})
+    services = await open_services(settings)
+    try:
+        yield services, create_admin_app(services)
+    finally:
+        await services.close()
+
+
 async def queued(services, integration_id: str = "int_inproc") -> list:
     """The EdgeEvents queued for an integration, oldest first."""
     from delivery.events import event_decoder
 
     waiting = await services.queue.waiting([integration_id], None, 1000)
     return [event_decoder.decode(w.payload) for w in reversed(waiting)]
+
+
+def asgi_client(app, client: str = "127.0.0.1", token: str | None = ADMIN_TOKEN, **headers) -> httpx.AsyncClient:
+    """An httpx client that calls `app` in process, as if from `client`'s address."""
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app, client=(client, 50123)), base_url="http://localhost",
+                             headers=headers)

@@ -206,3 +206,43 @@ def test_reseal_encrypts_every_token_with_the_new_key_and_ends_sessions(backend)
             await store.open(SecretBox("new key"))
             assert store.integration("int_001").config.conversion_token == "ct_SECRET_1"
     run(main())
+
+
+def test_updates_apply_to_what_is_stored_not_to_a_stale_snapshot(backend):
+    """Two processes on one database: B's snapshot still holds the token A has replaced. B's
+    health update and B's own change keep A's token: a write never puts back what another
+    writer replaced (a refresh token Pinterest has already rotated, say)."""
+    def token(value: str):
+        return lambda current: msgspec.structs.replace(
+            current, config=msgspec.structs.replace(current.config, access_token=value))
+
+    async def main():
+        async with backend() as (_, a, _), backend(node="node-b") as (_, b, _):
+            await a.open(SecretBox(KEY))
+            await a.put_source(source(), "create")
+            await a.put_integration(integration(), "create")
+            await b.open(SecretBox(KEY))
+            refreshed = token("pina_REFRESHED")(a.integration("int_001"))
+            await a.put_integration(refreshed, "refresh")
+            assert b.integration("int_001").config.access_token == "pina_SECRET_1"  # not told yet
+
+            await b.set_health("int_001", Health("unhealthy", "unauthorized", "Authentication failed.", 5.0))
+            async with backend(node="node-c") as (_, c, _):
+                await c.open(SecretBox(KEY))
+                assert c.integration("int_001").config.access_token == "pina_REFRESHED"
+            stored = await a.update_integration("int_001", token("pina_REFRESHED"), "refresh")
+            assert stored.health.problem == "unauthorized" and a.integration("int_001") == stored
+            renamed = await b.update_integration(
+                "int_001", lambda current: msgspec.structs.replace(current, name="Renamed"), "update")
+            assert renamed.config.access_token == "pina_REFRESHED" and renamed.health.problem == "unauthorized"
+            assert b.integration("int_001") == renamed
+            assert await b.update_integration("int_001", lambda current: None, None) == renamed  # nothing to do
+            assert await b.update_integration("int_none", token("x"), None) is None
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            found = store.integration("int_001")
+            assert (found.name, found.config.access_token, found.health.problem) == \
+                ("Renamed", "pina_REFRESHED", "unauthorized")
+            changes = [entry.new["name"] for entry in await store.audit_log(None, 10) if entry.action == "update"]
+            assert changes == ["Renamed"]
+    run(main())

@@ -27,7 +27,9 @@ def test_a_refused_custom_event_name_is_dropped_and_flagged(edge, fake_pinterest
         assert post_batch(edge.url, source["pipeline_key"], events).status_code == 200
         wait_for(lambda: all(sent(fake_pinterest, f"q-{i}") for i in range(3)), what="the custom events")
         assert all("custom_data" not in sent(fake_pinterest, f"q-{i}") for i in range(3))
-        health = admin.get(f"/integrations/{integration['id']}").json()["health"]
+        # the batch's health is written once it is settled, a moment after Pinterest has the events
+        health = wait_for(lambda: (h := admin.get(f"/integrations/{integration['id']}").json()["health"])["status"]
+                          != "pending" and h, what="the integration's health")
         assert health["status"] == "healthy" and health["problem"] == "custom_event_name_refused"
         assert "custom_event_name" in health["pinterest_message"]  # Pinterest's own words
         assert stats(admin, integration["id"])["dead_lettered"] == 0

@@ -41,7 +41,7 @@ from delivery.pinterest.mapping import CUSTOM_EVENT, DELIVERED_TYPES, effective_
 from delivery.pinterest.normalize import sha256
 from delivery.pinterest.payload import Event, UserData
 from delivery.pinterest.sandbox import schema_validator
-from delivery.pinterest.tokens import RefreshRefused
+from delivery.pinterest.tokens import RefreshRefused, credentials_lock
 from delivery.pinterest.variants import VARIANTS
 from delivery.queue import Waiting
 from delivery.secrets import mask
@@ -348,19 +348,26 @@ class Api:
             k: v for k in ("name", "enabled", "paused", "variant", "consent_categories")
             if (v := getattr(body, k)) is not msgspec.UNSET
         }
-        if body.config is not msgspec.UNSET:
-            config_changes = {
-                k: v for k in s.PinterestConfigPatch.__struct_fields__
-                if (v := getattr(body.config, k)) is not msgspec.UNSET
-            }
-            changes["config"] = msgspec.structs.replace(integ.config, **config_changes)
-            check_credentials(changes["config"])
-            credentials = {"ad_account_id", "access_token", "conversion_token", "app_id", "app_secret",
-                           "refresh_token"} & config_changes.keys()
-            if credentials and integ.health.status == "unhealthy":
-                changes["health"] = Health("pending", at=time.time())
-        updated = msgspec.structs.replace(integ, **changes, updated_at=time.time())
-        await self.store.put_integration(updated, "update")
+        config_changes = {} if body.config is msgspec.UNSET else {
+            k: v for k in s.PinterestConfigPatch.__struct_fields__
+            if (v := getattr(body.config, k)) is not msgspec.UNSET}
+        now = time.time()
+
+        def patched(current: Integration) -> Integration:
+            """The change applied to the integration as stored (its tokens may have been refreshed
+            since this request began)."""
+            update = dict(changes)
+            if config_changes:
+                update["config"] = msgspec.structs.replace(current.config, **config_changes)
+                check_credentials(update["config"])
+                if CREDENTIALS & config_changes.keys() and current.health.status == "unhealthy":
+                    update["health"] = Health("pending", at=now)
+            return msgspec.structs.replace(current, **update, updated_at=now)
+
+        async with self.store.exclusive(credentials_lock(integ.id)):  # no token refresh meanwhile
+            updated = await self.store.update_integration(integ.id, patched, "update")
+        if updated is None:
+            raise ApiError(404, "not_found", f"no integration with id {integ.id}")
         return json_response(await self.integration_out(updated))
 
     async def delete_integration(self, request: Request) -> Response:
@@ -451,9 +458,13 @@ class Api:
             raise ApiError(409, "refresh_refused", TROUBLESHOOTING["refresh_refused"]) from None
         except (oauth.Refused, oauth.Unavailable) as exc:
             raise ApiError(502, "pinterest_refused", f"Pinterest did not mint a conversion token: {exc}") from None
-        updated = msgspec.structs.replace(integ, config=msgspec.structs.replace(integ.config, conversion_token=minted),
-                                          updated_at=time.time())
-        await self.store.put_integration(updated, "mint-conversion-token")
+        now = time.time()
+        async with self.store.exclusive(credentials_lock(integ.id)):
+            updated = await self.store.update_integration(integ.id, lambda current: msgspec.structs.replace(
+                current, config=msgspec.structs.replace(current.config, conversion_token=minted), updated_at=now),
+                "mint-conversion-token")
+        if updated is None:
+            raise ApiError(404, "not_found", f"no integration with id {integ.id}")
         return json_response(await self.integration_out(updated))
 
     async def dead_letters(self, request: Request) -> Response:
@@ -482,11 +493,19 @@ class Api:
         topic = await self.topic_or_404(request.path_params["id"])
         body = await self.decode(request, s.ReplayRequest) if _has_body(request) else s.ReplayRequest()
         into = body.into or topic
-        if self.store.integration(into) is None:
+        target = self.store.integration(into)
+        if target is None:
             raise ApiError(409 if into == topic else 400, "no_such_integration",
                            f"into: integration {into} does not exist; replay into an existing integration"
                            if body.into else "this integration was deleted: replay its dead letters into another "
                            "one with {\"into\": \"int_...\"}, or export them", "into")
+        if into != topic and not body.confirm_other_source:
+            origin = await dead_letters_source(self.store, self.queue, topic)
+            if origin != target.source_id:
+                raise ApiError(400, "confirm_other_source", f"confirm_other_source: {into} belongs to another source "
+                               f"({target.source_id}) than these events ({origin or 'unknown'}): replayed there, one "
+                               "site's visitors go to another site's ad account. Send \"confirm_other_source\": true "
+                               "if that is what you mean", "confirm_other_source")
         now = time.time()
         count = await self.queue.replay(topic, body.ids, now, into, since=now - REPLAY_WINDOW)
         await self.store.audit("replay", "integration", topic, None,
@@ -608,6 +627,19 @@ def why_waiting(w: Waiting, integ: Integration) -> str:
     return "waiting for the next batch"
 
 
+async def dead_letters_source(store, queue, topic: str) -> str | None:
+    """The source whose events `topic`'s dead letters hold: its integration's, or, once it was
+    deleted, the one its first dead letter names (None when none can be read)."""
+    integ = store.integration(topic)
+    if integ is not None:
+        return integ.source_id
+    first = await queue.dead_letters(topic, 0, 1)
+    try:
+        return event_decoder.decode(first[0].payload).source_id if first else None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+
+
 DELETED = "not sent: the integration was deleted (replay into another integration, or export)"
 
 
@@ -620,6 +652,9 @@ def dead_letter_out(d) -> s.DeadLetterOut:
                            _event_view(d.payload), replayable,
                            None if replayable else "too old to replay: Pinterest refuses events over 7 days old; "
                                                    "export it instead")
+
+
+CREDENTIALS = frozenset({"ad_account_id", "access_token", "conversion_token", "app_id", "app_secret", "refresh_token"})
 
 
 def check_credentials(cfg) -> None:

@@ -15,6 +15,7 @@ from collector.admin import metrics, openapi
 from collector.admin.api import ROUTES, Api, json_response
 from collector.admin.errors import ApiError, error_response
 from collector.admin.auth import Throttle
+from collector.admin.peers import Peers
 from collector.admin.session import Sessions
 from collector.admin.ui import not_found_page, ui_routes
 from collector.health import health_response
@@ -31,29 +32,30 @@ UNSAFE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 class Guard:
     """Bearer token (scripts) or the UI's session cookie plus CSRF header (browsers)."""
 
-    def __init__(self, services: Services, sessions: Sessions, throttle: Throttle) -> None:
+    def __init__(self, services: Services, sessions: Sessions, throttle: Throttle, peers: Peers) -> None:
         self.services = services
         self.sessions = sessions
         self.throttle = throttle
+        self.peers = peers
 
     async def check(self, request: Request) -> None:
         header = request.headers.get("authorization")
         if header:
-            client = request.client.host if request.client else "?"
-            wait = self.throttle.retry_after(client)
-            if wait > 0:
-                raise ApiError(429, "too_many_failures", "too many wrong admin tokens from this address; "
-                               f"try again in {math.ceil(wait)}s", headers={"Retry-After": str(math.ceil(wait))})
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise ApiError(401, "unauthorized", "use Authorization: Bearer <admin token>",
                                headers={"WWW-Authenticate": "Bearer"})
-            if not await self.services.auth.check(token.strip()):
-                self.throttle.failed(client)
-                raise ApiError(401, "unauthorized",
-                               "admin token not recognised; if it was rotated, use the new one "
-                               "(`signal-edge admin-token --rotate` issues one)", headers={"WWW-Authenticate": "Bearer"})
-            return
+            if await self.services.auth.check(token.strip()):
+                return  # the right token is never throttled: others' mistakes must not lock an admin out
+            client = self.peers.client(request)
+            wait = self.throttle.retry_after(client)
+            if wait > 0:
+                raise ApiError(429, "too_many_failures", "too many wrong admin tokens from this address; "
+                               f"try again in {math.ceil(wait)}s", headers={"Retry-After": str(math.ceil(wait))})
+            self.throttle.failed(client)
+            raise ApiError(401, "unauthorized",
+                           "admin token not recognised; if it was rotated, use the new one "
+                           "(`signal-edge admin-token --rotate` issues one)", headers={"WWW-Authenticate": "Bearer"})
         session = await self.sessions.read(request)
         if session is None:
             raise ApiError(401, "unauthorized", "missing admin token: send Authorization: Bearer <admin token>",
@@ -120,7 +122,8 @@ def create_admin_app(services: Services) -> HostGuard:
     api = Api(services)
     sessions = Sessions(services.store, services.auth.secret_key)
     throttle = Throttle()
-    guard = Guard(services, sessions, throttle)
+    peers = Peers(services.settings)
+    guard = Guard(services, sessions, throttle, peers)
     document = openapi.build()
 
     async def healthz(request: Request) -> Response:
@@ -137,7 +140,7 @@ def create_admin_app(services: Services) -> HostGuard:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route(PREFIX + "/openapi.json", openapi_endpoint, methods=["GET"]),
-        *ui_routes(services, sessions, throttle),
+        *ui_routes(services, sessions, throttle, peers),
     ]
 
     async def http_error(request: Request, exc: HTTPException) -> Response:

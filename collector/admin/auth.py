@@ -80,7 +80,9 @@ class AdminAuth:
 
 
 class Throttle:
-    """At most `limit` failed logins per client in `window` seconds; a success clears them."""
+    """At most `limit` wrong tokens per client in `window` seconds, then 429 for wrong ones. The
+    right token is never refused (it is checked first), and does not clear the count either: on
+    an address shared with someone guessing, an admin's login must not give them more tries."""
 
     def __init__(self, limit: int = 20, window: float = 300.0, max_clients: int = 10_000) -> None:
         self.limit, self.window, self.max_clients = limit, window, max_clients
@@ -100,9 +102,6 @@ class Throttle:
         self._failures.move_to_end(client)
         if len(self._failures) > self.max_clients:
             self._failures.popitem(last=False)
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
 
     def _recent(self, client: str) -> deque[float] | None:
         failures = self._failures.get(client)

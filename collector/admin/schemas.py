@@ -296,6 +296,8 @@ DeadLetterId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 class ReplayRequest(Strict):
     ids: Annotated[list[DeadLetterId], Meta(max_length=10_000)] | None = None  # None: all
     into: Annotated[str, Meta(min_length=1, max_length=100)] | None = None  # another integration's queue
+    # Another source's integration sends to another site's ad account: only when said so.
+    confirm_other_source: bool = False
 
 
 class ReplayResult(msgspec.Struct):

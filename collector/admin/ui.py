@@ -13,9 +13,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from collector.admin.api import config_warnings, iso, snippet
+from collector.admin import flash
+from collector.admin.api import config_warnings, dead_letters_source, iso, snippet
 from collector.admin.auth import Throttle
 from collector.admin.oauth import CALLBACK, Connect, redirect_uri
+from collector.admin.peers import Peers
 from collector.admin.session import Sessions
 from collector.services import Services
 from delivery.config import SERVER_KEY_PREFIX
@@ -45,7 +47,7 @@ e = html.escape
 
 
 def layout(title: str, body: str, csrf: str | None, active: str = "", script: str | None = None,
-           status: int = 200) -> HTMLResponse:
+           status: int = 200, head: str = "") -> HTMLResponse:
     nav = ""
     if csrf is not None:
         links = "".join(
@@ -57,7 +59,7 @@ def layout(title: str, body: str, csrf: str | None, active: str = "", script: st
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{e(title)} · signal-edge</title><link rel="icon" href="/favicon.ico" type="image/svg+xml">
-<link rel="stylesheet" href="/static/admin/admin.css">
+<link rel="stylesheet" href="/static/admin/admin.css">{head}
 {f'<meta name="csrf-token" content="{e(csrf)}">' if csrf else ""}<script type="module" src="/static/admin/page.js"></script>{module}</head>
 <body><header><a class="brand" href="/">signal-edge</a>{nav}</header>
 <main id="main"><h1>{e(title)}</h1>{body}</main>
@@ -116,10 +118,11 @@ def safe_next(value: str | None) -> str:
 
 
 class Ui:
-    def __init__(self, services: Services, sessions: Sessions, throttle: Throttle) -> None:
+    def __init__(self, services: Services, sessions: Sessions, throttle: Throttle, peers: Peers) -> None:
         self.s = services
         self.sessions = sessions
         self.throttle = throttle
+        self.peers = peers
 
     def page(handler):  # noqa: N805 - a decorator for the methods below
         async def endpoint(self, request: Request) -> Response:
@@ -127,6 +130,7 @@ class Ui:
             if session is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse("/login?next=" + quote(target, safe=""), 303)
+            request.state.session = session
             return await handler(self, request, session.csrf)
         return endpoint
 
@@ -145,9 +149,15 @@ class Ui:
         return layout("Log in", body, None)
 
     async def login(self, request: Request) -> Response:
-        client = request.client.host if request.client else "?"
+        client = self.peers.client(request)
         fields = await form(request)
         target = safe_next((fields.get("next") or [""])[0])
+        token = (fields.get("token") or [""])[0].strip()
+        if await self.s.auth.check(token):  # never throttled: others' mistakes must not lock an admin out
+            response = RedirectResponse(target, 303)
+            session = await self.sessions.start(response, self.peers.https(request), client)
+            await self.s.store.audit("login", "admin_session", session.key[:12], None, {"client": client})
+            return response
         wait = self.throttle.retry_after(client)
         if wait > 0:
             response = await self.login_form(request, f"Too many failed logins from your address: wait "
@@ -155,18 +165,11 @@ class Ui:
             response.status_code = 429
             response.headers["Retry-After"] = str(math.ceil(wait))
             return response
-        token = (fields.get("token") or [""])[0].strip()
-        if not await self.s.auth.check(token):
-            self.throttle.failed(client)
-            await self.s.store.audit("login_failed", "admin_session", client, None, {"client": client})
-            response = await self.login_form(request, "That admin token is not valid. Check it, or issue a new one "
-                                                      "with `signal-edge admin-token --rotate`.", target)
-            response.status_code = 401
-            return response
-        self.throttle.succeeded(client)
-        response = RedirectResponse(target, 303)
-        session = await self.sessions.start(response, request.url.scheme == "https", client)
-        await self.s.store.audit("login", "admin_session", session.key[:12], None, {"client": client})
+        self.throttle.failed(client)
+        await self.s.store.audit("login_failed", "admin_session", client, None, {"client": client})
+        response = await self.login_form(request, "That admin token is not valid. Check it, or issue a new one "
+                                                  "with `signal-edge admin-token --rotate`.", target)
+        response.status_code = 401
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -177,8 +180,8 @@ class Ui:
         response = RedirectResponse("/login", 303)
         ended = await self.sessions.end(request, response)
         if ended is not None:
-            client = request.client.host if request.client else "?"
-            await self.s.store.audit("logout", "admin_session", ended.key[:12], None, {"client": client})
+            await self.s.store.audit("logout", "admin_session", ended.key[:12], None,
+                                     {"client": self.peers.client(request)})
         return response
 
     # --- pages ---------------------------------------------------------------------------
@@ -285,12 +288,22 @@ User-Agent. Keep it secret: it is shown once.</p>
                          name_link(source.name, f"/sources/{source.id}") if source else e(integ.source_id),
                          health_badge(status_of(integ)), str(stats.delivered), str(stats.queued + stats.in_flight),
                          str(stats.dead_lettered)))
-        error = request.query_params.get("error")
-        alert = f'<p class="field-error" role="alert">{e(error)}</p>' if error else ""
-        body = (f'{alert}<p><a class="button" href="/integrations/new">Add Integration</a></p>' +
+        body = (f'{await self.notice(request)}<p><a class="button" href="/integrations/new">Add Integration</a></p>' +
                 table("Integrations", ("Name", "Variant", "Source", "Health", "Delivered", "Queued", "Dead letters"),
                       rows, "No integrations yet.") + await self.deleted_with_dead_letters())
         return layout("Integrations", body, csrf, "/integrations")
+
+    def redirect_uri(self, request: Request) -> str:
+        return redirect_uri(self.s, request, self.peers.https(request))
+
+    async def notice(self, request: Request) -> str:
+        """What this server left to tell this session (flash.py), once."""
+        said = await flash.take(self.s.store, request.state.session.key)
+        if said is None:
+            return ""
+        kind, message = said
+        return (f'<p class="ok" role="status">{e(message)}</p>' if kind == "ok" else
+                f'<p class="field-error" role="alert">{e(message)}</p>')
 
     async def deleted_with_dead_letters(self) -> str:
         deleted = {topic: n for topic, n in (await self.s.queue.dead_letter_topics()).items()
@@ -321,7 +334,7 @@ User-Agent. Keep it secret: it is shown once.</p>
 <label class="choice"><input type="checkbox" name="test_mode" id="test_mode"> Test mode: Pinterest checks the events but
 does not record them (turn it off to go live)</label>
 <p class="help">Paste tokens, or give the Pinterest app's id and secret and connect: signal-edge then keeps the access
-token fresh itself. Register this redirect URI in the app: <code id="redirect-uri">{e(redirect_uri(self.s, request))}</code></p>
+token fresh itself. Register this redirect URI in the app: <code id="redirect-uri">{e(self.redirect_uri(request))}</code></p>
 <button type="button" id="connect" class="secondary">Connect with Pinterest</button></fieldset>
 <fieldset id="consent"><legend>4. Consent categories</legend>
 <p class="help">Events reach Pinterest only when the visitor granted all of these.</p>
@@ -376,7 +389,7 @@ switch consent on on the <a id="consent-source-link" href="/sources">source's pa
 <dt>Consent categories</dt><dd id="consent-categories">{e(', '.join(integ.consent_categories) or 'none required')}</dd>
 <dt>Consent</dt><dd id="consent-state">{consent}</dd>
 <dt>Test mode</dt><dd>{'on: Pinterest checks the events but does not record them' if cfg.test_mode else 'off'}</dd></dl></section>
-{self.connection(integ, request)}
+{await self.connection(integ, request)}
 <section class="card" aria-labelledby="counts-h"><h2 id="counts-h">Delivery</h2><dl class="counts">{counts}</dl></section>
 <section class="card" aria-labelledby="match-h"><h2 id="match-h">Match quality</h2>
 <div id="match-quality" data-integration="{e(integ.id)}"><p class="help">Loading…</p></div></section>
@@ -425,14 +438,9 @@ Send custom event names (custom_data.custom_event_name) for events that map to c
 <button type="button" id="delete-integration" class="danger">Delete this integration</button></section>"""
         return layout(integ.name, body, csrf, "/integrations", "integration-page.js")
 
-    def connection(self, integ, request: Request) -> str:
+    async def connection(self, integ, request: Request) -> str:
         """Connect with Pinterest: the state of the connection, and what to do."""
-        cfg, q = integ.config, request.query_params
-        said = ""
-        if q.get("connected"):
-            said = '<p class="ok" role="status">Connected: signal-edge now gets its access tokens itself.</p>'
-        elif q.get("error"):
-            said = f'<p class="field-error" role="alert">{e(q["error"])}</p>'
+        cfg, said = integ.config, await self.notice(request)
         if integ.oauth:
             state = (f"<p>Connected (app <code>{e(cfg.app_id)}</code>). The access token expires "
                      f"{time_tag(cfg.access_token_expires_at)}; last refreshed {time_tag(cfg.token_refreshed_at)}; the "
@@ -448,20 +456,24 @@ Send custom event names (custom_data.custom_event_name) for events that map to c
                    f'{"Connect again" if integ.oauth else "Connect with Pinterest"}</a>' if cfg.app_id else "")
         return f"""<section class="card" aria-labelledby="connect-h"><h2 id="connect-h">Connection to Pinterest</h2>
 {said}{state} {connect}
-<p class="help">Redirect URI to register in the Pinterest app: <code>{e(redirect_uri(self.s, request))}</code></p></section>"""
+<p class="help">Redirect URI to register in the Pinterest app: <code>{e(self.redirect_uri(request))}</code></p></section>"""
 
     async def deleted_integration(self, topic: str, csrf: str) -> Response:
         """What is left of a deleted integration: its dead letters, to replay elsewhere or export."""
         if topic not in await self.s.queue.dead_letter_topics():
             return layout("Integration not found", '<p><a href="/integrations">Back to the integrations</a></p>', csrf,
                           "/integrations", status=404)
-        targets = "".join(f'<option value="{e(x.id)}">{e(x.name)} ({e(x.id)})</option>'
-                          for x in self.s.store.integrations())
+        origin = await dead_letters_source(self.s.store, self.s.queue, topic) or ""
+        targets = "".join(
+            f'<option value="{e(x.id)}" data-source="{e(x.source_id)}"{" selected" if x.source_id == origin else ""}>'
+            f'{e(x.name)} ({e(x.id)})</option>' for x in self.s.store.integrations())
         body = f"""<p class="help">This integration was deleted. The events it still held are dead letters: replay them
 into another integration, or export them.</p>
-<label for="replay-into">Replay into</label><select id="replay-into">{targets}</select>
+<label for="replay-into">Replay into</label><select id="replay-into" aria-describedby="other-source">{targets}</select>
+<p class="warning" id="other-source" role="status" hidden>That integration belongs to another source: its events
+would go to another site's ad account. You will be asked to confirm.</p>
 <section class="card" aria-labelledby="dead-h"><h2 id="dead-h">Dead letters</h2>
-<div id="dead-letters" data-integration="{e(topic)}"><p class="help">Loading…</p></div></section>"""
+<div id="dead-letters" data-integration="{e(topic)}" data-source="{e(origin)}"><p class="help">Loading…</p></div></section>"""
         return layout(f"Deleted integration {topic}", body, csrf, "/integrations", "dead-letters.js")
 
     @page
@@ -509,9 +521,9 @@ async def form(request: Request) -> dict[str, list[str]]:
     return parse_qs(body[:MAX_FORM].decode("utf-8", "replace"))
 
 
-def ui_routes(services: Services, sessions: Sessions, throttle: Throttle) -> list:
-    ui = Ui(services, sessions, throttle)
-    connect = Connect(services, sessions)
+def ui_routes(services: Services, sessions: Sessions, throttle: Throttle, peers: Peers) -> list:
+    ui = Ui(services, sessions, throttle, peers)
+    connect = Connect(services, sessions, peers, layout)
     return [
         Route("/", ui.home, methods=["GET"]),
         Route("/favicon.ico", ui.favicon, methods=["GET"]),

@@ -4,9 +4,13 @@ refresh token gets its access tokens from Pinterest, and refreshes them itself.
 - When: at 80% of an access token's life (Pinterest's last 30 days), and at once after a 401.
   Idle integrations are refreshed too (the supervisor asks every minute), so a refresh token
   (60 days, renewed by each refresh) never runs out for want of traffic.
-- One node at a time: the refresh holds the store's exclusive lock for the integration and
-  reads the stored tokens again under it; a node that waited finds them fresh and uses them.
-  With rotating refresh tokens a second refresh with the same token would be refused.
+- One node at a time: the refresh holds the store's exclusive lock for the integration
+  (`credentials_lock`) and reads the stored tokens again under it; a node that waited finds
+  them fresh and uses them. With rotating refresh tokens a second refresh with the same token
+  would be refused, and so would a rotated token written back: every other write of an
+  integration's credentials (an admin's PATCH, a connection, a minted conversion token) takes
+  the same lock, and every write applies its change to the row as stored
+  (ConfigStore.update_integration), never to a copy read before the refresh.
 - Durable first: the rotated refresh token and the new access token are written (sealed)
   before the access token is used; a crash right after the refresh loses nothing.
 - Refused: when Pinterest no longer accepts the refresh token, the integration is marked
@@ -36,6 +40,11 @@ class RefreshRefused(Exception):
     """Pinterest no longer accepts the integration's refresh token: connect again."""
 
 
+def credentials_lock(integration_id: str) -> str:
+    """The store's exclusive lock held by whatever writes the integration's credentials."""
+    return f"refresh:{integration_id}"
+
+
 def due(integration: Integration, now: float) -> bool:
     cfg = integration.config
     if not integration.oauth:
@@ -63,7 +72,7 @@ class TokenKeeper:
         """Refresh when due, or when `failed_token` (the access token a 401 refused) is still the
         stored one, or when `force`d (a test of the app's credentials). Raises RefreshRefused,
         or oauth.Unavailable (try later)."""
-        async with self.store.exclusive(f"refresh:{integration_id}"):
+        async with self.store.exclusive(credentials_lock(integration_id)):
             current = await self.store.reload_integration(integration_id)
             if current is None or not current.oauth:
                 raise RefreshRefused("this integration has no app and refresh token to refresh with")
@@ -82,8 +91,11 @@ class TokenKeeper:
             except oauth.Unavailable:
                 self.counts[f"{integration_id}:refresh_failures"] += 1
                 raise
-            updated = with_tokens(current, answer, time.time())
-            await self.store.put_integration(updated, "refresh")  # durable before it is used (audited, sealed)
+            now = time.time()
+            updated = await self.store.update_integration(  # durable before it is used (audited, sealed)
+                integration_id, lambda stored: with_tokens(stored, answer, now), "refresh")
+            if updated is None:
+                raise RefreshRefused("the integration was deleted meanwhile")
             self.counts[f"{integration_id}:refreshes"] += 1
             log.info("integration %s: access token refreshed; it expires in %ds", integration_id, answer.expires_in)
             return updated

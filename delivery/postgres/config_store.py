@@ -1,11 +1,18 @@
 """ConfigStore on PostgreSQL: the SQL behind the shared snapshot, and the notifications that
 keep every node's snapshot current.
 
-A write sends `<kind>:<id>:<node>` in its own transaction. Every other node reloads that
-object (a source or an integration: its edge routes and its delivery worker follow through
-the change listeners) or forgets it (an identity in its cache). After the listener's
-connection was lost, the node reloads everything. So a change made on any node reaches
-every node within the notification's delay: milliseconds.
+A write sends `<kind>:<id>:<node>` (sealed: channel.py) in its own transaction. Every other
+node reloads that object (a source or an integration: its edge routes and its delivery worker
+follow through the change listeners) or forgets it (an identity in its cache). After the
+listener's connection was lost, the node reloads everything. So a change made on any node
+reaches every node within the notification's delay: milliseconds.
+
+Reads race with writes: a full reload reads everything while this node writes and others
+notify, and two reads of one object may finish out of order. So each source and integration
+carries a sequence number, moved on by every local write and every notification; a read is
+taken into the snapshot only when nothing moved the object's number since it began, and a
+local write whose object was changed elsewhere meanwhile reads what is stored instead of
+keeping its own copy. No reload puts back a state older than one already known.
 """
 
 from __future__ import annotations
@@ -19,13 +26,15 @@ import asyncpg
 import msgspec
 
 from delivery.config import Integration, Source
-from delivery.postgres.db import CHANNEL, PgDatabase, notify
-from delivery.secrets import open_integration
+from delivery.postgres.channel import Channel, notify
+from delivery.postgres.db import ACQUIRE_TIMEOUT, CHANNEL, COMMAND_TIMEOUT, PgDatabase, environmental
+from delivery.secrets import CHECK_META, SecretBox, open_integration
 from delivery.snapshot import (
     REFUSAL_EXAMPLES_KEPT,
     AuditRow,
     SnapshotStore,
     audit_entry,
+    configuration_changed,
     debug_record,
     encode,
     identity_decoder,
@@ -33,7 +42,9 @@ from delivery.snapshot import (
     source_activity,
     source_decoder,
 )
-from delivery.store import AdminSession, AuditEntry, DebugRecord, Refusal, SourceActivity, StoredIdentity
+
+Key = tuple[str, str]  # ("source" | "integration", id)
+from delivery.store import AdminSession, AuditEntry, DebugRecord, Refusal, SourceActivity, StorageError, StoredIdentity
 
 log = logging.getLogger("signal_edge.store")
 _UPSERT_META = "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -44,46 +55,81 @@ class PgConfigStore(SnapshotStore):
         super().__init__()
         self.db = db
         self.node = node
+        self.channel: Channel | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._sequence = 0
+        self._moved: dict[Key, int] = {}  # the sequence number each object was last moved to
+
+    async def open(self, box: SecretBox) -> None:
+        await super().open(box)
+        self.channel = Channel(box)
 
     def listen(self) -> None:
         """Follow the other nodes' changes (call once the snapshot is loaded)."""
         self.db.listen(self._notified, self._reload_all)
 
     async def _notify(self, conn: asyncpg.Connection, kind: str, object_id: str) -> None:
-        await notify(conn, kind, f"{object_id}:{self.node}")
+        await notify(conn, self.channel, kind, f"{object_id}:{self.node}")
+
+    # --- ordering reads and writes --------------------------------------------------------
+
+    def _move(self, key: Key) -> int:
+        self._sequence += 1
+        self._moved[key] = self._sequence
+        return self._sequence
+
+    def _mark(self, kind: str, object_id: str) -> int:
+        return self._moved.get((kind, object_id), 0)
+
+    async def _settled(self, kind: str, object_id: str, mark: int) -> bool:
+        if self._moved.get((kind, object_id), 0) == mark:
+            self._move((kind, object_id))
+            return True
+        await self._reload(kind, object_id, self._move((kind, object_id)))  # changed elsewhere meanwhile
+        return False
 
     # --- other nodes' changes -----------------------------------------------------------
 
     def _notified(self, payload: str) -> None:
-        kind, _, rest = payload.partition(":")
+        opened = self.channel.open(payload)
+        if opened is None:
+            return
+        kind, rest = opened
         object_id, _, node = rest.rpartition(":")
         if node == self.node:
             return
         if kind == "identity":
             self.forget_identity(object_id)
         elif kind in ("source", "integration"):
-            task = asyncio.ensure_future(self._reload(kind, object_id))
+            task = asyncio.ensure_future(self._reload(kind, object_id, self._move((kind, object_id))))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _reload(self, kind: str, object_id: str) -> None:
+    async def _reload(self, kind: str, object_id: str, sequence: int) -> bytes | None:
+        """Read the object and take it into the snapshot, unless it moved past `sequence`
+        meanwhile (a later read or write knows better). Returns the body read."""
         table = "sources" if kind == "source" else "integrations"
         try:
-            body = await self.db.run(lambda c: c.fetchval(f"SELECT body FROM {table} WHERE id = $1", object_id))
+            body = await self.db.run(lambda c: c.fetchval(f"SELECT body FROM {table} WHERE id = $1", object_id),
+                                     single=True)
         except Exception:  # the listener reconnects and reloads everything when the database is back
             log.warning("could not reload %s %s after another node changed it", kind, object_id)
-            return
-        self._apply(kind, object_id, body)
+            return None
+        if self._moved.get((kind, object_id)) == sequence:
+            self._apply(kind, object_id, body)
+        return body
 
     async def _reload_all(self) -> None:
-        """Notifications were missed: compare everything with the database."""
+        """Notifications were missed: compare everything with the database. An object moved
+        while this read ran is left alone: its write or its own reload holds a newer state."""
+        began = self._sequence
         sources, integrations = await self._load()
         bodies = {("source", source_decoder.decode(b).id): b for b in sources}
         bodies.update({("integration", integration_decoder.decode(b).id): b for b in integrations})
         known = {("source", i) for i in self._sources} | {("integration", i) for i in self._integrations}
-        for kind, object_id in known | set(bodies):
-            self._apply(kind, object_id, bodies.get((kind, object_id)))
+        for key in known | set(bodies):
+            if self._moved.get(key, 0) <= began:
+                self._apply(*key, bodies.get(key))
         self.forget_identities()
 
     def _apply(self, kind: str, object_id: str, body: bytes | None) -> None:
@@ -106,29 +152,34 @@ class PgConfigStore(SnapshotStore):
                 self._changed("integration", object_id)
             return
         self._integrations[object_id] = new
-        if old is None or msgspec.structs.replace(old, health=new.health) != new:
+        if configuration_changed(old, new):
             self._changed("integration", object_id)
 
     @contextlib.asynccontextmanager
     async def exclusive(self, name: str):
-        """Held across every node: a session advisory lock on a connection kept for it (released
-        with the connection if this node dies). Coroutines of this node queue up first."""
+        """Held across every node: a session advisory lock on a connection of its own, outside
+        the pool (whose connections the holder's own calls need: with SIGNAL_POOL_SIZE=2 the
+        appender keeps one), released with the connection if this node dies. Coroutines of this
+        node queue up first."""
         async with super().exclusive(name):
-            holder = self.db.dedicated()
-            await holder.run(lambda c: c.execute("SELECT pg_advisory_lock(hashtext($1))", name))
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.db.url, timeout=ACQUIRE_TIMEOUT)
+                await conn.execute("SELECT pg_advisory_lock(hashtext($1))", name, timeout=COMMAND_TIMEOUT)
+            except Exception as exc:
+                if conn is not None:
+                    conn.terminate()
+                if not environmental(exc):
+                    raise
+                raise self.db._failed(exc) from None
             try:
                 yield
             finally:
-                try:
-                    await holder.run(lambda c: c.execute("SELECT pg_advisory_unlock(hashtext($1))", name))
-                finally:
-                    await holder.close()
+                conn.terminate()  # the lock goes with the connection
 
     async def reload_integration(self, integration_id: str) -> Integration | None:
-        body = await self.db.run(lambda c: c.fetchval("SELECT body FROM integrations WHERE id = $1", integration_id),
-                                 single=True)
-        self._apply("integration", integration_id, body)
-        return self._integrations.get(integration_id)
+        body = await self._reload("integration", integration_id, self._move(("integration", integration_id)))
+        return open_integration(integration_decoder.decode(body), self.box) if body is not None else None
 
     # --- the snapshot's SQL -------------------------------------------------------------
 
@@ -149,12 +200,36 @@ class PgConfigStore(SnapshotStore):
 
     async def _write_integration(self, integration: Integration, body: bytes, audit: AuditRow | None) -> None:
         async def write(conn: asyncpg.Connection) -> None:
+            await self._same_key(conn)
             await conn.execute("INSERT INTO integrations (id, source_id, body) VALUES ($1, $2, $3) ON CONFLICT (id) "
                                "DO UPDATE SET source_id = excluded.source_id, body = excluded.body",
                                integration.id, integration.source_id, body)
             await _insert_audit(conn, audit)
             await self._notify(conn, "integration", integration.id)
         await self.db.run(write)
+
+    async def _rewrite_integration(self, integration_id: str, rewrite) -> Integration | None:
+        async def run(conn: asyncpg.Connection) -> Integration | None:
+            body = await conn.fetchval("SELECT body FROM integrations WHERE id = $1 FOR UPDATE", integration_id)
+            if body is None:
+                return None
+            write, result = rewrite(body)
+            if write is not None:
+                await self._same_key(conn)
+                await conn.execute("UPDATE integrations SET body = $2 WHERE id = $1", integration_id, write[0])
+                await _insert_audit(conn, write[1])
+                await self._notify(conn, "integration", integration_id)
+            return result
+        return await self.db.run(run)
+
+    async def _same_key(self, conn: asyncpg.Connection) -> None:
+        """Tokens are sealed only with the key the database was last rotated to: a node that
+        missed a rotation (its serving lock's connection was lost meanwhile) must not write
+        tokens that no node can open. FOR SHARE: a rotation waits for this transaction."""
+        stored = await conn.fetchval("SELECT value FROM meta WHERE key = $1 FOR SHARE", CHECK_META)
+        if stored is not None and stored != self.box.fingerprint:
+            raise StorageError("the secret key was rotated since this node started, and the stored tokens are sealed "
+                               "with the new key: restart this node with the new key")
 
     async def _delete(self, table: str, object_id: str, audit: AuditRow | None) -> None:
         async def delete(conn: asyncpg.Connection) -> None:
@@ -205,7 +280,8 @@ class PgConfigStore(SnapshotStore):
             "  VALUES ($1, $2, $3, $4) ON CONFLICT (anonymous_id) DO UPDATE SET user_id = excluded.user_id, "
             "  identity = excluded.identity, updated_at = excluded.updated_at) "
             "SELECT pg_notify($5, $6)",  # one statement: the other nodes forget their cached copy
-            anonymous_id, user_id, body, at, CHANNEL, f"identity:{anonymous_id}:{self.node}"), single=True)
+            anonymous_id, user_id, body, at, CHANNEL,
+            self.channel.seal("identity", f"{anonymous_id}:{self.node}")), single=True)
 
     async def _prune_identities(self, before: float, limit: int) -> list[str]:
         rows = await self.db.run(lambda c: c.fetch(

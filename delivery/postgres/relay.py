@@ -2,8 +2,9 @@
 
 A node with someone watching its live stream says so every ANNOUNCE seconds (`watch:`).
 While any node watches, every node forwards the records it produces (`debug:`), one per
-notification. A notification holds at most 8000 bytes, so a record's event and payload are
-left out when they would not fit (the debugger's list shows them), and a node forwards at
+notification. A notification holds at most 8000 bytes, sealed (channel.py: any role that can
+connect could otherwise read every event and inject records), so a record's event and payload
+are left out when they would not fit (the debugger's list shows them), and a node forwards at
 most RELAY_PER_SECOND records: a live view, not a transport.
 """
 
@@ -16,21 +17,22 @@ import time
 import msgspec
 
 from delivery.debugger import DebugHub
-from delivery.postgres.db import PgDatabase, notify
+from delivery.postgres.channel import Channel, notify
+from delivery.postgres.db import PgDatabase
 from delivery.store import NO_JSON, DebugRecord
 
 log = logging.getLogger("signal_edge.debugger")
 ANNOUNCE = 2.0  # seconds between a watching node's announcements
 WATCH_FOR = 3 * ANNOUNCE  # how long an announcement keeps the others forwarding
-MAX_PAYLOAD = 7900
+MAX_PAYLOAD = 5700  # bytes of a record: sealed (base64, a nonce and a tag), it must fit in 8000
 RELAY_PER_SECOND = 200
 TOO_LARGE = msgspec.Raw(b'"[too large for the live stream of another node: see the debugger list]"')
 _decode = msgspec.json.Decoder(DebugRecord).decode
 
 
 class DebugRelay:
-    def __init__(self, db: PgDatabase, hub: DebugHub, node: str) -> None:
-        self.db, self.hub, self.node = db, hub, node
+    def __init__(self, db: PgDatabase, hub: DebugHub, node: str, channel: Channel) -> None:
+        self.db, self.hub, self.node, self.channel = db, hub, node, channel
         self._allowance, self._at = float(RELAY_PER_SECOND), time.monotonic()
         self._tasks: set[asyncio.Task] = set()
         self.dropped = 0
@@ -44,13 +46,16 @@ class DebugRelay:
         while True:
             if self.hub.local_watchers:
                 try:
-                    await self.db.run(notify, "watch", self.node)
+                    await self.db.run(notify, self.channel, "watch", self.node)
                 except Exception:  # the database is away: the others stop forwarding for a while
                     pass
             await asyncio.sleep(ANNOUNCE)
 
     def _notified(self, payload: str) -> None:
-        kind, _, rest = payload.partition(":")
+        opened = self.channel.open(payload)
+        if opened is None:
+            return
+        kind, rest = opened
         node, _, body = rest.partition(":")
         if node == self.node:
             return
@@ -82,10 +87,9 @@ class DebugRelay:
         if messages:
             self._spawn(self.db.run(self._send, messages))
 
-    @staticmethod
-    async def _send(conn, messages: list[str]) -> None:
+    async def _send(self, conn, messages: list[str]) -> None:
         for message in messages:
-            await notify(conn, "debug", message)
+            await notify(conn, self.channel, "debug", message)
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)

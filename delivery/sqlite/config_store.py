@@ -51,6 +51,18 @@ class SqliteConfigStore(SnapshotStore):
             _insert_audit(conn, audit)
         await self.db.run(write)
 
+    async def _rewrite_integration(self, integration_id: str, rewrite) -> Integration | None:
+        def run(conn: sqlite3.Connection) -> Integration | None:  # one IMMEDIATE transaction: nobody writes between
+            row = conn.execute("SELECT body FROM integrations WHERE id=?", (integration_id,)).fetchone()
+            if row is None:
+                return None
+            write, result = rewrite(row[0])
+            if write is not None:
+                conn.execute("UPDATE integrations SET body=? WHERE id=?", (write[0], integration_id))
+                _insert_audit(conn, write[1])
+            return result
+        return await self.db.run(run)
+
     async def _delete(self, table: str, object_id: str, audit: AuditRow | None) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             conn.execute(f"DELETE FROM {table} WHERE id=?", (object_id,))

@@ -11,7 +11,10 @@ export async function deadLetters(box, into) {
     onchange: () => { replaySelected.disabled = !box.querySelector("input:checked"); },
   }));
   const replay = async (ids) => {
-    const body = { ...(ids ? { ids } : {}), ...(into ? { into: into.value } : {}) };
+    const elsewhere = into && otherSource(box, into);
+    if (elsewhere && !confirm("These events came from another source than the integration you chose: replayed there, "
+                              + "one site's visitors go to another site's Pinterest ad account. Replay them there?")) return;
+    const body = { ...(ids ? { ids } : {}), ...(into ? { into: into.value } : {}), ...(elsewhere ? { confirm_other_source: true } : {}) };
     const done = await api("POST", `/integrations/${id}/dead-letters/replay`, Object.keys(body).length ? body : undefined);
     say(`${plural(done.replayed, "event")} queued again, with ${done.replayed === 1 ? "its" : "their"} original event id${done.replayed === 1 ? "" : "s"}.`);
     deadLetters(box, into);
@@ -30,6 +33,17 @@ export async function deadLetters(box, into) {
     el("a", { class: "button secondary", href: `/v1/admin/integrations/${id}/dead-letters/export`, download: "" }, "Export (JSON Lines)"));
 }
 
+// Another source's integration sends to another site's ad account: warned beside the choice, confirmed on replay.
+function otherSource(box, into) {
+  return into.selectedOptions[0]?.dataset.source !== box.dataset.source;
+}
+
 // The page of a deleted integration: replay goes into the integration chosen above the list.
 const into = document.getElementById("replay-into");
-if (into) deadLetters(document.getElementById("dead-letters"), into);
+if (into) {
+  const box = document.getElementById("dead-letters");
+  const warn = () => { document.getElementById("other-source").hidden = !otherSource(box, into); };
+  into.addEventListener("change", warn);
+  warn();
+  deadLetters(box, into);
+}
