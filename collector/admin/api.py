@@ -37,7 +37,14 @@ from delivery.config import (
 from delivery.events import EdgeEvent, event_decoder, event_view
 from delivery.pinterest import client, oauth
 from delivery.pinterest.catalog import TROUBLESHOOTING, Catalog, catalog
-from delivery.pinterest.mapping import CUSTOM_EVENT, DELIVERED_TYPES, effective_mapping, event_name, map_event
+from delivery.pinterest.mapping import (
+    CUSTOM_EVENT,
+    DELIVERED_TYPES,
+    PROFILE_HELP,
+    effective_mapping,
+    event_name,
+    map_event,
+)
 from delivery.pinterest.normalize import sha256
 from delivery.pinterest.payload import Event, UserData
 from delivery.pinterest.sandbox import schema_validator
@@ -229,7 +236,7 @@ class Api:
                 refresh_token=mask(cfg.refresh_token), connected=integ.oauth,
                 access_token_expires_at=iso(cfg.access_token_expires_at), token_refreshed_at=iso(cfg.token_refreshed_at),
                 refresh_token_expires_at=iso(cfg.refresh_token_expires_at), test_mode=cfg.test_mode, event_map=cfg.event_map,
-                send_custom_event_name=cfg.send_custom_event_name,
+                event_names=cfg.event_names, send_custom_event_name=cfg.send_custom_event_name,
                 rate_limit_per_second=cfg.rate_limit_per_second, rate_limit_burst=cfg.rate_limit_burst,
             ),
             health=s.HealthOut(
@@ -403,30 +410,31 @@ class Api:
             raise ApiError(400, "too_deep", "body: nested too deeply; send flatter data") from None
         except EventError as exc:
             raise ApiError(400, exc.code, str(exc), exc.field) from None
-        incoming = event_view(ev)
+        incoming, profile = event_view(ev), integ.config.event_names
         if ev.type not in DELIVERED_TYPES:
             return json_response(s.PreviewOut(False, "not sent: identify and group events only add identity to the "
-                                                     "events that follow", incoming))
+                                                     "events that follow", incoming, profile))
         if not consent_allows(ev.consent, source, integ.consent_categories):
             return json_response(s.PreviewOut(False, "not sent: the visitor's consent does not cover this "
                                                      f"integration's categories ({', '.join(integ.consent_categories)})",
-                                              incoming))
+                                              incoming, profile))
         mapped = map_event(ev, integ.options)
         if mapped.event is None:
-            return json_response(s.PreviewOut(False, mapped.reason, incoming, warnings=mapped.warnings))
+            return json_response(s.PreviewOut(False, mapped.reason, incoming, profile, warnings=mapped.warnings))
         payload = msgspec.json.decode(client.encode([mapped.event]))
         problems = [f"{'/'.join(map(str, error.absolute_path)) or 'body'}: {error.message}"
                     for error in schema_validator().iter_errors(payload)]
-        return json_response(s.PreviewOut(True, None, incoming, mapped.event.event_name, payload, mapped.warnings,
-                                          problems))
+        return json_response(s.PreviewOut(True, None, incoming, profile, mapped.event.event_name, payload,
+                                          mapped.warnings, problems))
 
     async def mapping(self, request: Request) -> Response:
         integ = self.integration_or_404(request.path_params["id"])
         options, variant = integ.options, VARIANTS[integ.variant]
         rows = [s.MappingRow(name, event, origin, variant.is_priority(event))
                 for name, event, origin in effective_mapping(options, integ.config.event_map)]
+        profile = integ.config.event_names
         return json_response(s.MappingOut(
-            integ.variant, rows, s.MappingRow("anything else", CUSTOM_EVENT, "standard", variant.is_priority(CUSTOM_EVENT)),
+            integ.variant, profile, PROFILE_HELP[profile], rows, s.MappingRow("anything else", CUSTOM_EVENT, "standard", variant.is_priority(CUSTOM_EVENT)),
             list(variant.priority_events) if variant.priority_events is not None else None, integ.config.event_map,
             integ.config.send_custom_event_name))
 
@@ -576,12 +584,15 @@ PREVIEW_IP, PREVIEW_USER_AGENT = "203.0.113.50", "Mozilla/5.0 (signal-edge previ
 
 
 def preview_event(body: bytes, source: Source) -> EdgeEvent:
-    """The event as ingestion would queue it. The address and User-Agent a visitor's request
-    carries are example values here, unless the event gives context.ip / context.userAgent."""
+    """The event as ingestion would queue it: from a browser, whose request carries example
+    values for the address and User-Agent; or, when it gives context.ip or context.userAgent,
+    from the site's server (server key), which sends only what the event says."""
     now = time.time()
+    inc = wire_event_decoder.decode(body)
+    server = inc.context is not None and bool(inc.context.ip or inc.context.userAgent)
     ctx = RequestContext(source, PREVIEW_IP, PREVIEW_USER_AGENT, "preview-anonymous-id", "preview-pin-unauth", None,
-                         None, now, 0.0, suspect=True, trusted=True)
-    return build_event(wire_event_decoder.decode(body), None, ctx, None)[0]
+                         None, now, 0.0, suspect=True, trusted=server)
+    return build_event(inc, None, ctx, None)[0]
 
 
 def waiting_out(w: Waiting, integ: Integration) -> s.DebugEventOut:

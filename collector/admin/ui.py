@@ -20,6 +20,7 @@ from collector.admin.session import Sessions
 from collector.services import Services
 from delivery.config import SERVER_KEY_PREFIX
 from delivery.pinterest.catalog import CONSENT_CATEGORIES, TROUBLESHOOTING
+from delivery.pinterest.mapping import PROFILE_HELP
 from delivery.pinterest.variants import VARIANTS
 from delivery.secrets import mask
 
@@ -355,6 +356,9 @@ switch consent on on the <a id="consent-source-link" href="/sources">source's pa
             f'<option value="{k}"{" selected" if k == integ.variant else ""}>{e(v.label)}</option>'
             for k, v in VARIANTS.items()
         )
+        profiles = "".join(f'<option value="{k}"{" selected" if k == integ.config.event_names else ""}>'
+                           f'{"Pinterest current names" if k == "current" else "The seed table"} ({k})</option>'
+                           for k in PROFILE_HELP)
         warnings = "".join(f"<li>{e(w)}</li>" for w in config_warnings(integ.config))
         warned = (f'<section class="warning" aria-labelledby="warn-h"><h2 id="warn-h">Warnings</h2><ul>{warnings}</ul>'
                   "</section>" if warnings else "")
@@ -382,7 +386,11 @@ switch consent on on the <a id="consent-source-link" href="/sources">source's pa
 <div id="match-quality" data-integration="{e(integ.id)}"><p class="help">Loading…</p></div></section>
 <section class="card" aria-labelledby="mapping-h"><h2 id="mapping-h">Event mapping</h2>
 <div id="mapping"><p class="help">Loading…</p></div>
-<form id="mapping-form" novalidate><h3>Your overrides</h3>
+<form id="mapping-form" novalidate>
+<label for="event-names">Event names</label>
+<select id="event-names" name="event_names">{profiles}</select>
+<p class="help">Pinterest's current names are the default; the seed's table is for a deployment migrating from it.</p>
+<h3>Your overrides</h3>
 <p class="help">An override sends an event name as the Pinterest event you choose (names match ignoring case).</p>
 <div id="overrides"></div>
 <button type="button" id="add-override" class="secondary">Add an override</button>

@@ -49,6 +49,13 @@ CURRENT_EVENT_MAP: dict[str, str] = {
 }
 EVENT_NAME_PROFILES: dict[str, dict[str, str]] = {"current": CURRENT_EVENT_MAP, "seed": SEED_EVENT_MAP}
 DEFAULT_PROFILE = "current"
+PROFILE_HELP = {
+    "current": "Pinterest's current event names: Checkout Started is initiate_checkout, Product Viewed "
+               "view_content, wishlists add_to_wishlist, Payment Info Entered add_payment_info, Subscription "
+               "Created subscribe, Application Installed app_install.",
+    "seed": "The seed's table, for a deployment migrating from it: Checkout Started is checkout (counted with "
+            "the order), Product Viewed view_category, wishlists add_to_cart; the newer events are custom.",
+}
 # Kept for callers that mean "the table in effect by default".
 DEFAULT_EVENT_MAP = CURRENT_EVENT_MAP
 

@@ -77,7 +77,9 @@ VARIANTS: dict[str, Variant] = {
             label="Travel",
             use_case="Travel and hospitality",
             description="Search, booking, and destination events for travel-related campaigns.",
-            priority_events=("search", "page_visit", "checkout", "initiate_checkout", "lead", "custom"),
+            # custom is a priority here: so are the events the seed's names left custom
+            priority_events=("search", "page_visit", "checkout", "initiate_checkout", "lead", "custom",
+                             "add_payment_info", "subscribe", "app_install"),
             extra_mappings={
                 "Booking Completed": "checkout",
                 "Destination Searched": "search",
@@ -90,8 +92,9 @@ VARIANTS: dict[str, Variant] = {
             label="Media",
             use_case="Media, publishing, subscriptions",
             description="Sign-up, lead, and content engagement events for awareness campaigns.",
-            # subscribe: Subscription Created, custom (a priority) under the seed's names
-            priority_events=("signup", "lead", "subscribe", "page_visit", "watch_video", "custom"),
+            # custom is a priority here: so are the events the seed's names left custom
+            priority_events=("signup", "lead", "subscribe", "page_visit", "watch_video", "custom",
+                             "add_payment_info", "app_install"),
             extra_mappings={
                 "Video Playback Started": "watch_video",
                 "Video Content Playing": "watch_video",
