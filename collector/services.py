@@ -16,6 +16,7 @@ from collector.lag import LagProbe
 from collector.activity import ActivityLog
 from collector.settings import Settings
 from delivery.debugger import DebugHub
+from delivery.pinterest.eqs import EqsReader
 from delivery.queue import EventQueue
 from delivery.retry import RetryPolicy
 from delivery.secrets import SecretBox
@@ -44,6 +45,7 @@ class Services:
     auth: AdminAuth
     node: str
     activity: ActivityLog
+    eqs: EqsReader  # Pinterest's Event Quality Score of each integration
     new_admin_token: str | None = None  # generated at this start: print it once
     lag: LagProbe = field(default_factory=lambda: LagProbe())
 
@@ -122,4 +124,5 @@ async def open_services(settings: Settings) -> Services:
     except BaseException:
         await close_database(db)
         raise
-    return Services(settings, db, store, queue, hub, delivery, auth, node, ActivityLog(store), new_token)
+    return Services(settings, db, store, queue, hub, delivery, auth, node, ActivityLog(store),
+                    EqsReader(store, delivery.tokens, settings.pinterest_api_base), new_token)

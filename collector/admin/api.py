@@ -37,6 +37,7 @@ from delivery.config import (
 from delivery.events import EdgeEvent, event_decoder, event_view
 from delivery.pinterest import client, oauth
 from delivery.pinterest.catalog import TROUBLESHOOTING, Catalog, catalog
+from delivery.pinterest.eqs import LOOKBACKS, PROBLEMS
 from delivery.pinterest.mapping import (
     CUSTOM_EVENT,
     DELIVERED_TYPES,
@@ -502,6 +503,17 @@ class Api:
         self.s.notify(into)
         return json_response(s.ReplayResult(count))
 
+    async def event_quality(self, request: Request) -> Response:
+        """Pinterest's Event Quality Score, as last read (in the background every few hours);
+        `?refresh=1` reads it now, at most once a minute."""
+        integ = self.integration_or_404(request.path_params["id"])
+        refresh = request.query_params.get("refresh") in ("1", "true")
+        report = await self.s.eqs.report(integ, refresh)
+        return json_response(s.EventQualityOut(
+            integ.id, report.ad_account_id, iso(report.checked_at), iso(report.scores_at), iso(report.next_at),
+            [s.EventQualityPeriod(lookback, report.scores.get(lookback, [])) for lookback in LOOKBACKS],
+            report.problem, PROBLEMS.get(report.problem) if report.problem else None, report.pinterest_message))
+
     async def match_quality(self, request: Request) -> Response:
         integ = self.integration_or_404(request.path_params["id"])
         records = await self.store.debug_records(None, integ.id, "delivered", None, self.limit(request, 100))
@@ -711,6 +723,9 @@ ROUTES: tuple[ApiRoute, ...] = (
              "Replay dead letters (all, or ids), into this integration or another", s.ReplayRequest, s.ReplayResult),
     ApiRoute("GET", "/integrations/{id}/match-quality", "match_quality", "Identity signals of recent events",
              response=s.MatchQuality, query=("limit",)),
+    ApiRoute("GET", "/integrations/{id}/event-quality", "event_quality",
+             "Pinterest's Event Quality Score for 1 and 14 days (?refresh=1 reads it now, at most once a minute)",
+             response=s.EventQualityOut, query=("refresh",)),
     ApiRoute("GET", "/catalog/pinterest", "get_catalog", "Pinterest config fields and variants", response=Catalog),
     ApiRoute("GET", "/debugger/events", "debug_events", "Recent events and their delivery outcome",
              response=Page(s.DebugEventOut), query=("source_id", "integration_id", "status", "cursor", "limit")),

@@ -9,6 +9,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from delivery.pinterest.catalog import CONSENT_CATEGORIES
+from delivery.pinterest.eqs import EventQualityScore
 from delivery.pinterest.mapping import EVENT_NAME_PROFILES
 from delivery.pinterest.payload import EVENT_NAMES
 from delivery.pinterest.variants import VARIANTS
@@ -367,6 +368,25 @@ class MatchQuality(msgspec.Struct):
     weakest: str | None  # the weakest of the weak signals (under half the events); None when none is weak
     hint: str | None  # advice for every weak signal; None when none is weak
     advice: list[MatchAdvice]  # one entry per weak signal, weakest first
+
+
+class EventQualityPeriod(msgspec.Struct):
+    lookback_period: str  # 1d | 14d
+    scores: list[EventQualityScore]  # Pinterest's answer as it gave it: one per source platform
+
+
+class EventQualityOut(msgspec.Struct):
+    """Pinterest's Event Quality Score for the integration's ad account (Conversions API events)."""
+
+    integration_id: str
+    ad_account_id: str
+    checked_at: str | None  # the last attempt to read it
+    scores_at: str | None  # when the scores below were read (an older read is kept when a later one fails)
+    next_refresh_at: str | None  # when signal-edge reads it again by itself
+    periods: list[EventQualityPeriod]
+    problem: str | None  # why it could not be read: no_read_token | needs_ads_read | unauthorized | ...
+    message: str | None  # what to do about it, in plain words
+    pinterest_message: str | None  # Pinterest's own words
 
 
 def page_of(item_type: Any) -> Any:

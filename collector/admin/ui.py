@@ -382,8 +382,9 @@ switch consent on on the <a id="consent-source-link" href="/sources">source's pa
 <dt>Test mode</dt><dd>{'on: Pinterest checks the events but does not record them' if cfg.test_mode else 'off'}</dd></dl></section>
 {self.connection(integ, request)}
 <section class="card" aria-labelledby="counts-h"><h2 id="counts-h">Delivery</h2><dl class="counts">{counts}</dl></section>
-<section class="card" aria-labelledby="match-h"><h2 id="match-h">Match quality</h2>
+<div class="pair"><section class="card" aria-labelledby="match-h"><h2 id="match-h">Match quality</h2>
 <div id="match-quality" data-integration="{e(integ.id)}"><p class="help">Loading…</p></div></section>
+{event_quality_panel(integ.id)}</div>
 <section class="card" aria-labelledby="mapping-h"><h2 id="mapping-h">Event mapping</h2>
 <div id="mapping"><p class="help">Loading…</p></div>
 <form id="mapping-form" novalidate>
@@ -498,6 +499,16 @@ into another integration, or export them.</p>
 <section id="detail" class="card" hidden aria-labelledby="detail-h"><h2 id="detail-h" tabindex="-1">Event</h2>
 <div id="detail-body"></div><button type="button" id="close-detail">Close</button></section>"""
         return layout("Debugger", body, csrf, "/debugger", "debugger.js")
+
+
+def event_quality_panel(integration_id: str) -> str:
+    """Pinterest's Event Quality Score beside our own match panel; static/admin/event-quality.js
+    fills it from GET /v1/admin/integrations/{id}/event-quality."""
+    return f"""<section class="card" aria-labelledby="eqs-h"><h2 id="eqs-h">Pinterest's Event Quality Score</h2>
+<p class="help">Pinterest's own verdict on the events it received through the Conversions API: per signal, the share
+of each event type that carried it, and the issues Pinterest found. Read every few hours, or now.</p>
+<div id="event-quality" data-integration="{e(integration_id)}" aria-live="polite"><p class="help">Loading…</p></div>
+<button type="button" id="eqs-refresh" class="secondary">Read it again now</button></section>"""
 
 
 def _masked(secret: str | None) -> str:

@@ -2,6 +2,7 @@
 // overrides, "what would this event become?", dead letters, edit and delete.
 import { api, clearErrors, el, say, showError, table } from "./api.js";
 import { deadLetters } from "./dead-letters.js";
+import { eventQuality } from "./event-quality.js";
 
 const id = document.getElementById("send-test").dataset.integration;
 const result = document.getElementById("test-result");
@@ -179,5 +180,6 @@ document.getElementById("delete-integration").addEventListener("click", async ()
 });
 
 matchQuality();
+eventQuality(document.getElementById("event-quality"), document.getElementById("eqs-refresh"));
 mapping();
 deadLetters(document.getElementById("dead-letters"));
