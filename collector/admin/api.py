@@ -505,7 +505,7 @@ class Api:
 
     async def event_quality(self, request: Request) -> Response:
         """Pinterest's Event Quality Score, as last read (in the background every few hours);
-        `?refresh=1` reads it now, at most once a minute."""
+        `?refresh=1` reads it now (again after 15 s at the soonest)."""
         integ = self.integration_or_404(request.path_params["id"])
         refresh = request.query_params.get("refresh") in ("1", "true")
         report = await self.s.eqs.report(integ, refresh)
@@ -724,7 +724,7 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/integrations/{id}/match-quality", "match_quality", "Identity signals of recent events",
              response=s.MatchQuality, query=("limit",)),
     ApiRoute("GET", "/integrations/{id}/event-quality", "event_quality",
-             "Pinterest's Event Quality Score for 1 and 14 days (?refresh=1 reads it now, at most once a minute)",
+             "Pinterest's Event Quality Score for 1 and 14 days (?refresh=1 reads it now; again after 15 s at the soonest)",
              response=s.EventQualityOut, query=("refresh",)),
     ApiRoute("GET", "/catalog/pinterest", "get_catalog", "Pinterest config fields and variants", response=Catalog),
     ApiRoute("GET", "/debugger/events", "debug_events", "Recent events and their delivery outcome",

@@ -5,8 +5,8 @@ answers, per source platform, an overall status and per signal (email, MAID, IP,
 id, external id, event id, order id, value, product id, source URL) the coverage per event type,
 the issues Pinterest found, and for event ids the overlap with the Pinterest Tag.
 
-It is read with an access token that has `ads:read` (a conversion token only sends events), at
-most every REFRESH_EVERY per integration in the background and on demand no more than once per
+It is read with an access token that has `ads:read` (a conversion token only sends events), every
+REFRESH_EVERY per integration in the background, and on demand no more than once per
 ON_DEMAND_GAP: two reads (1 and 14 days) each time, far inside Pinterest's read budget. The
 answer is cached in the store's meta (`eqs:<integration id>`), so every node and the admin UI
 show the same one, and one node reads at a time (the store's exclusive lock).
@@ -33,7 +33,7 @@ LOOKBACKS = ("1d", "14d")
 INGESTION_SOURCE = "CONVERSIONS_API"
 REFRESH_EVERY = 4 * 3600.0  # seconds between background reads per integration
 RETRY_AFTER_FAULT = 15 * 60.0  # after a timeout, a 429 or a 5xx
-ON_DEMAND_GAP = 60.0  # a "read it now" within this of the last read answers the cached one
+ON_DEMAND_GAP = 15.0  # a "read it now" within this of the last read answers the cached one
 TICK = 60.0  # how often the background task looks for integrations that are due
 
 # --- Pinterest's wire shapes (EventQualityScore in its OpenAPI description) ---------------------
@@ -240,8 +240,11 @@ class EqsReader:
             raise Refused("unavailable", f"the access token could not be refreshed: {exc}", retry=True) from None
 
     async def run(self, tick: float = TICK) -> None:
-        """Read every enabled integration's score when it is due, one at a time."""
+        """Read every enabled integration's score when it is due, one at a time. The first look
+        is a tick after the start: a restart reads nothing at once, and a new integration's score
+        is read when its page is first shown (or at the next tick)."""
         while True:
+            await asyncio.sleep(tick)
             for integration in self.store.integrations():
                 if not integration.enabled:
                     continue
@@ -251,4 +254,3 @@ class EqsReader:
                     log.warning("the Event Quality Score could not be kept now (%s); trying again later", exc)
                 except Exception:  # one integration's fault never stops the others' reads
                     log.exception("integration %s: reading the Event Quality Score failed", integration.id)
-            await asyncio.sleep(tick)
