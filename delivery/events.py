@@ -42,7 +42,7 @@ def merge_identity(newer: Identity, older: Identity) -> Identity:
     return Identity(**merged)
 
 
-class AppContext(msgspec.Struct, omit_defaults=True, gc=False):
+class AppDevice(msgspec.Struct, omit_defaults=True, gc=False):
     """The app and device of an event sent from a mobile app (Segment's context.app, .os,
     .device, .network), as Pinterest's app fields want them."""
 
@@ -89,7 +89,7 @@ class EdgeEvent(msgspec.Struct, gc=False, array_like=True):
     ldp: bool = False  # limited data processing (a US state privacy law): custom_data.opt_out_type
     opt_out: bool = False  # the person opted out of ads personalization: the event's opt_out
     action_source: str | None = None  # app_android | app_ios | offline; None: web
-    app: AppContext | None = None  # an app event's app and device
+    app: AppDevice | None = None  # an app event's app and device
 
 
 def event_view(ev: EdgeEvent) -> dict[str, Any]:

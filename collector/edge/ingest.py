@@ -10,7 +10,7 @@ from collector.edge import identity as edge_identity
 from collector.edge.ids import uuid4
 from collector.edge.wire import IncomingEvent
 from delivery.config import Source
-from delivery.events import AppContext, EdgeEvent, merge_identity
+from delivery.events import AppDevice, EdgeEvent, merge_identity
 from delivery.pinterest import normalize as norm
 from delivery.pinterest.identity import NO_IDENTITY, IdentityBuilder, TooDeep
 from delivery.pinterest.scrub import scrub_event
@@ -236,7 +236,7 @@ def _platform(name: str | None) -> str | None:
     return "app_android" if key.startswith("android") else None
 
 
-def _app_or_offline(context) -> tuple[str | None, AppContext | None]:
+def _app_or_offline(context) -> tuple[str | None, AppDevice | None]:
     """Pinterest's action_source for an event that says it is offline (context.offline) or
     comes from a mobile app (its OS, from context.os or context.device), with the app and
     device fields for the latter; (None, None) for the web."""
@@ -246,7 +246,7 @@ def _app_or_offline(context) -> tuple[str | None, AppContext | None]:
     platform = _platform(os.name if os else None) or _platform(device.type if device else None)
     if platform is None:
         return None, None
-    return platform, AppContext(
+    return platform, AppDevice(
         app.name if app else None, app.version if app else None, app.namespace if app else None,
         os.name if os else None, os.version if os else None, device.manufacturer if device else None,
         device.model if device else None, device.type if device else None,

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from delivery.events import AppContext, EdgeEvent
+from delivery.events import AppDevice, EdgeEvent
 from delivery.pinterest import normalize as norm
 from delivery.pinterest import numbers
 from delivery.pinterest.currencies import ISO_4217
@@ -19,8 +19,9 @@ from delivery.pinterest.variants import DEFAULT_VARIANT, VARIANTS, Variant
 PAGE_EVENT = "page_visit"
 CUSTOM_EVENT = "custom"
 WEB = "web"
-# The seed's table (Datafly Signal's "Event Mapping"), and what main mapped before Pinterest's
-# newer names were adopted: for deployments migrating from it (event_names: "seed").
+# The seed's table (Datafly Signal's "Event Mapping", with Segment's list and category views), as
+# signal-edge mapped before it took Pinterest's newer names: for deployments migrating from it
+# (event_names: "seed").
 SEED_EVENT_MAP: dict[str, str] = {
     "Product Added": "add_to_cart",
     "Product Added to Wishlist": "add_to_cart",
@@ -56,8 +57,6 @@ PROFILE_HELP = {
     "seed": "The seed's table, for a deployment migrating from it: Checkout Started is checkout (counted with "
             "the order), Product Viewed view_category, wishlists add_to_cart; the newer events are custom.",
 }
-# Kept for callers that mean "the table in effect by default".
-DEFAULT_EVENT_MAP = CURRENT_EVENT_MAP
 
 
 def name_key(name: str) -> str:
@@ -151,7 +150,7 @@ def map_event(ev: EdgeEvent, options: Options) -> Mapped:
 _OS_FAMILY = {"app_ios": "ios", "app_android": "android"}
 
 
-def _with_app(event: Event, app: AppContext) -> Event:
+def _with_app(event: Event, app: AppDevice) -> Event:
     """An app event with Pinterest's app and device fields: the top-level ones its schema lists,
     and the same in app_info / device_info (which also take the package name and OS family)."""
     brand = app.manufacturer
@@ -319,7 +318,7 @@ def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> Custom
 def _value(props: dict[str, Any], contents: list[Content], warnings: list[str]) -> str | None:
     for key in ("value", "total", "revenue"):
         amount = props.get(key)
-        if amount is None or amount == "" or (type(amount) is str and not amount.strip()):
+        if amount is None or (type(amount) is str and not amount.strip()):
             continue  # empty: the next key may hold the amount
         try:
             return numbers.money(amount)
