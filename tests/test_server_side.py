@@ -124,3 +124,23 @@ def test_app_and_offline_events_reach_pinterest_with_their_action_source(edge, f
     sale = sent("offline-1")
     assert sale["action_source"] == "offline" and sale["user_data"]["em"] == [sha("pat@example.com")]
     assert "client_ip_address" not in sale["user_data"] and "client_user_agent" not in sale["user_data"]
+
+
+def test_the_debugger_and_the_preview_say_why_a_server_event_went_without_an_address(edge, fake_pinterest):
+    with edge.admin() as admin:
+        source = create_source(admin)
+        integration = create_integration(admin, source["id"])
+        key = admin.post(f"/sources/{source['id']}/rotate-server-key").json()["server_key"]
+        order = {"type": "track", "event": "Order Completed", "messageId": "srv-order", "properties": {"total": 5},
+                 "context": {"ip": "198.51.100.1", "traits": {"email": "pat@example.com"}}}
+        assert post_batch(edge.url, "", [order], headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        record = wait_for(lambda: admin.get("/debugger/events", params={"integration_id": integration["id"],
+                                                                        "status": "delivered"}).json()["data"],
+                          what="the delivered order")[0]
+        assert record["incoming"]["notes"] == [NO_SERVER_USER_AGENT]
+        assert record["payload"]["user_data"]["client_ip_address"] == "198.51.100.1"
+        assert "client_user_agent" not in record["payload"]["user_data"]
+        # The preview takes an event that names the visitor's address for a server's, and says the same.
+        preview = admin.post(f"/integrations/{integration['id']}/preview", json=order).json()
+        assert preview["sent"] and NO_SERVER_USER_AGENT in preview["warnings"]
+        assert "client_user_agent" not in preview["payload"]["data"][0]["user_data"]

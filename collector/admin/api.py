@@ -420,13 +420,14 @@ class Api:
                                                      f"integration's categories ({', '.join(integ.consent_categories)})",
                                               incoming, profile))
         mapped = map_event(ev, integ.options)
+        warnings = ev.notes + mapped.warnings  # what the edge left out, then the mapping
         if mapped.event is None:
-            return json_response(s.PreviewOut(False, mapped.reason, incoming, profile, warnings=mapped.warnings))
+            return json_response(s.PreviewOut(False, mapped.reason, incoming, profile, warnings=warnings))
         payload = msgspec.json.decode(client.encode([mapped.event]))
         problems = [f"{'/'.join(map(str, error.absolute_path)) or 'body'}: {error.message}"
                     for error in schema_validator().iter_errors(payload)]
         return json_response(s.PreviewOut(True, None, incoming, profile, mapped.event.event_name, payload,
-                                          mapped.warnings, problems))
+                                          warnings, problems))
 
     async def mapping(self, request: Request) -> Response:
         integ = self.integration_or_404(request.path_params["id"])

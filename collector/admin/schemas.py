@@ -296,7 +296,7 @@ class PreviewOut(msgspec.Struct):
     event_names: str = "current"  # the profile of the standard table that mapped it
     pinterest_event: str | None = None
     payload: Any = None  # the request body Pinterest would receive
-    warnings: list[str] = []  # fields left out, and why
+    warnings: list[str] = []  # fields left out (by the edge, then the mapping), and why
     schema_errors: list[str] = []  # what Pinterest's published schema says is wrong (empty: valid)
 
 
