@@ -155,6 +155,7 @@ def test_what_to_do_when_the_token_cannot_read_it(tmp_path, fake):
     async def test(reader: EqsReader, clock: Clock):
         only_conversion = await reader.report(integration(access_token=None))
         assert only_conversion.problem == "no_read_token" and only_conversion.scores == {}
+        assert only_conversion.pinterest_message is None and fake.sandbox.state.eqs_reads == 0  # nothing to ask with
         assert "ads:read" in PROBLEMS["no_read_token"] and "Connect with Pinterest" in PROBLEMS["no_read_token"]
         clock.now += ON_DEMAND_GAP
         no_scope = await reader.report(integration(access_token=ACCESS_TOKEN), refresh=True)
@@ -173,6 +174,7 @@ def test_a_failed_read_keeps_the_last_scores_and_tries_again_sooner(tmp_path, fa
         fake.stop()  # Pinterest does not answer
         failed = await reader.report(integration(), refresh=True)
         assert failed.problem == "unavailable" and failed.next_at == clock.now + RETRY_AFTER_FAULT
+        assert failed.pinterest_message is None  # Pinterest said nothing
         assert failed.scores == good.scores and failed.scores_at == good.scores_at
 
     with_reader(tmp_path, fake, test)

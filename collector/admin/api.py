@@ -436,7 +436,8 @@ class Api:
                 for name, event, origin in effective_mapping(options, integ.config.event_map)]
         profile = integ.config.event_names
         return json_response(s.MappingOut(
-            integ.variant, profile, PROFILE_HELP[profile], rows, s.MappingRow("anything else", CUSTOM_EVENT, "standard", variant.is_priority(CUSTOM_EVENT)),
+            integ.variant, profile, PROFILE_HELP[profile], rows,
+            s.MappingRow("anything else", CUSTOM_EVENT, "standard", variant.is_priority(CUSTOM_EVENT)),
             list(variant.priority_events) if variant.priority_events is not None else None, integ.config.event_map,
             integ.config.send_custom_event_name))
 

@@ -119,9 +119,12 @@ PROBLEMS = {
 
 
 class Refused(Exception):
-    def __init__(self, problem: str, message: str, retry: bool = False) -> None:
-        super().__init__(message)
-        self.problem, self.retry = problem, retry
+    """Not read: `problem` (a key of PROBLEMS), what happened (for the log), whether to try again
+    soon, and Pinterest's own words when it answered."""
+
+    def __init__(self, problem: str, detail: str, retry: bool = False, said: str | None = None) -> None:
+        super().__init__(detail)
+        self.problem, self.retry, self.said = problem, retry, said
 
 
 def meta_key(integration_id: str) -> str:
@@ -145,20 +148,15 @@ async def fetch(http: httpx.AsyncClient, api_base: str, ad_account_id: str, toke
         try:
             return _scores_decoder.decode(response.content)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise Refused("unavailable", f"Pinterest's answer was not an Event Quality Score: {exc}", retry=True) from None
+            raise Refused("unavailable", f"Pinterest's answer was not an Event Quality Score: {exc}",
+                          retry=True) from None
     try:
         message = msgspec.json.decode(response.content, type=_Error).message
     except (msgspec.DecodeError, msgspec.ValidationError):
         message = ""
-    message = message or f"HTTP {response.status_code}"
     status = response.status_code
-    if status == 401:
-        raise Refused("unauthorized", message)
-    if status == 403:
-        raise Refused("needs_ads_read", message)
-    if status == 404:
-        raise Refused("not_found", message)
-    raise Refused("unavailable", f"HTTP {status}: {message}", retry=True)
+    problem = {401: "unauthorized", 403: "needs_ads_read", 404: "not_found"}.get(status, "unavailable")
+    raise Refused(problem, f"HTTP {status}: {message}", problem == "unavailable", message or None)
 
 
 class EqsReader:
@@ -213,7 +211,7 @@ class EqsReader:
         except Refused as exc:
             log.info("integration %s: the Event Quality Score was not read (%s: %s)", integration.id, exc.problem, exc)
             return Report(account, now, now + (RETRY_AFTER_FAULT if exc.retry else self.refresh_every),
-                          kept.scores if kept else {}, kept.scores_at if kept else None, exc.problem, str(exc))
+                          kept.scores if kept else {}, kept.scores_at if kept else None, exc.problem, exc.said)
         return Report(account, now, now + self.refresh_every, scores, now)
 
     async def _fetch_all(self, account: str, token: str) -> dict[str, list[EventQualityScore]]:
@@ -235,7 +233,7 @@ class EqsReader:
                 return await self.tokens.fresh(integration)
             return await self.tokens.refresh(integration.id, failed_token)
         except RefreshRefused as exc:
-            raise Refused("refresh_refused", str(exc)) from None
+            raise Refused("refresh_refused", str(exc), said=str(exc)) from None
         except oauth.Unavailable as exc:
             raise Refused("unavailable", f"the access token could not be refreshed: {exc}", retry=True) from None
 

@@ -417,8 +417,8 @@ class Sandbox:
         state = self.state
         welcome = (state.accept_any_token and token) or (state.demo and WELL_FORMED_TOKEN.fullmatch(token))
         # A welcome access token can read (ads:read) as well as send; a conversion token only sends.
-        info = state.tokens.get(token) or (
-            Token(frozenset({"ads:write"} if token.startswith("ct_") else {"ads:read", "ads:write"})) if welcome else None)
+        scopes = {"ads:write"} if token.startswith("ct_") else {"ads:read", "ads:write"}
+        info = state.tokens.get(token) or (Token(frozenset(scopes)) if welcome else None)
         if info is not None and info.expires_at is not None and info.expires_at <= now:
             return None  # an access token that has run out
         return info

@@ -41,7 +41,8 @@ SIGNALS = {
     "external_event_id": lambda e: bool(e.get("event_id")),
     "order_id": lambda e: bool(_custom(e).get("order_id")),
     "order_value": lambda e: bool(_custom(e).get("value")),
-    "product_id": lambda e: bool(_custom(e).get("content_ids") or any(c.get("id") for c in _custom(e).get("contents", []))),
+    "product_id": lambda e: bool(_custom(e).get("content_ids")
+                                 or any(c.get("id") for c in _custom(e).get("contents", []))),
     "source_url": lambda e: bool(e.get("event_source_url")),
 }
 # What low coverage of a matching signal means, in the words of an issue.
@@ -59,7 +60,8 @@ def conversion_eqs(events: list[tuple[float, dict[str, Any]]], tag_event_ids: se
             by_platform[PLATFORMS.get(event.get("action_source"), "WEB")].append(event)
     answer = []
     for platform, found in sorted(by_platform.items()):
-        if source_platform not in (None, platform) and not (source_platform == "MOBILE" and platform.startswith("MOBILE")):
+        wanted = source_platform in (None, platform) or (source_platform == "MOBILE" and platform.startswith("MOBILE"))
+        if not wanted:
             continue
         answer.append({
             "overall_status": _overall(found),
