@@ -70,7 +70,7 @@ def demo_setup(sandbox_port: int, shop_port: int, rotate: bool = False):
         if not services.settings.admin_token:  # else the token is the operator's own
             services.new_admin_token = await demo_admin_token(services, rotate)
         sandbox = Sandbox(demo=True)  # the seed's example tokens (pina_ABC123..., ct_ABC123...) work
-        sandbox.add_token(DEMO_ACCESS_TOKEN)
+        sandbox.add_token(DEMO_ACCESS_TOKEN, scopes=("ads:read", "ads:write"))  # reads the Event Quality Score too
         sandbox.add_token(DEMO_CONVERSION_TOKEN)
         shop = shop_app(services.settings.edge_url, source.pipeline_key, sandbox_port,
                         services.settings.admin_port)

@@ -134,7 +134,8 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
 
     await services.delivery.start()
     background = [asyncio.create_task(services.lag.run()), asyncio.create_task(services.activity.run()),
-                  asyncio.create_task(retention.run(services.store, settings.retention_interval))]
+                  asyncio.create_task(retention.run(services.store, settings.retention_interval)),
+                  asyncio.create_task(services.eqs.run())]
     if not in_process:
         tune_gc()
     running = []  # (listener, server, its task)

@@ -17,6 +17,7 @@ from collector.lag import LagProbe
 from collector.activity import ActivityLog
 from collector.settings import Settings
 from delivery.debugger import DebugHub
+from delivery.pinterest.eqs import EqsReader
 from delivery.queue import EventQueue
 from delivery.retry import RetryPolicy
 from delivery.secrets import SecretBox
@@ -45,6 +46,7 @@ class Services:
     auth: AdminAuth
     node: str
     activity: ActivityLog
+    eqs: EqsReader  # Pinterest's Event Quality Score of each integration
     new_admin_token: str | None = None  # generated at this start: print it once
     lag: LagProbe = field(default_factory=lambda: LagProbe())
     serving: Any = None  # PostgreSQL: this process's ServingLock
@@ -154,5 +156,5 @@ async def open_services(settings: Settings) -> Services:
             await serving.close()
         await close_database(db)
         raise
-    return Services(settings, db, store, queue, hub, delivery, auth, node, ActivityLog(store), new_token,
-                    serving=serving)
+    return Services(settings, db, store, queue, hub, delivery, auth, node, ActivityLog(store),
+                    EqsReader(store, delivery.tokens, settings.pinterest_api_base), new_token, serving=serving)

@@ -63,6 +63,7 @@ class PinterestConfig(msgspec.Struct):
     token_refreshed_at: float | None = None
     test_mode: bool = False
     event_map: dict[str, str] = {}
+    event_names: str = "current"  # the standard table: Pinterest's current names, or the seed's (mapping.py)
     send_custom_event_name: bool = False
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200
@@ -100,13 +101,15 @@ class Integration(msgspec.Struct):
 
     @property
     def options(self) -> Options:
-        return Options(self.variant, self.config.event_map, self.config.send_custom_event_name)
+        cfg = self.config
+        return Options(self.variant, cfg.event_map, cfg.send_custom_event_name, cfg.event_names)
 
 
 def consent_allows(granted: list[str] | None, source: Source, required: list[str]) -> bool:
     """Design section 5: an event reaches an integration when the source does not enforce
-    consent, or its granted categories (else the source's defaults) cover all required."""
+    consent, or its granted categories (else the source's defaults) cover all required.
+    Category names compare ignoring case ("Advertising" is "advertising")."""
     if not source.consent.enabled or not required:
         return True
     categories = granted if granted is not None else source.consent.default_categories
-    return set(required) <= set(categories)
+    return {c.lower() for c in required} <= {c.lower() for c in categories}

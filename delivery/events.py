@@ -42,6 +42,22 @@ def merge_identity(newer: Identity, older: Identity) -> Identity:
     return Identity(**merged)
 
 
+class AppDevice(msgspec.Struct, omit_defaults=True, gc=False):
+    """The app and device of an event sent from a mobile app (Segment's context.app, .os,
+    .device, .network), as Pinterest's app fields want them."""
+
+    name: str | None = None
+    version: str | None = None
+    namespace: str | None = None  # the bundle id / package name (com.example.shop)
+    os_name: str | None = None
+    os_version: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    device_type: str | None = None
+    carrier: str | None = None
+    wifi: bool | None = None
+
+
 class EdgeEvent(msgspec.Struct, gc=False, array_like=True):
     """Queued as a JSON array in field order: without the keys a queued event is a quarter
     smaller, and the bytes SQLite writes and checkpoints are most of the queue's cost. Add
@@ -72,6 +88,8 @@ class EdgeEvent(msgspec.Struct, gc=False, array_like=True):
     notes: list[str] = []  # what ingestion left out, and why (never raw values)
     ldp: bool = False  # limited data processing (a US state privacy law): custom_data.opt_out_type
     opt_out: bool = False  # the person opted out of ads personalization: the event's opt_out
+    action_source: str | None = None  # app_android | app_ios | offline; None: web
+    app: AppDevice | None = None  # an app event's app and device
 
 
 def event_view(ev: EdgeEvent) -> dict[str, Any]:

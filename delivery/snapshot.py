@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -255,6 +256,15 @@ class SnapshotStore:
         await self._write_identity(anonymous_id, stored.user_id, body, now)
         self._cache_identity(anonymous_id, stored, len(body), now)
 
+    # A server-side call has no browser cookie: its identity memory is kept by the userId it
+    # names, under a key of its own (only its hash: a userId may be anything the site chose).
+
+    async def user_identity(self, user_id: str) -> StoredIdentity | None:
+        return await self.identity(user_identity_key(user_id))
+
+    async def save_user_identity(self, user_id: str, stored: StoredIdentity) -> None:
+        await self.save_identity(user_identity_key(user_id), stored)
+
     def forget_identity(self, anonymous_id: str) -> None:
         entry = self._identities.pop(anonymous_id, None)
         if entry is not None:
@@ -346,6 +356,13 @@ def configuration_changed(old: Integration | None, new: Integration | None) -> b
     if old is None or new is None:
         return old is not new
     return msgspec.structs.replace(old, health=new.health) != new
+
+
+USER_KEY_PREFIX = "user:"  # identities keyed by userId; a browser's anonymous id is a UUID
+
+
+def user_identity_key(user_id: str) -> str:
+    return USER_KEY_PREFIX + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _json(value: Any) -> bytes | None:

@@ -154,22 +154,30 @@ def test_the_mapping_table_its_override_editor_and_the_payload_preview(page, edg
     login(page, edge.admin_url, f"/integrations/{integration['id']}")
     mapping = page.locator("#mapping")
     expect(mapping.get_by_role("row", name=re.compile("Payment Info Entered"))).to_contain_text("this variant")
-    expect(mapping).to_contain_text("Priority events: checkout, add_to_cart, page_visit, search, view_category")
+    expect(mapping).to_contain_text("Priority events: checkout, initiate_checkout, add_to_cart, add_to_wishlist, "
+                                    "page_visit, search, view_category, view_content")
+    expect(mapping).to_contain_text("Event names: current.")
+    expect(mapping.get_by_role("row", name=re.compile("Checkout Started"))).to_contain_text("initiate_checkout")
     page.get_by_role("button", name="Add an override").click()
     page.get_by_label("Event name", exact=True).fill("Lead Form Sent")
     page.get_by_label("Pinterest event").select_option("lead")
     page.get_by_label("Send custom event names").check()
+    page.get_by_label("Event names", exact=True).select_option("seed")
     page.get_by_role("button", name="Save mapping").click()
     expect(mapping.get_by_role("row", name=re.compile("Lead Form Sent"))).to_contain_text("your override")
+    expect(mapping).to_contain_text("Event names: seed.")
+    expect(mapping.get_by_role("row", name=re.compile("Checkout Started"))).to_contain_text("checkout")
+    expect(mapping.get_by_role("row", name=re.compile("Checkout Started"))).not_to_contain_text("initiate_checkout")
     with edge.admin() as api:
         config = api.get(f"/integrations/{integration['id']}").json()["config"]
     assert config["event_map"] == {"Lead Form Sent": "lead"} and config["send_custom_event_name"] is True
+    assert config["event_names"] == "seed"
 
     page.get_by_label("An event, as the tag").fill(
         '{"type": "track", "event": "lead form sent", "context": {"traits": {"email": "Jane@Example.com"}}}')
     page.get_by_role("button", name="Show the Pinterest payload").click()
     result = page.locator("#preview-result")
-    expect(result).to_contain_text("Pinterest would receive lead")
+    expect(result).to_contain_text("Pinterest would receive lead (event names: seed)")
     expect(result).to_contain_text(hashlib.sha256(b"jane@example.com").hexdigest())
     expect(result).not_to_contain_text("Jane@Example.com")
     shot(page, "insight-mapping-preview")

@@ -72,6 +72,7 @@ def ready(page, name: str) -> None:
         expect(page.locator("#dead-letters")).to_contain_text("failed for good")
     if name == "integration":
         expect(page.locator("#mapping table")).to_be_visible()
+        expect(page.locator("#event-quality")).not_to_contain_text("Loading")
     if name == "source":
         expect(page.locator("#refusals")).to_contain_text("origin_not_allowed")
     if name.startswith("debugger"):

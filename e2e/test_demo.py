@@ -42,6 +42,14 @@ def test_demo_shop_visit_reaches_the_sandbox(page, tmp_path):
         events = httpx.get(sandbox).json()["data"]
         assert all(e["event"]["user_data"]["click_id"] == "dj0yJnU9ZGVtbw" for e in events)
         assert "checkout" in httpx.get(f"http://127.0.0.1:{sandbox_port}/").text
+        # Pinterest's Event Quality Score of what the sandbox received, as the integration's page shows it
+        token = re.search(r"admin token:\s+(sea_\S+)", demo.output()).group(1)
+        with httpx.Client(base_url=demo.admin_url + "/v1/admin", headers={"Authorization": f"Bearer {token}"}) as api:
+            [integration] = api.get("/integrations").json()["data"]
+            quality = api.get(f"/integrations/{integration['id']}/event-quality").json()
+        assert quality["problem"] is None, quality["message"]
+        [web] = quality["periods"][0]["scores"]
+        assert web["quality_components"]["click_id_epik"]["checkout"]["coverage"] == 100
     finally:
         assert demo.stop() == 0
 

@@ -91,6 +91,38 @@ def test_identity_memory(backend):
     run(main())
 
 
+def test_identity_memory_by_user_id(backend):
+    """A server-side call has no browser cookie: what the site's server said about a userId is
+    kept by that userId, apart from every browser's memory, under a hash of the userId only,
+    and it expires with the rest."""
+    async def main():
+        ana = StoredIdentity("ana-42", Identity(em=["b" * 64]))
+        async with backend() as (db, store, _):
+            await store.open(SecretBox(KEY))
+            assert await store.user_identity("ana-42") is None
+            await store.save_user_identity("ana-42", ana)
+            await store.save_identity("browser-1", StoredIdentity("ana-42", Identity(em=["c" * 64])))
+            assert await store.user_identity("ana-42") == ana
+            assert await store.user_identity("bo-7") is None and await store.identity("ana-42") is None
+        async with backend(node="node-b") as (db, store, _):
+            await store.open(SecretBox(KEY))
+            assert await store.user_identity("ana-42") == ana  # durable, and seen by another node
+            keys = await _identity_keys(backend.kind, db)
+            assert len(keys) == 2 and "browser-1" in keys and not any("ana-42" in k for k in keys)
+            store.forget_identities()
+            assert await store.prune_identities() == 0
+            store.identity_retention = 0.0
+            assert await store.user_identity("ana-42") is None  # past its retention: gone
+            assert await store.prune_identities() == 2
+    run(main())
+
+
+async def _identity_keys(kind: str, db) -> list[str]:
+    if kind == "postgres":
+        return [r[0] for r in await db.run(lambda c: c.fetch("SELECT anonymous_id FROM identities"))]
+    return await db.run(lambda c: [r[0] for r in c.execute("SELECT anonymous_id FROM identities")])
+
+
 def test_meta(backend):
     async def main():
         async with backend() as (_, store, _):

@@ -54,6 +54,10 @@ def test_catalog_serves_the_variant_data(edge):
     assert all(f["help"] for f in catalog["credentials"])
     assert {v["key"]: v["priority_events"] for v in catalog["variants"]} == {
         k: list(v.priority_events) if v.priority_events else None for k, v in VARIANTS.items()}
-    assert catalog["variants"][1]["priority_events"] == ["checkout", "add_to_cart", "page_visit", "search",
-                                                         "view_category"]
+    # The seed's retail list, and the current names of the events it covered (issue 26).
+    assert catalog["variants"][1]["priority_events"] == ["checkout", "initiate_checkout", "add_to_cart",
+                                                         "add_to_wishlist", "page_visit", "search", "view_category",
+                                                         "view_content"]
+    names = next(f for f in catalog["options"] if f["key"] == "event_names")
+    assert names["default"] == "current" and names["choices"] == ["current", "seed"]
     assert "watch_video" in catalog["event_names"] and "advertising" in catalog["consent_categories"]

@@ -37,7 +37,15 @@ from delivery.config import (
 from delivery.events import EdgeEvent, event_decoder, event_view
 from delivery.pinterest import client, oauth
 from delivery.pinterest.catalog import TROUBLESHOOTING, Catalog, catalog
-from delivery.pinterest.mapping import CUSTOM_EVENT, DELIVERED_TYPES, effective_mapping, event_name, map_event
+from delivery.pinterest.eqs import LOOKBACKS, PROBLEMS
+from delivery.pinterest.mapping import (
+    CUSTOM_EVENT,
+    DELIVERED_TYPES,
+    PROFILE_HELP,
+    effective_mapping,
+    event_name,
+    map_event,
+)
 from delivery.pinterest.normalize import sha256
 from delivery.pinterest.payload import Event, UserData
 from delivery.pinterest.sandbox import schema_validator
@@ -229,7 +237,7 @@ class Api:
                 refresh_token=mask(cfg.refresh_token), connected=integ.oauth,
                 access_token_expires_at=iso(cfg.access_token_expires_at), token_refreshed_at=iso(cfg.token_refreshed_at),
                 refresh_token_expires_at=iso(cfg.refresh_token_expires_at), test_mode=cfg.test_mode, event_map=cfg.event_map,
-                send_custom_event_name=cfg.send_custom_event_name,
+                event_names=cfg.event_names, send_custom_event_name=cfg.send_custom_event_name,
                 rate_limit_per_second=cfg.rate_limit_per_second, rate_limit_burst=cfg.rate_limit_burst,
             ),
             health=s.HealthOut(
@@ -410,30 +418,33 @@ class Api:
             raise ApiError(400, "too_deep", "body: nested too deeply; send flatter data") from None
         except EventError as exc:
             raise ApiError(400, exc.code, str(exc), exc.field) from None
-        incoming = event_view(ev)
+        incoming, profile = event_view(ev), integ.config.event_names
         if ev.type not in DELIVERED_TYPES:
             return json_response(s.PreviewOut(False, "not sent: identify and group events only add identity to the "
-                                                     "events that follow", incoming))
+                                                     "events that follow", incoming, profile))
         if not consent_allows(ev.consent, source, integ.consent_categories):
             return json_response(s.PreviewOut(False, "not sent: the visitor's consent does not cover this "
                                                      f"integration's categories ({', '.join(integ.consent_categories)})",
-                                              incoming))
+                                              incoming, profile))
         mapped = map_event(ev, integ.options)
+        warnings = ev.notes + mapped.warnings  # what the edge left out, then the mapping
         if mapped.event is None:
-            return json_response(s.PreviewOut(False, mapped.reason, incoming, warnings=mapped.warnings))
+            return json_response(s.PreviewOut(False, mapped.reason, incoming, profile, warnings=warnings))
         payload = msgspec.json.decode(client.encode([mapped.event]))
         problems = [f"{'/'.join(map(str, error.absolute_path)) or 'body'}: {error.message}"
                     for error in schema_validator().iter_errors(payload)]
-        return json_response(s.PreviewOut(True, None, incoming, mapped.event.event_name, payload, mapped.warnings,
-                                          problems))
+        return json_response(s.PreviewOut(True, None, incoming, profile, mapped.event.event_name, payload,
+                                          warnings, problems))
 
     async def mapping(self, request: Request) -> Response:
         integ = self.integration_or_404(request.path_params["id"])
         options, variant = integ.options, VARIANTS[integ.variant]
         rows = [s.MappingRow(name, event, origin, variant.is_priority(event))
                 for name, event, origin in effective_mapping(options, integ.config.event_map)]
+        profile = integ.config.event_names
         return json_response(s.MappingOut(
-            integ.variant, rows, s.MappingRow("anything else", CUSTOM_EVENT, "standard", variant.is_priority(CUSTOM_EVENT)),
+            integ.variant, profile, PROFILE_HELP[profile], rows,
+            s.MappingRow("anything else", CUSTOM_EVENT, "standard", variant.is_priority(CUSTOM_EVENT)),
             list(variant.priority_events) if variant.priority_events is not None else None, integ.config.event_map,
             integ.config.send_custom_event_name))
 
@@ -512,6 +523,17 @@ class Api:
                                {"replayed": count, "ids": body.ids, **({"into": into} if into != topic else {})})
         self.s.notify(into)
         return json_response(s.ReplayResult(count))
+
+    async def event_quality(self, request: Request) -> Response:
+        """Pinterest's Event Quality Score, as last read (in the background every few hours);
+        `?refresh=1` reads it now (again after 15 s at the soonest)."""
+        integ = self.integration_or_404(request.path_params["id"])
+        refresh = request.query_params.get("refresh") in ("1", "true")
+        report = await self.s.eqs.report(integ, refresh)
+        return json_response(s.EventQualityOut(
+            integ.id, report.ad_account_id, iso(report.checked_at), iso(report.scores_at), iso(report.next_at),
+            [s.EventQualityPeriod(lookback, report.scores.get(lookback, [])) for lookback in LOOKBACKS],
+            report.problem, PROBLEMS.get(report.problem) if report.problem else None, report.pinterest_message))
 
     async def match_quality(self, request: Request) -> Response:
         integ = self.integration_or_404(request.path_params["id"])
@@ -595,12 +617,15 @@ PREVIEW_IP, PREVIEW_USER_AGENT = "203.0.113.50", "Mozilla/5.0 (signal-edge previ
 
 
 def preview_event(body: bytes, source: Source) -> EdgeEvent:
-    """The event as ingestion would queue it. The address and User-Agent a visitor's request
-    carries are example values here, unless the event gives context.ip / context.userAgent."""
+    """The event as ingestion would queue it: from a browser, whose request carries example
+    values for the address and User-Agent; or, when it gives context.ip or context.userAgent,
+    from the site's server (server key), which sends only what the event says."""
     now = time.time()
+    inc = wire_event_decoder.decode(body)
+    server = inc.context is not None and bool(inc.context.ip or inc.context.userAgent)
     ctx = RequestContext(source, PREVIEW_IP, PREVIEW_USER_AGENT, "preview-anonymous-id", "preview-pin-unauth", None,
-                         None, now, 0.0, suspect=True, trusted=True)
-    return build_event(wire_event_decoder.decode(body), None, ctx, None)[0]
+                         None, now, 0.0, suspect=True, trusted=server)
+    return build_event(inc, None, ctx, None)[0]
 
 
 def waiting_out(w: Waiting, integ: Integration) -> s.DebugEventOut:
@@ -735,6 +760,9 @@ ROUTES: tuple[ApiRoute, ...] = (
              "Replay dead letters (all, or ids), into this integration or another", s.ReplayRequest, s.ReplayResult),
     ApiRoute("GET", "/integrations/{id}/match-quality", "match_quality", "Identity signals of recent events",
              response=s.MatchQuality, query=("limit",)),
+    ApiRoute("GET", "/integrations/{id}/event-quality", "event_quality",
+             "Pinterest's Event Quality Score for 1 and 14 days (?refresh=1 reads it now; again after 15 s at the soonest)",
+             response=s.EventQualityOut, query=("refresh",)),
     ApiRoute("GET", "/catalog/pinterest", "get_catalog", "Pinterest config fields and variants", response=Catalog),
     ApiRoute("GET", "/debugger/events", "debug_events", "Recent events and their delivery outcome",
              response=Page(s.DebugEventOut), query=("source_id", "integration_id", "status", "cursor", "limit")),

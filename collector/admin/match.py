@@ -20,7 +20,7 @@ HINTS = {
     "external_id": "Few events carry an external id. Call _df.identify(userId) for logged-in visitors, and check "
     "that the _pin_unauth cookie is being set.",
     "ip_and_user_agent": "Some events lack the IP address or User-Agent. If the edge runs behind a proxy, add the "
-    "proxy to SIGNAL_TRUSTED_PROXIES.",
+    "proxy to SIGNAL_TRUSTED_PROXIES. Server-side calls: give the visitor's context.ip and context.userAgent.",
 }
 
 

@@ -9,6 +9,8 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from delivery.pinterest.catalog import CONSENT_CATEGORIES
+from delivery.pinterest.eqs import EventQualityScore
+from delivery.pinterest.mapping import EVENT_NAME_PROFILES
 from delivery.pinterest.payload import EVENT_NAMES
 from delivery.pinterest.variants import VARIANTS
 
@@ -27,6 +29,8 @@ SourceId = Annotated[str, Meta(pattern=r"^src_[A-Za-z0-9_-]{3,60}$",
 Category = Literal[CONSENT_CATEGORIES]  # type: ignore[valid-type]
 EventName = Literal[EVENT_NAMES]  # type: ignore[valid-type]
 VariantKey = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
+# The standard table: Pinterest's current names ("current") or the seed's ("seed").
+EventNamesProfile = Literal[tuple(EVENT_NAME_PROFILES)]  # type: ignore[valid-type]
 RatePerSecond = Annotated[float, Meta(gt=0, le=10_000)]  # requests/s to Pinterest
 EventsPerSecond = Annotated[float, Meta(gt=0, le=1_000_000)]  # events/s accepted by a source
 Burst = Annotated[int, Meta(ge=1, le=1_000_000)]
@@ -150,6 +154,7 @@ class PinterestConfigIn(Strict):
     refresh_token: Secret | None = None
     test_mode: bool = False
     event_map: EventMap = {}
+    event_names: EventNamesProfile = "current"
     send_custom_event_name: bool = False
     rate_limit_per_second: RatePerSecond = 100.0
     rate_limit_burst: Burst = 200
@@ -166,6 +171,7 @@ class PinterestConfigPatch(Strict):
     refresh_token: Secret | UnsetType = UNSET
     test_mode: bool | UnsetType = UNSET
     event_map: EventMap | UnsetType = UNSET
+    event_names: EventNamesProfile | UnsetType = UNSET
     send_custom_event_name: bool | UnsetType = UNSET
     rate_limit_per_second: RatePerSecond | UnsetType = UNSET
     rate_limit_burst: Burst | UnsetType = UNSET
@@ -203,6 +209,7 @@ class PinterestConfigOut(msgspec.Struct):
     refresh_token_expires_at: str | None
     test_mode: bool
     event_map: dict[str, str]
+    event_names: str  # the standard table in effect: current (Pinterest's names) | seed
     send_custom_event_name: bool
     rate_limit_per_second: float
     rate_limit_burst: int
@@ -266,6 +273,8 @@ class MappingRow(msgspec.Struct):
 
 class MappingOut(msgspec.Struct):
     variant: str
+    event_names: str  # the profile of the standard table: current | seed
+    event_names_help: str  # what that profile means, in plain words
     rows: list[MappingRow]  # the later origin wins for a name: override > variant > standard
     otherwise: MappingRow  # what any other name becomes
     priority_events: list[str] | None  # None: every event is a priority event
@@ -284,9 +293,10 @@ class PreviewOut(msgspec.Struct):
     sent: bool  # whether Pinterest would receive it
     reason: str | None  # why not
     incoming: Any  # the event as queued (PII hashed)
+    event_names: str = "current"  # the profile of the standard table that mapped it
     pinterest_event: str | None = None
     payload: Any = None  # the request body Pinterest would receive
-    warnings: list[str] = []  # fields left out, and why
+    warnings: list[str] = []  # fields left out (by the edge, then the mapping), and why
     schema_errors: list[str] = []  # what Pinterest's published schema says is wrong (empty: valid)
 
 
@@ -360,6 +370,25 @@ class MatchQuality(msgspec.Struct):
     weakest: str | None  # the weakest of the weak signals (under half the events); None when none is weak
     hint: str | None  # advice for every weak signal; None when none is weak
     advice: list[MatchAdvice]  # one entry per weak signal, weakest first
+
+
+class EventQualityPeriod(msgspec.Struct):
+    lookback_period: str  # 1d | 14d
+    scores: list[EventQualityScore]  # Pinterest's answer as it gave it: one per source platform
+
+
+class EventQualityOut(msgspec.Struct):
+    """Pinterest's Event Quality Score for the integration's ad account (Conversions API events)."""
+
+    integration_id: str
+    ad_account_id: str
+    checked_at: str | None  # the last attempt to read it
+    scores_at: str | None  # when the scores below were read (an older read is kept when a later one fails)
+    next_refresh_at: str | None  # when signal-edge reads it again by itself
+    periods: list[EventQualityPeriod]
+    problem: str | None  # why it could not be read: no_read_token | needs_ads_read | unauthorized | ...
+    message: str | None  # what to do about it, in plain words
+    pinterest_message: str | None  # Pinterest's own words
 
 
 def page_of(item_type: Any) -> Any:

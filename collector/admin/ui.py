@@ -22,6 +22,7 @@ from collector.admin.session import Sessions
 from collector.services import Services
 from delivery.config import SERVER_KEY_PREFIX
 from delivery.pinterest.catalog import CONSENT_CATEGORIES, TROUBLESHOOTING
+from delivery.pinterest.mapping import PROFILE_HELP
 from delivery.pinterest.variants import VARIANTS
 from delivery.secrets import mask
 
@@ -368,6 +369,9 @@ switch consent on on the <a id="consent-source-link" href="/sources">source's pa
             f'<option value="{k}"{" selected" if k == integ.variant else ""}>{e(v.label)}</option>'
             for k, v in VARIANTS.items()
         )
+        profiles = "".join(f'<option value="{k}"{" selected" if k == integ.config.event_names else ""}>'
+                           f'{"Pinterest current names" if k == "current" else "The seed table"} ({k})</option>'
+                           for k in PROFILE_HELP)
         warnings = "".join(f"<li>{e(w)}</li>" for w in config_warnings(integ.config))
         warned = (f'<section class="warning" aria-labelledby="warn-h"><h2 id="warn-h">Warnings</h2><ul>{warnings}</ul>'
                   "</section>" if warnings else "")
@@ -391,11 +395,16 @@ switch consent on on the <a id="consent-source-link" href="/sources">source's pa
 <dt>Test mode</dt><dd>{'on: Pinterest checks the events but does not record them' if cfg.test_mode else 'off'}</dd></dl></section>
 {await self.connection(integ, request)}
 <section class="card" aria-labelledby="counts-h"><h2 id="counts-h">Delivery</h2><dl class="counts">{counts}</dl></section>
-<section class="card" aria-labelledby="match-h"><h2 id="match-h">Match quality</h2>
+<div class="pair"><section class="card" aria-labelledby="match-h"><h2 id="match-h">Match quality</h2>
 <div id="match-quality" data-integration="{e(integ.id)}"><p class="help">Loading…</p></div></section>
+{event_quality_panel(integ.id)}</div>
 <section class="card" aria-labelledby="mapping-h"><h2 id="mapping-h">Event mapping</h2>
 <div id="mapping"><p class="help">Loading…</p></div>
-<form id="mapping-form" novalidate><h3>Your overrides</h3>
+<form id="mapping-form" novalidate>
+<label for="event-names">Event names</label>
+<select id="event-names" name="event_names">{profiles}</select>
+<p class="help">Pinterest's current names are the default; the seed's table is for a deployment migrating from it.</p>
+<h3>Your overrides</h3>
 <p class="help">An override sends an event name as the Pinterest event you choose (names match ignoring case).</p>
 <div id="overrides"></div>
 <button type="button" id="add-override" class="secondary">Add an override</button>
@@ -502,6 +511,16 @@ would go to another site's ad account. You will be asked to confirm.</p>
 <section id="detail" class="card" hidden aria-labelledby="detail-h"><h2 id="detail-h" tabindex="-1">Event</h2>
 <div id="detail-body"></div><button type="button" id="close-detail">Close</button></section>"""
         return layout("Debugger", body, csrf, "/debugger", "debugger.js")
+
+
+def event_quality_panel(integration_id: str) -> str:
+    """Pinterest's Event Quality Score beside our own match panel; static/admin/event-quality.js
+    fills it from GET /v1/admin/integrations/{id}/event-quality."""
+    return f"""<section class="card" aria-labelledby="eqs-h"><h2 id="eqs-h">Pinterest's Event Quality Score</h2>
+<p class="help">Pinterest's own verdict on the events it received through the Conversions API: per signal, the share
+of each event type that carried it, and the issues Pinterest found. Read every few hours, or now.</p>
+<div id="event-quality" data-integration="{e(integration_id)}" aria-live="polite"><p class="help">Loading…</p></div>
+<button type="button" id="eqs-refresh" class="secondary">Read it again now</button></section>"""
 
 
 def _masked(secret: str | None) -> str:

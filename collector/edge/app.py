@@ -50,7 +50,7 @@ from delivery.pinterest.identity import MAX_DEPTH
 from delivery.pinterest.mapping import DELIVERED_TYPES, Options, is_priority
 from delivery.queue import QueueItem
 from delivery.ratelimit import TokenBucket
-from delivery.store import DebugRecord, StorageError
+from delivery.store import DebugRecord, StorageError, StoredIdentity
 
 log = logging.getLogger("signal_edge.edge")
 errors = ErrorLog(log)
@@ -399,7 +399,10 @@ class Edge:
             anonymous_id = new_cookies[ei.DFID] = uuid4()
         pin_unauth = cookies.get(ei.PIN_UNAUTH)
         if not pin_unauth or not ei.cookie_value_ok(pin_unauth):
-            pin_unauth = new_cookies[ei.PIN_UNAUTH] = uuid4()
+            if trusted:  # not the browser's: a fresh one per server call is a new external_id each time
+                pin_unauth = None
+            else:
+                pin_unauth = new_cookies[ei.PIN_UNAUTH] = uuid4()
         received_at = time.time()
         ctx = RequestContext(  # positional, in field order
             source,
@@ -419,7 +422,10 @@ class Edge:
             stored = self.s.store.cached_identity(anonymous_id)
             if stored is self.s.store.MISSING:
                 stored = await self.s.store.identity(anonymous_id)
-        remember = None
+        # The site's server without the browser's cookie: identity memory by each event's userId.
+        # (Only for the server key: a page could name any userId and lend it its hashes.)
+        by_user: dict[str, StoredIdentity | None] | None = {} if trusted and ei.DFID in new_cookies else None
+        remember: dict[str, StoredIdentity] = {}
 
         events: list[EdgeEvent] = []
         rejected: list[Rejected] = []
@@ -430,6 +436,12 @@ class Edge:
                     inc = self.decode(inc, index, implied)
                 if nul:
                     text.settle_nul(inc)
+                user_id = None
+                if by_user is not None:
+                    user_id = str(inc.userId) if inc.userId is not None and inc.userId != "" else None
+                    if user_id is not None and user_id not in by_user:
+                        by_user[user_id] = await self.s.store.user_identity(user_id)
+                    stored = by_user.get(user_id) if user_id is not None else None
                 event, changed = build_event(inc, implied, ctx, stored)
             except EventError as exc:
                 label = _label(implied, index)
@@ -445,7 +457,10 @@ class Edge:
                     slice_ends = time.perf_counter() + WORK_SLICE
             events.append(event)
             if changed is not None:
-                stored = remember = changed
+                if by_user is None:
+                    stored = remember[anonymous_id] = changed
+                elif user_id is not None:
+                    by_user[user_id] = remember[user_id] = changed
 
         if rejected:
             self.count_rejected(source, rejected)
@@ -454,14 +469,16 @@ class Edge:
             status = 413 if first.code == "event_too_large" else 400
             return HttpError(status, first.code, first.message, rejected=rejected).answer(cors)
 
-        await self.commit(source, events, anonymous_id, remember)
+        await self.commit(source, events, remember, by_user is not None)
         self.s.activity.received(source.id, received_at)
         for ev in reversed(events):  # the newest click id is the one to remember
             if ev.click_id:
                 if ev.click_id != ctx.cookie_epik:
                     new_cookies[ei.EPIK] = ev.click_id
                 break
-        extra = cors + self.cookies(peer, scope["scheme"], headers, source, new_cookies)
+        # No cookies for the site's servers: an HTTP client that keeps them would send one _dfid
+        # with every later call, and every customer's events would share one browser's memory.
+        extra = cors if trusted else cors + self.cookies(peer, scope["scheme"], headers, source, new_cookies)
         return 200, encoder.encode(Accepted(True, len(events), rejected)), extra
 
     def count_rejected(self, source: Source, rejected: list[Rejected]) -> None:
@@ -471,8 +488,10 @@ class Edge:
         for code, group in by_code.items():
             self.s.activity.record(source.id, code, group[0].message, len(group))
 
-    async def commit(self, source: Source, events: list[EdgeEvent], anonymous_id: str, remember) -> None:
-        """Queue every deliverable event for each of the source's integrations; durable on return."""
+    async def commit(self, source: Source, events: list[EdgeEvent], remember: dict[str, StoredIdentity],
+                     by_user: bool = False) -> None:
+        """Queue every deliverable event for each of the source's integrations, and save the
+        identity memory the events changed (by anonymous id, or `by_user` id); durable on return."""
         integrations, disabled = self.routes(source.id)
         deliverable = [ev for ev in events if ev.type in DELIVERED_TYPES] if integrations or disabled else []
         items: list[QueueItem] = []
@@ -487,8 +506,9 @@ class Edge:
                 offers.append((target.integration_id, len(priorities), any(priorities)))
             # A disabled integration receives nothing, but what it skips is counted.
             items += [QueueItem(topic, b"", at, 0, len(deliverable), skipped=True) for topic in disabled]
-        if remember is not None:
-            await self.s.store.save_identity(anonymous_id, remember)
+        if remember:
+            save = self.s.store.save_user_identity if by_user else self.s.store.save_identity
+            await asyncio.gather(*(save(key, identity) for key, identity in remember.items()))
         await self.s.queue.append(items)
         for topic, count, priority in offers:
             self.s.notify(topic, count, priority)

@@ -10,7 +10,7 @@ from collector.edge import identity as edge_identity
 from collector.edge.ids import uuid4
 from collector.edge.wire import IncomingEvent
 from delivery.config import Source
-from delivery.events import EdgeEvent, merge_identity
+from delivery.events import AppDevice, EdgeEvent, merge_identity
 from delivery.pinterest import normalize as norm
 from delivery.pinterest.identity import NO_IDENTITY, IdentityBuilder, TooDeep
 from delivery.pinterest.scrub import scrub_event
@@ -31,7 +31,7 @@ class RequestContext(msgspec.Struct, gc=False):
     ip: str | None
     user_agent: str | None
     anonymous_id: str
-    pin_unauth: str
+    pin_unauth: str | None  # None: a server's call without the browser's cookie
     cookie_epik: str | None
     query_epik: str | None  # only a value safe to echo into Set-Cookie
     received_at: float
@@ -55,10 +55,13 @@ def unix_seconds(moment: datetime) -> float:
 
 
 def event_time(inc: IncomingEvent, ctx: RequestContext) -> float:
-    """The browser's timestamp corrected for its clock skew, never later than its arrival."""
+    """The sender's timestamp (else its originalTimestamp, as RudderStack's SDKs send it)
+    corrected for its clock skew, never later than its arrival."""
     stamp = inc.timestamp
     if stamp is None:
-        return ctx.received_at
+        stamp = inc.originalTimestamp
+        if stamp is None:
+            return ctx.received_at
     skew = ctx.received_at - unix_seconds(inc.sentAt) if inc.sentAt else ctx.skew
     # unix_seconds() inline for the usual ISO time with an offset: this runs for every event
     moment = (stamp.timestamp() if stamp.tzinfo else unix_seconds(stamp)) + skew
@@ -112,6 +115,16 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
         if candidate != stored:
             remember = candidate
     granted, opted_out = _consent(context)
+    notes = builder.notes if builder is not None else _NO_NOTES
+    if ctx.trusted:  # the site's own server: only what the event says is the visitor's
+        ip, user_agent = _client_ip(context), context.userAgent if context is not None else None
+        if ip is None or not user_agent:
+            notes = [*notes, *_server_notes(ip, user_agent)]
+    else:
+        ip, user_agent = ctx.ip, ctx.user_agent or (context.userAgent if context is not None else None)
+    action_source = app = None
+    if context is not None and (context.offline or context.app or context.os or context.device):
+        action_source, app = _app_or_offline(context)
 
     # Positional, in EdgeEvent's field order (checked by _FIELD_ORDER below): with its 21 fields
     # as keyword arguments the constructor took 1.6 us per event, positional 0.3 us.
@@ -130,17 +143,18 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
         scrubbed.page_url,
         scrubbed.referrer,
         scrubbed.title,
-        _client_ip(context, ctx) if ctx.trusted else ctx.ip,
-        (context.userAgent if ctx.trusted and context and context.userAgent else None) or ctx.user_agent
-        or (context.userAgent if context else None),
+        ip,
+        user_agent,
         click_id,
         ctx.pin_unauth,
         context.locale if context else None,
         granted,
         ident,
-        builder.notes if builder is not None else _NO_NOTES,
+        notes,
         _limited(scrubbed.properties, context, source, builder),
         opted_out,
+        action_source,
+        app,
     )
     return event, remember
 
@@ -150,17 +164,24 @@ OPT_OUT_CATEGORIES = frozenset({"ads_personalization", "advertising"})
 
 
 def _consent(context) -> tuple[list[str] | None, bool]:
-    """(the granted categories, or None when the event says nothing; whether the person opted
-    out). The tag sends a refused category as "!name"; an app, adTrackingEnabled: false."""
+    """(the granted categories, lowercase, or None when the event says nothing; whether the
+    person opted out). The tag sends a refused category as "!name", Segment as
+    categoryPreferences {"Advertising": false}; an app says adTrackingEnabled: false."""
     device = context.device if context is not None else None
     opted_out = device is not None and device.adTrackingEnabled is False
-    categories = context.consent.categories if context is not None and context.consent else None
+    consent = context.consent if context is not None else None
+    if consent is None:
+        return None, opted_out
+    categories = consent.categories
+    if consent.categoryPreferences:
+        categories = [*(categories or ()), *(k if v else "!" + k for k, v in consent.categoryPreferences.items())]
     if categories is None:
         return None, opted_out
-    if not any(c.startswith("!") for c in categories):
-        return categories, opted_out
-    refused = {c[1:] for c in categories if c.startswith("!")}
-    return [c for c in categories if not c.startswith("!")], opted_out or bool(refused & OPT_OUT_CATEGORIES)
+    granted = [c.lower() for c in categories if not c.startswith("!")]
+    if len(granted) == len(categories):
+        return granted, opted_out
+    refused = {c[1:].lower() for c in categories if c.startswith("!")}
+    return granted, opted_out or bool(refused & OPT_OUT_CATEGORIES)
 
 
 def _limited(properties: dict, context, source, builder: IdentityBuilder | None) -> bool:
@@ -186,10 +207,50 @@ def _limited(properties: dict, context, source, builder: IdentityBuilder | None)
     return state is not None and state in source.privacy.ldp_states
 
 
-def _client_ip(context, ctx: RequestContext) -> str | None:
-    """The visitor's address as a server-side call gives it (context.ip), else the caller's."""
+def _client_ip(context) -> str | None:
+    """The visitor's address as a server-side call gives it (context.ip). Never the caller's:
+    that is the site's server, and Pinterest would match the conversion to it."""
     given = context.ip if context is not None else None
-    return edge_identity.plain_ip(given) if given and edge_identity.valid_ip(given) else ctx.ip
+    return edge_identity.plain_ip(given) if given and edge_identity.valid_ip(given) else None
+
+
+NO_SERVER_IP = ("client_ip_address not sent: a server-side call (server key) gave no valid context.ip, and the "
+                "server's own address is not the visitor's")
+NO_SERVER_USER_AGENT = ("client_user_agent not sent: a server-side call (server key) gave no context.userAgent, and "
+                        "the server's own User-Agent is not the visitor's")
+
+
+def _server_notes(ip: str | None, user_agent: str | None) -> list[str]:
+    return ([] if ip else [NO_SERVER_IP]) + ([] if user_agent else [NO_SERVER_USER_AGENT])
+
+
+# Segment's mobile libraries name the OS "iOS" / "Android" (context.os.name) and the device
+# type "ios" / "android" (context.device.type).
+_IOS = frozenset({"ios", "ipados", "iphone os", "tvos", "watchos", "visionos"})
+
+
+def _platform(name: str | None) -> str | None:
+    key = name.strip().casefold() if name else ""
+    if key in _IOS:
+        return "app_ios"
+    return "app_android" if key.startswith("android") else None
+
+
+def _app_or_offline(context) -> tuple[str | None, AppDevice | None]:
+    """Pinterest's action_source for an event that says it is offline (context.offline) or
+    comes from a mobile app (its OS, from context.os or context.device), with the app and
+    device fields for the latter; (None, None) for the web."""
+    if context.offline:
+        return "offline", None
+    device, os, app, network = context.device, context.os, context.app, context.network
+    platform = _platform(os.name if os else None) or _platform(device.type if device else None)
+    if platform is None:
+        return None, None
+    return platform, AppDevice(
+        app.name if app else None, app.version if app else None, app.namespace if app else None,
+        os.name if os else None, os.version if os else None, device.manufacturer if device else None,
+        device.model if device else None, device.type if device else None,
+        network.carrier if network else None, network.wifi if network else None)
 
 
 _NO_NOTES: list[str] = []  # shared: events are never changed after they are built
@@ -197,7 +258,7 @@ _NO_NOTES: list[str] = []  # shared: events are never changed after they are bui
 
 _FIELD_ORDER = ("message_id", "type", "source_id", "received_at", "event_time", "name", "properties", "user_id",
                 "anonymous_id", "group_id", "page_url", "referrer", "title", "ip", "user_agent", "click_id",
-                "pin_unauth", "locale", "consent", "identity", "notes", "ldp", "opt_out")
+                "pin_unauth", "locale", "consent", "identity", "notes", "ldp", "opt_out", "action_source", "app")
 assert EdgeEvent.__struct_fields__ == _FIELD_ORDER, "build_event passes EdgeEvent's fields by position"
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import msgspec
 
 Name = Annotated[str, msgspec.Meta(max_length=200)]
+Short = Annotated[str, msgspec.Meta(max_length=100)]  # what Pinterest's device_info takes
 Id = Annotated[str, msgspec.Meta(max_length=256)]
 Text = Annotated[str, msgspec.Meta(max_length=8192)]
 EventType = Literal["page", "track", "identify", "group"]
@@ -27,12 +28,36 @@ class PageContext(msgspec.Struct, gc=False):
 
 
 class ConsentContext(msgspec.Struct, gc=False):
-    categories: list[Name] | None = None
+    categories: list[Name] | None = None  # the tag's: granted names, a refused one as "!name"
+    # Segment's consent shape: {"Advertising": true, "Analytics": false}
+    categoryPreferences: Annotated[dict[Name, bool], msgspec.Meta(max_length=64)] | None = None
 
 
 class DeviceContext(msgspec.Struct, gc=False):
     advertisingId: Id | None = None
     adTrackingEnabled: bool | None = None
+    manufacturer: Short | None = None
+    model: Short | None = None
+    type: Short | None = None  # Segment's mobile libraries: "ios", "android"
+
+
+class AppContext(msgspec.Struct, gc=False):
+    """Segment's context.app, sent by its mobile libraries."""
+
+    name: Name | None = None
+    version: Short | None = None
+    build: Short | None = None
+    namespace: Name | None = None  # bundle id / package name
+
+
+class OsContext(msgspec.Struct, gc=False):
+    name: Short | None = None  # "iOS", "Android"
+    version: Short | None = None
+
+
+class NetworkContext(msgspec.Struct, gc=False):
+    carrier: Short | None = None
+    wifi: bool | None = None
 
 
 class LocationContext(msgspec.Struct, gc=False):
@@ -51,6 +76,10 @@ class Context(msgspec.Struct, gc=False):
     consent: ConsentContext | None = None
     device: DeviceContext | None = None
     traits: dict[str, Any] | None = None
+    app: AppContext | None = None
+    os: OsContext | None = None
+    network: NetworkContext | None = None
+    offline: bool | None = None  # the caller says the conversion happened offline (in a shop, by phone)
 
 
 class IncomingEvent(msgspec.Struct, gc=False):
@@ -64,6 +93,7 @@ class IncomingEvent(msgspec.Struct, gc=False):
     groupId: Id | int | None = None
     messageId: Id | None = None
     timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None  # the device's clock when it happened (RudderStack, Segment)
     sentAt: datetime | None = None
     context: Context | None = None
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from delivery.pinterest.mapping import DEFAULT_PROFILE, PROFILE_HELP
 from delivery.pinterest.payload import EVENT_NAMES
 from delivery.pinterest.variants import VARIANTS
 
@@ -26,6 +27,7 @@ class Field(msgspec.Struct, omit_defaults=True):
     pattern: str | None = None
     placeholder: str | None = None
     default: Any = None
+    choices: list[str] | None = None
 
 
 CREDENTIAL_FIELDS = (
@@ -71,6 +73,9 @@ OPTION_FIELDS = (
           help="Add custom_data.custom_event_name to custom events. Pinterest's published schema "
           "(v5.23) does not list this key, so Pinterest may reject such events; leave off unless "
           "Pinterest asked you to send it."),
+    Field(key="event_names", label="Event names", type="string", required=False, default=DEFAULT_PROFILE,
+          choices=list(PROFILE_HELP),
+          help="The standard event table. " + " ".join(f"{k}: {v}" for k, v in PROFILE_HELP.items())),
     Field(key="event_map", label="Event mapping overrides", type="object", required=False, default={},
           help="Map any event name (or 'page') to a Pinterest event: " + ", ".join(EVENT_NAMES) + "."),
     Field(key="rate_limit_per_second", label="Rate limit (requests/second)", type="number",

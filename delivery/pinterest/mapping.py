@@ -9,20 +9,22 @@ from typing import Any
 
 import msgspec
 
-from delivery.events import EdgeEvent
+from delivery.events import AppDevice, EdgeEvent
 from delivery.pinterest import normalize as norm
 from delivery.pinterest import numbers
-from delivery.pinterest.payload import Content, CustomData, Event, UserData
+from delivery.pinterest.currencies import ISO_4217
+from delivery.pinterest.payload import AppInfo, Content, CustomData, DeviceInfo, Event, UserData
 from delivery.pinterest.variants import DEFAULT_VARIANT, VARIANTS, Variant
 
 PAGE_EVENT = "page_visit"
 CUSTOM_EVENT = "custom"
-# Segment's e-commerce spec names -> Pinterest events. Matched ignoring case and surrounding
-# spaces ("order completed " is a checkout), as event_map keys are. Names with no Pinterest
-# counterpart (Cart Viewed, Checkout Step Viewed, Coupon Applied, ...) are custom.
-DEFAULT_EVENT_MAP: dict[str, str] = {
+WEB = "web"
+# The seed's table (Datafly Signal's "Event Mapping", with Segment's list and category views), as
+# signal-edge mapped before it took Pinterest's newer names: for deployments migrating from it
+# (event_names: "seed").
+SEED_EVENT_MAP: dict[str, str] = {
     "Product Added": "add_to_cart",
-    "Product Added to Wishlist": "add_to_cart",  # the seed's table (add_to_wishlist is not in it)
+    "Product Added to Wishlist": "add_to_cart",
     "Order Completed": "checkout",
     "Product Purchased": "checkout",
     "Checkout Started": "checkout",
@@ -33,19 +35,42 @@ DEFAULT_EVENT_MAP: dict[str, str] = {
     "Signed Up": "signup",
     "Lead Generated": "lead",
 }
+# Pinterest's current names (its API since 5.17 lists initiate_checkout, add_to_wishlist,
+# view_content, add_payment_info, subscribe and app_install), the default. Segment's
+# e-commerce spec names -> Pinterest events. A checkout that starts is not an order: mapped to
+# checkout, a shop following Segment's spec counted every order twice.
+CURRENT_EVENT_MAP: dict[str, str] = {
+    **SEED_EVENT_MAP,
+    "Product Added to Wishlist": "add_to_wishlist",
+    "Checkout Started": "initiate_checkout",
+    "Product Viewed": "view_content",
+    "Payment Info Entered": "add_payment_info",
+    "Subscription Created": "subscribe",
+    "Application Installed": "app_install",
+}
+EVENT_NAME_PROFILES: dict[str, dict[str, str]] = {"current": CURRENT_EVENT_MAP, "seed": SEED_EVENT_MAP}
+DEFAULT_PROFILE = "current"
+PROFILE_HELP = {
+    "current": "Pinterest's current event names: Checkout Started is initiate_checkout, Product Viewed "
+               "view_content, wishlists add_to_wishlist, Payment Info Entered add_payment_info, Subscription "
+               "Created subscribe, Application Installed app_install.",
+    "seed": "The seed's table, for a deployment migrating from it: Checkout Started is checkout (counted with "
+            "the order), Product Viewed view_category, wishlists add_to_cart; the newer events are custom.",
+}
 
 
 def name_key(name: str) -> str:
-    """How event names are compared: case and surrounding spaces do not matter."""
+    """How event names are compared: case and surrounding spaces do not matter. Names with no
+    Pinterest counterpart (Cart Viewed, Checkout Step Viewed, Coupon Applied, ...) are custom."""
     return name.strip().casefold()
 
 
-_DEFAULT_BY_KEY = {name_key(k): v for k, v in DEFAULT_EVENT_MAP.items()}
+_PROFILES_BY_KEY = {profile: {name_key(k): v for k, v in table.items()}
+                    for profile, table in EVENT_NAME_PROFILES.items()}
 # Event types Pinterest receives; identify and group only feed identity memory.
 DELIVERED_TYPES = frozenset({"page", "track"})
 NO_IDENTITY = "not sent: no em, no hashed_maids and not both IP address and User-Agent"
 LDP = "LDP"  # custom_data.opt_out_type: limited data processing
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 _LANGUAGE = re.compile(r"^([a-zA-Z]{2})(?:[-_].*)?$")
 
 
@@ -55,6 +80,7 @@ class Options(msgspec.Struct, frozen=True):
     variant: str = DEFAULT_VARIANT
     event_map: dict[str, str] = {}
     send_custom_event_name: bool = False
+    event_names: str = DEFAULT_PROFILE  # the standard table: a key of EVENT_NAME_PROFILES
 
     def __post_init__(self) -> None:
         msgspec.structs.force_setattr(self, "event_map", {name_key(k): v for k, v in self.event_map.items()})
@@ -62,6 +88,11 @@ class Options(msgspec.Struct, frozen=True):
     @property
     def variant_data(self) -> Variant:
         return VARIANTS[self.variant]
+
+    @property
+    def standard(self) -> dict[str, str]:
+        """The standard table of this profile, by name_key."""
+        return _PROFILES_BY_KEY[self.event_names]
 
 
 class Mapped(msgspec.Struct, gc=False):
@@ -72,13 +103,13 @@ class Mapped(msgspec.Struct, gc=False):
 
 def event_name(ev: EdgeEvent, options: Options) -> str:
     """The Pinterest event name for `ev` (custom when nothing maps it): the integration's
-    event_map, then the variant's rows, then the default table."""
+    event_map, then the variant's rows, then the standard table of its profile."""
     key = "page" if ev.type == "page" else name_key(ev.name or "")
     if key in options.event_map:
         return options.event_map[key]
     if ev.type == "page":
         return PAGE_EVENT
-    return options.variant_data.mappings.get(key) or _DEFAULT_BY_KEY.get(key) or CUSTOM_EVENT
+    return options.variant_data.mappings.get(key) or options.standard.get(key) or CUSTOM_EVENT
 
 
 def effective_mapping(options: Options, overrides: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -86,8 +117,8 @@ def effective_mapping(options: Options, overrides: dict[str, str]) -> list[tuple
     for every name the integration maps, in the order event_name() looks them up last to first.
     `overrides` are the integration's event_map as written (Options holds it by name_key)."""
     rows: dict[str, tuple[str, str, str]] = {"page": ("page (any page view)", PAGE_EVENT, "standard")}
-    for origin, table in (("standard", DEFAULT_EVENT_MAP), ("variant", options.variant_data.extra_mappings),
-                          ("override", overrides)):
+    for origin, table in (("standard", EVENT_NAME_PROFILES[options.event_names]),
+                          ("variant", options.variant_data.extra_mappings), ("override", overrides)):
         for name, event in table.items():
             rows[name_key(name)] = (name, event, origin)
     return list(rows.values())
@@ -109,9 +140,30 @@ def map_event(ev: EdgeEvent, options: Options) -> Mapped:
     if ev.ldp:  # limited data processing under a US state privacy law
         custom = msgspec.structs.replace(custom or CustomData(), opt_out_type=LDP)
     # Positional arguments, in Event's field order: this runs for every event delivered.
-    event = Event(name, "web", int(ev.event_time), ev.message_id, user_data, ev.page_url or None, custom,
-                  _language(ev.locale), None, True if ev.opt_out else None)
+    event = Event(name, ev.action_source or WEB, int(ev.event_time), ev.message_id, user_data, ev.page_url or None,
+                  custom, _language(ev.locale), None, True if ev.opt_out else None)
+    if ev.app is not None:
+        event = _with_app(event, ev.app)
     return Mapped(event, None, warnings)
+
+
+_OS_FAMILY = {"app_ios": "ios", "app_android": "android"}
+
+
+def _with_app(event: Event, app: AppDevice) -> Event:
+    """An app event with Pinterest's app and device fields: the top-level ones its schema lists,
+    and the same in app_info / device_info (which also take the package name and OS family)."""
+    brand = app.manufacturer
+    app_info = AppInfo(app.name, app.namespace, app.version)
+    device_info = DeviceInfo(brand, app.carrier, app.model, "wifi" if app.wifi else None,
+                             _OS_FAMILY[event.action_source], app.os_version, app.device_type)
+    return msgspec.structs.replace(
+        event, app_name=app.name, app_version=app.version, device_brand=brand, device_carrier=app.carrier,
+        device_model=app.model, device_type=app.device_type, os_version=app.os_version, wifi=app.wifi,
+        app_info=app_info if app_info != _NO_APP_INFO else None, device_info=device_info)
+
+
+_NO_APP_INFO = AppInfo()
 
 
 @lru_cache(maxsize=65536)
@@ -210,28 +262,33 @@ def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> Custom
     contents: list[Content] = []
     ids: list[str] = []
     num_items = content_name = content_category = content_brand = search_string = None
-    if "products" in enrich:
-        products, single = _products(props)
+    products, single = _products(props)
+    if single and "products" not in enrich:
+        products = []
+    if products:
+        # A variant without product enrichment (media) still takes an order's value and its
+        # item count from its products; only the product fields are left out (below).
         contents = [_content(p, None if single else i, warnings) for i, p in enumerate(products)]
-        if contents:
-            num_items = 0
-            for c in contents:
-                if c.id:
-                    ids.append(c.id)
-                num_items += c.quantity or 0
-            if not numbers.INT64_MIN <= num_items <= numbers.INT64_MAX:
-                warnings.append("num_items left out: the sum of the quantities is out of range (int64)")
-                num_items = None
-            if single:
-                content_name, content_category, content_brand = _text(get("name")), _text(get("category")), _text(get("brand"))
+        num_items = 0
+        for c in contents:
+            if c.id:
+                ids.append(c.id)
+            num_items += c.quantity or 0
+        if not numbers.INT64_MIN <= num_items <= numbers.INT64_MAX:
+            warnings.append("num_items left out: the sum of the quantities is out of range (int64)")
+            num_items = None
+        if single:
+            content_name, content_category, content_brand = _text(get("name")), _text(get("category")), _text(get("brand"))
 
     value = _value(props, contents, warnings)
+    if "products" not in enrich:
+        contents, ids = [], []
     currency = get("currency")
     if currency is not None:
         currency = _text(currency)
         if currency:
             currency = currency.upper()
-            if not _CURRENCY.match(currency):
+            if currency not in ISO_4217:
                 warnings.append("currency left out: not an ISO-4217 code")
                 currency = None
     order_id = get("order_id")
@@ -250,7 +307,7 @@ def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> Custom
         if content_category is None:
             content_category = _text(get("category")) or _text(get("section"))
 
-    if not (value or currency or order_id or contents or content_name or content_category or content_brand
+    if not (value or currency or order_id or contents or num_items or content_name or content_category or content_brand
             or search_string):
         return None
     # Positional arguments, in CustomData's field order (this runs for every event).
@@ -261,8 +318,8 @@ def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> Custom
 def _value(props: dict[str, Any], contents: list[Content], warnings: list[str]) -> str | None:
     for key in ("value", "total", "revenue"):
         amount = props.get(key)
-        if amount is None:
-            continue
+        if amount is None or (type(amount) is str and not amount.strip()):
+            continue  # empty: the next key may hold the amount
         try:
             return numbers.money(amount)
         except ValueError as exc:

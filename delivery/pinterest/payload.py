@@ -68,6 +68,27 @@ class CustomData(msgspec.Struct, omit_defaults=True, gc=False):
     custom_event_name: str | None = None
 
 
+class AppInfo(msgspec.Struct, omit_defaults=True, gc=False):
+    """`app_info` (ConversionEventAppInfo): the app an app event happened in."""
+
+    app_name: str | None = None  # at most 200 characters
+    app_package_name: str | None = None  # at most 200
+    app_version: str | None = None  # at most 100
+
+
+class DeviceInfo(msgspec.Struct, omit_defaults=True, gc=False):
+    """`device_info` (ConversionEventDeviceInfo): the device of an app event. Strings at most
+    100 characters; os_family and network_type are enums in the schema."""
+
+    brand: str | None = None
+    carrier: str | None = None
+    model: str | None = None
+    network_type: str | None = None  # wifi | cellular_2g ... | ethernet | unknown
+    os_family: str | None = None  # ios | android | ...
+    os_version: str | None = None
+    type: str | None = None
+
+
 class Event(msgspec.Struct, omit_defaults=True, gc=False):
     event_name: str
     action_source: str
@@ -79,6 +100,18 @@ class Event(msgspec.Struct, omit_defaults=True, gc=False):
     language: str | None = None
     partner_name: str | None = None
     opt_out: bool | None = None  # the person opted out of tracking (sent only when true)
+    # App events (action_source app_android / app_ios): the schema's top-level fields, and the
+    # newer app_info / device_info objects that carry the same and a little more.
+    app_name: str | None = None
+    app_version: str | None = None
+    device_brand: str | None = None
+    device_carrier: str | None = None
+    device_model: str | None = None
+    device_type: str | None = None
+    os_version: str | None = None
+    wifi: bool | None = None
+    app_info: AppInfo | None = None
+    device_info: DeviceInfo | None = None
 
 
 class EventsRequest(msgspec.Struct, gc=False):

@@ -10,7 +10,9 @@ It is a plain ASGI application (delivery/ imports no web framework) that behaves
   per-event results) when some events failed;
 - fails events older than 7 days, as Pinterest does;
 - plays scripted faults (status codes, Retry-After, delays, poisoned event ids, a
-  requests-per-second limit) and records every request and event with timestamps.
+  requests-per-second limit) and records every request and event with timestamps;
+- serves `GET /v5/ad_accounts/{ad_account_id}/conversion_eqs`, the Event Quality Score of
+  what it received (sandbox_eqs.py), to tokens with ads:read.
 
 Control endpoints under `/_sandbox/` let another process script and inspect it.
 """
@@ -34,9 +36,11 @@ import fastjsonschema
 import jsonschema
 
 from delivery.pinterest.payload import ACTION_SOURCES, EVENT_NAMES
+from delivery.pinterest.sandbox_eqs import INGESTION_SOURCES, LOOKBACK_SECONDS, SOURCE_PLATFORMS, conversion_eqs
 
 SCHEMA = json.loads(resources.files("delivery.pinterest").joinpath("schema/conversion-events.schema.json").read_text())
 _EVENTS_PATH = re.compile(r"^/v5/ad_accounts/([^/]+)/events/?$")
+_EQS_PATH = re.compile(r"^/v5/ad_accounts/([^/]+)/conversion_eqs/?$")
 MAX_AGE_SECONDS = 7 * 24 * 3600
 WELL_FORMED_TOKEN = re.compile(r"(?:pina|ct)_\S{3,}")
 REFRESH_TOKEN_SECONDS = 60 * 24 * 3600  # a continuous refresh token lives 60 days
@@ -192,6 +196,8 @@ class SandboxState:
     rate_limit_per_second: int | None = None
     received: list[Recorded] = field(default_factory=list)
     requests: list[RequestLog] = field(default_factory=list)
+    tag_event_ids: dict[str, set[str]] = field(default_factory=dict)  # ad account -> ids a Pinterest Tag sent
+    eqs_reads: int = 0  # GET conversion_eqs answered (any status)
 
 
 class Sandbox:
@@ -219,6 +225,11 @@ class Sandbox:
         """A refresh token for `app_id`, as if someone had connected (tests hand it out)."""
         with self.lock:
             return self._issue_refresh(app_id, time.time())
+
+    def add_tag_events(self, ad_account_id: str, event_ids) -> None:
+        """Event ids a Pinterest Tag on the site sent too: the EQS reports their overlap."""
+        with self.lock:
+            self.state.tag_event_ids.setdefault(ad_account_id, set()).update(event_ids)
 
     def remove_token(self, token: str) -> None:
         with self.lock:
@@ -252,6 +263,7 @@ class Sandbox:
             self.state.poison_event_ids.clear()
             self.state.failing_event_ids.clear()
             self.state.rate_limit_per_second = None
+            self.state.tag_event_ids.clear()
 
     # --- ASGI -------------------------------------------------------------------------
 
@@ -296,6 +308,9 @@ class Sandbox:
             return self._control(path, method, body)
         if path == "/" and method == "GET":
             return 200, self._html(), []
+        eqs = _EQS_PATH.match(path)
+        if eqs and method == "GET":
+            return self._conversion_eqs(scope, eqs.group(1))
         match = _EVENTS_PATH.match(path)
         if not match:
             return 404, {"code": 404, "message": "Not found."}, []
@@ -364,10 +379,46 @@ class Sandbox:
             return 200, body, len(events)
         return 422, {"code": 4197, "message": "Not all events were successfully processed.", "details": body}, len(events)
 
+    def _conversion_eqs(self, scope, ad_account_id: str):
+        """GET conversion_eqs: the Event Quality Score of what this sandbox received (sandbox_eqs.py),
+        behind Pinterest's checks: a live token with ads:read and access to the ad account."""
+        now = time.time()
+        with self.lock:
+            self.state.eqs_reads += 1
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        auth = headers.get("authorization", "")
+        info = self._live_token(auth[7:].strip() if auth.lower().startswith("bearer ") else "", now)
+        if info is None:
+            return 401, {"code": 2, "message": "Authentication failed."}, []
+        if not re.fullmatch(r"\d{1,18}", ad_account_id):
+            return 400, {"code": 1, "message": f"Invalid ad_account_id: '{ad_account_id[:40]}' must be digits."}, []
+        if "ads:read" not in info.scopes or (info.ad_accounts is not None and ad_account_id not in info.ad_accounts):
+            return 403, {"code": 29, "message": "You are not permitted to access that resource."}, []
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        lookback, platform = query.get("lookback_period"), query.get("source_platform")
+        problems = []
+        if lookback not in LOOKBACK_SECONDS:
+            problems.append(f"lookback_period: '{(lookback or '')[:40]}' is not one of 1d, 14d (required)")
+        if platform is not None and platform not in SOURCE_PLATFORMS:
+            problems.append(f"source_platform: '{platform[:40]}' is not a source platform")
+        ingestion = query.get("ingestion_source")
+        if ingestion is not None and ingestion not in INGESTION_SOURCES:
+            problems.append(f"ingestion_source: '{ingestion[:40]}' is not an ingestion source")
+        if problems:
+            return 400, {"code": 1, "message": "Invalid parameters: " + "; ".join(problems)}, []
+        if ingestion not in (None, "CONVERSIONS_API"):
+            return 200, [], []  # this sandbox only receives through the Conversions API
+        with self.lock:
+            events = [(r.at, r.event) for r in self.state.received if r.ad_account_id == ad_account_id and not r.test]
+            tag_ids = set(self.state.tag_event_ids.get(ad_account_id, ()))
+        return 200, conversion_eqs(events, tag_ids, lookback, platform, now), []
+
     def _live_token(self, token: str, now: float) -> Token | None:
         state = self.state
         welcome = (state.accept_any_token and token) or (state.demo and WELL_FORMED_TOKEN.fullmatch(token))
-        info = state.tokens.get(token) or (Token() if welcome else None)
+        # A welcome access token can read (ads:read) as well as send; a conversion token only sends.
+        scopes = {"ads:write"} if token.startswith("ct_") else {"ads:read", "ads:write"}
+        info = state.tokens.get(token) or (Token(frozenset(scopes)) if welcome else None)
         if info is not None and info.expires_at is not None and info.expires_at <= now:
             return None  # an access token that has run out
         return info
@@ -498,6 +549,9 @@ class Sandbox:
         if name == "oauth" and method == "GET":
             with self.lock:
                 return 200, {"refreshes": self.state.refreshes, "refused_refreshes": self.state.refused_refreshes}, []
+        if name == "tag-events" and method == "POST":
+            self.add_tag_events(str(data["ad_account_id"]), [str(i) for i in data.get("event_ids", [])])
+            return 200, {"ok": True}, []
         if name == "tokens" and method == "POST":
             self.add_token(data["token"], data.get("scopes", ["ads:write"]), data.get("ad_accounts"))
             return 200, {"ok": True}, []

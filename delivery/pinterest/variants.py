@@ -3,7 +3,8 @@
 A variant names its priority events (flushed without waiting for a full batch, sent
 first when the rate limit binds), extra event mappings for its vertical, and which
 enrichments it fills in `custom_data`:
-  products  content_ids, contents, num_items and single-product content fields
+  products  content_ids, contents and single-product content fields (an order's value and
+            num_items come from its products in every variant)
   search    search_string from `query` (travel also from `destination`)
   content   content_name / content_category for content engagement (titles, sections)
 """
@@ -59,11 +60,14 @@ VARIANTS: dict[str, Variant] = {
             use_case="E-commerce / Shopping campaigns",
             description="E-commerce focused with checkout, add-to-cart, and product catalog "
             "events for Shopping campaigns.",
-            priority_events=("checkout", "add_to_cart", "page_visit", "search", "view_category"),
+            # The seed's list, and the current names of the events it covered: Checkout
+            # Started (initiate_checkout), Product Viewed (view_content), wishlists.
+            priority_events=("checkout", "initiate_checkout", "add_to_cart", "add_to_wishlist", "page_visit", "search",
+                             "view_category", "view_content"),
             extra_mappings={
                 "Product List Filtered": "view_category",
-                # Pinterest's own event for it; in the other variants it stays custom rather than
-                # counting a second checkout for one order.
+                # Pinterest's own event for it, under the seed's names too (the seed's table has no
+                # row for it: elsewhere it stays custom rather than count a second checkout).
                 "Payment Info Entered": "add_payment_info",
             },
             enrich=("products", "search"),
@@ -73,7 +77,9 @@ VARIANTS: dict[str, Variant] = {
             label="Travel",
             use_case="Travel and hospitality",
             description="Search, booking, and destination events for travel-related campaigns.",
-            priority_events=("search", "page_visit", "checkout", "lead", "custom"),
+            # custom is a priority here: so are the events the seed's names left custom
+            priority_events=("search", "page_visit", "checkout", "initiate_checkout", "lead", "custom",
+                             "add_payment_info", "subscribe", "app_install"),
             extra_mappings={
                 "Booking Completed": "checkout",
                 "Destination Searched": "search",
@@ -86,7 +92,9 @@ VARIANTS: dict[str, Variant] = {
             label="Media",
             use_case="Media, publishing, subscriptions",
             description="Sign-up, lead, and content engagement events for awareness campaigns.",
-            priority_events=("signup", "lead", "page_visit", "watch_video", "custom"),
+            # custom is a priority here: so are the events the seed's names left custom
+            priority_events=("signup", "lead", "subscribe", "page_visit", "watch_video", "custom",
+                             "add_payment_info", "app_install"),
             extra_mappings={
                 "Video Playback Started": "watch_video",
                 "Video Content Playing": "watch_video",

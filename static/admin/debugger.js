@@ -34,6 +34,7 @@ function show(record, button) {
     el("p", {}, "Received ", when(record.at)),
     record.message ? el("p", { class: record.status === "failed" ? "problem" : "help", text: record.message }) : null,
     ...(record.warnings || []).map((w) => el("p", { class: "help", text: `Warning: ${w}` })),
+    ...(record.incoming?.notes || []).map((n) => el("p", { class: "help", text: `Note: ${n}` })),
     ...block("Incoming event (PII hashed)", record.incoming), ...block("Pinterest payload", record.payload));
   document.getElementById("detail-h").focus();
 }

@@ -2,6 +2,7 @@
 // overrides, "what would this event become?", dead letters, edit and delete.
 import { api, clearErrors, el, say, showError, table } from "./api.js";
 import { deadLetters } from "./dead-letters.js";
+import { eventQuality } from "./event-quality.js";
 
 const id = document.getElementById("send-test").dataset.integration;
 const result = document.getElementById("test-result");
@@ -72,6 +73,7 @@ async function mapping() {
   const priority = m.priority_events === null ? "every event (this variant sends each one at once)"
     : m.priority_events.join(", ");
   document.getElementById("mapping").replaceChildren(
+    el("p", { id: "event-names-in-effect" }, el("strong", { text: `Event names: ${m.event_names}. ` }), m.event_names_help),
     el("p", {}, el("strong", { text: "Priority events: " }), priority,
       el("span", { class: "help", text: " (sent without waiting for a full batch, first when the rate limit binds)" })),
     table("In effect", ["Your event", "Pinterest event", "From", "Priority"], [...m.rows, m.otherwise].map((r) =>
@@ -92,7 +94,8 @@ mappingForm.addEventListener("submit", async (event) => {
     if (name) event_map[name] = row.querySelector("select").value;
   }
   try {
-    await api("PATCH", `/integrations/${id}`, { config: { event_map, send_custom_event_name: mappingForm.send_custom_event_name.checked } });
+    await api("PATCH", `/integrations/${id}`, { config: {
+      event_map, event_names: mappingForm.event_names.value, send_custom_event_name: mappingForm.send_custom_event_name.checked } });
     say("Mapping saved.");
     await mapping();
   } catch (err) {
@@ -115,7 +118,8 @@ previewForm.addEventListener("submit", async (event) => {
     const p = await api("POST", `/integrations/${id}/preview`, body);
     const block = (title, value) => [el("h3", { text: title }), el("pre", { tabindex: "0", text: JSON.stringify(value, null, 2) })];
     out.replaceChildren(
-      p.sent ? el("p", {}, "Pinterest would receive ", el("code", { text: p.pinterest_event }), ".")
+      p.sent ? el("p", {}, "Pinterest would receive ", el("code", { text: p.pinterest_event }),
+        ` (event names: ${p.event_names}).`)
         : el("p", { class: "problem", text: p.reason }),
       ...p.warnings.map((w) => el("p", { class: "warning-text", text: `Left out: ${w}` })),
       ...p.schema_errors.map((w) => el("p", { class: "problem", text: `Pinterest's schema: ${w}` })),
@@ -176,5 +180,6 @@ document.getElementById("delete-integration").addEventListener("click", async ()
 });
 
 matchQuality();
+eventQuality(document.getElementById("event-quality"), document.getElementById("eqs-refresh"));
 mapping();
 deadLetters(document.getElementById("dead-letters"));
