@@ -8,6 +8,7 @@ import os
 import sys
 
 from collector.settings import SettingsError, load_settings
+from collector.version import version
 
 
 def _database(parser: argparse.ArgumentParser, default_db: str = "./signal-edge.db") -> None:
@@ -26,6 +27,7 @@ def _common(parser: argparse.ArgumentParser, default_db: str = "./signal-edge.db
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="signal-edge", description="First-party server-side tag for Pinterest.")
+    p.add_argument("--version", action="version", version=f"signal-edge {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the edge, the admin API and the delivery loop")
     _common(serve)
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from collector.runtime import StartupError, configure_logging, run
     from delivery.store import StorageUnusable
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve" and settings.workers > 1:
             from collector.workers import serve_workers

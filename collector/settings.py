@@ -13,6 +13,13 @@ from delivery.retry import DEFAULT_DELAYS
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
 
 
+def default_static_dir() -> str:
+    """The tag and the admin UI's assets: package data of an installed signal-edge (setup.py puts
+    them in collector/static/), else static/ at the top of the checkout."""
+    installed = Path(__file__).resolve().parent / "static"
+    return str(installed if installed.is_dir() else installed.parent.parent / "static")
+
+
 class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -32,6 +39,8 @@ class Settings(msgspec.Struct, kw_only=True):
     admin_public_url: str | None = None  # how browsers reach the admin app (the OAuth redirect's base)
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     log_level: str = "info"
+    log_format: str = "text"  # text | json: one JSON object per line
+    access_log: bool = False  # a log line per request
     # Tuning, from the environment only.
     flush_interval: float = 1.0
     batch_size: int = 1000  # events per request to Pinterest (Pinterest's maximum)
@@ -42,7 +51,7 @@ class Settings(msgspec.Struct, kw_only=True):
     auth_recheck: float = 600.0
     shutdown_grace: float = 5.0
     db_synchronous: str = "FULL"
-    static_dir: str = str(Path(__file__).resolve().parent.parent / "static")
+    static_dir: str = msgspec.field(default_factory=default_static_dir)
     public_url: str | None = None  # where browsers reach the edge (https://data.example.com)
     max_connections: int | None = None  # the edge's open connections; default: from the file limit
     head_timeout: float = 10.0  # seconds for a request's line and headers to arrive
@@ -92,6 +101,8 @@ _ENV = {
     "SIGNAL_ADMIN_PUBLIC_URL": "admin_public_url",
     "SIGNAL_TRUSTED_PROXIES": "trusted_proxies",
     "SIGNAL_LOG_LEVEL": "log_level",
+    "SIGNAL_LOG_FORMAT": "log_format",
+    "SIGNAL_ACCESS_LOG": "access_log",
     "SIGNAL_FLUSH_INTERVAL": "flush_interval",
     "SIGNAL_BATCH_SIZE": "batch_size",
     "SIGNAL_MAX_IN_FLIGHT": "max_in_flight",
@@ -154,6 +165,8 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
                             "SIGNAL_DATABASE_URL (or --database-url) to run several processes or nodes")
     if settings.identity_retention_days <= 0:
         raise SettingsError("setting SIGNAL_IDENTITY_RETENTION_DAYS: more than 0")
+    if settings.log_format not in ("text", "json"):
+        raise SettingsError("setting SIGNAL_LOG_FORMAT: text or json")
     if settings.db_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise SettingsError("setting SIGNAL_DB_SYNCHRONOUS: use NORMAL, FULL or EXTRA")
     return settings

@@ -15,6 +15,7 @@ from collections import Counter
 import httpx
 import msgspec
 
+from delivery import logcontext
 from delivery.config import Health, Integration, Source, consent_allows
 from delivery.debugger import DebugHub
 from delivery.events import EdgeEvent, event_decoder, event_view
@@ -422,6 +423,7 @@ class IntegrationWorker:
     async def run(self) -> None:
         """Until the integration is disabled or deleted. A failure of a step (a storage fault,
         a bug) is logged in one line and retried with backoff: it never ends delivery."""
+        logcontext.bind(integration=self.id)  # every line this worker and its batches log names it
         failures = 0
         try:
             while True:

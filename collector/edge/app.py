@@ -194,6 +194,7 @@ class Edge:
         self.tag = TagFile(services.settings.static_dir)
         self.buckets: dict[str, TokenBucket] = {}
         self.clients = ClientBuckets()
+        self.tag_source = services.settings.access_log  # the access log names each request's source
         # source -> its enabled integrations, and the ids of its disabled ones
         self._routes: dict[str, tuple[list[Target], list[str]]] = {}
         services.store.subscribe(lambda kind, object_id: self._routes.clear())
@@ -292,6 +293,8 @@ class Edge:
                 body = text.repair_surrogates(body)
             key, events, sent_at, reset = self.envelope(body, implied, headers)
             source, trusted = self.source_for(key)
+            if self.tag_source:
+                scope["signal_edge.source"] = source.id
             if trusted and origin:
                 raise HttpError(403, "server_key_from_browser",
                                 "a server key (sk_...) is for the site's own servers and is refused from browsers; "
