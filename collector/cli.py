@@ -8,7 +8,7 @@ import os
 import sys
 
 from collector.settings import SettingsError, load_settings
-from collector.version import version
+from delivery.version import version
 
 
 def _database(parser: argparse.ArgumentParser, default_db: str = "./signal-edge.db") -> None:
@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     rekey = sub.add_parser("rotate-secret-key", help="encrypt the stored tokens with a new secret key "
                            "(stop signal-edge first)")
     _database(rekey)
+    backup = sub.add_parser("backup", help="copy the SQLite database, online and consistent, to a new 0600 file")
+    backup.add_argument("--to", dest="backup_to", required=True, help="the backup file to write (must not exist)")
+    backup.add_argument("--db", help="SQLite file (default ./signal-edge.db; SIGNAL_DB)")
     copy = sub.add_parser("copy", help="copy a SQLite deployment into PostgreSQL, losing nothing (stop it first)")
     copy.add_argument("--from", dest="source", required=True, help="the SQLite file")
     copy.add_argument("--to", dest="target", required=True, help="postgresql://user:password@host:port/db")
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             settings.reuse_port = args.reuse_port
             return _run(run(settings))
+        if args.command == "backup":
+            return _backup(settings, args.backup_to)
         if args.command == "copy":
             from collector.copy import copy_deployment
 
@@ -110,6 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _backup(settings, target: str) -> int:
+    from pathlib import Path
+
+    from collector.backup import BackupError, backup
+
+    try:
+        print(backup(settings, Path(target)))
+    except BackupError as exc:
+        print(f"signal-edge backup: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _admin_token(settings, rotate: bool) -> int:
