@@ -130,7 +130,9 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
 
     await services.delivery.start()
     background = [asyncio.create_task(services.lag.run()), asyncio.create_task(services.activity.run()),
-                  asyncio.create_task(retention.run(services.store, settings.retention_interval))]
+                  asyncio.create_task(services.alerts.run()),
+                  asyncio.create_task(retention.run(services.store, services.queue, retention_policy(settings),
+                                                    settings.retention_interval))]
     if not in_process:
         tune_gc()
     running = []  # (listener, server, its task)
@@ -160,6 +162,14 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
     await _stop([r for r in running if r[0].after_delivery])
     log.info("stopped; %d events stay queued on disk for the next start", services.queue.depth())
     return 0
+
+
+def retention_policy(settings: Settings) -> retention.Retention:
+    day = retention.DAY
+    return retention.Retention(debug=settings.debug_retention_days * day,
+                               dead_letters=settings.dead_letter_retention_days * day,
+                               audit=settings.audit_retention_days * day,
+                               volume=settings.alert_drop_baseline + settings.alert_drop_window)
 
 
 def tune_gc() -> None:

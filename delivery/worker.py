@@ -16,6 +16,7 @@ import httpx
 import msgspec
 
 from delivery import logcontext
+from delivery.alerts import Volume
 from delivery.config import Health, Integration, Source, consent_allows
 from delivery.debugger import DebugHub
 from delivery.events import EdgeEvent, event_decoder, event_view
@@ -142,6 +143,7 @@ class DeliveryService:
         self.loop_failures: Counter[str] = Counter()  # worker loop faults (storage), per integration
         self.stopping = False
         self._tasks: set[asyncio.Task] = set()
+        self.volume = Volume()  # events read, by type and arrival: the alert service takes the counts
 
     async def start(self) -> None:
         released = await self.queue.recover(time.time())
@@ -603,6 +605,7 @@ class IntegrationWorker:
             s.dead.append((item.id, "not sent: the queued event could not be read"))
             job.record(item, None, "failed", "the queued event could not be read")
             return None
+        self.service.volume.add(self.id, ev.type, ev.name, ev.received_at)  # the silent-drop alert's counts
         if ev.type not in DELIVERED_TYPES:
             s.filtered.append(item.id)
             job.record(item, ev, "skipped", f"{ev.type} calls are not sent to Pinterest")

@@ -450,14 +450,20 @@ class Edge:
             if changed is not None:
                 stored = remember = changed
 
+        suppressed = 0
+        if self.s.store.suppressions:  # an erased person's new events: none while nobody was erased
+            events, suppressed = self.unsuppressed(source, events, received_at)
+            if suppressed:
+                remember = None
         if rejected:
             self.count_rejected(source, rejected)
-        if not events:
+        if not events and not suppressed:
             first = rejected[0]
             status = 413 if first.code == "event_too_large" else 400
             return HttpError(status, first.code, first.message, rejected=rejected).answer(cors)
 
-        await self.commit(source, events, anonymous_id, remember)
+        if events:
+            await self.commit(source, events, anonymous_id, remember)
         self.s.activity.received(source.id, received_at)
         for ev in reversed(events):  # the newest click id is the one to remember
             if ev.click_id:
@@ -465,7 +471,16 @@ class Edge:
                     new_cookies[ei.EPIK] = ev.click_id
                 break
         extra = cors + self.cookies(peer, scope["scheme"], headers, source, new_cookies)
-        return 200, encoder.encode(Accepted(True, len(events), rejected)), extra
+        return 200, encoder.encode(Accepted(True, len(events) + suppressed, rejected)), extra
+
+    def unsuppressed(self, source: Source, events: list[EdgeEvent], now: float) -> tuple[list[EdgeEvent], int]:
+        """The events that are no erased person's (README: Erasure); the others are dropped, and
+        counted for the source page. The browser is answered as for any accepted event."""
+        kept = [ev for ev in events if not self.s.store.suppressions.suppressed(ev, now)]
+        dropped = len(events) - len(kept)
+        if dropped:
+            self.s.activity.record(source.id, "suppressed", "events of an erased person, dropped", dropped)
+        return kept, dropped
 
     def count_rejected(self, source: Source, rejected: list[Rejected]) -> None:
         by_code: dict[str, list[Rejected]] = {}

@@ -119,6 +119,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX identities_updated ON identities (updated_at);
     """,
+    # 4: run as a service (issue 27): erasure's suppressions (keyed digests, never the person's
+    # hashes), alert destinations, open incidents and their history, events per integration, type and time bucket
+    """
+    CREATE TABLE suppressions (key text PRIMARY KEY, until double precision NOT NULL);
+    CREATE TABLE alert_destinations (id text PRIMARY KEY, body bytea NOT NULL);
+    CREATE TABLE alert_incidents (key text PRIMARY KEY, body bytea NOT NULL);
+    CREATE TABLE alert_history (id bigserial PRIMARY KEY, at double precision NOT NULL, body bytea NOT NULL);
+    CREATE TABLE event_volume (
+        topic text NOT NULL,
+        event text NOT NULL,
+        bucket double precision NOT NULL,
+        count bigint NOT NULL,
+        PRIMARY KEY (topic, event, bucket)
+    );
+    CREATE INDEX event_volume_bucket ON event_volume (bucket);
+    """,
 )
 
 

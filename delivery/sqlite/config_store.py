@@ -18,7 +18,7 @@ from delivery.snapshot import (
     identity_decoder,
     source_activity,
 )
-from delivery.sqlite.db import Database
+from delivery.sqlite.db import VACUUM_META, Database
 from delivery.store import AdminSession, AuditEntry, DebugRecord, Refusal, SourceActivity, StoredIdentity
 
 _UPSERT_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
@@ -172,6 +172,46 @@ class SqliteConfigStore(SnapshotStore):
             "ORDER BY id DESC LIMIT ?", (before_id or 2**62, limit)).fetchall())
         return [audit_entry(*row) for row in rows]
 
+    async def _prune(self, kind: str, before: float, limit: int) -> int:
+        return await self.db.run(lambda c: c.execute(_PRUNE[kind], (before, limit)).rowcount)
+
+    # --- erasure and suppression ------------------------------------------------------------
+
+    async def _read_suppressions(self, now: float) -> list[tuple[str, float]]:
+        return await self.db.run(lambda c: c.execute("SELECT key, until FROM suppressions WHERE until > ?",
+                                                     (now,)).fetchall())
+
+    async def _write_suppressions(self, rows: list[tuple[str, float]]) -> None:
+        await self.db.run(lambda c: c.executemany(
+            "INSERT INTO suppressions (key, until) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "until = max(until, excluded.until)", rows))
+
+    async def _erase_identities(self, match, after, limit: int):
+        def scan(conn: sqlite3.Connection):
+            rows = conn.execute("SELECT rowid, anonymous_id, user_id, identity FROM identities WHERE rowid > ? "
+                                "ORDER BY rowid LIMIT ?", (after or 0, limit)).fetchall()
+            gone = [row for row in rows if match(row[1], row[2], row[3])]
+            securely(conn, lambda c: c.executemany("DELETE FROM identities WHERE rowid = ?",
+                                                    [(row[0],) for row in gone]))
+            return [row[1:] for row in gone], (rows[-1][0] if len(rows) == limit else None)
+        return await self.db.run(scan)
+
+    async def _erase_debug(self, match, after, limit: int):
+        def scan(conn: sqlite3.Connection):
+            rows = conn.execute("SELECT id, record FROM debug_log WHERE id > ? ORDER BY id LIMIT ?",
+                                (after or 0, limit)).fetchall()
+            gone = [(row_id,) for row_id, record in rows if match(record)]
+            securely(conn, lambda c: c.executemany("DELETE FROM debug_log WHERE id = ?", gone))
+            return len(gone), (rows[-1][0] if len(rows) == limit else None)
+        return await self.db.run(scan)
+
+    async def erased(self) -> None:
+        """Content deleted before the erasure (an event of the person's delivered last week, an
+        identity updated since) may still sit in free pages: the file is rewritten (VACUUM) when
+        the server stops cleanly, or at the next start after an unclean stop."""
+        await self.set_meta(VACUUM_META, "1")
+        self.db.vacuum_pending = True
+
     async def _write_debug(self, rows: list[tuple], keep: int | None) -> None:
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT INTO debug_log (at, source_id, topic, event_id, status, record) "
@@ -190,6 +230,26 @@ class SqliteConfigStore(SnapshotStore):
             f"SELECT id, at, source_id, topic, event_id, status, record FROM debug_log "
             f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall())
         return [debug_record(*row) for row in rows]
+
+
+# Retention: the oldest records first. Tables whose rows come in time order are read in id order,
+# `limit` rows a statement whatever their size (a look for expired rows never scans the table).
+_PRUNE = {
+    "debug": "DELETE FROM debug_log WHERE id IN (SELECT id FROM debug_log ORDER BY id LIMIT ?2) AND at < ?1",
+    "audit": "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log ORDER BY id LIMIT ?2) AND at < ?1",
+    "alerts": "DELETE FROM alert_history WHERE id IN (SELECT id FROM alert_history ORDER BY id LIMIT ?2) AND at < ?1",
+    "volume": "DELETE FROM event_volume WHERE rowid IN (SELECT rowid FROM event_volume WHERE bucket < ?1 LIMIT ?2)",
+    "suppressions": "DELETE FROM suppressions WHERE rowid IN (SELECT rowid FROM suppressions WHERE until < ?1 LIMIT ?2)",
+}
+
+
+def securely(conn: sqlite3.Connection, work):
+    """`work(conn)` with deleted content overwritten by zeros (an erasure's deletes)."""
+    conn.execute("PRAGMA secure_delete=ON")
+    try:
+        return work(conn)
+    finally:
+        conn.execute("PRAGMA secure_delete=OFF")
 
 
 def _insert_audit(conn: sqlite3.Connection, row: AuditRow | None) -> None:
