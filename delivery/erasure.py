@@ -182,5 +182,4 @@ async def erase_person(store, queue, person: Person, topics: Iterable[str], supp
     for topic in topics:
         events += await queue.erase(topic, person.event_matches)
     records = await store.erase_debug(person)
-    await store.erased()
     return Erased(identities, events, records, suppress_until)

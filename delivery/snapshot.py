@@ -298,9 +298,6 @@ class SnapshotStore:
             if after is None:
                 return deleted
 
-    async def erased(self) -> None:
-        """An erasure is done: a backend that keeps freed pages clears them (SQLite)."""
-
     # --- what a backend writes ------------------------------------------------------------
 
     async def _load(self) -> tuple[list[bytes], list[bytes]]:

@@ -18,7 +18,7 @@ from delivery.snapshot import (
     identity_decoder,
     source_activity,
 )
-from delivery.sqlite.db import VACUUM_META, Database
+from delivery.sqlite.db import Database
 from delivery.store import AdminSession, AuditEntry, DebugRecord, Refusal, SourceActivity, StoredIdentity
 
 _UPSERT_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value"
@@ -85,11 +85,8 @@ class SqliteConfigStore(SnapshotStore):
         return await self.db.run(init)
 
     async def delete_meta(self, key: str) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
-            conn.execute("PRAGMA secure_delete=ON")  # the old value must not linger in a free page
-            conn.execute("DELETE FROM meta WHERE key=?", (key,))
-            conn.execute("PRAGMA secure_delete=OFF")  # the queue's deletes need not zero their pages
-        await self.db.run(delete)
+        # secure_delete is on (delivery/sqlite/db.py): the old value does not linger in a free page
+        await self.db.run(lambda c: c.execute("DELETE FROM meta WHERE key=?", (key,)))
 
     # --- identity memory ------------------------------------------------------------------
 
@@ -191,8 +188,7 @@ class SqliteConfigStore(SnapshotStore):
             rows = conn.execute("SELECT rowid, anonymous_id, user_id, identity FROM identities WHERE rowid > ? "
                                 "ORDER BY rowid LIMIT ?", (after or 0, limit)).fetchall()
             gone = [row for row in rows if match(row[1], row[2], row[3])]
-            securely(conn, lambda c: c.executemany("DELETE FROM identities WHERE rowid = ?",
-                                                    [(row[0],) for row in gone]))
+            conn.executemany("DELETE FROM identities WHERE rowid = ?", [(row[0],) for row in gone])
             return [row[1:] for row in gone], (rows[-1][0] if len(rows) == limit else None)
         return await self.db.run(scan)
 
@@ -201,16 +197,9 @@ class SqliteConfigStore(SnapshotStore):
             rows = conn.execute("SELECT id, record FROM debug_log WHERE id > ? ORDER BY id LIMIT ?",
                                 (after or 0, limit)).fetchall()
             gone = [(row_id,) for row_id, record in rows if match(record)]
-            securely(conn, lambda c: c.executemany("DELETE FROM debug_log WHERE id = ?", gone))
+            conn.executemany("DELETE FROM debug_log WHERE id = ?", gone)
             return len(gone), (rows[-1][0] if len(rows) == limit else None)
         return await self.db.run(scan)
-
-    async def erased(self) -> None:
-        """Content deleted before the erasure (an event of the person's delivered last week, an
-        identity updated since) may still sit in free pages: the file is rewritten (VACUUM) when
-        the server stops cleanly, or at the next start after an unclean stop."""
-        await self.set_meta(VACUUM_META, "1")
-        self.db.vacuum_pending = True
 
     async def _write_debug(self, rows: list[tuple], keep: int | None) -> None:
         def write(conn: sqlite3.Connection) -> None:
@@ -241,15 +230,6 @@ _PRUNE = {
     "volume": "DELETE FROM event_volume WHERE rowid IN (SELECT rowid FROM event_volume WHERE bucket < ?1 LIMIT ?2)",
     "suppressions": "DELETE FROM suppressions WHERE rowid IN (SELECT rowid FROM suppressions WHERE until < ?1 LIMIT ?2)",
 }
-
-
-def securely(conn: sqlite3.Connection, work):
-    """`work(conn)` with deleted content overwritten by zeros (an erasure's deletes)."""
-    conn.execute("PRAGMA secure_delete=ON")
-    try:
-        return work(conn)
-    finally:
-        conn.execute("PRAGMA secure_delete=OFF")
 
 
 def _insert_audit(conn: sqlite3.Connection, row: AuditRow | None) -> None:

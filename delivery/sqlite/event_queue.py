@@ -130,7 +130,7 @@ class SqliteEventQueue:
 
     async def erase(self, topic: str, matches, batch: int = 50) -> int:
         """Delete the events of `topic`, queued or dead-lettered, for which `matches(event bytes)`
-        is true, `batch` rows a statement, their content overwritten (secure_delete). A row of
+        is true, `batch` rows a statement (their content is overwritten: secure_delete). A row of
         several events is rewritten without them. A row leased by a request in flight keeps its
         size (the lease's item ids count on it): the events become ERASED, which delivery filters.
         Erased events are counted as filtered. Returns how many were erased."""
@@ -154,26 +154,22 @@ def _erase_queued(conn: sqlite3.Connection, topic: str, matches, after: int, bat
     rows = conn.execute("SELECT id, events, leased, payload FROM queue WHERE topic=? AND id>? ORDER BY id LIMIT ?",
                         (topic, after, batch)).fetchall()
     erased = left = 0  # erased; of them, those that left the queue now (not in flight)
-    conn.execute("PRAGMA secure_delete=ON")
-    try:
-        for row_id, events, leased, payload in rows:
-            parts = [payload] if events == 1 else payload.split(SEP)
-            hits = [matches(part) for part in parts]
-            if not any(hits):
-                continue
-            erased += sum(hits)
-            if leased:
-                conn.execute("UPDATE queue SET payload=? WHERE id=?",
-                             (SEP.join(ERASED if hit else part for part, hit in zip(parts, hits)), row_id))
-                continue
-            left += sum(hits)
-            kept = [part for part, hit in zip(parts, hits) if not hit]
-            if kept:
-                conn.execute("UPDATE queue SET payload=?, events=? WHERE id=?", (SEP.join(kept), len(kept), row_id))
-            else:
-                conn.execute("DELETE FROM queue WHERE id=?", (row_id,))
-    finally:
-        conn.execute("PRAGMA secure_delete=OFF")
+    for row_id, events, leased, payload in rows:
+        parts = [payload] if events == 1 else payload.split(SEP)
+        hits = [matches(part) for part in parts]
+        if not any(hits):
+            continue
+        erased += sum(hits)
+        if leased:
+            conn.execute("UPDATE queue SET payload=? WHERE id=?",
+                         (SEP.join(ERASED if hit else part for part, hit in zip(parts, hits)), row_id))
+            continue
+        left += sum(hits)
+        kept = [part for part, hit in zip(parts, hits) if not hit]
+        if kept:
+            conn.execute("UPDATE queue SET payload=?, events=? WHERE id=?", (SEP.join(kept), len(kept), row_id))
+        else:
+            conn.execute("DELETE FROM queue WHERE id=?", (row_id,))
     if left:
         conn.execute("UPDATE counters SET queued = queued - ?, filtered = filtered + ? WHERE topic=?",
                      (left, left, topic))
@@ -185,9 +181,7 @@ def _erase_dead(conn: sqlite3.Connection, topic: str, matches, after: int, batch
                         (topic, after, batch)).fetchall()
     gone = [(row_id,) for row_id, payload in rows if matches(payload)]
     if gone:
-        conn.execute("PRAGMA secure_delete=ON")
         conn.executemany("DELETE FROM dead_letters WHERE id=?", gone)
-        conn.execute("PRAGMA secure_delete=OFF")
         conn.execute("UPDATE counters SET dead_lettered = dead_lettered - ?, filtered = filtered + ? WHERE topic=?",
                      (len(gone), len(gone), topic))
     return len(gone), (rows[-1][0] if len(rows) == batch else None)
