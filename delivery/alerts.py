@@ -9,7 +9,7 @@ Every SIGNAL_ALERT_INTERVAL seconds the conditions are judged (`Rules`):
   requests failed;
 - `dead_letters`: an integration holds more than SIGNAL_ALERT_DEAD_LETTERS dead letters;
 - `silent_drop`: an event type's volume over the last SIGNAL_ALERT_DROP_WINDOW fell below
-  SIGNAL_ALERT_DROP_FRACTION of its own trailing baseline (the events delivery read, by the time
+  SIGNAL_ALERT_DROP_FRACTION of its own trailing baseline (the events delivery settled, by the time
   they arrived; judged only while the integration's queue is drained, so that a backlog is not a
   drop, and only for types the baseline expects at least SIGNAL_ALERT_DROP_MIN_EVENTS of).
 
@@ -103,9 +103,10 @@ class AlertRecord(msgspec.Struct, kw_only=True):
 # --- counting events for the silent-drop rule ------------------------------------------------
 
 class Volume:
-    """Events delivery read, per integration, event type and time bucket (by when they arrived).
-    Delivery calls `add` for each event it decodes; the alert service takes the counts to the
-    store every interval. Bounded: names come from strangers."""
+    """Events delivery settled (sent, filtered or dead-lettered: each once, however often it was
+    tried), per integration, event type and time bucket of their arrival. Counted in delivery, not
+    at the edge, whose per-event cost is the ingest benchmarks'; the alert service takes the counts
+    to the store every interval. Bounded: names come from strangers."""
 
     def __init__(self, bucket: float = 300.0) -> None:
         self.bucket = bucket
@@ -169,6 +170,7 @@ class AlertService:
         self.local: dict[str, Incident] = {}  # this node's storage incident
         self._progress: dict[str, list] = {}  # integration -> [delivered+filtered, seen at, failing since]
         self._unsaved: list[AlertRecord] = []  # history not stored yet (the storage failed)
+        self._saving = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._destinations: list[Destination] = []
         self._stopping = False
@@ -248,9 +250,9 @@ class AlertService:
             await self._flush_volume()
             await self.destinations()
             records += await self._judge_stored(now)
-            for record in [*self._unsaved, *records]:
+            pending, self._unsaved = [*self._unsaved, *records], []
+            for record in pending:  # one that fails to save goes back into _unsaved
                 await self._save(record)
-            self._unsaved.clear()
         else:
             self._unsaved += records
         for record in records:
@@ -315,7 +317,8 @@ class AlertService:
                 hold("dead_letters", iid, f"{named} holds {stats.dead_lettered} dead letters (more than "
                      f"{s.dead_letters}); replay or export them on its page")
             since = self._failing_since(iid, stats, now)
-            if since is not None and integration.enabled and not integration.paused:
+            if since is not None and integration.enabled and not integration.paused \
+                    and health.problem not in PAUSE_PROBLEMS:  # a paused one has its own alert
                 hold("delivery_failing", iid, f"{named} has delivered nothing for {_span(now - since)} while its "
                      f"requests fail: {stats.last_error or 'no error recorded'}", since)
             drained = stats.queued + stats.in_flight == 0 and integration.enabled and not integration.paused
@@ -387,15 +390,17 @@ class AlertService:
                          at=time.time())
 
     async def _save(self, record: AlertRecord) -> None:
-        """Into the history (a record is stored once, then updated as its deliveries go)."""
-        try:
-            if record.id is None:
-                record.id = await self.alert_store.add_history(record.at, _encode(record))
-            else:
-                await self.alert_store.update_history(record.id, _encode(record))
-        except StorageError:
-            if record not in self._unsaved:
-                self._unsaved.append(record)
+        """Into the history: stored once, then updated as its deliveries go (one save at a time, so
+        that a record is never added twice)."""
+        async with self._saving:
+            try:
+                if record.id is None:
+                    record.id = await self.alert_store.add_history(record.at, _encode(record))
+                else:
+                    await self.alert_store.update_history(record.id, _encode(record))
+            except StorageError:
+                if record not in self._unsaved:
+                    self._unsaved.append(record)
 
 
 def _record(incident: Incident, state: str, now: float) -> AlertRecord:

@@ -64,8 +64,10 @@ ROUTINE = ("delivered", "filtered", "skipped")
 class Job:
     """One leased batch on its way: the events to send and what became of each."""
 
-    def __init__(self, integration: Integration, source: Source | None, leased: list[Leased], watched: bool) -> None:
+    def __init__(self, integration: Integration, source: Source | None, leased: list[Leased], watched: bool,
+                 volume: Volume | None = None) -> None:
         self.integration = integration
+        self.volume = volume  # counts each event once, when its fate is settled (the silent-drop alert)
         self.source = source
         self.leased = leased
         self.settlement = Settlement()
@@ -81,6 +83,8 @@ class Job:
 
     def record(self, item: Leased, ev: EdgeEvent | None, status: str, message: str | None = None,
                mapped: Mapped | None = None, warnings: list[str] = ()) -> None:
+        if self.volume is not None and ev is not None and status != "retrying":
+            self.volume.add(self.integration.id, ev.type, ev.name, ev.received_at)
         keep = status not in ROUTINE or self._routine.get(status, 0) < ROUTINE_KEPT_PER_BATCH
         if not (keep or self.watched):
             return
@@ -526,7 +530,8 @@ class IntegrationWorker:
     # --- one batch ----------------------------------------------------------------------
 
     async def _deliver(self, integration: Integration, leased: list[Leased]) -> None:
-        job = Job(integration, self.service.store.source(integration.source_id), leased, self.service.hub.watched)
+        job = Job(integration, self.service.store.source(integration.source_id), leased, self.service.hub.watched,
+                  self.service.volume)
         heartbeat = asyncio.create_task(self._keep_leased(leased))
         try:
             if await self._credentials_ready(job):
@@ -605,7 +610,6 @@ class IntegrationWorker:
             s.dead.append((item.id, "not sent: the queued event could not be read"))
             job.record(item, None, "failed", "the queued event could not be read")
             return None
-        self.service.volume.add(self.id, ev.type, ev.name, ev.received_at)  # the silent-drop alert's counts
         if ev.type not in DELIVERED_TYPES:
             s.filtered.append(item.id)
             job.record(item, ev, "skipped", f"{ev.type} calls are not sent to Pinterest")
