@@ -36,6 +36,7 @@ import httpx
 import msgspec
 from cryptography.exceptions import InvalidTag
 
+from delivery.erasure import ERASED_TYPE
 from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.pinterest.tokens import REFUSED
 from delivery.store import StorageError
@@ -113,6 +114,8 @@ class Volume:
         self.counts: dict[tuple[str, str, float], int] = {}
 
     def add(self, topic: str, event_type: str, name: str | None, received_at: float) -> None:
+        if event_type == ERASED_TYPE:
+            return  # what an erasure blanked in flight (delivery/erasure.py)
         key = (topic, name if event_type == "track" and name else event_type,
                received_at // self.bucket * self.bucket)
         counts = self.counts

@@ -31,6 +31,7 @@ from delivery.pinterest.identity import hashed_user_id
 # What a queued event that was erased while a request for it was in flight becomes: an event of
 # a type that is never sent (delivery counts it as filtered), so that the row keeps its size and
 # the lease's item ids stay right.
+ERASED_TYPE = "erased"
 ERASED = b'["erased","erased","",0,0]'
 SALT_META = "suppression_salt"
 

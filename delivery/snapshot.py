@@ -254,6 +254,8 @@ class SnapshotStore:
         """Delete up to `limit` records of `kind` older than `before` (Unix seconds): "debug"
         (the delivery log), "audit" (the audit log), "alerts" (alert history), "volume" (event
         counts behind the silent-drop alert), "suppressions" (ended ones). Returns how many went."""
+        if kind == "suppressions":  # ended ones leave memory too: with none left the edge checks nothing
+            self.suppressions.until = {k: u for k, u in self.suppressions.until.items() if u >= before}
         return await self._prune(kind, before, limit)
 
     # --- erasure and suppression (delivery/erasure.py) ------------------------------------------
