@@ -173,3 +173,20 @@ def test_matchers_decide_by_the_record_not_by_a_coincidence():
                                   "payload": {"user_data": {"em": [sha256("jane@example.com")]}}})
     assert person.record_matches(record)
     assert not person.record_matches(msgspec.json.encode({"incoming": {"user_id": "7", "properties": {"x": "42"}}}))
+
+
+def test_an_erasure_request_names_what_is_wrong(tmp_path):
+    async def main():
+        async with edge_in_process(tmp_path) as (services, _, _client):
+            admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_admin_app(services)),
+                                      base_url="http://localhost", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            async with admin:
+                national = await admin.post("/v1/admin/erasure", json={"phone": "07700 900123"})
+                assert national.status_code == 400 and national.json()["error"] == {
+                    "code": "invalid_field", "field": "phone",
+                    "message": "phone: no country code; give it with its country code (+44 ...), or the country"}
+                assert (await admin.post("/v1/admin/erasure", json={"phone": "07700 900123", "country": "GB"})) \
+                    .status_code == 200
+                unknown = await admin.post("/v1/admin/erasure", json={"mail": "x@example.com"})
+                assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "mail"
+    asyncio.run(main())

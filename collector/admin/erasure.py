@@ -65,7 +65,9 @@ class ErasureApi:
             person = Person.named(body.user_id, body.email, body.phone, body.anonymous_id, body.country)
         except norm.Invalid as exc:  # its message names the field, never the value
             field = "email" if str(exc).startswith("em") else "phone"
-            raise ApiError(400, "invalid_field", f"{field}: {str(exc).partition(': ')[2]}", field) from None
+            hint = "" if field == "email" else "; give it with its country code (+44 ...), or the country"
+            reason = str(exc).partition(": ")[2].split(" and the source")[0]  # the edge's words speak of a source
+            raise ApiError(400, "invalid_field", f"{field}: {reason}{hint}", field) from None
         now = time.time()
         until = now + (body.suppress_days or self.s.settings.suppression_days) * 86400
         topics = [i.id for i in self.s.store.integrations()] + list(await self.s.queue.dead_letter_topics())
