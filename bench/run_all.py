@@ -25,8 +25,8 @@ def _load(name: str):
     return module
 
 
-tag_size, ingest_bench, delivery_bench, cluster_bench, hostile_bench = (
-    _load(name) for name in ("tag_size", "ingest", "delivery", "cluster", "hostile"))
+tag_size, ingest_bench, delivery_bench, cluster_bench, hostile_bench, retention_bench = (
+    _load(name) for name in ("tag_size", "ingest", "delivery", "cluster", "hostile", "retention"))
 
 
 # The two figures for this machine: a bare Starlette endpoint does about 30k requests/s
@@ -65,6 +65,9 @@ def main() -> None:
     print(f"\nhostile input (about {runs + 2} min) ...", file=sys.stderr, flush=True)
     hostile = hostile_bench.measure(runs=runs)
     hostile_bench.report(hostile)
+    print("\nretention soak, SQLite and PostgreSQL (about 9 min) ...", file=sys.stderr, flush=True)
+    soaked = retention_bench.measure()
+    retention_bench.report(soaked)
 
     # figure, its runs (the median is shown), format, target, test
     rows = [
@@ -89,6 +92,8 @@ def main() -> None:
         ["edge RSS peak under load (MiB)", [ingest["peak_rss_mib"]], ".1f", "<= 150", lambda v: v <= 150],
         ["worst hostile event / normal, any kind", hostile["worst_runs"], ".1f", "<= 20", lambda v: v <= 20],
         ["edge RSS after 10k hostile identifies (MiB)", [hostile["rss_mib"]], ".1f", "< 150", lambda v: v < 150],
+        *([f"database growth once retention is reached, {backend}", [grew], "+.1%", "within 10 %",
+           lambda v: abs(v) <= retention_bench.TARGET_GROWTH] for backend, grew in soaked["growth"].items()),
     ]
     print("\nSummary (the median; each run's figure in the range; met: in how many runs)")
     print(table(["figure", "measured", "runs", "target", "met"],

@@ -8,6 +8,7 @@ import os
 import sys
 
 from collector.settings import SettingsError, load_settings
+from delivery.version import version
 
 
 def _database(parser: argparse.ArgumentParser, default_db: str = "./signal-edge.db") -> None:
@@ -26,6 +27,7 @@ def _common(parser: argparse.ArgumentParser, default_db: str = "./signal-edge.db
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="signal-edge", description="First-party server-side tag for Pinterest.")
+    p.add_argument("--version", action="version", version=f"signal-edge {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the edge, the admin API and the delivery loop")
     _common(serve)
@@ -43,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     rekey = sub.add_parser("rotate-secret-key", help="encrypt the stored tokens with a new secret key, written to a "
                            "0600 file first (stop every signal-edge first)")
     _database(rekey)
+    backup = sub.add_parser("backup", help="copy the SQLite database, online and consistent, to a new 0600 file")
+    backup.add_argument("--to", dest="backup_to", required=True, help="the backup file to write (must not exist)")
+    backup.add_argument("--db", help="SQLite file (default ./signal-edge.db; SIGNAL_DB)")
     copy = sub.add_parser("copy", help="copy a SQLite deployment into PostgreSQL, losing nothing (stop it first)")
     copy.add_argument("--from", dest="source", required=True, help="the SQLite file")
     copy.add_argument("--to", dest="target", required=True, help="postgresql://user:password@host:port/db")
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from collector.runtime import StartupError, configure_logging, run
     from delivery.store import StorageUnusable
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve" and settings.workers > 1:
             from collector.workers import serve_workers
@@ -88,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             settings.reuse_port = args.reuse_port
             return _run(run(settings))
+        if args.command == "backup":
+            return _backup(settings, args.backup_to)
         if args.command == "copy":
             from collector.copy import copy_deployment
 
@@ -108,6 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _backup(settings, target: str) -> int:
+    from pathlib import Path
+
+    from collector.backup import BackupError, backup
+
+    try:
+        print(backup(settings, Path(target)))
+    except BackupError as exc:
+        print(f"signal-edge backup: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _admin_token(settings, rotate: bool) -> int:

@@ -102,7 +102,8 @@ async def load_secret_key(store: ConfigStore, configured: str | None, key_file: 
         return rotated
     if key is None:
         raise StorageUnusable(f"no secret key: {key_file} does not exist, but this database's tokens were encrypted "
-                              "with a key; copy that file from the first node, or set SIGNAL_SECRET_KEY to the key")
+                              "with a key; restore that file from where you backed it up (with several nodes, "
+                              "copy that file from another node), or set SIGNAL_SECRET_KEY to the key")
     raise StorageUnusable(f"the secret key from {where} is not the one this database was written with; use the "
                           f"key file from the first start (or the SIGNAL_SECRET_KEY used then)")
 

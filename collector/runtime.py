@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import resource
 import signal
 import socket
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
+from collector import logs
 from collector.admin.app import create_admin_app
 from collector.edge.app import create_edge_app
 from collector.services import Services, close_database, open_services
@@ -93,14 +95,8 @@ def connection_limits(settings: Settings) -> tuple[Limits, Limits]:
     return Limits(max_connections=edge, **timeouts), Limits(max_connections=ADMIN_CONNECTIONS, **timeouts)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    # uvicorn says "Started server process", "Waiting for application startup"... per server: our
-    # own line per server ("edge listening on ...") says it once.
-    logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger().level))
+def configure_logging(level: str, fmt: str = "text") -> None:
+    logs.configure(level, fmt)
 
 
 Setup = Callable[[Services], Awaitable[list[Listener]]]
@@ -134,22 +130,24 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
 
     await services.delivery.start()
     background = [asyncio.create_task(services.lag.run()), asyncio.create_task(services.activity.run()),
-                  asyncio.create_task(retention.run(services.store, settings.retention_interval)),
-                  asyncio.create_task(services.eqs.run())]
+                  asyncio.create_task(services.alerts.run()), asyncio.create_task(services.eqs.run()),
+                  asyncio.create_task(retention.run(services.store, services.queue, retention_policy(settings),
+                                                    settings.retention_interval))]
     if not in_process:
         tune_gc()
     running = []  # (listener, server, its task)
     edge_limits, admin_limits = connection_limits(settings)
     for listener in listeners:
+        app = logs.AccessLog(listener.app, listener.name) if settings.access_log else listener.app
         server = _Server(uvicorn.Config(
-            listener.app, log_config=None, access_log=False, lifespan="off", proxy_headers=False,
+            app, log_config=None, access_log=False, lifespan="off", proxy_headers=False,
             server_header=False, timeout_graceful_shutdown=3, timeout_keep_alive=KEEP_ALIVE,
             http=guarded(edge_limits if listener.name == "edge" else admin_limits),
         ))
         running.append((listener, server, asyncio.create_task(server.serve(sockets=[listener.sock]))))
         log.info("%s listening on http://%s:%d", listener.name, listener.host, listener.port)
     if not settings.reuse_port:  # one of --workers' processes: the parent printed the banner
-        print(banner(services) if banner else _banner(services), flush=True)
+        show(banner(services) if banner else _banner(services), services)
     if ready:
         ready(services)
 
@@ -164,6 +162,14 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
     await _stop([r for r in running if r[0].after_delivery])
     log.info("stopped; %d events stay queued on disk for the next start", services.queue.depth())
     return 0
+
+
+def retention_policy(settings: Settings) -> retention.Retention:
+    day = retention.DAY
+    return retention.Retention(debug=settings.debug_retention_days * day,
+                               dead_letters=settings.dead_letter_retention_days * day,
+                               audit=settings.audit_retention_days * day,
+                               volume=settings.alert_drop_baseline + settings.alert_drop_window)
 
 
 def tune_gc() -> None:
@@ -189,6 +195,40 @@ def _banner(services, workers: int = 1) -> str:
         f"  admin API:                http://{s.admin_host}:{s.admin_port}/v1/admin",
         f"  database:                 {s.database}",
     ]
-    if services.new_admin_token:
-        lines.append(f"  admin token (shown once, only its hash is stored): {services.new_admin_token}")
+    token = services.new_admin_token
+    if token and sys.stdout.isatty() and s.log_format != "json":
+        lines.append(f"  admin token (shown once, only its hash is stored): {token}")
+    elif token:
+        lines.append("  admin token: " + _token_to_file(s, token))
     return "\n".join(lines)
+
+
+def admin_token_file(settings: Settings):
+    """Where a generated admin token is written when nobody watches the terminal: beside the key
+    file (under systemd, in the state directory with the database)."""
+    return settings.key_file.with_suffix(".admin-token")
+
+
+def _token_to_file(settings: Settings, token: str) -> str:
+    """Not a terminal (a service manager's journal, a log collector) or JSON logs: the token goes to
+    a file only this user can read, never to the output. Returns what the banner says of it."""
+    path = admin_token_file(settings)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+    except OSError as exc:
+        return (f"could not be written to {path} ({exc.strerror}); issue one with "
+                "`signal-edge admin-token --rotate`")
+    return f"written to {path} (readable by this user only): read it, keep it safe, then delete the file"
+
+
+def show(text: str, services) -> None:
+    """The banner: printed, or with JSON logs one log line per line of it (never a token)."""
+    if services.settings.log_format != "json":
+        print(text, flush=True)
+        return
+    token = services.new_admin_token
+    for line in filter(None, (line.strip() for line in text.splitlines())):
+        log.info(line.replace(token, "[not logged]") if token else line)

@@ -16,6 +16,7 @@ from collector.keys import load_secret_key
 from collector.lag import LagProbe
 from collector.activity import ActivityLog
 from collector.settings import Settings
+from delivery.alerts import AlertService, AlertSettings, Volume
 from delivery.debugger import DebugHub
 from delivery.pinterest.eqs import EqsReader
 from delivery.queue import EventQueue
@@ -46,6 +47,7 @@ class Services:
     auth: AdminAuth
     node: str
     activity: ActivityLog
+    alerts: AlertService
     eqs: EqsReader  # Pinterest's Event Quality Score of each integration
     new_admin_token: str | None = None  # generated at this start: print it once
     lag: LagProbe = field(default_factory=lambda: LagProbe())
@@ -61,6 +63,7 @@ class Services:
 
     async def close(self) -> None:
         await self.delivery.stop(self.settings.shutdown_grace)
+        await self.alerts.close()
         await self.activity.flush()
         await self.queue.close()
         if self.serving is not None:
@@ -128,6 +131,7 @@ async def open_services(settings: Settings) -> Services:
         secret_key = await load_secret_key(store, settings.secret_key, settings.key_file)
         await store.open(SecretBox(secret_key))
         store.identity_retention = settings.identity_retention_days * 86400
+        await store.load_suppressions()
         store.listen()  # other nodes' changes
         await queue.open()
         hub = DebugHub()
@@ -151,10 +155,32 @@ async def open_services(settings: Settings) -> Services:
             DebugRelay(db, hub, node, store.channel).start()  # the live debugger shows every node's events
         auth = AdminAuth(store, secret_key)
         new_token = await auth.ensure(settings.admin_token)
+        alert_settings = alert_settings_of(settings)
+        delivery.volume = Volume(alert_settings.bucket)
+        alerts = AlertService(store, queue, alert_store_of(settings, db), delivery.volume, alert_settings, node,
+                              lambda: (db.problem, db.problem_since) if db.problem and db.problem_since else None)
     except BaseException:
         if serving is not None:
             await serving.close()
         await close_database(db)
         raise
-    return Services(settings, db, store, queue, hub, delivery, auth, node, ActivityLog(store),
+    return Services(settings, db, store, queue, hub, delivery, auth, node, ActivityLog(store), alerts,
                     EqsReader(store, delivery.tokens, settings.pinterest_api_base), new_token, serving=serving)
+
+
+def alert_settings_of(settings: Settings) -> AlertSettings:
+    return AlertSettings(interval=settings.alert_interval, failing_after=settings.alert_failing_minutes * 60,
+                         dead_letters=settings.alert_dead_letters, drop_window=settings.alert_drop_window,
+                         drop_baseline=settings.alert_drop_baseline, drop_fraction=settings.alert_drop_fraction,
+                         drop_min_events=settings.alert_drop_min_events)
+
+
+def alert_store_of(settings: Settings, db):
+    """The AlertStore of the configured backend (delivery/alerts.py)."""
+    if settings.database_url:
+        from delivery.postgres.alert_store import PgAlertStore
+
+        return PgAlertStore(db)
+    from delivery.sqlite.alert_store import SqliteAlertStore
+
+    return SqliteAlertStore(db)

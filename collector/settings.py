@@ -17,6 +17,13 @@ MIN_ADMIN_TOKEN = 32
 MIN_ADMIN_TOKEN_DISTINCT = 12
 
 
+def default_static_dir() -> str:
+    """The tag and the admin UI's assets: package data of an installed signal-edge (setup.py puts
+    them in collector/static/), else static/ at the top of the checkout."""
+    installed = Path(__file__).resolve().parent / "static"
+    return str(installed if installed.is_dir() else installed.parent.parent / "static")
+
+
 class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -36,6 +43,8 @@ class Settings(msgspec.Struct, kw_only=True):
     admin_public_url: str | None = None  # how browsers reach the admin app (the OAuth redirect's base)
     trusted_proxies: tuple[str, ...] = DEFAULT_TRUSTED_PROXIES
     log_level: str = "info"
+    log_format: str = "text"  # text | json: one JSON object per line
+    access_log: bool = False  # a log line per request
     # Tuning, from the environment only.
     flush_interval: float = 1.0
     batch_size: int = 1000  # events per request to Pinterest (Pinterest's maximum)
@@ -46,13 +55,25 @@ class Settings(msgspec.Struct, kw_only=True):
     auth_recheck: float = 600.0
     shutdown_grace: float = 5.0
     db_synchronous: str = "FULL"
-    static_dir: str = str(Path(__file__).resolve().parent.parent / "static")
+    static_dir: str = msgspec.field(default_factory=default_static_dir)
     public_url: str | None = None  # where browsers reach the edge (https://data.example.com)
     max_connections: int | None = None  # the edge's open connections; default: from the file limit
     head_timeout: float = 10.0  # seconds for a request's line and headers to arrive
     body_timeout: float = 30.0  # seconds for its body to arrive after them
     identity_retention_days: float = 60.0  # identity memory kept after its last change
+    debug_retention_days: float = 7.0  # the delivery log: debugger records
+    dead_letter_retention_days: float = 30.0  # dead letters, after they died
+    audit_retention_days: float = 365.0  # the audit log and the alert history
     retention_interval: float = 600.0  # seconds between the retention task's passes
+    suppression_days: float = 30.0  # after an erasure, that person's new events are dropped this long
+    # Alerts: how often they are judged, and their thresholds.
+    alert_interval: float = 30.0
+    alert_failing_minutes: float = 15.0  # delivery failing this long (no event delivered) is an incident
+    alert_dead_letters: int = 100  # an integration holding more dead letters than this
+    alert_drop_window: float = 3600.0  # seconds of an event type's volume set against its baseline
+    alert_drop_baseline: float = 7 * 86400.0  # the trailing baseline, in seconds
+    alert_drop_fraction: float = 0.25  # a window below this fraction of the baseline's rate is a drop
+    alert_drop_min_events: float = 20.0  # types the baseline expects fewer of per window are not judged
 
     @property
     def edge_url(self) -> str:
@@ -96,6 +117,8 @@ _ENV = {
     "SIGNAL_ADMIN_PUBLIC_URL": "admin_public_url",
     "SIGNAL_TRUSTED_PROXIES": "trusted_proxies",
     "SIGNAL_LOG_LEVEL": "log_level",
+    "SIGNAL_LOG_FORMAT": "log_format",
+    "SIGNAL_ACCESS_LOG": "access_log",
     "SIGNAL_FLUSH_INTERVAL": "flush_interval",
     "SIGNAL_BATCH_SIZE": "batch_size",
     "SIGNAL_MAX_IN_FLIGHT": "max_in_flight",
@@ -112,8 +135,22 @@ _ENV = {
     "SIGNAL_BODY_TIMEOUT": "body_timeout",
     "SIGNAL_IDENTITY_RETENTION_DAYS": "identity_retention_days",
     "SIGNAL_RETENTION_INTERVAL": "retention_interval",
+    "SIGNAL_DEBUG_RETENTION_DAYS": "debug_retention_days",
+    "SIGNAL_DEAD_LETTER_RETENTION_DAYS": "dead_letter_retention_days",
+    "SIGNAL_AUDIT_RETENTION_DAYS": "audit_retention_days",
+    "SIGNAL_SUPPRESSION_DAYS": "suppression_days",
+    "SIGNAL_ALERT_INTERVAL": "alert_interval",
+    "SIGNAL_ALERT_FAILING_MINUTES": "alert_failing_minutes",
+    "SIGNAL_ALERT_DEAD_LETTERS": "alert_dead_letters",
+    "SIGNAL_ALERT_DROP_WINDOW": "alert_drop_window",
+    "SIGNAL_ALERT_DROP_BASELINE": "alert_drop_baseline",
+    "SIGNAL_ALERT_DROP_FRACTION": "alert_drop_fraction",
+    "SIGNAL_ALERT_DROP_MIN_EVENTS": "alert_drop_min_events",
 }
 _LISTS = {"trusted_proxies", "retry_delays", "admin_hosts"}
+_POSITIVE = {"identity_retention_days", "debug_retention_days", "dead_letter_retention_days", "audit_retention_days",
+             "retention_interval", "suppression_days", "alert_interval", "alert_failing_minutes", "alert_drop_window",
+             "alert_drop_baseline"}
 
 
 class SettingsError(ValueError):
@@ -156,13 +193,20 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
     if settings.workers > 1 and not settings.database_url:
         raise SettingsError("--workers above 1 needs PostgreSQL: a SQLite file serves one process. Set "
                             "SIGNAL_DATABASE_URL (or --database-url) to run several processes or nodes")
-    if settings.identity_retention_days <= 0:
-        raise SettingsError("setting SIGNAL_IDENTITY_RETENTION_DAYS: more than 0")
     if settings.admin_token is not None and weak_token(settings.admin_token):
         raise SettingsError(
             f"setting SIGNAL_ADMIN_TOKEN: too weak to guard the admin API; use at least {MIN_ADMIN_TOKEN} random "
             "characters (such as the output of `openssl rand -base64 32`), or leave it unset and signal-edge "
             "generates one and prints it once")
+    for var, field in _ENV.items():
+        if field in _POSITIVE and getattr(settings, field) <= 0:
+            raise SettingsError(f"setting {var}: more than 0")
+    if not 0 < settings.alert_drop_fraction < 1:
+        raise SettingsError("setting SIGNAL_ALERT_DROP_FRACTION: between 0 and 1 (0.25: a quarter of the baseline)")
+    if settings.alert_drop_baseline <= settings.alert_drop_window:
+        raise SettingsError("setting SIGNAL_ALERT_DROP_BASELINE: longer than SIGNAL_ALERT_DROP_WINDOW")
+    if settings.log_format not in ("text", "json"):
+        raise SettingsError("setting SIGNAL_LOG_FORMAT: text or json")
     if settings.db_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise SettingsError("setting SIGNAL_DB_SYNCHRONOUS: use NORMAL, FULL or EXTRA")
     return settings

@@ -23,10 +23,10 @@ STARTUP = 10.0  # a process that exits sooner than this after its start failed t
 
 def serve_workers(settings: Settings, argv: list[str]) -> int:
     from collector.cli import _run
-    from collector.runtime import _banner
+    from collector.runtime import _banner, show
 
     services = _run(_prepare(settings))
-    print(_banner(services, settings.workers), flush=True)
+    show(_banner(services, settings.workers), services)
     command = [sys.executable, "-m", "collector", *_without_workers(argv), "--reuse-port"]
     stopping = False
 

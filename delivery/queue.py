@@ -129,6 +129,14 @@ class EventQueue(Protocol):
     async def discard(self, topic: str, reason: str, now: float) -> int:
         """Move every item of `topic` to the dead-letter store (its integration is deleted)."""
 
+    async def erase(self, topic: str, matches) -> int:
+        """Delete `topic`'s queued and dead-lettered events for which `matches(event bytes)` is
+        true (an erasure, delivery/erasure.py), in bounded batches; an event in flight becomes
+        delivery/erasure.ERASED. They count as filtered. Returns how many were erased."""
+
+    async def prune_dead_letters(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` dead letters that died before `before` (retention)."""
+
     def depth(self) -> int:
         """Items waiting or in flight, from memory (cheap: used for backpressure)."""
 

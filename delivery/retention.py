@@ -1,10 +1,20 @@
 """What expires, deleted in the background in bounded batches: no statement holds the database
-for long, and a backlog of expired rows (after an upgrade, or downtime) drains in steps."""
+for long, and a backlog of expired rows (after an upgrade, or downtime) drains in steps.
+
+Each kind has its own retention (README: Retention): identities after their last change, the
+delivery log (debugger records), dead letters after they died, the audit log and the alert
+history, the event counts behind the silent-drop alert (as long as its baseline needs), and
+suppressions once they end. Deleting frees pages that later writes reuse: a database under a
+steady load stays the same size once its oldest records expire (bench/retention.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+
+import msgspec
 
 from delivery.store import StorageError
 
@@ -12,25 +22,50 @@ log = logging.getLogger("signal_edge.retention")
 RUN_EVERY = 600.0  # seconds between passes
 BATCH = 1000  # rows per statement
 PAUSE = 0.05  # seconds between the statements of one pass: others get the database in between
+DAY = 86400.0
+
+
+class Retention(msgspec.Struct, frozen=True):
+    """Seconds each kind is kept. Identities are the store's own (store.identity_retention)."""
+
+    debug: float = 7 * DAY
+    dead_letters: float = 30 * DAY
+    audit: float = 365 * DAY
+    volume: float = 8 * DAY  # the silent-drop alert's baseline and window
 
 
 async def prune_expired(store, batch: int = BATCH) -> int:
-    """One pass: every identity past its retention goes; returns how many."""
+    """Every identity past its retention goes; returns how many."""
+    return await _drain(lambda: store.prune_identities(batch), batch)
+
+
+async def prune_all(store, queue, policy: Retention, batch: int = BATCH) -> dict[str, int]:
+    """One pass over every kind; returns how many records of each went."""
+    now = time.time()
+    gone = {"identities": await prune_expired(store, batch)}
+    for kind, before in (("debug", now - policy.debug), ("audit", now - policy.audit),
+                         ("alerts", now - policy.audit), ("volume", now - policy.volume), ("suppressions", now)):
+        gone[kind] = await _drain(lambda: store.prune(kind, before, batch), batch)
+    gone["dead_letters"] = await _drain(lambda: queue.prune_dead_letters(now - policy.dead_letters, batch), batch)
+    return gone
+
+
+async def _drain(step, batch: int) -> int:
     total = 0
     while True:
-        gone = await store.prune_identities(batch)
+        gone = await step()
         total += gone
         if gone < batch:
             return total
         await asyncio.sleep(PAUSE)
 
 
-async def run(store, every: float = RUN_EVERY) -> None:
+async def run(store, queue, policy: Retention, every: float = RUN_EVERY) -> None:
     while True:
         try:
-            gone = await prune_expired(store)
+            gone = {kind: n for kind, n in (await prune_all(store, queue, policy)).items() if n}
             if gone:
-                log.info("retention: %d identities past their retention deleted", gone)
+                log.info("retention: deleted what expired: %s", ", ".join(f"{n} {kind}" for kind, n in gone.items()))
         except StorageError as exc:
             log.warning("retention: could not delete expired rows now (%s); trying again later", exc)
         await asyncio.sleep(every)

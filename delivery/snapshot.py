@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 import msgspec
 
 from delivery.config import SECRET_KEYS, Health, Integration, Source
+from delivery.erasure import SALT_META, Person, Suppressions
 from delivery.secrets import SecretBox, open_integration, seal_integration
 from delivery.store import AuditEntry, ChangeListener, DebugRecord, Refusal, SourceActivity, StoredIdentity
 
@@ -26,6 +28,8 @@ IDENTITY_CACHE_BYTES = 16 * 1024 * 1024  # about 40k browsers' identities, whate
 IDENTITY_RETENTION = 60 * 24 * 3600  # Pinterest's longest click attribution window: 60 days
 _ENTRY_OVERHEAD = 240  # bytes a cache entry costs beside its identity's JSON (key, tuple, dict slot)
 DEBUG_LOG_KEEP = 20_000
+ERASE_BATCH = 2000  # records an erasure scans per statement: others get the database in between
+ERASE_ROUNDS = 4  # scans of identity memory while each finds more of the person
 REFUSAL_EXAMPLES_KEPT = 10  # per source
 _MISSING = object()
 
@@ -54,6 +58,7 @@ class SnapshotStore:
         self._listeners: list[ChangeListener] = []
         self._debug_writes = 0
         self._locks: dict[str, asyncio.Lock] = {}
+        self.suppressions = Suppressions()  # erased people whose new events the edge drops
 
     async def open(self, box: SecretBox) -> None:
         """Load the snapshot; `box` decrypts stored secrets."""
@@ -309,6 +314,58 @@ class SnapshotStore:
                 for r in records]
         await self._write_debug(rows, DEBUG_LOG_KEEP if prune else None)
 
+    # --- retention of the other kinds (identities: prune_identities) ----------------------
+
+    async def prune(self, kind: str, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` records of `kind` older than `before` (Unix seconds): "debug"
+        (the delivery log), "audit" (the audit log), "alerts" (alert history), "volume" (event
+        counts behind the silent-drop alert), "suppressions" (ended ones). Returns how many went."""
+        if kind == "suppressions":  # ended ones leave memory too: with none left the edge checks nothing
+            self.suppressions.until = {k: u for k, u in self.suppressions.until.items() if u >= before}
+        return await self._prune(kind, before, limit)
+
+    # --- erasure and suppression (delivery/erasure.py) ------------------------------------------
+
+    async def load_suppressions(self) -> None:
+        """The salt and the suppressions in force, into memory (at start, and when another node
+        adds some)."""
+        salt = await self.init_meta(SALT_META, secrets.token_hex(32))
+        self.suppressions.salt = bytes.fromhex(salt)
+        self.suppressions.until = dict(await self._read_suppressions(time.time()))
+
+    async def suppress(self, keys: set[str], until: float) -> None:
+        await self._write_suppressions([(key, until) for key in sorted(keys)])
+        for key in keys:
+            self.suppressions.until[key] = max(until, self.suppressions.until.get(key, 0.0))
+
+    async def erase_identities(self, person: Person, batch: int = ERASE_BATCH) -> int:
+        """Delete the person's identity records, learning from each what else identifies them
+        (its anonymous id, userId, hashes) and scanning again while that finds more."""
+        deleted = 0
+        for _ in range(ERASE_ROUNDS):
+            learned, after = False, None
+            while True:
+                rows, after = await self._erase_identities(lambda a, u, body: _identity_of(person, a, u, body),
+                                                           after, batch)
+                for anonymous_id, user_id, body in rows:
+                    self.forget_identity(anonymous_id)
+                    learned |= person.learn(anonymous_id, user_id, identity_decoder.decode(body).identity)
+                deleted += len(rows)
+                if after is None:
+                    break
+            if not learned:
+                break
+        return deleted
+
+    async def erase_debug(self, person: Person, batch: int = ERASE_BATCH) -> int:
+        """Delete the debugger records that mention the person."""
+        deleted, after = 0, None
+        while True:
+            gone, after = await self._erase_debug(person.record_matches, after, batch)
+            deleted += gone
+            if after is None:
+                return deleted
+
     # --- what a backend writes ------------------------------------------------------------
 
     async def _load(self) -> tuple[list[bytes], list[bytes]]:
@@ -346,6 +403,26 @@ class SnapshotStore:
     async def _write_audit(self, row: AuditRow) -> None:
         raise NotImplementedError
 
+    async def _prune(self, kind: str, before: float, limit: int) -> int:
+        raise NotImplementedError
+
+    async def _read_suppressions(self, now: float) -> list[tuple[str, float]]:
+        """(key, until) of the suppressions still in force."""
+        raise NotImplementedError
+
+    async def _write_suppressions(self, rows: list[tuple[str, float]]) -> None:
+        raise NotImplementedError
+
+    async def _erase_identities(self, match, after, limit: int) -> tuple[list[tuple[str, str | None, bytes]], object]:
+        """Scan up to `limit` identities after the cursor `after` (None: from the start); delete
+        those for which `match(anonymous_id, user_id, body)`; return them, with the cursor to go
+        on from (None when the scan is done)."""
+        raise NotImplementedError
+
+    async def _erase_debug(self, match, after, limit: int) -> tuple[int, object]:
+        """The same over the debugger log, `match(record)`; returns how many went and the cursor."""
+        raise NotImplementedError
+
     async def _write_debug(self, rows: list[tuple], keep: int | None) -> None:
         """Insert `rows`; when `keep` is set, delete all but the newest `keep` records."""
         raise NotImplementedError
@@ -363,6 +440,14 @@ USER_KEY_PREFIX = "user:"  # identities keyed by userId; a browser's anonymous i
 
 def user_identity_key(user_id: str) -> str:
     return USER_KEY_PREFIX + hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _identity_of(person: Person, anonymous_id: str, user_id: str | None, body: bytes) -> bool:
+    """An identity record is the person's (decoded only when it names one of their identifiers)."""
+    if anonymous_id in person.anonymous_ids or (user_id is not None and user_id in person.user_ids):
+        return True
+    return person.mentioned(body) and person.identity_matches(
+        anonymous_id, user_id, identity_decoder.decode(body).identity)
 
 
 def _json(value: Any) -> bytes | None:

@@ -16,6 +16,7 @@ from delivery.config import Health, Integration, Source
 from delivery.events import Identity
 
 if TYPE_CHECKING:
+    from delivery.erasure import Person, Suppressions
     from delivery.secrets import SecretBox
 
 
@@ -141,6 +142,17 @@ class ConfigStore(Protocol):
         source), and move each source's last event time forward."""
 
     async def activity(self, source_ids: list[str]) -> dict[str, SourceActivity]: ...
+
+    async def prune(self, kind: str, before: float, limit: int = 1000) -> int:
+        """Retention: delete up to `limit` records of `kind` (debug, audit, alerts, volume,
+        suppressions) older than `before`."""
+
+    suppressions: Suppressions
+
+    async def load_suppressions(self) -> None: ...
+    async def suppress(self, keys: set[str], until: float) -> None: ...
+    async def erase_identities(self, person: Person) -> int: ...
+    async def erase_debug(self, person: Person) -> int: ...
 
     async def audit(self, action: str, object_type: str, object_id: str, old: dict | None, new: dict | None) -> None: ...
     async def audit_log(self, before_id: int | None, limit: int) -> list[AuditEntry]: ...

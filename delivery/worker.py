@@ -15,6 +15,8 @@ from collections import Counter
 import httpx
 import msgspec
 
+from delivery import logcontext
+from delivery.alerts import Volume
 from delivery.config import Health, Integration, Source, consent_allows
 from delivery.debugger import DebugHub
 from delivery.events import EdgeEvent, event_decoder, event_view
@@ -62,8 +64,10 @@ ROUTINE = ("delivered", "filtered", "skipped")
 class Job:
     """One leased batch on its way: the events to send and what became of each."""
 
-    def __init__(self, integration: Integration, source: Source | None, leased: list[Leased], watched: bool) -> None:
+    def __init__(self, integration: Integration, source: Source | None, leased: list[Leased], watched: bool,
+                 volume: Volume | None = None) -> None:
         self.integration = integration
+        self.volume = volume  # counts each event once, when its fate is settled (the silent-drop alert)
         self.source = source
         self.leased = leased
         self.settlement = Settlement()
@@ -79,6 +83,8 @@ class Job:
 
     def record(self, item: Leased, ev: EdgeEvent | None, status: str, message: str | None = None,
                mapped: Mapped | None = None, warnings: list[str] = ()) -> None:
+        if self.volume is not None and ev is not None and status != "retrying":
+            self.volume.add(self.integration.id, ev.type, ev.name, ev.received_at)
         keep = status not in ROUTINE or self._routine.get(status, 0) < ROUTINE_KEPT_PER_BATCH
         if not (keep or self.watched):
             return
@@ -141,6 +147,7 @@ class DeliveryService:
         self.loop_failures: Counter[str] = Counter()  # worker loop faults (storage), per integration
         self.stopping = False
         self._tasks: set[asyncio.Task] = set()
+        self.volume = Volume()  # events read, by type and arrival: the alert service takes the counts
 
     async def start(self) -> None:
         released = await self.queue.recover(time.time())
@@ -422,6 +429,7 @@ class IntegrationWorker:
     async def run(self) -> None:
         """Until the integration is disabled or deleted. A failure of a step (a storage fault,
         a bug) is logged in one line and retried with backoff: it never ends delivery."""
+        logcontext.bind(integration=self.id)  # every line this worker and its batches log names it
         failures = 0
         try:
             while True:
@@ -522,7 +530,8 @@ class IntegrationWorker:
     # --- one batch ----------------------------------------------------------------------
 
     async def _deliver(self, integration: Integration, leased: list[Leased]) -> None:
-        job = Job(integration, self.service.store.source(integration.source_id), leased, self.service.hub.watched)
+        job = Job(integration, self.service.store.source(integration.source_id), leased, self.service.hub.watched,
+                  self.service.volume)
         heartbeat = asyncio.create_task(self._keep_leased(leased))
         try:
             if await self._credentials_ready(job):

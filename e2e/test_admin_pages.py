@@ -31,6 +31,8 @@ def pages(edge, fake_pinterest):
         post_batch(edge.url, source["pipeline_key"], [{"type": "page"}], headers={"Origin": "https://elsewhere.example"})
         wait_for(lambda: stats(api, integration["id"])["dead_lettered"] == 1, what="a dead letter")
         assert api.delete(f"/integrations/{gone['id']}").status_code == 204  # its queued event: a dead letter
+        hook = api.post("/alerts/destinations", json={"name": LONG, "url": fake_pinterest.url + "/no-hook"}).json()
+        assert api.post(f"/alerts/destinations/{hook['id']}/test").json()["ok"] is False  # a failed row
     return {
         "login": "/login",
         "integrations": "/integrations",
@@ -41,6 +43,8 @@ def pages(edge, fake_pinterest):
         "source": f"/sources/{source['id']}",
         "debugger": "/debugger",
         "debugger-queued": "/debugger?status=queued",
+        "alerts": "/alerts",
+        "erasure": "/erasure",
         "not-found": "/no-such-page",
     }
 
@@ -79,6 +83,9 @@ def ready(page, name: str) -> None:
         expect(page.locator("#events tbody tr").first).to_be_visible()
     if name == "add-integration":
         expect(page.locator("#variants input")).to_have_count(4)
+    if name == "alerts":
+        expect(page.locator("#history")).to_contain_text("failed: HTTP 404")  # the failed test alert
+        expect(page.locator("#destinations table")).to_be_visible()
 
 
 def look_at(page, name: str, width: int) -> None:

@@ -217,7 +217,9 @@ def test_credentials_missing_wrong_or_rotated_get_401(tmp_path, fake_pinterest):
     edge = SignalEdge(tmp_path, fake_pinterest.url)
     edge.env.pop("SIGNAL_ADMIN_TOKEN")
     edge.start()
-    printed = re.search(r"admin token \(shown once[^:]*\): (\S+)", edge.output()).group(1)
+    # Not a terminal: the generated token went to a 0600 file beside the database, not to the output.
+    printed = edge.db.with_suffix(".admin-token").read_text().strip()
+    assert printed not in edge.output()
     url = edge.admin_url + "/v1/admin/sources"
     assert httpx.get(url, headers={"Authorization": f"Bearer {printed}"}).status_code == 200
     assert httpx.get(url).status_code == 401

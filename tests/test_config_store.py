@@ -278,3 +278,56 @@ def test_updates_apply_to_what_is_stored_not_to_a_stale_snapshot(backend):
             changes = [entry.new["name"] for entry in await store.audit_log(None, 10) if entry.action == "update"]
             assert changes == ["Renamed"]
     run(main())
+
+
+def test_each_kind_expires_in_bounded_batches(backend):
+    """Retention (issue 27): the delivery log, the audit log, the alert history, the event counts
+    and ended suppressions, the oldest first, `limit` rows a statement."""
+    from collector.services import alert_store_of
+
+    async def main():
+        async with backend() as (db, store, _):
+            await store.open(SecretBox(KEY))
+            alerts = alert_store_of(backend.settings, db)
+            await store.add_debug([DebugRecord(float(i), "src_a", f"e{i}", "x", "delivered") for i in range(5)])
+            for i in range(3):
+                await store.audit("update", "source", f"src_{i}", None, None)
+                await alerts.add_history(float(i), b"{}")
+            cut = time.time()
+            await store.audit("update", "source", "src_new", None, None)
+            await alerts.add_volume([("int_a", "page", float(b), 1) for b in range(4)])
+            await store.suppress({"twice", "kept"}, time.time() + 3600)
+            await store.suppress({"twice"}, time.time() - 1)  # the later end of the two wins
+            await store._write_suppressions([("ended", time.time() - 5)])
+
+            assert await store.prune("debug", 3.0, limit=2) == 2
+            assert await store.prune("debug", 3.0, limit=2) == 1
+            assert [r.event_id for r in await store.debug_records(None, None, None, None, 10)] == ["e4", "e3"]
+            assert await store.prune("audit", cut, limit=10) == 3
+            assert [e.object_id for e in await store.audit_log(None, 10)] == ["src_new"]
+            assert await store.prune("alerts", 2.0, limit=10) == 2 and len(await alerts.history(None, 10)) == 1
+            assert await store.prune("volume", 2.0, limit=10) == 2
+            assert sorted(r[2] for r in await alerts.volume(0.0)) == [2.0, 3.0]
+            assert await store.prune("suppressions", time.time(), limit=10) == 1
+            await store.load_suppressions()
+            assert set(store.suppressions.until) == {"twice", "kept"}
+    run(main())
+
+
+def test_the_retention_pass_covers_every_kind(backend):
+    from delivery.queue import QueueItem, Settlement
+    from delivery.retention import Retention, prune_all
+
+    async def main():
+        async with backend() as (_, store, queue):
+            await store.open(SecretBox(KEY))
+            await queue.open()
+            await store.add_debug([DebugRecord(time.time() - 10 * 86400, "src_a", "old", "x", "delivered"),
+                                   DebugRecord(time.time(), "src_a", "new", "x", "delivered")])
+            await queue.append([QueueItem("int_a", b'["m"]', 1000.0)])
+            leased = await queue.lease("int_a", 1, 2000.0, 60)
+            await queue.settle("int_a", Settlement(dead=[(leased[0].id, "bad")]), time.time() - 40 * 86400)
+            gone = await prune_all(store, queue, Retention())  # 7 days of records, 30 of dead letters
+            assert gone["debug"] == 1 and gone["dead_letters"] == 1 and gone["identities"] == 0
+            assert [r.event_id for r in await store.debug_records(None, None, None, None, 10)] == ["new"]
+    run(main())

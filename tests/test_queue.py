@@ -299,3 +299,54 @@ def test_every_queued_event_is_listable_newest_first_page_by_page(backend):
             again = [w for w in await q.waiting(["int_b"], None, 10) if w.payload == b'["m0"]'][0]
             assert (again.attempts, again.in_flight, again.last_error) == (1, False, "429 Too Many Requests")
     run(main())
+
+
+def test_erase_takes_matching_events_out_of_shared_rows_in_flight_and_dead(backend):
+    from delivery.erasure import ERASED
+
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            erased = {b'["t1"]', b'["t3"]', b'["t6"]', b'["t8"]'}
+            matches = erased.__contains__
+            await q.append(together(5))  # t0..t4: one row of five on SQLite
+            leased = await q.lease("int_a", 10, 2000.0, 60)
+            await q.settle("int_a", Settlement(dead=[(leased[1].id, "bad")],  # t1 dead
+                                               release=[(i.id, 2000.0) for i in leased if i is not leased[1]]), 2000.0)
+            await q.append([QueueItem("int_a", b"\n".join(lines(9)[5:]), 2001.0, 0, 4)])  # t5..t8
+            in_flight = await q.lease("int_a", 100, 3000.0, 60)
+            late = in_flight[-4:]  # t5..t8 stay in flight; t0, t2, t3, t4 go back
+            await q.settle("int_a", Settlement(release=[(i.id, 3000.0) for i in in_flight[:-4]]), 3000.0)
+            assert await q.erase("int_a", matches) == 4  # t3 queued, t6 and t8 in flight, t1 a dead letter
+            assert await q.erase("int_b", matches) == 0
+            stats = await q.stats("int_a")
+            assert (stats.queued, stats.in_flight, stats.dead_lettered, stats.filtered) == (3, 4, 0, 2)
+            assert q.depth() == 7
+            assert await q.dead_letters("int_a", 0, 10) == []
+            # In flight, an erased event keeps its place (the lease's ids stay right) as ERASED...
+            waiting = {w.payload for w in await q.waiting(["int_a"], None, 100)}
+            assert waiting == {b'["t0"]', b'["t2"]', b'["t4"]', b'["t5"]', b'["t7"]', ERASED}
+            await q.settle("int_a", Settlement(filtered=[late[1].id, late[3].id],
+                                               delivered=[late[0].id, late[2].id]), 3001.0)
+            # ... and the rest is leased without it.
+            again = await q.lease("int_a", 100, 4000.0, 60)
+            assert [i.payload for i in again] == [b'["t0"]', b'["t2"]', b'["t4"]']
+            stats = await q.stats("int_a")
+            assert (stats.accepted, stats.delivered, stats.filtered, stats.in_flight) == (9, 2, 4, 3)
+    run(main())
+
+
+def test_dead_letters_expire_oldest_first_and_leave_the_count(backend):
+    async def main():
+        async with backend() as (_, _, q):
+            await q.open()
+            await q.append(items(5) + items(2, topic="int_b"))
+            for topic, at in (("int_a", 1010.0), ("int_b", 5000.0)):
+                leased = await q.lease(topic, 10, at, 60)
+                await q.settle(topic, Settlement(dead=[(i.id, "bad") for i in leased]), at)
+            assert await q.prune_dead_letters(3000.0, limit=2) == 2  # a bounded batch
+            assert await q.prune_dead_letters(3000.0, limit=10) == 3
+            assert await q.prune_dead_letters(3000.0, limit=10) == 0
+            assert (await q.stats("int_a")).dead_lettered == 0 and (await q.stats("int_b")).dead_lettered == 2
+            assert await q.dead_letter_topics() == {"int_b": 2}
+    run(main())

@@ -279,7 +279,7 @@ def test_listings_never_fail_on_a_stored_record(edge_factory):
         deep = b'{"a":' * depth + b"1" + b"}" * depth
         record = b'{"at":1,"source_id":"s","event_id":"deep","event":"x","status":"failed","incoming":' + deep + b"}"
         conn.execute("INSERT INTO debug_log (at, source_id, topic, event_id, status, record) VALUES (?,?,?,?,?,?)",
-                     (1.0, "s", integration["id"], f"deep-{depth}", "failed", record))
+                     (time.time(), "s", integration["id"], f"deep-{depth}", "failed", record))  # not yet expired
         conn.execute("INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
                      "VALUES (?,?,?,?,?,?,?)", (integration["id"], f"deep-{depth}", b"[" + deep + b"]", time.time(),
                                                 time.time(), 1, "r"))

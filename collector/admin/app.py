@@ -11,10 +11,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from collector.admin import metrics, openapi
+from collector.admin import alerts, erasure, metrics, openapi
 from collector.admin.api import ROUTES, Api, json_response
 from collector.admin.errors import ApiError, error_response
 from collector.admin.auth import Throttle
+from collector.admin.ops_pages import ops_pages
 from collector.admin.peers import Peers
 from collector.admin.session import Sessions
 from collector.admin.ui import not_found_page, ui_routes
@@ -124,7 +125,8 @@ def create_admin_app(services: Services) -> HostGuard:
     throttle = Throttle()
     peers = Peers(services.settings)
     guard = Guard(services, sessions, throttle, peers)
-    document = openapi.build()
+    handlers = [(api, ROUTES), (alerts.AlertsApi(services), alerts.ROUTES), (erasure.ErasureApi(services), erasure.ROUTES)]
+    document = openapi.build([route for _, table in handlers for route in table])
 
     async def healthz(request: Request) -> Response:
         return health_response(services.storage_problem(), services.queue.depth())
@@ -135,8 +137,10 @@ def create_admin_app(services: Services) -> HostGuard:
     async def openapi_endpoint(request: Request) -> Response:
         return json_response(document)
 
-    routes = [Route(PREFIX + r.path, guard.wrap(getattr(api, r.handler)), methods=[r.method]) for r in ROUTES]
+    routes = [Route(PREFIX + r.path, guard.wrap(getattr(handler, r.handler)), methods=[r.method])
+              for handler, table in handlers for r in table]
     routes += [
+        *ops_pages(services, sessions),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route(PREFIX + "/openapi.json", openapi_endpoint, methods=["GET"]),

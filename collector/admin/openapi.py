@@ -28,14 +28,14 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def build() -> dict[str, Any]:
-    types = [ErrorResponse] + [t for r in ROUTES for t in (r.body, r.response) if t is not None]
+def build(routes=ROUTES) -> dict[str, Any]:
+    types = [ErrorResponse] + [t for r in routes for t in (r.body, r.response) if t is not None]
     schemas, components = msgspec.json.schema_components(
         list(dict.fromkeys(types)), ref_template="#/components/schemas/{name}"
     )
     refs = dict(zip(dict.fromkeys(types), schemas))
     paths: dict[str, Any] = {}
-    for route in ROUTES:
+    for route in routes:
         params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                   for p in re.findall(r"{(\w+)}", route.path)]
         params += [{"name": q, "in": "query", "required": False,

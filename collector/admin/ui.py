@@ -33,7 +33,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-NAV = (("/integrations", "Integrations"), ("/sources", "Sources"), ("/debugger", "Debugger"))
+NAV = (("/integrations", "Integrations"), ("/sources", "Sources"), ("/debugger", "Debugger"), ("/alerts", "Alerts"),
+       ("/erasure", "Erasure"))
 FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><circle cx="16" cy="16" r="15" fill="#b3001b"/>'
            '<path d="M9 17l5 5 9-11" stroke="#fff" stroke-width="3.5" fill="none" stroke-linecap="round"/></svg>')
 TRACK_EXAMPLE = """_df.track("Order Completed", {

@@ -194,6 +194,7 @@ class Edge:
         self.tag = TagFile(services.settings.static_dir)
         self.buckets: dict[str, TokenBucket] = {}
         self.clients = ClientBuckets()
+        self.tag_source = services.settings.access_log  # the access log names each request's source
         # source -> its enabled integrations, and the ids of its disabled ones
         self._routes: dict[str, tuple[list[Target], list[str]]] = {}
         services.store.subscribe(lambda kind, object_id: self._routes.clear())
@@ -292,6 +293,8 @@ class Edge:
                 body = text.repair_surrogates(body)
             key, events, sent_at, reset = self.envelope(body, implied, headers)
             source, trusted = self.source_for(key)
+            if self.tag_source:
+                scope["signal_edge.source"] = source.id
             if trusted and origin:
                 raise HttpError(403, "server_key_from_browser",
                                 "a server key (sk_...) is for the site's own servers and is refused from browsers; "
@@ -462,14 +465,20 @@ class Edge:
                 elif user_id is not None:
                     by_user[user_id] = remember[user_id] = changed
 
+        suppressed = 0
+        if self.s.store.suppressions:  # an erased person's new events: none while nobody was erased
+            events, suppressed = self.unsuppressed(source, events, received_at)
+            if suppressed:
+                remember = {}
         if rejected:
             self.count_rejected(source, rejected)
-        if not events:
+        if not events and not suppressed:
             first = rejected[0]
             status = 413 if first.code == "event_too_large" else 400
             return HttpError(status, first.code, first.message, rejected=rejected).answer(cors)
 
-        await self.commit(source, events, remember, by_user is not None)
+        if events:
+            await self.commit(source, events, remember, by_user is not None)
         self.s.activity.received(source.id, received_at)
         for ev in reversed(events):  # the newest click id is the one to remember
             if ev.click_id:
@@ -479,7 +488,16 @@ class Edge:
         # No cookies for the site's servers: an HTTP client that keeps them would send one _dfid
         # with every later call, and every customer's events would share one browser's memory.
         extra = cors if trusted else cors + self.cookies(peer, scope["scheme"], headers, source, new_cookies)
-        return 200, encoder.encode(Accepted(True, len(events), rejected)), extra
+        return 200, encoder.encode(Accepted(True, len(events) + suppressed, rejected)), extra
+
+    def unsuppressed(self, source: Source, events: list[EdgeEvent], now: float) -> tuple[list[EdgeEvent], int]:
+        """The events that are no erased person's (README: Erasure); the others are dropped, and
+        counted for the source page. The browser is answered as for any accepted event."""
+        kept = [ev for ev in events if not self.s.store.suppressions.suppressed(ev, now)]
+        dropped = len(events) - len(kept)
+        if dropped:
+            self.s.activity.record(source.id, "suppressed", "events of an erased person, dropped", dropped)
+        return kept, dropped
 
     def count_rejected(self, source: Source, rejected: list[Rejected]) -> None:
         by_code: dict[str, list[Rejected]] = {}

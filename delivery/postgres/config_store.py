@@ -100,6 +100,8 @@ class PgConfigStore(SnapshotStore):
             return
         if kind == "identity":
             self.forget_identity(object_id)
+        elif kind == "suppression":
+            self._spawn(self.load_suppressions())
         elif kind in ("source", "integration"):
             task = asyncio.ensure_future(self._reload(kind, object_id, self._move((kind, object_id))))
             self._tasks.add(task)
@@ -131,6 +133,12 @@ class PgConfigStore(SnapshotStore):
             if self._moved.get(key, 0) <= began:
                 self._apply(*key, bodies.get(key))
         self.forget_identities()
+        await self.load_suppressions()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: (self._tasks.discard(t), t.cancelled() or t.exception()))
 
     def _apply(self, kind: str, object_id: str, body: bytes | None) -> None:
         """Take the stored state of one object into the snapshot; listeners hear of real changes
@@ -354,6 +362,44 @@ class PgConfigStore(SnapshotStore):
             "ORDER BY id DESC LIMIT $2", before_id or 2**62, limit))
         return [audit_entry(*row) for row in rows]
 
+    async def _prune(self, kind: str, before: float, limit: int) -> int:
+        return _rows(await self.db.run(lambda c: c.execute(_PRUNE[kind], before, limit)))
+
+    # --- erasure and suppression ------------------------------------------------------------
+
+    async def _read_suppressions(self, now: float) -> list[tuple[str, float]]:
+        rows = await self.db.run(lambda c: c.fetch("SELECT key, until FROM suppressions WHERE until > $1", now))
+        return [tuple(row) for row in rows]
+
+    async def _write_suppressions(self, rows: list[tuple[str, float]]) -> None:
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.executemany("INSERT INTO suppressions (key, until) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE "
+                                   "SET until = greatest(suppressions.until, excluded.until)", rows)
+            await self._notify(conn, "suppression", "all")
+        await self.db.run(write)
+
+    async def _erase_identities(self, match, after, limit: int):
+        async def scan(conn: asyncpg.Connection):
+            rows = await conn.fetch("SELECT anonymous_id, user_id, identity FROM identities WHERE anonymous_id > $1 "
+                                    "ORDER BY anonymous_id LIMIT $2", after or "", limit)
+            gone = [tuple(row) for row in rows if match(row[0], row[1], row[2])]
+            if gone:
+                await conn.execute("DELETE FROM identities WHERE anonymous_id = ANY($1)", [row[0] for row in gone])
+                for row in gone:  # every node forgets its cached copy
+                    await self._notify(conn, "identity", row[0])
+            return gone, (rows[-1][0] if len(rows) == limit else None)
+        return await self.db.run(scan)
+
+    async def _erase_debug(self, match, after, limit: int):
+        async def scan(conn: asyncpg.Connection):
+            rows = await conn.fetch("SELECT id, record FROM debug_log WHERE id > $1 ORDER BY id LIMIT $2", after or 0,
+                                    limit)
+            gone = [row[0] for row in rows if match(row[1])]
+            if gone:
+                await conn.execute("DELETE FROM debug_log WHERE id = ANY($1)", gone)
+            return len(gone), (rows[-1][0] if len(rows) == limit else None)
+        return await self.db.run(scan)
+
     async def _write_debug(self, rows: list[tuple], keep: int | None) -> None:
         async def write(conn: asyncpg.Connection) -> None:
             await conn.executemany("INSERT INTO debug_log (at, source_id, topic, event_id, status, record) "
@@ -373,6 +419,21 @@ class PgConfigStore(SnapshotStore):
             f"SELECT id, at, source_id, topic, event_id, status, record FROM debug_log "
             f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(args)}", *args))
         return [debug_record(*row) for row in rows]
+
+
+_PRUNE = {  # the oldest records first; see the SQLite store
+    "debug": "DELETE FROM debug_log WHERE id IN (SELECT id FROM debug_log ORDER BY id LIMIT $2) AND at < $1",
+    "audit": "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log ORDER BY id LIMIT $2) AND at < $1",
+    "alerts": "DELETE FROM alert_history WHERE id IN (SELECT id FROM alert_history ORDER BY id LIMIT $2) AND at < $1",
+    "volume": "DELETE FROM event_volume WHERE ctid = ANY(ARRAY(SELECT ctid FROM event_volume WHERE bucket < $1 "
+              "LIMIT $2))",
+    "suppressions": "DELETE FROM suppressions WHERE ctid = ANY(ARRAY(SELECT ctid FROM suppressions WHERE until < $1 "
+                    "LIMIT $2))",
+}
+
+
+def _rows(status: str) -> int:
+    return int(status.split()[-1])
 
 
 async def _insert_audit(conn: asyncpg.Connection, row: AuditRow | None) -> None:

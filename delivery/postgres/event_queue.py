@@ -21,6 +21,7 @@ from collections import defaultdict
 
 import asyncpg
 
+from delivery.erasure import ERASED
 from delivery.events import queued_event_id
 from delivery.postgres.db import PgDatabase
 from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting
@@ -281,6 +282,55 @@ class PgEventQueue:
 
     def rate_limiter(self, topic: str, rate: float, burst: int) -> "SharedBucket":
         return SharedBucket(self.db, topic, rate, burst)
+
+    # --- erasure and retention (issue 27) ------------------------------------------------------
+
+    async def erase(self, topic: str, matches, batch: int = 1000) -> int:
+        """Delete the events of `topic`, queued or dead-lettered, for which `matches(event bytes)`
+        is true, `batch` rows a statement. An event leased by a request in flight becomes ERASED
+        (delivery filters it; its lease settles as usual). Erased events count as filtered."""
+        async def queued(conn: asyncpg.Connection, after: int):
+            rows = await conn.fetch("SELECT id, payload, lease_owner FROM queue WHERE topic = $1 AND id > $2 "
+                                    "ORDER BY id LIMIT $3", topic, after, batch)
+            hits = [row for row in rows if matches(row["payload"])]
+            idle = [row["id"] for row in hits if row["lease_owner"] is None]
+            leased = [row["id"] for row in hits if row["lease_owner"] is not None]
+            if idle:
+                await conn.execute("DELETE FROM queue WHERE id = ANY($1)", idle)
+                await _count(conn, topic, self.node, queued=-len(idle), filtered=len(idle))
+            if leased:
+                await conn.execute("UPDATE queue SET payload = $2 WHERE id = ANY($1)", leased, ERASED)
+            return len(hits), len(idle), (rows[-1]["id"] if len(rows) == batch else None)
+
+        async def dead(conn: asyncpg.Connection, after: int):
+            rows = await conn.fetch("SELECT id, payload FROM dead_letters WHERE topic = $1 AND id > $2 ORDER BY id "
+                                    "LIMIT $3", topic, after, batch)
+            gone = [row["id"] for row in rows if matches(row["payload"])]
+            if gone:
+                await conn.execute("DELETE FROM dead_letters WHERE id = ANY($1)", gone)
+                await _count(conn, topic, self.node, dead_lettered=-len(gone), filtered=len(gone))
+            return len(gone), (rows[-1]["id"] if len(rows) == batch else None)
+
+        erased, after = 0, 0
+        while after is not None:
+            gone, left, after = await self.db.run(queued, after)
+            erased += gone
+            self._depth -= left
+        after = 0
+        while after is not None:
+            gone, after = await self.db.run(dead, after)
+            erased += gone
+        return erased
+
+    async def prune_dead_letters(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` dead letters that died before `before`, the oldest first."""
+        async def prune(conn: asyncpg.Connection) -> int:
+            rows = await conn.fetch("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id "
+                                    "LIMIT $1) AND dead_at < $2 RETURNING topic", limit, before)
+            for topic in {row["topic"] for row in rows}:
+                await _count(conn, topic, self.node, dead_lettered=-sum(1 for r in rows if r["topic"] == topic))
+            return len(rows)
+        return await self.db.run(prune)
 
 
 def _rows(status: str) -> int:

@@ -97,11 +97,8 @@ class SqliteConfigStore(SnapshotStore):
         return await self.db.run(init)
 
     async def delete_meta(self, key: str) -> None:
-        def delete(conn: sqlite3.Connection) -> None:
-            conn.execute("PRAGMA secure_delete=ON")  # the old value must not linger in a free page
-            conn.execute("DELETE FROM meta WHERE key=?", (key,))
-            conn.execute("PRAGMA secure_delete=OFF")  # the queue's deletes need not zero their pages
-        await self.db.run(delete)
+        # secure_delete is on (delivery/sqlite/db.py): the old value does not linger in a free page
+        await self.db.run(lambda c: c.execute("DELETE FROM meta WHERE key=?", (key,)))
 
     # --- identity memory ------------------------------------------------------------------
 
@@ -184,6 +181,38 @@ class SqliteConfigStore(SnapshotStore):
             "ORDER BY id DESC LIMIT ?", (before_id or 2**62, limit)).fetchall())
         return [audit_entry(*row) for row in rows]
 
+    async def _prune(self, kind: str, before: float, limit: int) -> int:
+        return await self.db.run(lambda c: c.execute(_PRUNE[kind], (before, limit)).rowcount)
+
+    # --- erasure and suppression ------------------------------------------------------------
+
+    async def _read_suppressions(self, now: float) -> list[tuple[str, float]]:
+        return await self.db.run(lambda c: c.execute("SELECT key, until FROM suppressions WHERE until > ?",
+                                                     (now,)).fetchall())
+
+    async def _write_suppressions(self, rows: list[tuple[str, float]]) -> None:
+        await self.db.run(lambda c: c.executemany(
+            "INSERT INTO suppressions (key, until) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "until = max(until, excluded.until)", rows))
+
+    async def _erase_identities(self, match, after, limit: int):
+        def scan(conn: sqlite3.Connection):
+            rows = conn.execute("SELECT rowid, anonymous_id, user_id, identity FROM identities WHERE rowid > ? "
+                                "ORDER BY rowid LIMIT ?", (after or 0, limit)).fetchall()
+            gone = [row for row in rows if match(row[1], row[2], row[3])]
+            conn.executemany("DELETE FROM identities WHERE rowid = ?", [(row[0],) for row in gone])
+            return [row[1:] for row in gone], (rows[-1][0] if len(rows) == limit else None)
+        return await self.db.run(scan)
+
+    async def _erase_debug(self, match, after, limit: int):
+        def scan(conn: sqlite3.Connection):
+            rows = conn.execute("SELECT id, record FROM debug_log WHERE id > ? ORDER BY id LIMIT ?",
+                                (after or 0, limit)).fetchall()
+            gone = [(row_id,) for row_id, record in rows if match(record)]
+            conn.executemany("DELETE FROM debug_log WHERE id = ?", gone)
+            return len(gone), (rows[-1][0] if len(rows) == limit else None)
+        return await self.db.run(scan)
+
     async def _write_debug(self, rows: list[tuple], keep: int | None) -> None:
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT INTO debug_log (at, source_id, topic, event_id, status, record) "
@@ -202,6 +231,17 @@ class SqliteConfigStore(SnapshotStore):
             f"SELECT id, at, source_id, topic, event_id, status, record FROM debug_log "
             f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall())
         return [debug_record(*row) for row in rows]
+
+
+# Retention: the oldest records first. Tables whose rows come in time order are read in id order,
+# `limit` rows a statement whatever their size (a look for expired rows never scans the table).
+_PRUNE = {
+    "debug": "DELETE FROM debug_log WHERE id IN (SELECT id FROM debug_log ORDER BY id LIMIT ?2) AND at < ?1",
+    "audit": "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log ORDER BY id LIMIT ?2) AND at < ?1",
+    "alerts": "DELETE FROM alert_history WHERE id IN (SELECT id FROM alert_history ORDER BY id LIMIT ?2) AND at < ?1",
+    "volume": "DELETE FROM event_volume WHERE rowid IN (SELECT rowid FROM event_volume WHERE bucket < ?1 LIMIT ?2)",
+    "suppressions": "DELETE FROM suppressions WHERE rowid IN (SELECT rowid FROM suppressions WHERE until < ?1 LIMIT ?2)",
+}
 
 
 def _insert_audit(conn: sqlite3.Connection, row: AuditRow | None) -> None:

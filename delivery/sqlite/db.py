@@ -28,6 +28,7 @@ the commits' fsyncs behind it (bench/ingest.py: p99 56-106 ms against 7 ms).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fcntl
 import logging
 import os
@@ -38,8 +39,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from delivery.sqlite.migrations import migrate
+from delivery.sqlite.migrations import MIGRATIONS, migrate
 from delivery.store import StorageError, StorageUnusable
+from delivery.version import version
 
 log = logging.getLogger("signal_edge.db")
 T = TypeVar("T")
@@ -117,7 +119,8 @@ class Database:
     def _lock(self) -> None:
         """One serving process per file. A second one would keep its own stale copy of the
         configuration and, at its start, release the first one's leases. The kernel drops
-        the lock when the process dies, however it dies."""
+        the lock when the process dies, however it dies. The file names the holder: its pid
+        and version (versions before 0.3 wrote the pid alone)."""
         path = self.path + ".lock"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -126,13 +129,14 @@ class Database:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            holder = _holder(fd)
             os.close(fd)
             raise StorageUnusable(
-                f"another signal-edge (pid {holder}) already serves {self.path}: a SQLite file serves one process. "
-                "Stop that one, or run several on PostgreSQL (set SIGNAL_DATABASE_URL)") from None
+                f"{holder} already serves {self.path}: a SQLite file serves one process. Stop that one (to upgrade: "
+                "stop it, back it up with `signal-edge backup`, then start the new version), or run several on "
+                "PostgreSQL (set SIGNAL_DATABASE_URL)") from None
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()} {version()}".encode())
         self._lock_fd = fd
 
     def _connect(self) -> sqlite3.Connection:
@@ -142,12 +146,17 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        # Deleted content is overwritten with zeros: an event delivered or erased leaves nothing in
+        # the file's free pages (README: Erasure). Debian's SQLite does so by default; this says it
+        # whatever the build, and the benchmarks' figures were measured with it.
+        conn.execute("PRAGMA secure_delete=ON")
         return conn
 
     def _open(self) -> sqlite3.Connection:
         """Connect, check and migrate, or raise StorageUnusable with what to do."""
         try:
             private_files(self.path)
+            elsewhere = open_elsewhere(self.path)  # before this process opens it (see open_elsewhere)
             conn = self._connect()
         except OSError as exc:
             raise StorageUnusable(f"cannot create {self.path}: {exc.strerror}; check that its directory "
@@ -161,6 +170,9 @@ class Database:
                 raise StorageUnusable(
                     f"{self.path} is damaged (SQLite quick_check: {check}); restore it from a backup, or salvage "
                     f"it with `sqlite3 {self.path} .recover | sqlite3 repaired.db` and start with --db repaired.db")
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if 0 < current < len(MIGRATIONS) and elsewhere:
+                raise StorageUnusable(self._in_use(current))
             migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
@@ -169,6 +181,21 @@ class Database:
             conn.close()
             raise
         return conn
+
+    def _in_use(self, current: int) -> str:
+        """Why a schema change is refused: another process (an older signal-edge, say) has the file
+        open, and would go on reading and writing it in the old schema."""
+        holder = "another process"
+        try:
+            fd = os.open(self.path + ".lock", os.O_RDONLY)
+        except OSError:
+            pass
+        else:
+            holder = _holder(fd) if _locked(fd) else holder
+            os.close(fd)
+        return (f"{self.path} is in schema version {current} and this signal-edge ({version()}) would change it to "
+                f"{len(MIGRATIONS)}, but {holder} has it open and would go on using the old schema. Stop it first: "
+                "stop, back up (`signal-edge backup`), upgrade, start")
 
     def _main(self) -> None:
         try:
@@ -251,6 +278,49 @@ class Database:
             self.problem_since = time.time()
         self.problem = message
         return StorageError(f"the database cannot store anything now: {message}")
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock file, from what it wrote: "signal-edge 0.3.0 (pid 42)"."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    pid, _, held_by = os.read(fd, 64).decode(errors="replace").strip().partition(" ")
+    return f"signal-edge {held_by or 'before 0.3'} (pid {pid or '?'})"
+
+
+def _locked(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+class _Flock(ctypes.Structure):
+    _fields_ = [("l_type", ctypes.c_short), ("l_whence", ctypes.c_short), ("l_start", ctypes.c_int64),
+                ("l_len", ctypes.c_int64), ("l_pid", ctypes.c_int32)]
+
+
+_WAL_DMS = 128  # the byte of the -shm file every open connection holds a shared lock on (SQLite's wal.c)
+
+
+def open_elsewhere(path: str) -> bool:
+    """Another process has the database open, whatever it is (an older signal-edge without the
+    lock file, a backup, the sqlite3 shell): in WAL mode every connection holds a shared lock on
+    one byte of the -shm file, and an exclusive lock on it is refused while one does. An OFD lock
+    (owned by this descriptor, not the process): closing it releases no lock SQLite holds here."""
+    try:
+        fd = os.open(path + "-shm", os.O_RDWR)
+    except OSError:
+        return False  # no -shm file: nobody has it open in WAL mode
+    try:
+        probe = _Flock(fcntl.F_WRLCK, os.SEEK_SET, _WAL_DMS, 1, 0)
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, bytes(probe))
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # the probe's lock goes with it
+    return False
 
 
 # Primary SQLite result codes that say nothing about the job: BUSY, LOCKED, NOMEM, READONLY,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter, defaultdict
 
+from delivery.erasure import ERASED
 from delivery.events import queued_event_id
 from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting
 from delivery.ratelimit import TokenBucket
@@ -123,6 +124,76 @@ class SqliteEventQueue:
         count = await self.db.run(move)
         self._depth -= count
         return count
+
+
+    # --- erasure and retention (issue 27) ------------------------------------------------------
+
+    async def erase(self, topic: str, matches, batch: int = 50) -> int:
+        """Delete the events of `topic`, queued or dead-lettered, for which `matches(event bytes)`
+        is true, `batch` rows a statement (their content is overwritten: secure_delete). A row of
+        several events is rewritten without them. A row leased by a request in flight keeps its
+        size (the lease's item ids count on it): the events become ERASED, which delivery filters.
+        Erased events are counted as filtered. Returns how many were erased."""
+        erased, after = 0, 0
+        while after is not None:
+            gone, left, after = await self.db.run(_erase_queued, topic, matches, after, batch)
+            erased += gone
+            self._depth -= left
+        after = 0
+        while after is not None:
+            gone, after = await self.db.run(_erase_dead, topic, matches, after, batch * 20)
+            erased += gone
+        return erased
+
+    async def prune_dead_letters(self, before: float, limit: int = 1000) -> int:
+        """Delete up to `limit` dead letters that died before `before`, the oldest first."""
+        return await self.db.run(_prune_dead, before, limit)
+
+
+def _erase_queued(conn: sqlite3.Connection, topic: str, matches, after: int, batch: int):
+    rows = conn.execute("SELECT id, events, leased, payload FROM queue WHERE topic=? AND id>? ORDER BY id LIMIT ?",
+                        (topic, after, batch)).fetchall()
+    erased = left = 0  # erased; of them, those that left the queue now (not in flight)
+    for row_id, events, leased, payload in rows:
+        parts = [payload] if events == 1 else payload.split(SEP)
+        hits = [matches(part) for part in parts]
+        if not any(hits):
+            continue
+        erased += sum(hits)
+        if leased:
+            conn.execute("UPDATE queue SET payload=? WHERE id=?",
+                         (SEP.join(ERASED if hit else part for part, hit in zip(parts, hits)), row_id))
+            continue
+        left += sum(hits)
+        kept = [part for part, hit in zip(parts, hits) if not hit]
+        if kept:
+            conn.execute("UPDATE queue SET payload=?, events=? WHERE id=?", (SEP.join(kept), len(kept), row_id))
+        else:
+            conn.execute("DELETE FROM queue WHERE id=?", (row_id,))
+    if left:
+        conn.execute("UPDATE counters SET queued = queued - ?, filtered = filtered + ? WHERE topic=?",
+                     (left, left, topic))
+    return erased, left, (rows[-1][0] if len(rows) == batch else None)
+
+
+def _erase_dead(conn: sqlite3.Connection, topic: str, matches, after: int, batch: int):
+    rows = conn.execute("SELECT id, payload FROM dead_letters WHERE topic=? AND id>? ORDER BY id LIMIT ?",
+                        (topic, after, batch)).fetchall()
+    gone = [(row_id,) for row_id, payload in rows if matches(payload)]
+    if gone:
+        conn.executemany("DELETE FROM dead_letters WHERE id=?", gone)
+        conn.execute("UPDATE counters SET dead_lettered = dead_lettered - ?, filtered = filtered + ? WHERE topic=?",
+                     (len(gone), len(gone), topic))
+    return len(gone), (rows[-1][0] if len(rows) == batch else None)
+
+
+def _prune_dead(conn: sqlite3.Connection, before: float, limit: int) -> int:
+    """Dead letters die in id order, so the oldest `limit` rows are the only candidates."""
+    rows = conn.execute("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?) "
+                        "AND dead_at < ? RETURNING topic", (limit, before)).fetchall()
+    for topic, count in Counter(topic for (topic,) in rows).items():
+        conn.execute("UPDATE counters SET dead_lettered = dead_lettered - ? WHERE topic=?", (count, topic))
+    return len(rows)
 
 
 def _rows(items: list[QueueItem]) -> list[tuple]:

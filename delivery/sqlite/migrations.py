@@ -203,6 +203,22 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection], None], ...] = (
     """
     CREATE INDEX identities_updated ON identities(updated_at);
     """,
+    # 9: run as a service (issue 27): erasure's suppressions (keyed digests, never the person's
+    # hashes), alert destinations, open incidents and their history, events per integration, type and time bucket
+    """
+    CREATE TABLE suppressions (key TEXT PRIMARY KEY, until REAL NOT NULL);
+    CREATE TABLE alert_destinations (id TEXT PRIMARY KEY, body BLOB NOT NULL);
+    CREATE TABLE alert_incidents (key TEXT PRIMARY KEY, body BLOB NOT NULL);
+    CREATE TABLE alert_history (id INTEGER PRIMARY KEY, at REAL NOT NULL, body BLOB NOT NULL);
+    CREATE TABLE event_volume (
+        topic TEXT NOT NULL,
+        event TEXT NOT NULL,
+        bucket REAL NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (topic, event, bucket)
+    );
+    CREATE INDEX event_volume_bucket ON event_volume(bucket);
+    """,
 )
 
 
