@@ -72,6 +72,7 @@ class EdgeEvent(msgspec.Struct, gc=False, array_like=True):
     notes: list[str] = []  # what ingestion left out, and why (never raw values)
     ldp: bool = False  # limited data processing (a US state privacy law): custom_data.opt_out_type
     opt_out: bool = False  # the person opted out of ads personalization: the event's opt_out
+    gpc: bool = False  # the browser sent Sec-GPC: 1 (Global Privacy Control); the source says what it means
 
 
 def event_view(ev: EdgeEvent) -> dict[str, Any]:
