@@ -21,8 +21,9 @@ def browser_type_launch_args(browser_type_launch_args):
             "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--disable-background-networking", "--disable-component-update",
                      "--disable-sync", "--no-first-run",
-                     # www.shop.test (the site) and data.shop.test (the edge) are this machine
-                     "--host-resolver-rules=MAP *.shop.test 127.0.0.1"]}
+                     # www.shop.test (the site), data.shop.test (the edge) and data.other.test (an
+                     # edge on another site) are this machine
+                     "--host-resolver-rules=MAP *.shop.test 127.0.0.1, MAP *.other.test 127.0.0.1"]}
 
 
 @pytest.fixture(scope="session")
