@@ -87,18 +87,18 @@ def section(source: Source, edge_port: int) -> str:
 <div id="deployment" aria-live="polite"><p class="help">Checking how this source's requests arrive…</p></div>
 <p class="help">Mount the edge under a path of your site, so that its cookies are first-party: Safari keeps them for
 their whole lifetime (a data subdomain on another address gets 7 days), and ad blockers do not know the names.</p>
-<label for="same-origin-snippet">Same-origin snippet</label>
+<label for="same-origin-snippet">Script tag for pages of your site, with the edge under {e(out.prefix)}</label>
 <textarea id="same-origin-snippet" readonly rows="4">{e(out.snippet)}</textarea>
 <p class="help">In the site's Caddy block, before the site's own handling (<code>handle {out.prefix}/*</code>, which
 keeps the prefix, works too):</p>
 <pre tabindex="0" id="caddy-block"><code>{e(out.caddy)}</code></pre>
-<form id="serving-form" novalidate><h3>Names</h3>
+<form id="serving-form" novalidate><h3>Paths</h3>
 <label for="serving-prefix">Path prefix on your site</label>
 <input id="serving-prefix" name="prefix" value="{e(out.prefix)}" required>
-<label for="serving-script">Tag file name</label>
+<label for="serving-script">Tag file, under the prefix</label>
 <input id="serving-script" name="script" value="{e(out.script)}" required>
-<label for="serving-endpoint">Ingestion name</label>
+<label for="serving-endpoint">Ingestion path, under the prefix</label>
 <input id="serving-endpoint" name="endpoint" value="{e(out.endpoint)}" required>
-<label class="choice"><input type="checkbox" name="pintrk_bridge" id="pintrk-bridge"{bridge}> Hand each event's id to
-a Pinterest Tag (<code>pintrk</code>) still on the page, so Pinterest counts each conversion once</label>
-<button type="submit" class="secondary">Save names</button></form></section>"""
+<label class="choice"><input type="checkbox" name="pintrk_bridge" id="pintrk-bridge"{bridge}> <span>Hand each event's
+id to a Pinterest Tag (<code>pintrk</code>) still on the page, so Pinterest counts each conversion once</span></label>
+<button type="submit" class="secondary">Save paths</button></form></section>"""

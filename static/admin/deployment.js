@@ -32,7 +32,7 @@ form.addEventListener("submit", async (event) => {
       serving: { prefix: form.prefix.value.trim(), script: form.script.value.trim(), endpoint: form.endpoint.value.trim() },
       pintrk_bridge: form.pintrk_bridge.checked,
     });
-    say("Saved: the edge answers on these names now.");
+    say("Saved: the edge answers on these paths now.");
     location.reload();
   } catch (err) {
     showError(form, err, (field) => field.split(".").pop());
