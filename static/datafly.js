@@ -12,7 +12,7 @@
 
   function attr(n) { return s.getAttribute("data-" + n) }
   function get(k) { try { return L.getItem(k) } catch (e) { return null } }
-  function put(k, v) { try { v == null ? L.removeItem(k) : L.setItem(k, v) } catch (e) {} }
+  function put(k, v) { try { v == null ? L.removeItem(k) : L.setItem(k, v); return 1 } catch (e) {} }
   function stored() { try { return JSON.parse(get(S)) || [] } catch (e) { return [] } }
   function ads() { return consent && consent.indexOf("advertising") >= 0 }
   function send(type, f) {
@@ -77,8 +77,8 @@
     if (!wait) return flush(1);
     var all = stored().concat(out || [], q), k = 0, n = 0;
     while (k < 100 && all[k] && (n += JSON.stringify(all[k]).length) < 6e4) k++;
-    put(S, JSON.stringify(all.slice(0, k)));
-    q = []; out = 0;
+    // (what storage cannot hold stays here, and is retried while the page lives)
+    if (put(S, JSON.stringify(all.slice(0, k)))) { q = all.slice(k); out = 0 }
   }
   // What a page left goes first.
   function claim() {
