@@ -155,6 +155,11 @@ def test_the_edge_under_a_prefix_of_the_site_keeps_its_cookies_and_the_click(bro
     page.goto(world.page("/kept-page", kept))
     assert world.wait(page, "/kept-page")[0]["user_data"]["click_id"] == "dj0yJnU9U2ln"
     assert kept_answers == [200]
+    # The plain tag, told where to send (data-endpoint): what existing pages can do under a prefix.
+    before = len(answers)
+    page.goto(world.page("/told", source, src="/sig/d.js", endpoint=f"/sig/{source['serving']['endpoint']}"))
+    assert world.wait(page, "/told")[0]["user_data"]["click_id"] == "dj0yJnU9U2ln"
+    assert answers[before:] == [200]  # it went there, not to /sig/v1/batch beside the script
     context.close()
 
 
