@@ -438,6 +438,7 @@ class Edge:
             cookie_epik = None  # never echoed back into Set-Cookie
         received_at = time.time()
         today = str(int(received_at // ei.DAY))
+        gpc = headers.get("sec-gpc") == "1"
         ctx = RequestContext(  # positional, in field order
             source,
             ip,
@@ -450,7 +451,8 @@ class Edge:
             received_at - sent_at if sent_at is not None else 0.0,  # skew
             suspect,
             trusted,
-            headers.get("sec-gpc") == "1",
+            gpc,
+            gpc or source.consent.enabled,  # guarded
         )
         stored = None
         if not fresh:
@@ -555,8 +557,11 @@ class Edge:
         if not source.consent.enabled or ads_allowed(newest.consent, source):
             if renew or ei.PIN_UNAUTH not in sent:
                 wanted.append((ei.PIN_UNAUTH, ctx.pin_unauth))
-            # the newest click id is the one to remember
-            click_id = next((ev.click_id for ev in reversed(events) if ev.click_id), None) or ctx.cookie_epik
+            click_id = ctx.cookie_epik
+            for ev in reversed(events):  # the newest click id is the one to remember
+                if ev.click_id:
+                    click_id = ev.click_id
+                    break
             if click_id and (renew or click_id != ctx.cookie_epik):
                 wanted.append((ei.EPIK, click_id))
             return wanted, []
@@ -615,8 +620,20 @@ class EdgeApp:
             method = scope["method"]
             if method == "POST":
                 implied = self.edge.paths.ingest.get(scope["path"], _NOT_OURS)
-                if implied is not _NOT_OURS:
-                    await self.ingest(scope, receive, send, implied)
+                if implied is not _NOT_OURS:  # (inline: a coroutine of its own costs a request 1.5k instructions)
+                    try:
+                        status, body, extra = await self.edge.ingest(scope, receive, implied)
+                    except ConnectionAbortedError:
+                        return  # the client went away mid-body; nothing was accepted
+                    except Exception as exc:
+                        request_id = failure_id()
+                        errors.failure(f"ingestion failed (request {request_id})", exc)
+                        status, body, extra = HttpError(
+                            500, "internal_error",
+                            f"internal error (request {request_id}); the events were not accepted, retry").answer([])
+                    await send({"type": "http.response.start", "status": status,
+                                "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *extra]})
+                    await send({"type": "http.response.body", "body": body})
                     return
             elif method in ("GET", "HEAD"):
                 source_id = self.edge.paths.tags.get(scope["path"], _NOT_OURS)
@@ -627,21 +644,6 @@ class EdgeApp:
                 await (await self.edge.preflight(Request(scope, receive)))(scope, receive, send)
                 return
         await self.fallback(scope, receive, send)
-
-    async def ingest(self, scope, receive, send, implied: str | None) -> None:
-        try:
-            status, body, extra = await self.edge.ingest(scope, receive, implied)
-        except ConnectionAbortedError:
-            return  # the client went away mid-body; nothing was accepted
-        except Exception as exc:
-            request_id = failure_id()
-            errors.failure(f"ingestion failed (request {request_id})", exc)
-            status, body, extra = HttpError(
-                500, "internal_error",
-                f"internal error (request {request_id}); the events were not accepted, retry").answer([])
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *extra]})
-        await send({"type": "http.response.body", "body": body})
 
 
 def _iso(ts: float) -> str:
