@@ -133,8 +133,8 @@ def test_default_names_are_opaque_stable_and_distinct():
 def test_names_that_cannot_be_served_are_refused_naming_the_field(serving, field, says):
     other = Source(id="src_other", name="Other", pipeline_key="dk_2", created_at=0, updated_at=0,
                    serving=Serving("/x", "theirs.js", "their"))
-    found, message = conflict(serving, "src_me", [other])
-    assert found == field and says in message
+    found = conflict(serving, "src_me", [other])
+    assert found.field == field and says in found.message and found.taken == ("already answers" in says)
 
 
 # --- cookies -------------------------------------------------------------------------------------

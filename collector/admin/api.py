@@ -23,7 +23,7 @@ from collector.admin.deployment import deployment, serving_out
 from collector.admin.errors import ApiError, from_validation
 from collector.admin.match import match_quality
 from collector.edge.ingest import EventError, RequestContext, build_event
-from collector.edge.serving import conflict, script_tag, serving_of
+from collector.edge.serving import conflict, default_serving, script_tag, serving_of
 from collector.edge.wire import event_decoder as wire_event_decoder
 from collector.services import Services
 from delivery.config import (
@@ -227,10 +227,8 @@ class Api:
                           body.endpoint or current.endpoint)
         problem = conflict(serving, source_id, self.store.sources())
         if problem:
-            field, message = problem
-            status = 409 if "already answers" in message else 400
-            raise ApiError(status, "conflict" if status == 409 else "invalid_field", f"serving.{field}: {message}",
-                           f"serving.{field}")
+            raise ApiError(409 if problem.taken else 400, "conflict" if problem.taken else "invalid_field",
+                           f"serving.{problem.field}: {problem.message}", f"serving.{problem.field}")
         return serving
 
     async def integration_out(self, integ: Integration) -> s.IntegrationOut:
@@ -276,8 +274,7 @@ class Api:
         source_id = body.id or new_id("src_")
         if self.store.source(source_id):
             raise ApiError(409, "conflict", f"a source with id {source_id} already exists", "id")
-        derived = Source(id=source_id, name="", pipeline_key="", created_at=0, updated_at=0)
-        serving = self.serving(body.serving, source_id, serving_of(derived))
+        serving = self.serving(body.serving, source_id, default_serving(source_id))
         now = time.time()
         source = Source(
             id=source_id, name=body.name, pipeline_key=new_pipeline_key(), created_at=now, updated_at=now,
@@ -288,7 +285,7 @@ class Api:
             client_rate_limit_per_second=body.client_rate_limit_per_second,
             client_rate_limit_burst=body.client_rate_limit_burst,
             privacy=privacy_settings(body.privacy),
-            serving=serving if serving != serving_of(derived) else None, pintrk_bridge=body.pintrk_bridge,
+            serving=serving if serving != default_serving(source_id) else None, pintrk_bridge=body.pintrk_bridge,
         )
         await self.store.put_source(source, "create")
         return json_response(await self.one_source_out(source), 201)

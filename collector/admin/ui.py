@@ -13,9 +13,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from collector.admin import deployment
 from collector.admin.api import config_warnings, iso, snippet
 from collector.admin.auth import Throttle
-from collector.admin import deployment
 from collector.admin.oauth import CALLBACK, Connect, redirect_uri
 from collector.admin.session import Sessions
 from collector.services import Services

@@ -112,8 +112,7 @@ def cookie_header(name: str, value: str, *, max_age: int, secure: bool, http_onl
 
 @lru_cache(maxsize=1024)
 def _cookie_parts(name: str, secure: bool, domain: str | None) -> tuple[bytes, bytes]:
-    """What comes before and after the value: every response renews its cookies, so this is
-    built once per name, scheme and domain."""
+    """What comes before and after the value, built once per name, scheme and domain."""
     max_age, http_only = COOKIE_RULES[name]
     before, _, after = cookie_header(name, "\0", max_age=max_age, secure=secure, http_only=http_only,
                                      domain=domain).partition("\0")
@@ -134,7 +133,7 @@ def without_epik(url: str | None) -> str | None:
     """The URL without its click id (kept out of storage until the advertising category is granted)."""
     if not url or "epik=" not in url:
         return url
-    head, question, rest = url.partition("?")
+    head, _, rest = url.partition("?")
     query, hash_mark, fragment = rest.partition("#")
     kept = "&".join(part for part in query.split("&") if part.partition("=")[0] != "epik")
     return head + ("?" + kept if kept else "") + hash_mark + fragment

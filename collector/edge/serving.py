@@ -15,6 +15,7 @@ import base64
 import hashlib
 from functools import lru_cache
 from itertools import count
+from typing import NamedTuple
 
 from delivery.config import Serving, Source
 
@@ -74,29 +75,35 @@ class Routes:
                 self.ingest.setdefault(serving.prefix + path, implied)
 
 
-def conflict(serving: Serving, source_id: str, sources: list[Source]) -> tuple[str, str] | None:
-    """(field, what is wrong) when these names cannot be served, else None."""
+class Conflict(NamedTuple):
+    field: str  # prefix | script | endpoint
+    message: str
+    taken: bool = False  # another source answers there
+
+
+def conflict(serving: Serving, source_id: str, sources: list[Source]) -> Conflict | None:
+    """What is wrong with these names, when they cannot be served."""
     for field in ("prefix", "script", "endpoint"):
         word = forbidden_word(getattr(serving, field))
         if word:
-            return field, (f"holds '{word}', a word ad-blocking lists match in paths; choose an opaque name "
-                           "(the default is one)")
+            return Conflict(field, f"holds '{word}', a word ad-blocking lists match in paths; choose an opaque "
+                                   "name (the default is one)")
     if serving.script.removesuffix(".js") == serving.endpoint:
-        return "endpoint", "must differ from the script's name"
+        return Conflict("endpoint", "must differ from the script's name")
     if serving.prefix.split("/")[1] in ("v1", "healthz"):
-        return "prefix", "is a path the edge answers itself; choose another one, such as /sig"
+        return Conflict("prefix", "is a path the edge answers itself; choose another one, such as /sig")
     mine = own_paths(serving)
     for path in mine:
         if path in RESERVED:
             field = "script" if path == mine[0] else "endpoint"
-            return field, f"{path} is a path the edge answers itself; choose another name"
+            return Conflict(field, f"{path} is a path the edge answers itself; choose another name")
     for other in sources:
         if other.id == source_id:
             continue
         theirs = own_paths(serving_of(other))
         for field, path in zip(("script", "endpoint"), mine):
             if path in theirs:
-                return field, f"source {other.id} already answers on {path}; choose another name"
+                return Conflict(field, f"source {other.id} already answers on {path}; choose another name", True)
     return None
 
 
