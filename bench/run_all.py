@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported (default 3)")
     runs = parser.parse_args().runs
     print("tag size ...", file=sys.stderr, flush=True)
-    sizes = tag_size.sizes()
+    tags = {name: tag_size.sizes(raw) for name, raw in tag_size.served().items()}
     print(f"ingest (about {runs * 20 // 60 + 1} min) ...", file=sys.stderr, flush=True)
     ingest = ingest_bench.measure(runs=runs)
     ingest_bench.report(ingest)
@@ -71,8 +71,11 @@ def main() -> None:
 
     # figure, its runs (the median is shown), format, target, test
     rows = [
-        ["tag, gzip (bytes)", [sizes["gzip -9"]], ",d", "< 2,048 B (ceiling 4,096)", lambda v: v < 2048],
-        ["tag, brotli (bytes)", [sizes["brotli 11"]], ",d", "", None],
+        ["tag, gzip (bytes)", [tags["plain tag"]["gzip -9"]], ",d", "<= 2,560 B (ceiling 4,096)",
+         lambda v: v <= tag_size.TARGET],
+        ["  a source's, with its mapping", [tags["a source's tag"]["gzip -9"]], ",d", "<= 2,560 B",
+         lambda v: v <= tag_size.TARGET],
+        ["tag, brotli (bytes)", [tags["plain tag"]["brotli 11"]], ",d", "", None],
         ["ingest, 1 event/request (ev/s)", [ingest["single_eps"]], ",.0f", "", None],
         ["ingest ours / bare", ingest["ratios_bare"], ".2f", ">= 0.50", lambda v: v >= 0.5],
         ["ingest p99 at that load (ms)", ingest["single_p99s_ms"], ".1f", "< 20", lambda v: v < 20],

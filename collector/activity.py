@@ -1,7 +1,10 @@
 """What each source's traffic did: refused requests and events, counted per reason so the admin
 can show what went wrong, and when an event was last accepted. Kept in memory on the request
 path (a few dict updates, whatever a flood sends), written to the store every few seconds, and
-the refusals totalled per process for /metrics."""
+the refusals totalled per process for /metrics.
+
+How browsers' requests arrived (same-origin, same-site, cross-site) is this process's own view,
+never stored: a load balancer gives every node a share of the same pages' traffic."""
 
 from __future__ import annotations
 
@@ -23,6 +26,16 @@ KEY_PREFIX = 12  # "dk_live_" and four characters: enough to recognise, not to u
 UNKNOWN = "(no source)"  # the metrics label of refusals that match no source
 
 
+class Arrival:
+    """A source's browser requests that arrived one way: how many, the last one's time, the
+    page's origin and the host it asked for."""
+
+    __slots__ = ("requests", "at", "origin", "host")
+
+    def __init__(self) -> None:
+        self.requests, self.at, self.origin, self.host = 0, 0.0, None, None
+
+
 class ActivityLog:
     def __init__(self, store: SnapshotStore) -> None:
         self.store = store
@@ -33,6 +46,7 @@ class ActivityLog:
         self._unknown_keys: Counter[str] = Counter()
         self._unknown_since = time.monotonic()
         self._flushing = asyncio.Lock()
+        self.arrivals: dict[tuple[str, str], Arrival] = {}  # (source, same-origin | same-site | cross-site)
 
     def record(self, source_id: str | None, reason: str, detail: str, count: int = 1) -> None:
         """`count` requests or events of a source refused for `reason`; `detail` names the refused
@@ -48,6 +62,14 @@ class ActivityLog:
 
     def received(self, source_id: str, at: float) -> None:
         self._last_events[source_id] = at
+
+    def arrived(self, source_id: str, kind: str, at: float, origin: str | None, host: str | None) -> None:
+        """One accepted browser request of a source, as it arrived (collector/edge/arrival.py)."""
+        entry = self.arrivals.get((source_id, kind))
+        if entry is None:
+            entry = self.arrivals[(source_id, kind)] = Arrival()
+        entry.requests += 1
+        entry.at, entry.origin, entry.host = at, origin, host
 
     def unknown_key(self, key: str, reason: str) -> None:
         """A key that names no source: counted, and named by its first characters once a minute."""

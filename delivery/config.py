@@ -26,6 +26,29 @@ class PrivacySettings(msgspec.Struct):
     ldp: str = "off"
     ldp_states: list[str] = []  # two-letter US state codes, lowercase
     url_params_to_remove: list[str] = []  # beside the built-in list (delivery/urls.py)
+    # Global Privacy Control (a browser's Sec-GPC: 1): "opt_out" sends its events with opt_out:
+    # true; "no_delivery" keeps them from every integration (filtered, with the reason).
+    gpc: str = "opt_out"
+
+
+class Serving(msgspec.Struct):
+    """Where a site mounts the edge on its own origin: the tag at <prefix>/<script>, ingestion at
+    <prefix>/<endpoint> (collector/edge/serving.py derives opaque defaults from the source's id)."""
+
+    prefix: str  # "/sig": the path the site's proxy forwards to the edge
+    script: str  # "k3v9q2mx.js"
+    endpoint: str  # "w8r2p4nz"
+
+
+class RetiredKey(msgspec.Struct):
+    """A pipeline key replaced by a rotation: accepted until `until`, then refused and counted
+    on its source."""
+
+    key: str
+    until: float
+
+
+MAX_RETIRED_KEYS = 5  # the newest are kept; an older key is unknown, like any other
 
 
 class Source(msgspec.Struct):
@@ -48,6 +71,9 @@ class Source(msgspec.Struct):
     # its last four characters to show which one is set.
     server_key_sha256: str | None = None
     server_key_hint: str | None = None
+    serving: Serving | None = None  # None: the names derived from the id
+    pintrk_bridge: bool = False  # the tag hands its event ids to a Pinterest Tag (pintrk) on the page
+    retired_keys: list[RetiredKey] = []  # newest first
 
 
 class PinterestConfig(msgspec.Struct):

@@ -56,6 +56,8 @@ class Person:
             hashes.append(norm.prehashed(email) or norm.sha256(norm.email(email)))
         if phone is not None:
             hashes.append(norm.prehashed(phone) or norm.sha256(norm.phone(phone, default_country)))
+        if anonymous_id:  # the _dfid cookie as it is: "<anonymous id>.<the day it was last renewed>"
+            anonymous_id = anonymous_id.partition(".")[0]
         return cls(hashes, [user_id] if user_id else [], [anonymous_id] if anonymous_id else [])
 
     def add_user_id(self, user_id: str) -> None:

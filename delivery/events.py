@@ -90,6 +90,7 @@ class EdgeEvent(msgspec.Struct, gc=False, array_like=True):
     opt_out: bool = False  # the person opted out of ads personalization: the event's opt_out
     action_source: str | None = None  # app_android | app_ios | offline; None: web
     app: AppDevice | None = None  # an app event's app and device
+    gpc: bool = False  # the browser sent Sec-GPC: 1 (Global Privacy Control); the source says what it means
 
 
 def event_view(ev: EdgeEvent) -> dict[str, Any]:

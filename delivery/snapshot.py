@@ -124,6 +124,8 @@ class SnapshotStore:
         self._forget_source(source.id)
         self._sources[source.id] = source
         self._by_key[source.pipeline_key] = source
+        for retired in source.retired_keys:  # refused after their overlap, but counted on this source
+            self._by_key.setdefault(retired.key, source)
         if source.server_key_sha256:
             self._by_server_key[source.server_key_sha256] = source
 
@@ -131,6 +133,9 @@ class SnapshotStore:
         old = self._sources.pop(source_id, None)
         if old is not None:
             self._by_key.pop(old.pipeline_key, None)
+            for retired in old.retired_keys:
+                if self._by_key.get(retired.key) is old:
+                    del self._by_key[retired.key]
             self._by_server_key.pop(old.server_key_sha256 or "", None)
 
     # --- writes -----------------------------------------------------------------------

@@ -59,6 +59,8 @@ class DeliverySettings(msgspec.Struct, frozen=True):
 # halved delivery throughput.
 ROUTINE_KEPT_PER_BATCH = 20
 ROUTINE = ("delivered", "filtered", "skipped")
+GPC_WITHHELD = ("Global Privacy Control: the visitor's browser sent Sec-GPC: 1, and this source delivers such "
+                "events to no integration (privacy.gpc: no_delivery)")
 
 
 class Job:
@@ -618,6 +620,10 @@ class IntegrationWorker:
             s.filtered.append(item.id)
             job.record(item, ev, "filtered",
                        "consent: the visitor has not granted " + ", ".join(job.integration.consent_categories))
+            return None
+        if ev.gpc and job.source and job.source.privacy.gpc == "no_delivery":
+            s.filtered.append(item.id)
+            job.record(item, ev, "filtered", GPC_WITHHELD)
             return None
         mapped = map_event(ev, options)
         if mapped.event is None:

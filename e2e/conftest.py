@@ -22,8 +22,10 @@ def browser_type_launch_args(browser_type_launch_args):
                      "--disable-background-networking", "--disable-component-update",
                      "--disable-sync", "--no-first-run",
                      # www.shop.test (the site), data.shop.test (the edge), admin.shop.test and, on
-                     # another site, www.pinterest.test (a sign-in page) are this machine
-                     "--host-resolver-rules=MAP *.shop.test 127.0.0.1,MAP *.pinterest.test 127.0.0.1"]}
+                     # other sites, www.pinterest.test (a sign-in page) and data.other.test (an edge)
+                     # are this machine
+                     "--host-resolver-rules=MAP *.shop.test 127.0.0.1,MAP *.pinterest.test 127.0.0.1,"
+                     "MAP *.other.test 127.0.0.1"]}
 
 
 @pytest.fixture(scope="session")

@@ -167,9 +167,15 @@ def test_malformed_bodies_are_400_with_a_code(edge, source, body, code):
 
 def test_unknown_key_is_401_and_a_foreign_origin_403(edge, source):
     src, _ = source
-    assert post_batch(edge.url, "dk_live_nope", [{"type": "page"}]).status_code == 401
+    unknown = post_batch(edge.url, "dk_live_nope", [{"type": "page"}], headers={"Origin": "https://www.shop.test"})
+    assert unknown.status_code == 401
     denied = post_batch(edge.url, src["pipeline_key"], [{"type": "page"}], headers={"Origin": "https://evil.test"})
-    assert denied.status_code == 403 and "access-control-allow-origin" not in denied.headers
+    assert denied.status_code == 403 and "not allowed" in denied.json()["error"]["message"]
+    # Refusals carry CORS headers, so that the page's console can show their reason; they hold nothing else.
+    for refusal, origin in ((unknown, "https://www.shop.test"), (denied, "https://evil.test")):
+        assert refusal.headers["access-control-allow-origin"] == origin
+        assert refusal.headers["access-control-allow-credentials"] == "true"
+        assert "set-cookie" not in refusal.headers
     allowed = post_batch(edge.url, src["pipeline_key"], [{"type": "page"}],
                          headers={"Origin": "https://www.shop.test"})
     assert allowed.status_code == 200

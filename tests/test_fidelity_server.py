@@ -111,7 +111,8 @@ def test_a_second_user_on_a_browser_after_a_restart_inherits_nothing(edge_factor
 def test_privacy_settings_through_the_admin_api(edge):
     with edge.admin() as admin:
         source = create_source(admin, privacy={"ldp": "states", "ldp_states": ["CA", "co"]})
-        assert source["privacy"] == {"ldp": "states", "ldp_states": ["ca", "co"], "url_params_to_remove": []}
+        assert source["privacy"] == {"ldp": "states", "ldp_states": ["ca", "co"], "url_params_to_remove": [],
+                                     "gpc": "opt_out"}
         patched = admin.patch(f"/sources/{source['id']}", json={"privacy": {"ldp": "all"}}).json()
         assert patched["privacy"]["ldp"] == "all"
         wrong = admin.patch(f"/sources/{source['id']}", json={"privacy": {"ldp": "sometimes"}})

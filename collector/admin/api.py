@@ -19,18 +19,23 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from collector.admin import schemas as s
+from collector.admin.deployment import deployment, serving_out
 from collector.admin.errors import ApiError, from_validation
 from collector.admin.match import match_quality
 from collector.edge.ingest import EventError, RequestContext, build_event
+from collector.edge.serving import conflict, default_serving, script_tag, serving_of
 from collector.edge.wire import event_decoder as wire_event_decoder
 from collector.services import Services
 from delivery.config import (
+    MAX_RETIRED_KEYS,
     SERVER_KEY_PREFIX,
     ConsentSettings,
     Health,
     Integration,
     PinterestConfig,
     PrivacySettings,
+    RetiredKey,
+    Serving,
     Source,
     consent_allows,
 )
@@ -85,7 +90,8 @@ def new_server_key() -> str:
 
 
 def privacy_settings(body: s.Privacy) -> PrivacySettings:
-    return PrivacySettings(body.ldp, [state.lower() for state in body.ldp_states], list(body.url_params_to_remove))
+    return PrivacySettings(body.ldp, [state.lower() for state in body.ldp_states], list(body.url_params_to_remove),
+                           body.gpc)
 
 
 def hosts_of_urls(body: Any) -> Any:
@@ -100,12 +106,8 @@ def hosts_of_urls(body: Any) -> Any:
 
 
 def snippet(public_url: str, pipeline_key: str) -> str:
-    return (
-        '<script>!function(w,n){var d=w[n]=w[n]||[];"page track identify group consent reset flush"'
-        '.split(" ").forEach(function(m){d[m]=d[m]||function(){d.push([m,[].slice.call(arguments)])}})}'
-        '(window,"_df")</script>\n'
-        f'<script async src="{public_url.rstrip("/")}/d.js" data-pipeline-key="{pipeline_key}"></script>'
-    )
+    """The snippet for the edge on its own host (SIGNAL_PUBLIC_URL)."""
+    return script_tag(f'{public_url.rstrip("/")}/d.js', pipeline_key)
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,20 @@ class Api:
             rejected=activity.refused,
             recent_refusals=[s.RefusalOut(iso(r.at), r.reason, r.detail) for r in activity.recent_refusals],
             last_event_at=iso(activity.last_event_at),
+            serving=serving_out(src, self.s.settings.port), pintrk_bridge=src.pintrk_bridge,
+            previous_keys=[s.PreviousKeyOut(r.key, iso(r.until)) for r in src.retired_keys],
+            deployment=deployment(src, self.s.activity),
         )
+
+    def serving(self, body: s.ServingIn, source_id: str, current: Serving) -> Serving:
+        """The names asked for (the current ones where omitted), if they can be served."""
+        serving = Serving(body.prefix or current.prefix, body.script or current.script,
+                          body.endpoint or current.endpoint)
+        problem = conflict(serving, source_id, self.store.sources())
+        if problem:
+            raise ApiError(409 if problem.taken else 400, "conflict" if problem.taken else "invalid_field",
+                           f"serving.{problem.field}: {problem.message}", f"serving.{problem.field}")
+        return serving
 
     async def integration_out(self, integ: Integration) -> s.IntegrationOut:
         cfg = integ.config
@@ -267,6 +282,7 @@ class Api:
         source_id = body.id or new_id("src_")
         if self.store.source(source_id):
             raise ApiError(409, "conflict", f"a source with id {source_id} already exists", "id")
+        serving = self.serving(body.serving, source_id, default_serving(source_id))
         now = time.time()
         source = Source(
             id=source_id, name=body.name, pipeline_key=new_pipeline_key(), created_at=now, updated_at=now,
@@ -277,6 +293,7 @@ class Api:
             client_rate_limit_per_second=body.client_rate_limit_per_second,
             client_rate_limit_burst=body.client_rate_limit_burst,
             privacy=privacy_settings(body.privacy),
+            serving=serving if serving != default_serving(source_id) else None, pintrk_bridge=body.pintrk_bridge,
         )
         await self.store.put_source(source, "create")
         return json_response(await self.one_source_out(source), 201)
@@ -294,6 +311,8 @@ class Api:
             changes["default_country"] = changes["default_country"].upper()
         if "privacy" in changes:
             changes["privacy"] = privacy_settings(changes["privacy"])
+        if "serving" in changes:
+            changes["serving"] = self.serving(changes["serving"], source.id, serving_of(source))
         updated = msgspec.structs.replace(source, **changes, updated_at=time.time())
         await self.store.put_source(updated, "update")
         return json_response(await self.one_source_out(updated))
@@ -317,8 +336,14 @@ class Api:
                                                "IP address and User-Agent (context.ip, context.userAgent)."))
 
     async def rotate_key(self, request: Request) -> Response:
+        """A new pipeline key; the replaced one keeps working for `overlap_days` (7 by default), so
+        that pages cached with the old snippet are not refused meanwhile."""
         source = self.source_or_404(request.path_params["id"])
-        updated = msgspec.structs.replace(source, pipeline_key=new_pipeline_key(), updated_at=time.time())
+        body = await self.decode(request, s.RotateKey) if _has_body(request) else s.RotateKey()
+        now = time.time()
+        retired = [RetiredKey(source.pipeline_key, now + body.overlap_days * 86400), *source.retired_keys]
+        updated = msgspec.structs.replace(source, pipeline_key=new_pipeline_key(), updated_at=now,
+                                          retired_keys=retired[:MAX_RETIRED_KEYS])
         await self.store.put_source(updated, "rotate-key")
         return json_response(await self.one_source_out(updated))
 
@@ -729,7 +754,9 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/sources/{id}", "get_source", "Get a source", response=s.SourceOut),
     ApiRoute("PATCH", "/sources/{id}", "patch_source", "Update a source", s.SourcePatch, s.SourceOut),
     ApiRoute("DELETE", "/sources/{id}", "delete_source", "Delete a source (without integrations)", status=204),
-    ApiRoute("POST", "/sources/{id}/rotate-key", "rotate_key", "Issue a new pipeline key", response=s.SourceOut),
+    ApiRoute("POST", "/sources/{id}/rotate-key", "rotate_key",
+             "Issue a new pipeline key; the old one keeps working for overlap_days (default 7)", s.RotateKey,
+             s.SourceOut),
     ApiRoute("POST", "/sources/{id}/rotate-server-key", "rotate_server_key",
              "Issue a new server key for server-side calls (shown once)", response=s.ServerKeyIssued),
     ApiRoute("GET", "/integrations", "list_integrations", "List integrations", response=Page(s.IntegrationOut),

@@ -5,6 +5,9 @@ whole cluster's queue gauges and depth, which are the same seen from any node.""
 
 from __future__ import annotations
 
+import time
+
+from collector.admin.deployment import cross_site_warning
 from collector.services import Services
 
 COUNTERS = (
@@ -68,6 +71,17 @@ async def render(services: Services) -> str:
               "(this node's).", "# TYPE signal_edge_events_refused_total counter"]
     lines += [f'signal_edge_events_refused_total{{source="{_label(source)}",reason="{_label(reason)}"}} {n}'
               for (source, reason), n in sorted(services.activity.totals.items())]
+    arrivals = services.activity.arrivals
+    lines += ["# HELP signal_edge_requests_arrived_total Browser requests accepted, by source and how they arrived "
+              "(same-origin, same-site, cross-site; this node's).", "# TYPE signal_edge_requests_arrived_total counter"]
+    lines += [f'signal_edge_requests_arrived_total{{source="{_label(source)}",arrival="{kind}"}} {a.requests}'
+              for (source, kind), a in sorted(arrivals.items())]
+    now = time.time()
+    lines += ["# HELP signal_edge_cross_site_warning 1 while a source's pages send to the edge from another site "
+              "(in the last day): browsers drop its cookies. Serve the edge from the site's own origin.",
+              "# TYPE signal_edge_cross_site_warning gauge"]
+    lines += [f'signal_edge_cross_site_warning{{source="{_label(src.id)}"}} '
+              f'{int(cross_site_warning(services.activity, src.id, now))}' for src in services.store.sources()]
     problem = services.storage_problem()
     lines += ["# HELP signal_edge_storage_ok 0 while the database fails (full disk, lock, I/O), else 1.",
               "# TYPE signal_edge_storage_ok gauge", f"signal_edge_storage_ok {int(problem is None)}"]

@@ -69,11 +69,67 @@ ParamName = Annotated[str, Meta(min_length=1, max_length=100)]
 
 
 class Privacy(msgspec.Struct, forbid_unknown_fields=True):
-    """US state privacy laws and URLs: see the README's consent section. (Every field is shown.)"""
+    """US state privacy laws, Global Privacy Control and URLs: see the README's consent section.
+    (Every field is shown.)"""
 
     ldp: Literal["off", "all", "states"] = "off"
     ldp_states: Annotated[list[StateCode], Meta(max_length=60)] = []
     url_params_to_remove: Annotated[list[ParamName], Meta(max_length=100)] = []
+    # A browser's Sec-GPC: 1: its events go with opt_out: true, or to no integration.
+    gpc: Literal["opt_out", "no_delivery"] = "opt_out"
+
+
+Prefix = Annotated[str, Meta(pattern=r"^(/[A-Za-z0-9_-]{1,40}){1,3}$",
+                             description="the path the site forwards to the edge, such as /sig")]
+ScriptName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,40}\.js$",
+                                 description="the tag's file name, such as k3v9q2mx.js")]
+EndpointName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{1,40}$", description="ingestion's name, such as w8r2p4nz")]
+
+
+class ServingIn(Strict):
+    """Where the site mounts the edge (omitted: as before, or the opaque default)."""
+
+    prefix: Prefix | None = None
+    script: ScriptName | None = None
+    endpoint: EndpointName | None = None
+
+
+class ServingOut(msgspec.Struct):
+    prefix: str
+    script: str
+    endpoint: str
+    script_path: str  # where pages load the tag on the site: <prefix>/<script>
+    snippet: str  # the snippet for pages of a site that mounts the edge under `prefix`
+    caddy: str  # what goes into the site's Caddy block
+
+
+class PreviousKeyOut(msgspec.Struct):
+    pipeline_key: str  # replaced by a rotation
+    until: str  # accepted until then, refused (and counted on this source) after
+
+
+class RotateKey(Strict):
+    overlap_days: Annotated[float, Meta(ge=0, le=90)] = 7.0  # how long the replaced key keeps working
+
+
+class ArrivalOut(msgspec.Struct):
+    arrival: Literal["same-origin", "same-site", "cross-site"]
+    requests: int
+    last_at: str
+    origin: str | None  # the page's origin, in the last such request
+    host: str | None  # the host it sent to
+
+
+class DeploymentOut(msgspec.Struct):
+    """How this source's browser requests arrive (as this node saw them) and what that means."""
+
+    status: Literal["same-origin", "same-site", "cross-site", "unknown"]
+    warning: bool  # a cross-site request came within the last day: its cookies are lost
+    summary: str
+    safari: str  # what Safari does with the edge's cookies
+    chrome: str
+    fix: str | None  # what to do, when anything
+    arrivals: list[ArrivalOut]
 
 
 class SourceCreate(Strict):
@@ -89,6 +145,8 @@ class SourceCreate(Strict):
     client_rate_limit_per_second: EventsPerSecond = 50.0
     client_rate_limit_burst: ClientBurst = 1000
     privacy: Privacy = msgspec.field(default_factory=Privacy)
+    serving: ServingIn = msgspec.field(default_factory=ServingIn)
+    pintrk_bridge: bool = False
 
 
 class SourcePatch(Strict):
@@ -103,6 +161,8 @@ class SourcePatch(Strict):
     client_rate_limit_per_second: EventsPerSecond | UnsetType = UNSET
     client_rate_limit_burst: ClientBurst | UnsetType = UNSET
     privacy: Privacy | UnsetType = UNSET
+    serving: ServingIn | UnsetType = UNSET
+    pintrk_bridge: bool | UnsetType = UNSET
 
 
 class SourceOut(msgspec.Struct):
@@ -122,10 +182,14 @@ class SourceOut(msgspec.Struct):
     server_key: str | None  # masked (sk_live_****abcd); issued by rotate-server-key
     created_at: str
     updated_at: str
-    snippet: str  # the script tag to paste
+    snippet: str  # the script tag to paste, for the edge on its own host (SIGNAL_PUBLIC_URL)
     rejected: dict[str, int]  # refused requests and events by reason (origin_not_allowed, rate_limited, ...)
     recent_refusals: list[RefusalOut]  # the last few, newest first
     last_event_at: str | None  # when the edge last accepted an event of this source
+    serving: ServingOut  # the edge under a path of the site itself
+    pintrk_bridge: bool
+    previous_keys: list[PreviousKeyOut]  # newest first
+    deployment: DeploymentOut
 
 
 class RefusalOut(msgspec.Struct):

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from collector.admin import flash
+from collector.admin import deployment, flash
 from collector.admin.api import config_warnings, dead_letters_source, iso, snippet
 from collector.admin.auth import Throttle
 from collector.admin.oauth import CALLBACK, Connect, redirect_uri
@@ -227,6 +227,12 @@ class Ui:
         privacy = src.privacy
         ldp = "".join(f'<option value="{k}"{" selected" if privacy.ldp == k else ""}>{label}</option>' for k, label in
                       (("off", "Off"), ("all", "Every visitor"), ("states", "Visitors from these US states")))
+        gpc = "".join(f'<option value="{k}"{" selected" if privacy.gpc == k else ""}>{label}</option>' for k, label in
+                      (("opt_out", "Send their events with opt_out: true"), ("no_delivery", "Send their events nowhere")))
+        previous = "".join(f"<li><code>{e(r.key)}</code> works until {time_tag(r.until)}</li>" for r in src.retired_keys)
+        previous = (f'<p class="help">Replaced keys, accepted until their overlap ends (then refused and counted '
+                    f'below as <code>expired_pipeline_key</code>):</p><ul class="plain" id="previous-keys">{previous}</ul>'
+                    if previous else "")
         body = f"""<section class="card" aria-labelledby="facts-h"><h2 id="facts-h">Overview</h2>
 <dl class="facts"><dt>Id</dt><dd><code>{e(src.id)}</code></dd>
 <dt>Pipeline key</dt><dd><code id="pipeline-key">{e(src.pipeline_key)}</code></dd>
@@ -240,18 +246,25 @@ class Ui:
 <textarea id="snippet" readonly rows="5">{e(code)}</textarea>
 <p><button type="button" id="copy-snippet">Copy snippet</button>
 <button type="button" id="rotate-key" data-source="{e(src.id)}" class="danger">Rotate pipeline key</button></p>
-<p class="help">Rotating issues a new key at once; pages with the old key are refused until they carry the new snippet.</p>
+<p class="help">Rotating issues a new key at once; pages with the old key keep working for 7 days, then are refused
+until they carry the new snippet.</p>{previous}
 <h3>Then send events</h3>
 <p class="help">Page views are sent by the snippet. Purchases and other actions:</p>
 <pre tabindex="0"><code>{e(TRACK_EXAMPLE)}</code></pre>
 <p class="help">When a visitor logs in or gives their email (it improves Pinterest's match rate):</p>
 <pre tabindex="0"><code>{e(IDENTIFY_EXAMPLE)}</code></pre></section>
+{deployment.section(src, self.s.settings.port)}
 <form id="consent-form" class="card" novalidate><h2>Consent and privacy</h2>
 <label class="choice"><input type="checkbox" name="enabled" id="consent-enabled"{" checked" if src.consent.enabled else ""}>
 Enforce consent: an integration receives an event only when the visitor granted the integration's categories</label>
 <fieldset class="inner"><legend>Categories granted when the page says nothing</legend>
 {checkboxes("default_categories", src.consent.default_categories, "consent")}</fieldset>
-<p class="help">Pages report consent with <code>_df.consent({{advertising: true}})</code>.</p>
+<p class="help">Pages report consent with <code>_df.consent({{advertising: true}})</code>. With consent enforced, the
+edge writes no advertising identifier (<code>_pin_unauth</code>, <code>_epik</code>, the click id) before the visitor
+grants advertising, and deletes them when it is refused; <code>data-consent="wait"</code> on the script holds the
+page's events until the consent call.</p>
+<label for="privacy-gpc">Visitors whose browser sends Global Privacy Control (Sec-GPC: 1)</label>
+<select id="privacy-gpc" name="gpc">{gpc}</select>
 <label for="privacy-ldp">Limited data processing (US state privacy laws)</label>
 <select id="privacy-ldp" name="ldp">{ldp}</select>
 <label for="privacy-states">US states for limited data processing <span class="help">(two-letter codes, comma-separated)</span></label>

@@ -1,8 +1,10 @@
 """The edge app (port 8080): serves the tag and takes events in (design sections 3 and 4).
 
-The five ingestion routes are plain ASGI, ahead of Starlette: they are the hot path, and
+Ingestion and the tag are plain ASGI, ahead of Starlette: ingestion is the hot path, and
 Starlette's middleware stack, router scan and Request/Response objects cost as much per
-request as our own work does. Everything else (the tag, health, preflight) is Starlette.
+request as our own work does. Their paths (the legacy ones and each source's own, with and
+without its prefix: collector/edge/serving.py) are found with one dict look-up. The rest
+(health) is Starlette.
 """
 
 from __future__ import annotations
@@ -17,17 +19,27 @@ from urllib.parse import urlsplit
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from collector.edge import identity as ei
 from collector.edge import text
+from collector.edge.arrival import arrival
 from collector.edge.ids import uuid4
 from collector.edge.limits import ClientBuckets, client_key
-from collector.edge.ingest import EventError, RequestContext, build_event, unix_seconds, validation_message
+from collector.edge.ingest import (
+    EventError,
+    RequestContext,
+    ads_allowed,
+    build_event,
+    unix_seconds,
+    validation_message,
+)
+from collector.edge.serving import Routes, serving_of
 from collector.edge.split import split_batch
-from collector.edge.tag import TagFile
+from collector.edge.tag import ServedTag, TagFile
 from collector.edge.wire import (
     Accepted,
     BatchBody,
@@ -48,6 +60,7 @@ from delivery.errorlog import ErrorLog, failure_id
 from delivery.events import EdgeEvent, event_encoder
 from delivery.pinterest.identity import MAX_DEPTH
 from delivery.pinterest.mapping import DELIVERED_TYPES, Options, is_priority
+from delivery.pinterest.tag_events import tag_mapping
 from delivery.queue import QueueItem
 from delivery.ratelimit import TokenBucket
 from delivery.store import DebugRecord, StorageError, StoredIdentity
@@ -62,13 +75,14 @@ MAX_EVENTS = 500  # events per request, as Datafly's gateway allows
 # An event's work is bounded (linear in its 32 KB), so a request of 500 hostile events yields
 # every few milliseconds; a usual request finishes well inside one slice and never yields.
 WORK_SLICE = 0.004
-INGEST_ROUTES = {"/v1/batch": None, "/v1/t": "track", "/v1/p": "page", "/v1/i": "identify", "/v1/g": "group"}
 _JSON = [(b"content-type", b"application/json")]
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, extra headers
 # The request headers ingestion reads; the others are never decoded.
 _READ_HEADERS = {name.encode(): name for name in (
-    "content-length", "origin", "authorization", "cookie", "user-agent", "x-forwarded-for", "x-forwarded-proto")}
+    "content-length", "origin", "authorization", "cookie", "user-agent", "x-forwarded-for", "x-forwarded-proto",
+    "host", "sec-fetch-site", "sec-gpc")}
+_NOT_OURS = object()
 
 
 def read_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -197,7 +211,15 @@ class Edge:
         self.tag_source = services.settings.access_log  # the access log names each request's source
         # source -> its enabled integrations, and the ids of its disabled ones
         self._routes: dict[str, tuple[list[Target], list[str]]] = {}
-        services.store.subscribe(lambda kind, object_id: self._routes.clear())
+        self._tags: dict[str, ServedTag] = {}  # source -> its own tag
+        self.paths = Routes(services.store.sources())
+        services.store.subscribe(self.changed)
+
+    def changed(self, kind: str, object_id: str) -> None:
+        self._routes.clear()
+        self._tags.clear()
+        if kind == "source":
+            self.paths = Routes(self.s.store.sources())
 
     def routes(self, source_id: str) -> tuple[list[Target], list[str]]:
         found = self._routes.get(source_id)
@@ -224,6 +246,12 @@ class Edge:
         source = self.s.store.source_by_key(key)
         if source is None:
             raise HttpError(401, "unknown_pipeline_key", "unknown or revoked pipeline key; copy the current one from the admin UI")
+        if key != source.pipeline_key:  # a key replaced by a rotation: accepted through its overlap
+            until = next((r.until for r in source.retired_keys if r.key == key), 0.0)
+            if time.time() >= until:
+                raise HttpError(401, "expired_pipeline_key",
+                                f"this pipeline key was replaced and stopped working at {_iso(until)}; copy the "
+                                "current snippet from the source's page in the admin UI")
         return source, False
 
     def check_rate(self, source: Source, events: int, client_ip: str | None) -> None:
@@ -285,7 +313,8 @@ class Edge:
     async def ingest(self, scope, receive, implied: str | None) -> Answer:
         headers = read_headers(scope["headers"])
         origin = headers.get("origin")
-        cors: list[tuple[bytes, bytes]] = []
+        # Refusals too: a page's console can then show why (a 401's reason, not a CORS error).
+        cors = cors_headers(origin)
         source = key = None
         try:
             body = await self.read_body(receive, headers)
@@ -300,8 +329,8 @@ class Edge:
                                 "a server key (sk_...) is for the site's own servers and is refused from browsers; "
                                 "pages send the source's pipeline key (dk_...)")
             if origin and not origin_allowed(source, origin):
-                raise HttpError(403, "origin_not_allowed", f"origin {origin} is not allowed for this source")
-            cors = cors_headers(origin)
+                raise HttpError(403, "origin_not_allowed", f"origin {origin} is not allowed for this source; add it "
+                                "to the source's domain or allowed origins in the admin UI")
             if len(events) > MAX_EVENTS:
                 raise HttpError(413, "too_many_events",
                                 f"batch: {len(events)} events; send at most {MAX_EVENTS} per request")
@@ -328,6 +357,8 @@ class Edge:
         if reason in ("unknown_pipeline_key", "unknown_server_key"):
             self.s.activity.unknown_key(key or "", reason)
             return
+        if reason == "expired_pipeline_key":  # counted on the source the key belonged to
+            source = self.s.store.source_by_key(key or "")
         if source is None and (bearer := _bearer(headers)):
             source = self.s.store.source_by_key(bearer)
         self.s.activity.record(source.id if source else None, reason, detail)
@@ -396,38 +427,46 @@ class Edge:
                      sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]], peer: str | None,
                      ip: str | None, suspect: bool, trusted: bool, nul: bool = False) -> Answer:
         cookies = ei.parse_cookies(headers.get("cookie", ""))
-        new_cookies: dict[str, str] = {}
-        anonymous_id = cookies.get(ei.DFID)
-        if reset or not anonymous_id or not ei.cookie_value_ok(anonymous_id):
-            anonymous_id = new_cookies[ei.DFID] = uuid4()
+        # "<anonymous id>.<the day it was last renewed>" (a bare id from before renewals were dated)
+        anonymous_id, _, renewed_on = cookies.get(ei.DFID, "").partition(".")
+        fresh = reset or not anonymous_id or not ei.cookie_value_ok(anonymous_id)
+        if fresh:
+            anonymous_id = uuid4()
         pin_unauth = cookies.get(ei.PIN_UNAUTH)
         if not pin_unauth or not ei.cookie_value_ok(pin_unauth):
-            if trusted:  # not the browser's: a fresh one per server call is a new external_id each time
-                pin_unauth = None
-            else:
-                pin_unauth = new_cookies[ei.PIN_UNAUTH] = uuid4()
+            # The site's server without the browser's cookie: a fresh one per call would be a new
+            # external_id each time.
+            pin_unauth = None if trusted else uuid4()
+            cookies.pop(ei.PIN_UNAUTH, None)  # so that it counts as not sent
+        cookie_epik = cookies.get(ei.EPIK)
+        if cookie_epik is not None and not ei.cookie_value_ok(cookie_epik):
+            cookie_epik = None  # never echoed back into Set-Cookie
         received_at = time.time()
+        today = str(int(received_at // ei.DAY))
+        gpc = headers.get("sec-gpc") == "1"
         ctx = RequestContext(  # positional, in field order
             source,
             ip,
             headers.get("user-agent"),
             anonymous_id,
             pin_unauth,
-            cookies.get(ei.EPIK),  # cookie_epik
+            cookie_epik,
             query_epik(scope["query_string"]),
             received_at,
             received_at - sent_at if sent_at is not None else 0.0,  # skew
             suspect,
             trusted,
+            gpc,
+            gpc or source.consent.enabled,  # guarded
         )
         stored = None
-        if ei.DFID not in new_cookies:
+        if not fresh:
             stored = self.s.store.cached_identity(anonymous_id)
             if stored is self.s.store.MISSING:
                 stored = await self.s.store.identity(anonymous_id)
         # The site's server without the browser's cookie: identity memory by each event's userId.
         # (Only for the server key: a page could name any userId and lend it its hashes.)
-        by_user: dict[str, StoredIdentity | None] | None = {} if trusted and ei.DFID in new_cookies else None
+        by_user: dict[str, StoredIdentity | None] | None = {} if trusted and fresh else None
         remember: dict[str, StoredIdentity] = {}
 
         events: list[EdgeEvent] = []
@@ -480,15 +519,21 @@ class Edge:
         if events:
             await self.commit(source, events, remember, by_user is not None)
         self.s.activity.received(source.id, received_at)
-        for ev in reversed(events):  # the newest click id is the one to remember
-            if ev.click_id:
-                if ev.click_id != ctx.cookie_epik:
-                    new_cookies[ei.EPIK] = ev.click_id
-                break
-        # No cookies for the site's servers: an HTTP client that keeps them would send one _dfid
-        # with every later call, and every customer's events would share one browser's memory.
-        extra = cors if trusted else cors + self.cookies(peer, scope["scheme"], headers, source, new_cookies)
-        return 200, encoder.encode(Accepted(True, len(events) + suppressed, rejected)), extra
+        answer = encoder.encode(Accepted(True, len(events) + suppressed, rejected))
+        if trusted or not events:
+            # No cookies for the site's servers: an HTTP client that keeps them would send one _dfid
+            # with every later call, and every customer's events would share one browser's memory.
+            return 200, answer, cors
+        origin = headers.get("origin")  # every browser's POST carries one; a server's does not
+        if origin is not None and (kind := arrival(headers.get("sec-fetch-site"), origin, headers.get("host"))):
+            self.s.activity.arrived(source.id, kind, received_at, origin, headers.get("host"))
+        wanted, deleted = self.cookies(source, events, ctx, cookies, today if fresh or renewed_on != today else None)
+        if wanted or deleted:
+            secure = self.trust.scheme(peer, scope["scheme"], headers.get("x-forwarded-proto")) == "https"
+            domain = source.cookie_domain
+            cors = cors + [ei.set_cookie(name, value, secure, domain) for name, value in wanted]
+            cors += [ei.delete_cookie(name, secure, domain) for name in deleted]
+        return 200, answer, cors
 
     def unsuppressed(self, source: Source, events: list[EdgeEvent], now: float) -> tuple[list[EdgeEvent], int]:
         """The events that are no erased person's (README: Erasure); the others are dropped, and
@@ -538,23 +583,53 @@ class Edge:
                 for ev in events
             ])
 
-    def cookies(self, peer: str | None, scheme: str, headers: dict[str, str], source: Source,
-                values: dict[str, str]) -> list[tuple[bytes, bytes]]:
-        if not values:
-            return []
-        secure = self.trust.scheme(peer, scheme, headers.get("x-forwarded-proto")) == "https"
-        out = []
-        for name, value in values.items():
-            max_age, http_only = ei.COOKIE_RULES[name]
-            cookie = ei.cookie_header(name, value, max_age=max_age, secure=secure, http_only=http_only,
-                                      domain=source.cookie_domain)
-            out.append((b"set-cookie", cookie.encode("latin-1")))
-        return out
+    @staticmethod
+    def cookies(source: Source, events: list[EdgeEvent], ctx: RequestContext, sent: dict[str, str],
+                renew: str | None) -> tuple[list[tuple[str, str]], list[str]]:
+        """(cookies to set, cookies to delete). A browser's first response of a day (`renew`: the
+        day) sets every identity cookie it may again, so that their lifetime runs from the last
+        visit, with no request of its own; its other responses that day set only what is new
+        (two Set-Cookie headers on every response would cost a single-event request about 3%).
+        Under consent, the advertising ones only while the newest event grants advertising; an
+        answer without it deletes them."""
+        wanted = [(ei.DFID, f"{ctx.anonymous_id}.{renew}")] if renew else []
+        newest = events[-1]
+        if not source.consent.enabled or ads_allowed(newest.consent, source):
+            if renew or ei.PIN_UNAUTH not in sent:
+                wanted.append((ei.PIN_UNAUTH, ctx.pin_unauth))
+            click_id = ctx.cookie_epik
+            for ev in reversed(events):  # the newest click id is the one to remember
+                if ev.click_id:
+                    click_id = ev.click_id
+                    break
+            if click_id and (renew or click_id != ctx.cookie_epik):
+                wanted.append((ei.EPIK, click_id))
+            return wanted, []
+        if newest.consent is None:  # no answer on this page: the advertising cookies are left alone
+            return wanted, []
+        return wanted, [name for name in ei.ADVERTISING_COOKIES if name in sent]
 
     # --- Starlette routes -------------------------------------------------------------------
 
-    async def serve_tag(self, request: Request) -> Response:
-        return self.tag.response(request.headers)
+    def served_tag(self, source_id: str | None) -> ServedTag:
+        """The plain tag (legacy paths), or a source's own: its endpoint's name, whether consent is
+        enforced and, for the pintrk bridge, the event mapping of its first enabled integration
+        (derived from delivery/pinterest/mapping.py when first asked after a change)."""
+        source = self.s.store.source(source_id) if source_id else None
+        if source is None:
+            return self.tag.plain
+        served = self._tags.get(source.id)
+        if served is None:
+            enabled = [i for i in self.s.store.integrations(source.id) if i.enabled]
+            config: dict = {"e": serving_of(source).endpoint}
+            if enabled:
+                config["m"] = tag_mapping(enabled[0].options, enabled[0].config.event_map)
+            if source.pintrk_bridge:
+                config["b"] = 1
+            if source.consent.enabled:
+                config["c"] = 1  # the tag deletes the advertising cookies when advertising is refused
+            served = self._tags[source.id] = self.tag.with_config(msgspec.json.encode(config))
+        return served
 
     async def healthz(self, request: Request) -> Response:
         return health_response(self.s.storage_problem())
@@ -573,37 +648,48 @@ class Edge:
 
 
 class EdgeApp:
-    """ASGI entry: ingestion POSTs straight to Edge.ingest, everything else to Starlette."""
+    """ASGI entry: ingestion POSTs straight to Edge.ingest, the tag and preflights by their path,
+    everything else to Starlette."""
 
     def __init__(self, edge: Edge, fallback: Starlette) -> None:
         self.edge = edge
         self.fallback = fallback
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in INGEST_ROUTES:
-            try:
-                status, body, extra = await self.edge.ingest(scope, receive, INGEST_ROUTES[scope["path"]])
-            except ConnectionAbortedError:
-                return  # the client went away mid-body; nothing was accepted
-            except Exception as exc:
-                request_id = failure_id()
-                errors.failure(f"ingestion failed (request {request_id})", exc)
-                status, body, extra = HttpError(
-                    500, "internal_error",
-                    f"internal error (request {request_id}); the events were not accepted, retry").answer([])
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *extra]})
-            await send({"type": "http.response.body", "body": body})
-            return
+        if scope["type"] == "http":
+            method = scope["method"]
+            if method == "POST":
+                implied = self.edge.paths.ingest.get(scope["path"], _NOT_OURS)
+                if implied is not _NOT_OURS:  # (inline: a coroutine of its own costs a request 1.5k instructions)
+                    try:
+                        status, body, extra = await self.edge.ingest(scope, receive, implied)
+                    except ConnectionAbortedError:
+                        return  # the client went away mid-body; nothing was accepted
+                    except Exception as exc:
+                        request_id = failure_id()
+                        errors.failure(f"ingestion failed (request {request_id})", exc)
+                        status, body, extra = HttpError(
+                            500, "internal_error",
+                            f"internal error (request {request_id}); the events were not accepted, retry").answer([])
+                    await send({"type": "http.response.start", "status": status,
+                                "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *extra]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+            elif method in ("GET", "HEAD"):
+                source_id = self.edge.paths.tags.get(scope["path"], _NOT_OURS)
+                if source_id is not _NOT_OURS:
+                    await self.edge.served_tag(source_id).response(Headers(scope=scope))(scope, receive, send)
+                    return
+            elif method == "OPTIONS" and scope["path"] in self.edge.paths.ingest:
+                await (await self.edge.preflight(Request(scope, receive)))(scope, receive, send)
+                return
         await self.fallback(scope, receive, send)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def create_edge_app(services: Services) -> EdgeApp:
     edge = Edge(services)
-    routes = [
-        Route("/d.js", edge.serve_tag, methods=["GET", "HEAD"]),
-        Route("/datafly.js", edge.serve_tag, methods=["GET", "HEAD"]),
-        Route("/healthz", edge.healthz, methods=["GET"]),
-        *(Route(path, edge.preflight, methods=["OPTIONS"]) for path in INGEST_ROUTES),
-    ]
-    return EdgeApp(edge, Starlette(routes=routes))
+    return EdgeApp(edge, Starlette(routes=[Route("/healthz", edge.healthz, methods=["GET"])]))

@@ -90,6 +90,15 @@ def epik_from_query(query: str | None) -> str | None:
     return value[:_MAX_EPIK] or None
 
 
+COOKIE_RULES = {
+    # name: (max age, HttpOnly)
+    DFID: (400 * DAY, True),
+    PIN_UNAUTH: (365 * DAY, False),  # a Pinterest Tag running during a migration may read it
+    EPIK: (365 * DAY, False),
+}
+ADVERTISING_COOKIES = (PIN_UNAUTH, EPIK)  # written only with the advertising category under consent
+
+
 def cookie_header(name: str, value: str, *, max_age: int, secure: bool, http_only: bool, domain: str | None) -> str:
     parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "SameSite=Lax"]
     if domain:
@@ -101,12 +110,33 @@ def cookie_header(name: str, value: str, *, max_age: int, secure: bool, http_onl
     return "; ".join(parts)
 
 
-COOKIE_RULES = {
-    # name: (max age, HttpOnly)
-    DFID: (400 * DAY, True),
-    PIN_UNAUTH: (365 * DAY, False),  # a Pinterest Tag running during a migration may read it
-    EPIK: (365 * DAY, False),
-}
+@lru_cache(maxsize=1024)
+def _cookie_parts(name: str, secure: bool, domain: str | None) -> tuple[bytes, bytes]:
+    """What comes before and after the value, built once per name, scheme and domain."""
+    max_age, http_only = COOKIE_RULES[name]
+    before, _, after = cookie_header(name, "\0", max_age=max_age, secure=secure, http_only=http_only,
+                                     domain=domain).partition("\0")
+    return before.encode("latin-1"), after.encode("latin-1")
+
+
+def set_cookie(name: str, value: str, secure: bool, domain: str | None) -> tuple[bytes, bytes]:
+    before, after = _cookie_parts(name, secure, domain)
+    return b"set-cookie", before + value.encode("latin-1") + after
+
+
+def delete_cookie(name: str, secure: bool, domain: str | None) -> tuple[bytes, bytes]:
+    cookie = cookie_header(name, "", max_age=0, secure=secure, http_only=COOKIE_RULES[name][1], domain=domain)
+    return b"set-cookie", cookie.encode("latin-1")
+
+
+def without_epik(url: str | None) -> str | None:
+    """The URL without its click id (kept out of storage until the advertising category is granted)."""
+    if not url or "epik=" not in url:
+        return url
+    head, _, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    kept = "&".join(part for part in query.split("&") if part.partition("=")[0] != "epik")
+    return head + ("?" + kept if kept else "") + hash_mark + fragment
 
 
 _OURS = frozenset({DFID, PIN_UNAUTH, EPIK})

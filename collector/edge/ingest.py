@@ -38,6 +38,8 @@ class RequestContext(msgspec.Struct, gc=False):
     skew: float  # received_at - the batch's sentAt: how far the browser's clock is behind (0 without one)
     suspect: bool = False  # the body holds an "@" or a "+": look for addresses and numbers in values
     trusted: bool = False  # sent with the source's server key: context.ip and context.userAgent are believed
+    gpc: bool = False  # the request carried Sec-GPC: 1 (Global Privacy Control)
+    guarded: bool = False  # gpc, or the source enforces consent: build_event calls guarded()
 
 
 def validation_message(exc: msgspec.ValidationError, prefix: str) -> EventError:
@@ -82,7 +84,7 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
     if etype == "page":
         page_url = page_url or _text(properties.get("url"))
         title = title or _text(properties.get("title"))
-    click_id = ctx.query_epik or ctx.cookie_epik  # the query's is checked already (RequestContext)
+    click_id = ctx.query_epik or ctx.cookie_epik  # both are checked already (RequestContext)
     if (page_url and "epik=" in page_url) or (search and "epik=" in search):
         found = edge_identity.epik_from_url(page_url) or edge_identity.epik_from_query(search)
         if found:
@@ -156,11 +158,34 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
         action_source,
         app,
     )
+    if ctx.guarded:
+        event = guarded(event, ctx)
     return event, remember
+
+
+def guarded(event: EdgeEvent, ctx: RequestContext) -> EdgeEvent:
+    """Consent before advertising identifiers, and Global Privacy Control, for the events of a
+    request that needs them (RequestContext.guarded): apart, so that the others pay one check."""
+    source, changes = ctx.source, {}
+    if source.consent.enabled and not ads_allowed(event.consent, source):
+        # No advertising identifier is stored before the visitor grants the advertising category.
+        changes.update(click_id=None, pin_unauth=None, page_url=edge_identity.without_epik(event.page_url),
+                       referrer=edge_identity.without_epik(event.referrer))
+    if ctx.gpc:
+        changes["gpc"] = True
+        if source.privacy.gpc == "opt_out":
+            changes["opt_out"] = True
+    return msgspec.structs.replace(event, **changes) if changes else event
 
 
 # Consent categories whose refusal means the person opted out of ads personalization.
 OPT_OUT_CATEGORIES = frozenset({"ads_personalization", "advertising"})
+ADVERTISING = "advertising"  # the category that lets the edge write advertising identifiers
+
+
+def ads_allowed(granted: list[str] | None, source: Source) -> bool:
+    """Whether the event's granted categories (else the source's defaults) hold advertising."""
+    return ADVERTISING in (granted if granted is not None else source.consent.default_categories)
 
 
 def _consent(context) -> tuple[list[str] | None, bool]:
@@ -258,7 +283,8 @@ _NO_NOTES: list[str] = []  # shared: events are never changed after they are bui
 
 _FIELD_ORDER = ("message_id", "type", "source_id", "received_at", "event_time", "name", "properties", "user_id",
                 "anonymous_id", "group_id", "page_url", "referrer", "title", "ip", "user_agent", "click_id",
-                "pin_unauth", "locale", "consent", "identity", "notes", "ldp", "opt_out", "action_source", "app")
+                "pin_unauth", "locale", "consent", "identity", "notes", "ldp", "opt_out", "action_source", "app",
+                "gpc")
 assert EdgeEvent.__struct_fields__ == _FIELD_ORDER, "build_event passes EdgeEvent's fields by position"
 
 

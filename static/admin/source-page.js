@@ -1,6 +1,7 @@
 // A source's page: what was refused and when an event last came (refreshed every few seconds),
 // the snippet, consent and privacy, the server key, edit and delete.
 import { api, clearErrors, el, list, say, showError, table, when } from "./api.js";
+import { showDeployment } from "./deployment.js";
 
 const box = document.getElementById("refusals");
 const id = box.dataset.source;
@@ -18,10 +19,12 @@ const REASONS = {
   empty_batch: "empty batch",
   queue_full: "delivery queue full",
   storage_unavailable: "database unavailable",
+  expired_pipeline_key: "a replaced pipeline key, after its overlap",
 };
 
 async function activity() {
   const source = await api("GET", `/sources/${id}`);
+  showDeployment(source);
   document.getElementById("last-event").replaceChildren(when(source.last_event_at));
   const counts = Object.entries(source.rejected).sort((a, b) => b[1] - a[1]);
   if (!counts.length) {
@@ -42,7 +45,7 @@ document.getElementById("copy-snippet").addEventListener("click", async () => {
 });
 
 document.getElementById("rotate-key").addEventListener("click", async () => {
-  if (!confirm("Issue a new pipeline key? Pages with the old snippet will be refused until updated.")) return;
+  if (!confirm("Issue a new pipeline key? Pages with the old snippet keep working for 7 days, then are refused until updated.")) return;
   await api("POST", `/sources/${id}/rotate-key`);
   say("New pipeline key issued.");
   location.reload();
@@ -64,7 +67,7 @@ consent.addEventListener("submit", async (event) => {
   try {
     await api("PATCH", `/sources/${id}`, {
       consent: { enabled: consent.enabled.checked, default_categories: data.getAll("default_categories") },
-      privacy: { ldp: data.get("ldp"), ldp_states: list(data.get("ldp_states")), url_params_to_remove: list(data.get("url_params_to_remove")) },
+      privacy: { ldp: data.get("ldp"), ldp_states: list(data.get("ldp_states")), url_params_to_remove: list(data.get("url_params_to_remove")), gpc: data.get("gpc") },
     });
     say(consent.enabled.checked ? "Saved: consent is enforced." : "Saved: consent is not enforced.");
   } catch (err) {
