@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     backup.add_argument("--db", help="SQLite file (default ./signal-edge.db; SIGNAL_DB)")
     copy = sub.add_parser("copy", help="copy a SQLite deployment into PostgreSQL, losing nothing (stop it first)")
     copy.add_argument("--from", dest="source", required=True, help="the SQLite file")
-    copy.add_argument("--to", dest="target", required=True, help="postgresql://user:password@host:port/db")
+    copy.add_argument("--to", dest="target", help="postgresql://user:password@host:port/db (default: SIGNAL_DATABASE_URL)")
     return p
 
 
@@ -73,10 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo" and flags.get("db") is None and flags.get("database_url") is None \
             and not os.environ.get("SIGNAL_DB") and not os.environ.get("SIGNAL_DATABASE_URL"):
         flags["db"] = "./signal-edge-demo.db"
+    environ = None
     if args.command == "copy":
-        flags = {"db": args.source, "database_url": None}
+        # From the file it names, to --to or else the URL the README's setup exports: SIGNAL_DB and
+        # SIGNAL_DATABASE_URL say where a server runs, not what to copy.
+        args.target = args.target or os.environ.get("SIGNAL_DATABASE_URL")
+        if not args.target:
+            print("signal-edge: copy needs a target: --to postgresql://user:password@host:port/db, or "
+                  "SIGNAL_DATABASE_URL set to it", file=sys.stderr)
+            return 2
+        flags = {"db": args.source}
+        environ = {k: v for k, v in os.environ.items() if k not in ("SIGNAL_DB", "SIGNAL_DATABASE_URL")}
     try:
-        settings = load_settings(flags)
+        settings = load_settings(flags, environ)
     except SettingsError as exc:
         print(f"signal-edge: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """`signal-edge copy --from ./signal-edge.db --to postgresql://...`: move a deployment, losing
 nothing: configuration, secrets (still encrypted: the same key opens them), the admin token's
 hash, identities, queued events (a row per event; leases released), dead letters, counters,
-the audit and debugger logs, UI sessions. The SQLite file must not be served meanwhile (its
+the audit and debugger logs, UI sessions, refusals, suppressions, alert destinations, incidents
+and history, event counts. `--to` defaults to SIGNAL_DATABASE_URL. The SQLite file must not be served meanwhile (its
 lock is taken), the target must be empty, and the counts are checked at the end.
 
 All or nothing: a marker goes into the target's meta before its first row and leaves it only
@@ -25,7 +26,9 @@ from delivery.store import StorageUnusable
 CHUNK = 5000  # rows read and written at a time
 COPIED_NODE = "copied-from-sqlite"  # the counters' node: the figures the SQLite file had
 
-# (table, its columns in both schemas): copied as they are.
+# (table, its columns in both schemas): copied as they are. The queue and the counters are copied by
+# their own functions (their layouts differ); tests/test_copy.py checks that every table of the
+# SQLite schema is one or the other, so a new table cannot be forgotten here.
 PLAIN = (
     ("meta", "key, value"),
     ("sources", "id, pipeline_key, body"),
@@ -35,8 +38,17 @@ PLAIN = (
     ("debug_log", "id, at, source_id, topic, event_id, status, record"),
     ("audit_log", "id, at, action, object_type, object_id, old, new"),
     ("admin_sessions", "key, csrf, created_at, expires_at, client"),
+    ("refusals", "source_id, reason, count"),
+    ("refusal_examples", "id, source_id, at, reason, detail"),
+    ("source_activity", "source_id, last_event_at"),
+    ("suppressions", "key, until"),
+    ("alert_destinations", "id, body"),
+    ("alert_incidents", "key, body"),
+    ("alert_history", "id, at, body"),
+    ("event_volume", "topic, event, bucket, count"),
 )
-SEQUENCES = ("dead_letters", "debug_log", "audit_log", "queue")
+OWN_FUNCTIONS = ("queue", "counters")
+SEQUENCES = ("dead_letters", "debug_log", "audit_log", "queue", "refusal_examples", "alert_history")
 UNFINISHED = "copy_unfinished"  # in the target's meta while a copy runs; see refuse_unfinished()
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from cryptography.exceptions import InvalidTag
 
 from delivery.config import SECRET_KEYS, Health, Integration, Source
 from delivery.erasure import SALT_META, Person, Suppressions
@@ -229,11 +230,24 @@ class SnapshotStore:
     async def reseal(self, box: SecretBox, meta: dict[str, str]) -> int:
         """Encrypt every stored secret again with `box` and set `meta`, in one transaction (the
         secret key is being rotated); UI sessions end (their cookies were signed with the old
-        key). Returns how many integrations were rewritten."""
+        key). Returns how many integrations were rewritten. Alert destinations' URLs (a Slack
+        webhook's holds its secret) are sealed again in the same transaction."""
         rows = [(encode(seal_integration(i, box)), i.id) for i in self._integrations.values()]
-        await self._reseal(rows, meta)
+        destinations = [(self._resealed_destination(body, box), destination_id)
+                        for destination_id, body in await self._alert_destinations()]
+        await self._reseal(rows, meta, destinations)
         self.box = box
         return len(rows)
+
+    def _resealed_destination(self, body: bytes, box: SecretBox) -> bytes:
+        """A stored alert destination (delivery/alerts.py) with its URL sealed by `box`; one that the
+        current key cannot open stays as it is (its URL must be set again either way)."""
+        destination = msgspec.json.decode(body)
+        try:
+            destination["url"] = box.seal(self.box.open(destination["url"]))
+        except (InvalidTag, ValueError, KeyError, TypeError):
+            return body
+        return encode(destination)
 
     # --- identity memory (hashes only), with an LRU in front ---------------------------
 
@@ -391,7 +405,12 @@ class SnapshotStore:
     async def _delete(self, table: str, object_id: str, audit: AuditRow | None) -> None:
         raise NotImplementedError
 
-    async def _reseal(self, rows: list[tuple[bytes, str]], meta: dict[str, str]) -> None:
+    async def _reseal(self, rows: list[tuple[bytes, str]], meta: dict[str, str],
+                      destinations: list[tuple[bytes, str]]) -> None:
+        raise NotImplementedError
+
+    async def _alert_destinations(self) -> list[tuple[str, bytes]]:
+        """(id, stored body) of every alert destination."""
         raise NotImplementedError
 
     async def _read_identity(self, anonymous_id: str, not_before: float) -> tuple[StoredIdentity, float] | None:

@@ -226,17 +226,25 @@ def test_a_debugger_record_whose_event_id_holds_nul_is_kept(backend):
 
 
 def test_reseal_encrypts_every_token_with_the_new_key_and_ends_sessions(backend):
+    """Alert destinations' URLs too (a Slack webhook's holds its secret): in the same transaction."""
+    from collector.services import alert_store_of
+
     async def main():
-        async with backend() as (_, store, _):
+        async with backend() as (db, store, _):
             await store.open(SecretBox(KEY))
             await store.put_source(source(), "create")
             await store.put_integration(integration(), "create")
             await store.put_session(AdminSession("k1", "c", time.time(), time.time() + 60))
+            alerts = alert_store_of(backend.settings, db)
+            hook = "https://hooks.slack.example/services/T0/B0/SECRET"
+            await alerts.put_destination("dst_1", msgspec.json.encode({"id": "dst_1", "url": store.box.seal(hook)}))
             assert await store.reseal(SecretBox("new key"), {"secret_key_check": "fp"}) == 1
             assert await store.get_session("k1") is None and await store.get_meta("secret_key_check") == "fp"
-        async with backend() as (_, store, _):
+        async with backend() as (db, store, _):
             await store.open(SecretBox("new key"))
             assert store.integration("int_001").config.conversion_token == "ct_SECRET_1"
+            [stored] = await alert_store_of(backend.settings, db).destinations()
+            assert store.box.open(msgspec.json.decode(stored)["url"]) == hook
     run(main())
 
 

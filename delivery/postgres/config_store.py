@@ -250,9 +250,14 @@ class PgConfigStore(SnapshotStore):
             await self._notify(conn, "source" if table == "sources" else "integration", object_id)
         await self.db.run(delete)
 
-    async def _reseal(self, rows: list[tuple[bytes, str]], meta: dict[str, str]) -> None:
+    async def _alert_destinations(self) -> list[tuple[str, bytes]]:
+        return [tuple(r) for r in await self.db.run(lambda c: c.fetch("SELECT id, body FROM alert_destinations"))]
+
+    async def _reseal(self, rows: list[tuple[bytes, str]], meta: dict[str, str],
+                      destinations: list[tuple[bytes, str]]) -> None:
         async def rewrite(conn: asyncpg.Connection) -> None:
             await conn.executemany("UPDATE integrations SET body = $1 WHERE id = $2", rows)
+            await conn.executemany("UPDATE alert_destinations SET body = $1 WHERE id = $2", destinations)
             await conn.executemany(_UPSERT_META, list(meta.items()))
             await conn.execute("DELETE FROM admin_sessions")
         await self.db.run(rewrite)

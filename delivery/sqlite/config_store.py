@@ -73,9 +73,14 @@ class SqliteConfigStore(SnapshotStore):
             _insert_audit(conn, audit)
         await self.db.run(delete)
 
-    async def _reseal(self, rows: list[tuple[bytes, str]], meta: dict[str, str]) -> None:
+    async def _alert_destinations(self) -> list[tuple[str, bytes]]:
+        return await self.db.run(lambda c: c.execute("SELECT id, body FROM alert_destinations").fetchall())
+
+    async def _reseal(self, rows: list[tuple[bytes, str]], meta: dict[str, str],
+                      destinations: list[tuple[bytes, str]]) -> None:
         def rewrite(conn: sqlite3.Connection) -> None:
             conn.executemany("UPDATE integrations SET body=? WHERE id=?", rows)
+            conn.executemany("UPDATE alert_destinations SET body=? WHERE id=?", destinations)
             conn.executemany(_UPSERT_META, list(meta.items()))
             conn.execute("DELETE FROM admin_sessions")
         await self.db.run(rewrite)
