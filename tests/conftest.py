@@ -74,8 +74,9 @@ def backend(request, tmp_path):
     settings = load_settings(flags, environ={})
 
     @asynccontextmanager
-    async def opened(node: str = "node-a", serving: bool = False):
-        db, store, queue = await open_backend(settings, node, serving=serving)
+    async def opened(node: str = "node-a", serving: bool = False, clock=None):
+        """`clock`: the queue's clock (a callable), instead of the backend's own."""
+        db, store, queue = await open_backend(settings, node, serving=serving, clock=clock)
         try:
             yield db, store, queue
         finally:

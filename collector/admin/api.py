@@ -368,7 +368,7 @@ class Api:
         readable, exportable and replayable into another integration."""
         integ = self.integration_or_404(request.path_params["id"])
         await self.store.delete_integration(integ.id)  # its worker stops: nothing new is leased
-        moved = await self.queue.discard(integ.id, DELETED, time.time())
+        moved = await self.queue.discard(integ.id, DELETED)
         if moved:
             await self.store.audit("discard", "integration", integ.id, None, {"dead_lettered": moved})
         return Response(status_code=204)
@@ -488,7 +488,7 @@ class Api:
                            if body.into else "this integration was deleted: replay its dead letters into another "
                            "one with {\"into\": \"int_...\"}, or export them", "into")
         now = time.time()
-        count = await self.queue.replay(topic, body.ids, now, into, since=now - REPLAY_WINDOW)
+        count = await self.queue.replay(topic, body.ids, into, since=now - REPLAY_WINDOW)
         await self.store.audit("replay", "integration", topic, None,
                                {"replayed": count, "ids": body.ids, **({"into": into} if into != topic else {})})
         self.s.notify(into)
