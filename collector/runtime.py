@@ -133,6 +133,10 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
 
     await services.delivery.start()
     background = [asyncio.create_task(services.lag.run()), asyncio.create_task(services.activity.run())]
+    if settings.reuse_port:  # one of --workers' processes: it ends with its parent
+        from collector.workers import watch_parent
+
+        background.append(asyncio.create_task(watch_parent(stop)))
     if not in_process:
         tune_gc()
     running = []  # (listener, server, its task)
