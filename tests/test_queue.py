@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 
 from delivery.queue import QueueItem, Settlement
 
