@@ -50,7 +50,19 @@ async def send(
         return Answer("retry", None, f"Pinterest did not answer within {deadline:g}s (timeout)")
     except httpx.HTTPError as exc:
         return Answer("retry", None, f"could not reach Pinterest: {type(exc).__name__}: {exc}")
+    unbind(response)
     return classify(response.status_code, response.content, response.headers.get("retry-after"), count)
+
+
+def unbind(response: httpx.Response) -> None:
+    """Break the reference cycle between a read response and its stream (httpx's
+    BoundAsyncStream points back at its response). Left alone, the cycle and the request body
+    behind it (up to 1000 events) wait for a full garbage collection, which collector/runtime.py's
+    tune_gc makes rare: over a long drain that was most of the process's memory."""
+    response.stream = _EMPTY
+
+
+_EMPTY = httpx.ByteStream(b"")
 
 
 def classify(status: int, content: bytes, retry_after_header: str | None, count: int) -> Answer:

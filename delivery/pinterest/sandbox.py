@@ -293,9 +293,13 @@ class Sandbox:
             "headers": [(b"content-type", content_type), (b"content-length", str(len(data)).encode()), *headers],
         })
         if trickle:
+            gone = asyncio.ensure_future(receive())  # the request is read: next comes the disconnect
             for i in range(len(data) - 1):
                 await send({"type": "http.response.body", "body": data[i:i + 1], "more_body": True})
-                await asyncio.sleep(trickle)
+                await asyncio.wait((gone,), timeout=trickle)
+                if gone.done():  # the client gave up: so does this answer
+                    return
+            gone.cancel()
             data = data[-1:]
         await send({"type": "http.response.body", "body": data})
 
