@@ -6,9 +6,9 @@ import inspect
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from collector.admin.auth import AdminAuth

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 
+from delivery.ratelimit import RATE_RECOVERY
 from delivery.retry import DEFAULT_DELAYS
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
@@ -40,7 +41,7 @@ class Settings(msgspec.Struct, kw_only=True):
     retry_delays: tuple[float, ...] = DEFAULT_DELAYS
     request_timeout: float = 30.0  # the whole request to Pinterest, however slowly it answers
     lease_seconds: float = 20.0  # a batch in flight is taken over this long after its node stopped renewing it
-    rate_recovery: float = 10.0  # seconds for a rate halved by a 429 to double back
+    rate_recovery: float = RATE_RECOVERY  # seconds for a rate halved by a 429 to double back
     disk_reserve_mb: float = 64.0  # SQLite: below this much free disk, ingestion answers 503 (delivery goes on)
     auth_recheck: float = 600.0
     shutdown_grace: float = 5.0

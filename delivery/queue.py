@@ -17,6 +17,7 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
+from delivery.ratelimit import RATE_RECOVERY
 from delivery.store import StorageError
 
 log = logging.getLogger("signal_edge.queue")
@@ -197,7 +198,7 @@ class EventQueue(Protocol):
         """True while the disk that holds the queue has less room than the reserve delivery
         needs to lease, settle and drain; from memory (checked in the background)."""
 
-    def rate_limiter(self, topic: str, rate: float, burst: int, recovery: float = 10.0) -> RateLimiter:
+    def rate_limiter(self, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> RateLimiter:
         """The token bucket that paces `topic`'s requests to Pinterest (for the whole cluster);
         after a 429 its rate doubles back every `recovery` seconds."""
 

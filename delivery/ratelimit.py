@@ -16,11 +16,6 @@ RATE_RECOVERY = 10.0  # seconds for a rate halved by a 429 to double back (SIGNA
 MAX_DOUBLINGS = 64  # 2**64 times any slowed rate is more than any configured one
 
 
-def recovered_rate(configured: float, slowed: float, since: float, recovery: float) -> float:
-    """The rate `since` seconds after a 429 slowed it to `slowed`."""
-    return min(configured, slowed * 2 ** min(MAX_DOUBLINGS, max(0.0, since) / recovery))
-
-
 class TokenBucket:
     def __init__(self, rate: float, burst: int, clock=time.monotonic, recovery: float = RATE_RECOVERY) -> None:
         self.configured_rate = rate
@@ -33,15 +28,12 @@ class TokenBucket:
         self.slowed: tuple[float, float] | None = None  # (the rate a 429 left, when): None, never slowed
         self._lock = asyncio.Lock()
 
-    @property
-    def rate(self) -> float:
-        return self._rate(self.clock())
-
     def _rate(self, now: float) -> float:
+        """The configured rate, or since a 429 the rate it left, doubled every `recovery` s."""
         if self.slowed is None:
             return self.configured_rate
         slowed, at = self.slowed
-        return recovered_rate(self.configured_rate, slowed, now - at, self.recovery)
+        return min(self.configured_rate, slowed * 2 ** min(MAX_DOUBLINGS, max(0.0, now - at) / self.recovery))
 
     def reconfigure(self, rate: float, burst: int) -> None:
         self.configured_rate = rate

@@ -24,6 +24,7 @@ from delivery.pinterest.tokens import REFUSED, RefreshRefused, TokenKeeper, due
 from delivery.pinterest.mapping import DELIVERED_TYPES, Mapped, map_event
 from delivery.pinterest.payload import MAX_EVENTS_PER_REQUEST, CustomData, Event
 from delivery.queue import EventQueue, Leased, Settlement
+from delivery.ratelimit import RATE_RECOVERY
 from delivery.retry import RetryPolicy
 from delivery.errorlog import ErrorLog
 from delivery.store import NO_JSON, ConfigStore, DebugRecord, StorageError
@@ -47,7 +48,7 @@ class DeliverySettings(msgspec.Struct, frozen=True):
     # request is in flight, so a node that dies hands its batches over within this time.
     lease_seconds: float = 20.0
     request_timeout: float = 30.0  # a deadline for the whole request, not per read: a trickle ends too
-    rate_recovery: float = 10.0  # seconds for a rate halved by a 429 to double back
+    rate_recovery: float = RATE_RECOVERY  # seconds for a rate halved by a 429 to double back
     retry: RetryPolicy = RetryPolicy()
     auth_recheck: float = 600.0  # a paused integration tries again after this long
     idle_poll: float = 1.0

@@ -250,7 +250,8 @@ class Database:
                             self.disk_reserve >> 20)
             else:
                 log.info("%d MB free for %s again: ingestion resumes", room >> 20, self.path)
-            self.disk_low_since = time.time() if low else self.disk_low_since  # read with disk_low: set first
+            if low:
+                self.disk_low_since = time.time()  # read with disk_low, from another thread: set first
             self.disk_low = low
 
     def _bound_wait(self, conn: sqlite3.Connection, oldest: float) -> None:
