@@ -4,7 +4,6 @@ it ends at its deadline however slowly the answer comes, and leaves no cyclic ga
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import time
 
