@@ -25,8 +25,10 @@ second, and after every commit (at most every 50 ms) once the room is below twic
 The room is the free bytes (statvfs) plus the file's own free pages, less the WAL's size (what
 a checkpoint may still add to the file). Below `disk_reserve` `disk_low` is set and ingestion
 answers 503, while delivery still has room to lease, settle and drain: a disk that is really
-full stops every write, deletes included (they go through the WAL too). What delivery deletes
-frees pages, and ingestion resumes by itself.
+full stops every write, deletes included (they go through the WAL too). Meanwhile each look
+checkpoints the WAL and truncates it, so that its size stops counting against the room; what
+delivery deletes frees pages, and once the room is back above the reserve by a quarter,
+ingestion resumes by itself.
 
 Checkpoints are left to SQLite (every 1000 WAL pages, inside a commit). A checkpoint thread
 with its own connection was tried and made p99 worse: its large once-a-second fsync held up
@@ -36,6 +38,7 @@ the commits' fsyncs behind it (bench/ingest.py: p99 56-106 ms against 7 ms).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -234,6 +237,9 @@ class Database:
         self._room_at = time.monotonic()
         if not self.disk_reserve or self.path == ":memory:":
             return
+        if self.disk_low:  # ingestion waits: the WAL's frames go into the file, its size back to the disk
+            with contextlib.suppress(sqlite3.Error):  # a full disk may refuse it now and allow it later
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         try:
             disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
             pages, page_size = (conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("freelist_count", "page_size"))
@@ -241,8 +247,9 @@ class Database:
         except (OSError, sqlite3.Error):
             return  # a fault shows in the next transaction
         room = disk.f_bavail * disk.f_frsize + pages * page_size - wal
-        self._room_every = ROOM_EVERY if room > 2 * self.disk_reserve else ROOM_EVERY_NEAR
-        low = room < self.disk_reserve
+        near = room < 2 * self.disk_reserve and not self.disk_low  # ingestion still writes: look often
+        self._room_every = ROOM_EVERY_NEAR if near else ROOM_EVERY
+        low = room < self.disk_reserve * (1.25 if self.disk_low else 1)  # not back and forth at the line
         if low != self.disk_low:
             if low:
                 log.warning("%d MB left for %s, below the reserve of %d MB kept for delivery: ingestion answers 503 "
