@@ -179,7 +179,11 @@ class SignalEdge:
              "--admin-port", str(self.admin_port), *database, *self.extra_args],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        wait_for(self._healthy, timeout=20, what="signal-edge to start")
+        try:
+            wait_for(self._healthy, timeout=20, what="signal-edge to start")
+        except BaseException:  # not handed to any fixture yet: nobody else would stop it
+            self.stop(signal.SIGKILL)
+            raise
         return self
 
     def _healthy(self) -> bool:
