@@ -53,6 +53,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+async def until(call: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02):
+    """wait_for in an event loop: await `call()` until it gives something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := await call():
+            return found
+        await asyncio.sleep(interval)
+    raise AssertionError(f"nothing came within {timeout}s")
+
+
 class Recording(asyncio.Transport):
     """A transport that keeps what is written to it."""
 

@@ -33,6 +33,7 @@ from tests.support import (
     received,
     run_async,
     stats,
+    until,
     wait_for,
 )
 
@@ -113,7 +114,7 @@ def test_a_node_whose_clock_is_off_says_so_and_decides_nothing_by_it(pg_url, cap
             assert await other.lease("int_a", 10, 5) == []
             await ahead.settle("int_a", Settlement(retry=[(mine[0].id, 1.0, "HTTP 503")]))
             assert await other.lease("int_a", 10, 5) == []  # due in a second of the database's clock
-            assert len(await poll(lambda: other.lease("int_a", 10, 5))) == 1
+            assert len(await until(lambda: other.lease("int_a", 10, 5))) == 1
             assert ahead.skew is not None and 59 < ahead.skew < 61
         finally:
             await ahead.close()
@@ -122,15 +123,6 @@ def test_a_node_whose_clock_is_off_says_so_and_decides_nothing_by_it(pg_url, cap
             await close_database(db2)
     run_async(main())
     assert "this node's clock is 60.0 s ahead of PostgreSQL's" in caplog.text
-
-
-async def poll(call, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := await call():
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError("nothing came")
 
 
 # --- a frozen node -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import time
 
 
 from delivery.queue import QueueItem, Settlement
+from tests.support import until
 
 
 def run(coro):
@@ -343,21 +344,12 @@ def test_waits_count_from_the_settlement_and_the_lease_on_the_backends_clock(bac
             ready = await q.ready("int_a", 10)
             assert ready.waited is not None and 0 < ready.next_in <= 0.4
             assert [i.payload for i in await q.lease("int_a", 10, 30)] == [second.payload]
-            again = await poll(lambda: q.lease("int_a", 10, 0.3))
+            again = await until(lambda: q.lease("int_a", 10, 0.3))
             assert [i.payload for i in again] == [first.payload] and time.monotonic() - settled >= 0.35
             leased = time.monotonic()
-            taken_over = await poll(lambda: q.lease("int_a", 10, 30))  # its 0.3 s lease runs out
+            taken_over = await until(lambda: q.lease("int_a", 10, 30))  # its 0.3 s lease runs out
             assert [i.payload for i in taken_over] == [first.payload] and time.monotonic() - leased >= 0.25
     run(main())
-
-
-async def poll(lease, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := await lease():
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError("nothing became ready")
 
 
 def test_an_item_that_cannot_be_stored_never_holds_its_batch_mates(backend):
