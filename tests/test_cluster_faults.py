@@ -77,8 +77,8 @@ def test_a_transaction_left_idle_is_ended_by_the_server(pg_url):
                 started = time.monotonic()
                 assert await asyncio.wait_for(other.pool.fetchval(take), 30) == 0.0  # never for ever
                 waited = time.monotonic() - started
-                with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
-                    await conn.fetchval("SELECT 1")  # its session is gone
+                assert not await other.pool.fetchval(  # its session is gone
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", conn.get_server_pid())
             finally:
                 conn.terminate()
             return waited
@@ -164,7 +164,7 @@ def test_a_frozen_node_holds_nothing_the_others_wait_for(nodes, pg_url, fake_pin
     for name in names:
         assert f"signal-edge {name}" in named and f"signal-edge {name} listen" in named, named
     fake_pinterest.sandbox.add_fault(Fault(200, count=0, delay=0.3))  # batches stay in flight a while
-    ids = [f"f-{i:05d}" for i in range(3000)]
+    ids = [f"f-{i:05d}" for i in range(6000)]
     post_all(cluster, source["pipeline_key"], ids)
     victim, victim_name = cluster[1], names[1]
     waiting: list[tuple] = []
@@ -187,9 +187,14 @@ def test_a_frozen_node_holds_nothing_the_others_wait_for(nodes, pg_url, fake_pin
             time.sleep(rng.uniform(0.5, 1.5))
             os.kill(victim.proc.pid, signal.SIGCONT)
             assert len(received(fake_pinterest)) > before, "the others stopped while one node was frozen"
-        os.kill(victim.proc.pid, signal.SIGSTOP)  # longer than a lease
-        frozen_at = time.monotonic()
-        held = [r[0] for r in sql(pg_url, "SELECT id FROM queue WHERE lease_owner = $1", victim_name)]
+        for _ in range(50):  # longer than a lease, frozen while it holds batches
+            os.kill(victim.proc.pid, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            held = [r[0] for r in sql(pg_url, "SELECT id FROM queue WHERE lease_owner = $1", victim_name)]
+            if held:
+                break
+            os.kill(victim.proc.pid, signal.SIGCONT)
+            time.sleep(0.1)
         in_flight |= set(p.decode()[2:9] for p in leased_by(pg_url, victim_name))
         wait_for(lambda: takeable(pg_url, held, victim_name), timeout=lease + 10, interval=0.1,
                  what="the frozen node's batches to be free for the others")
@@ -270,35 +275,37 @@ def per_second(fake, since: float) -> list[int]:
 @pytest.mark.slow
 def test_after_429s_and_a_restart_of_every_node_the_rate_recovers(nodes, pg_url, fake_pinterest):
     """A burst of 429s halves the shared rate down to 1 request/s; every node restarts; the
-    rate is still the bucket's (the restart forgot nothing), climbs back to the configured 8/s by
-    itself, and a raised limit applies to the whole cluster within a second."""
+    rate is still the bucket's (the restart forgot nothing), climbs back to the configured 4/s by
+    itself, and a raised limit applies to the whole cluster within a second. (Rates are low so
+    that a busy host keeps up with them: a request per event here.)"""
+    rate, burst = 4, 1
     env = {"SIGNAL_BATCH_SIZE": "1", "SIGNAL_RATE_RECOVERY": "3"}
     cluster = nodes(2, **env)
     with cluster[0].admin() as admin:
         source = create_source(admin)
-        integration = create_integration(admin, source["id"], config={"rate_limit_per_second": 8,
-                                                                       "rate_limit_burst": 2})
-    fake_pinterest.sandbox.add_fault(Fault(429, count=10, retry_after=0.2))
-    post_all(cluster, source["pipeline_key"], [f"warm-{i}" for i in range(12)], per_request=1)
-    wait_for(lambda: len(received(fake_pinterest)) >= 12, timeout=30, what="the 429s to be waited out")
-    [(rate,)] = [tuple(r) for r in sql(pg_url, "SELECT rate FROM rate_buckets WHERE topic = $1", integration["id"])]
-    assert rate <= 2.0  # halved at each 429 that came after a pause had ended: 8, 4, 2, 1
+        integration = create_integration(admin, source["id"], config={"rate_limit_per_second": rate,
+                                                                       "rate_limit_burst": burst})
+    fake_pinterest.sandbox.add_fault(Fault(429, count=8, retry_after=0.2))
+    post_all(cluster, source["pipeline_key"], [f"warm-{i}" for i in range(10)], per_request=1)
+    wait_for(lambda: len(received(fake_pinterest)) >= 10, timeout=30, what="the 429s to be waited out")
+    [(slowed,)] = [tuple(r) for r in sql(pg_url, "SELECT rate FROM rate_buckets WHERE topic = $1", integration["id"])]
+    assert slowed <= rate / 2  # halved at each 429 that came after a pause had ended: 4, 2, 1
     for node in cluster:
         node.stop()
     cluster = nodes(2, **env)
     restarted = time.time()
-    post_all(cluster, source["pipeline_key"], [f"r-{i}" for i in range(400)], per_request=50)
-    wait_for(lambda: max(per_second(fake_pinterest, restarted), default=0) >= 7, timeout=60, interval=0.5,
-             what="the configured rate of 8/s again")
+    post_all(cluster, source["pipeline_key"], [f"r-{i}" for i in range(300)], per_request=50)
+    wait_for(lambda: max(per_second(fake_pinterest, restarted), default=0) >= rate, timeout=60, interval=0.5,
+             what=f"the configured rate of {rate}/s again")
     with cluster[1].admin() as admin:
         assert admin.patch(f"/integrations/{integration['id']}",
                            json={"config": {"rate_limit_per_second": 30}}).status_code == 200
     raised = time.time()
-    time.sleep(3)
+    time.sleep(4)
     after = per_second(fake_pinterest, raised + 1)  # from a second after the change
-    assert after and max(after) >= 20, after
+    assert after and max(after) >= 2 * (rate + burst), after  # twice what the old limit lets through
     seconds = per_second(fake_pinterest, restarted)
-    assert max(seconds[:int(raised - restarted)]) <= 8 + 2 + 1, seconds  # the limit held till then
+    assert max(seconds[:int(raised - restarted)]) <= rate + burst + 1, seconds  # the limit held till then
 
 
 # --- a frozen PostgreSQL --------------------------------------------------------------------------

@@ -149,20 +149,20 @@ class PgDatabase:
         return result
 
     async def _within(self, call: Awaitable[T], seconds: float) -> T:
-        """The call's result, or StorageError after `seconds`. Cancelled in its own task, not in
-        the caller's: asyncpg hands a connection back only once a frozen server has answered its
-        cancel request or the release timed out, which would add that wait to the caller's."""
+        """The call's result, or StorageError after `seconds`; the call itself goes on in a task of
+        its own until its statement's timeout. Not cancelled: asyncpg hands a connection back only
+        once a frozen server has answered a cancel request or the release has timed out (a wait
+        the caller would share), and a release cut short leaves an error nobody reads."""
         task = asyncio.ensure_future(call)
-        try:
-            done, _ = await asyncio.wait((task,), timeout=seconds)
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
+        task.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait((task,), timeout=seconds)
         if done:
             return task.result()
-        task.cancel()
-        task.add_done_callback(_retrieve)
-        raise self._failed(asyncio.TimeoutError(f"no answer within {seconds:g}s"))
+        raise self.no_answer(seconds)
+
+    def no_answer(self, seconds: float) -> StorageError:
+        """The fault of a database that did not answer within `seconds` (frozen, partitioned)."""
+        return self._failed(asyncio.TimeoutError(f"no answer within {seconds:g}s"))
 
     def _succeeded(self) -> None:
         self.commits += 1
@@ -276,7 +276,8 @@ class Dedicated:
 
 
 def _retrieve(task: asyncio.Task) -> None:
-    """Read an abandoned task's outcome, so that asyncio does not log it as never retrieved."""
+    """Read a task's outcome, so that asyncio does not log it as never retrieved when the
+    caller stopped waiting for it."""
     if not task.cancelled():
         task.exception()
 

@@ -154,7 +154,7 @@ class PgEventQueue:
             budget = ANSWER_WITHIN - (self._last_commit - batch[0][2])
             try:
                 if budget < MIN_BUDGET:
-                    raise self.db._failed(asyncio.TimeoutError(f"no answer within {ANSWER_WITHIN:g}s"))
+                    raise self.db.no_answer(ANSWER_WITHIN)
                 await self._appender.run(_append, [item for items, _, _ in batch for item in items], self.node,
                                          self._now(), budget, wait=budget)
                 outcome = None
