@@ -247,9 +247,9 @@ class Database:
         except (OSError, sqlite3.Error):
             return  # a fault shows in the next transaction
         room = disk.f_bavail * disk.f_frsize + pages * page_size - wal
-        near = room < 2 * self.disk_reserve and not self.disk_low  # ingestion still writes: look often
-        self._room_every = ROOM_EVERY_NEAR if near else ROOM_EVERY
         low = room < self.disk_reserve * (1.25 if self.disk_low else 1)  # not back and forth at the line
+        near = not low and room < 2 * self.disk_reserve  # ingestion writes: look often
+        self._room_every = ROOM_EVERY_NEAR if near else ROOM_EVERY
         if low != self.disk_low:
             if low:
                 log.warning("%d MB left for %s, below the reserve of %d MB kept for delivery: ingestion answers 503 "
