@@ -145,7 +145,8 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
     if not 1 <= settings.batch_size <= 1000:
         raise SettingsError("setting SIGNAL_BATCH_SIZE: from 1 to 1000 (Pinterest takes at most 1000 events a request)")
     for var, value in (("SIGNAL_REQUEST_TIMEOUT", settings.request_timeout),
-                       ("SIGNAL_LEASE_SECONDS", settings.lease_seconds), ("SIGNAL_RATE_RECOVERY", settings.rate_recovery)):
+                       ("SIGNAL_LEASE_SECONDS", settings.lease_seconds),
+                       ("SIGNAL_RATE_RECOVERY", settings.rate_recovery)):
         if not value > 0:
             raise SettingsError(f"setting {var}: a number of seconds above 0")
     if settings.disk_reserve_mb < 0:

@@ -68,7 +68,8 @@ class Settlement(msgspec.Struct):
 
     def error(self) -> str | None:
         """What the topic's health shows as its last error."""
-        return self.last_error or (self.retry[-1][2] if self.retry else None) or (self.dead[-1][1] if self.dead else None)
+        return (self.last_error or (self.retry[-1][2] if self.retry else None)
+                or (self.dead[-1][1] if self.dead else None))
 
     def halves(self, unit: Callable[[int], int]) -> tuple[Settlement, Settlement]:
         """This settlement in two, each with the items of half the units (`unit(item id)`: what

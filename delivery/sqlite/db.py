@@ -242,7 +242,8 @@ class Database:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         try:
             disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
-            pages, page_size = (conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("freelist_count", "page_size"))
+            pages, page_size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                                for name in ("freelist_count", "page_size"))
             wal = os.stat(self.path + "-wal").st_size if os.path.exists(self.path + "-wal") else 0
         except (OSError, sqlite3.Error):
             return  # a fault shows in the next transaction
