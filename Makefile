@@ -16,11 +16,11 @@ serve: $(STAMP)
 	$(VENV)/bin/signal-edge demo $(DEMO_ARGS)
 
 # Debian packages, installed when missing: Chromium (Playwright cannot download browsers here),
-# Caddy for the e2e tests, npm for the e2e accessibility check's axe-core, PostgreSQL's server,
-# which the tests start in a temporary directory of their own (its binaries are not on PATH:
-# /usr/lib/postgresql/*/bin), and systemd for `systemd-analyze verify` of deploy/signal-edge.service
-# (it needs no running systemd).
-SYSTEM_DEPS ?= chromium caddy npm
+# Caddy for the e2e tests, npm for the e2e accessibility check's axe-core, faketime (libfaketime:
+# the cluster tests run nodes under a wrong clock), PostgreSQL's server, which the tests start in a
+# temporary directory of their own (its binaries are not on PATH: /usr/lib/postgresql/*/bin), and
+# systemd for `systemd-analyze verify` of deploy/signal-edge.service (it needs no running systemd).
+SYSTEM_DEPS ?= chromium caddy npm faketime
 system-deps:
 	@missing=""; \
 	for tool in $(SYSTEM_DEPS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import LOAD_CORE, ROOT, SERVER_CORE, drain_rate, pinned, table, tree_cpu_seconds, wait_http
+from common import LOAD_CORE, ROOT, SERVER_CORE, drain_rate, pinned, rss_kib, table, tree_cpu_seconds, wait_http
 from ingest import ADMIN, Edge, body
 from loadgen import Target, drive, post
 
@@ -175,14 +175,16 @@ def node(url: str, fake_port: int) -> tuple[subprocess.Popen, int]:
     return proc, admin_port
 
 
-def drain(url: str, integration: str, events: int, nodes: int, fake_port: int) -> float:
-    """Events/s from the first delivered to the last, with `nodes` nodes delivering."""
+def drain(url: str, integration: str, events: int, nodes: int, fake_port: int) -> tuple[float, float]:
+    """Events/s from the first delivered to the last, with `nodes` nodes delivering, and the
+    highest peak RSS (MiB) of those nodes."""
     running = [node(url, fake_port) for _ in range(nodes)]
     admin = httpx.Client(base_url=f"http://127.0.0.1:{running[0][1]}/v1/admin",
                          headers={"Authorization": f"Bearer {ADMIN}"})
     try:
         admin.patch(f"/integrations/{integration}", json={"paused": False})
-        return drain_rate(admin, integration, events)
+        rate = drain_rate(admin, integration, events)
+        return rate, max(rss_kib(proc.pid)[1] for proc, _ in running) / 1024
     finally:
         for proc, _ in running:
             proc.send_signal(signal.SIGTERM)
@@ -196,7 +198,7 @@ def measure(events: int = 50_000, runs: int = 3, seconds: float = 4.0) -> dict:
     pinterest = ServerThread(Sandbox()).start()  # no tokens: ingestion's integration parks on a 401
     fake_port = free_port()
     fake = pinned(LOAD_CORE, [sys.executable, str(ROOT / "bench" / "fake_pinterest.py"), "--port", str(fake_port)])
-    ratios, workers, e2e = [], [], {1: [], 2: []}
+    ratios, workers, e2e, peaks = [], [], {1: [], 2: []}, []
     try:
         for run in range(runs):
             pg_eps, sqlite_eps, ratio = ingest_over_sqlite(pg, tmp, pinterest.url, seconds)
@@ -211,7 +213,9 @@ def measure(events: int = 50_000, runs: int = 3, seconds: float = 4.0) -> dict:
             for nodes, rates in e2e.items():
                 url = pg.create_database()
                 integration = asyncio.run(prefill(url, events))
-                rates.append(drain(url, integration, events, nodes, fake_port))
+                rate, peak = drain(url, integration, events, nodes, fake_port)
+                rates.append(rate)
+                peaks.append(peak)
                 print(f"  run {run + 1}/{runs} end to end, {nodes} node(s): {rates[-1]:,.0f} events/s",
                       file=sys.stderr, flush=True)
     finally:
@@ -225,7 +229,7 @@ def measure(events: int = 50_000, runs: int = 3, seconds: float = 4.0) -> dict:
             "cpu_one": [w["one"] for w in workers], "cpu_two": [w["two"] for w in workers],
             "control_ratios": [w["control"] for w in workers],
             "over_control": [w["ratio"] / w["control"] for w in workers],
-            "e2e_one": e2e[1], "e2e_two": e2e[2]}
+            "e2e_one": e2e[1], "e2e_two": e2e[2], "drain_peak_rss_mib": max(peaks)}
 
 
 def report(r: dict) -> None:
@@ -241,6 +245,7 @@ def report(r: dict) -> None:
         ["  the same for the control (bare_pg_app.py)", f"{m(r['control_ratios']):.2f}"],
         [f"end to end, {r['events']:,} events, 1 node (events/s)", f"{m(r['e2e_one']):,.0f}"],
         [f"end to end, {r['events']:,} events, 2 nodes (events/s)", f"{m(r['e2e_two']):,.0f}"],
+        ["  a node's peak RSS while draining (MiB)", f"{r['drain_peak_rss_mib']:.0f}"],
     ]))
 
 

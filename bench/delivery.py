@@ -10,9 +10,12 @@
     request against Pinterest's schema); events/s from first to last answer. The queue is
     filled as ingestion fills it at low traffic, a row per request: once with one event per
     request, once with ten (the tag's batch). Under load the requests of one commit share a
-    row, which delivery reads faster. Each run drains a copy of the same file.
+    row, which delivery reads faster. Each run drains a copy of the same file;
+(c) memory over a sustained drain: once, a queue of --rss-events (1,000,000) events in rows of
+    ten, drained by one server as in (b); its RSS sampled every second and its peak (VmHWM), set
+    against the README's budget of 150 MiB.
 
-    .venv/bin/python bench/delivery.py [--events 100000] [--runs 3]
+    .venv/bin/python bench/delivery.py [--events 100000] [--runs 3] [--rss-events 1000000]
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import LOAD_CORE, ROOT, SERVER_CORE, drain_rate, pinned, table, wait_http
+from common import LOAD_CORE, ROOT, SERVER_CORE, drain_rate, pinned, rss_kib, table, wait_http
 from ingest import Bare
 from loadgen import drive
 
@@ -160,25 +163,54 @@ async def prefill(db_path: Path, n: int, per_request: int) -> str:
     return integration.id
 
 
-def end_to_end(n: int, filled: Path, integration: str, tmp: Path, fake_port: int) -> float:
-    db_path = tmp / f"e2e-{time.monotonic_ns()}.db"
-    shutil.copyfile(filled, db_path)  # each run drains a copy of the same queue
+def serve(db_path: Path, fake_port: int) -> tuple[subprocess.Popen, httpx.Client]:
+    """`signal-edge serve` on `db_path`, pinned to the server core, and an admin client for it."""
     port, admin_port = free_port(), free_port()
     env = {"PATH": "/usr/bin:/bin", "SIGNAL_ADMIN_TOKEN": ADMIN, "SIGNAL_SECRET_KEY": SECRET,
            "SIGNAL_PINTEREST_API_BASE": f"http://127.0.0.1:{fake_port}", "SIGNAL_LOG_LEVEL": "warning"}
     proc = pinned(SERVER_CORE, [sys.executable, "-m", "collector", "serve", "--port", str(port), "--admin-port",
                                 str(admin_port), "--db", str(db_path)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    wait_http(f"http://127.0.0.1:{admin_port}/healthz")
+    return proc, httpx.Client(base_url=f"http://127.0.0.1:{admin_port}/v1/admin",
+                              headers={"Authorization": f"Bearer {ADMIN}"})
+
+
+def end_to_end(n: int, filled: Path, integration: str, tmp: Path, fake_port: int) -> float:
+    db_path = tmp / f"e2e-{time.monotonic_ns()}.db"
+    shutil.copyfile(filled, db_path)  # each run drains a copy of the same queue
+    proc, admin = serve(db_path, fake_port)
     try:
-        wait_http(f"http://127.0.0.1:{admin_port}/healthz")
-        admin = httpx.Client(base_url=f"http://127.0.0.1:{admin_port}/v1/admin",
-                             headers={"Authorization": f"Bearer {ADMIN}"})
         return drain_rate(admin, integration, n)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
 
 
-def measure(events: int = 100_000, runs: int = 3, seconds: float = 3.0) -> dict:
+def sustained_drain(n: int, tmp: Path, fake_port: int) -> dict:
+    """RSS while one server drains `n` events (taskset execs the server: its pid is the one
+    started), sampled every second, and the peak the kernel saw (VmHWM)."""
+    db_path = tmp / "sustained.db"
+    integration = asyncio.run(prefill(db_path, n, 10))
+    proc, admin = serve(db_path, fake_port)
+    samples = []
+    try:
+        started, idle = time.perf_counter(), rss_kib(proc.pid)[0]
+        while True:
+            counts = admin.get(f"/integrations/{integration}").json()["delivery"]
+            samples.append(rss_kib(proc.pid)[0])
+            if counts["delivered"] + counts["dead_lettered"] >= n:
+                break
+            time.sleep(1.0)
+        took, peak = time.perf_counter() - started, rss_kib(proc.pid)[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        db_path.unlink(missing_ok=True)
+    return {"events": n, "seconds": took, "idle_mib": idle / 1024, "peak_mib": peak / 1024,
+            "last_mib": samples[-1] / 1024, "samples_mib": [kib / 1024 for kib in samples]}
+
+
+def measure(events: int = 100_000, runs: int = 3, seconds: float = 3.0, rss_events: int = 1_000_000) -> dict:
     bare_app = Bare()
     pipeline, bare = [], []
     try:
@@ -205,6 +237,12 @@ def measure(events: int = 100_000, runs: int = 3, seconds: float = 3.0) -> dict:
                 rates.append(end_to_end(events, filled[per_request], integrations[per_request], tmp, fake_port))
                 print(f"  run {run + 1}/{runs} end to end, {per_request} per request: {rates[-1]:,.0f} events/s",
                       file=sys.stderr, flush=True)
+        for path in filled.values():
+            path.unlink()
+        memory = None
+        if rss_events:
+            print(f"  draining {rss_events:,} events, watching RSS ...", file=sys.stderr, flush=True)
+            memory = sustained_drain(rss_events, tmp, fake_port)
     finally:
         fake.send_signal(signal.SIGTERM)
         fake.wait(10)
@@ -213,7 +251,7 @@ def measure(events: int = 100_000, runs: int = 3, seconds: float = 3.0) -> dict:
     return {"pipeline_eps": statistics.median(pipeline), "e2e_eps": statistics.median(e2e[1]),
             "e2e_batched_eps": statistics.median(e2e[10]), "events": events, "runs": runs,
             "pipeline_runs": pipeline, "pipeline_bare_runs": [p / b for p, b in zip(pipeline, bare)],
-            "e2e_runs": e2e[1]}
+            "e2e_runs": e2e[1], "memory": memory}
 
 
 def report(r: dict) -> None:
@@ -224,18 +262,23 @@ def report(r: dict) -> None:
         [f"queue -> Pinterest sandbox ({r['events']:,} events, 1 per request)", f"{r['e2e_eps']:,.0f}"],
         [f"queue -> Pinterest sandbox ({r['events']:,} events, 10 per request)", f"{r['e2e_batched_eps']:,.0f}"],
     ]))
+    if m := r["memory"]:
+        print(f"Memory over a drain of {m['events']:,} events ({m['events'] / m['seconds']:,.0f} events/s): RSS "
+              f"{m['idle_mib']:.0f} MiB at the start, {m['peak_mib']:.0f} MiB at its peak, {m['last_mib']:.0f} MiB at "
+              f"the end (budget 150 MiB)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rss-events", type=int, default=1_000_000, help="events of the sustained drain (0: none)")
     parser.add_argument("--pipeline-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pipeline_worker:
         pipeline_worker()
     else:
-        report(measure(args.events, args.runs))
+        report(measure(args.events, args.runs, rss_events=args.rss_events))
 
 
 if __name__ == "__main__":

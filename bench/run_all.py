@@ -56,7 +56,7 @@ def main() -> None:
     print(f"ingest (about {runs * 20 // 60 + 1} min) ...", file=sys.stderr, flush=True)
     ingest = ingest_bench.measure(runs=runs)
     ingest_bench.report(ingest)
-    print(f"\ndelivery (about {runs * 15 // 60 + 1} min) ...", file=sys.stderr, flush=True)
+    print(f"\ndelivery (about {runs * 15 // 60 + 3} min) ...", file=sys.stderr, flush=True)
     delivery = delivery_bench.measure(runs=runs)
     delivery_bench.report(delivery)
     print(f"\nPostgreSQL (about {runs * 40 // 60 + 1} min) ...", file=sys.stderr, flush=True)
@@ -91,12 +91,15 @@ def main() -> None:
         ["  ours over the control's", cluster["over_control"], ".2f", "<= 1.15", lambda v: v <= 1.15],
         ["end to end, PostgreSQL, 1 node (ev/s)", cluster["e2e_one"], ",.0f", "", None],
         ["end to end, PostgreSQL, 2 nodes (ev/s)", cluster["e2e_two"], ",.0f", "", None],
+        ["  a node's RSS peak draining (MiB)", [cluster["drain_peak_rss_mib"]], ".1f", "<= 150", lambda v: v <= 150],
         ["edge RSS idle (MiB)", [ingest["idle_rss_mib"]], ".1f", "", None],
         ["edge RSS peak under load (MiB)", [ingest["peak_rss_mib"]], ".1f", "<= 150", lambda v: v <= 150],
         ["worst hostile event / normal, any kind", hostile["worst_runs"], ".1f", "<= 20", lambda v: v <= 20],
         ["edge RSS after 10k hostile identifies (MiB)", [hostile["rss_mib"]], ".1f", "< 150", lambda v: v < 150],
         *([f"database growth once retention is reached, {backend}", [grew], "+.1%", "within 10 %",
            lambda v: abs(v) <= retention_bench.TARGET_GROWTH] for backend, grew in soaked["growth"].items()),
+        [f"RSS peak draining {delivery['memory']['events']:,} events (MiB)", [delivery["memory"]["peak_mib"]], ".1f",
+         "<= 150", lambda v: v <= 150],
     ]
     print("\nSummary (the median; each run's figure in the range; met: in how many runs)")
     print(table(["figure", "measured", "runs", "target", "met"],

@@ -7,6 +7,7 @@ import inspect
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +25,10 @@ from delivery.retry import RetryPolicy
 from delivery.secrets import SecretBox
 from delivery.snapshot import SnapshotStore
 from delivery.worker import DeliveryService, DeliverySettings
+
+
+DISK_LOW = ("the disk is down to the room kept for delivery (SIGNAL_DISK_RESERVE_MB): ingestion waits until "
+            "delivery frees some, or free disk space")
 
 
 class StorageProblem(NamedTuple):
@@ -54,9 +59,14 @@ class Services:
     serving: Any = None  # PostgreSQL: this process's ServingLock
 
     def storage_problem(self) -> StorageProblem | None:
-        """Why the database failed its last transaction, until one succeeds again."""
+        """Why the database failed its last transaction, until one succeeds again; or that its
+        disk is down to the reserve kept for delivery."""
         problem, since = self.db.problem, self.db.problem_since
-        return StorageProblem(problem, since) if problem and since else None
+        if problem and since:
+            return StorageProblem(problem, since)
+        if self.queue.disk_low():
+            return StorageProblem(DISK_LOW, self.db.disk_low_since)
+        return None
 
     def notify(self, topic: str, events: int = 1, priority: bool = True) -> None:
         self.delivery.notify(topic, events, priority)
@@ -77,32 +87,36 @@ async def close_database(db) -> None:
         await closing
 
 
-async def open_backend(settings: Settings, node: str, serving: bool = True):
+async def open_backend(settings: Settings, node: str, serving: bool = True, clock: Callable[[], float] | None = None):
     """(database, config store, queue) of the configured backend, connected and migrated.
-    `serving`: this process serves the database (a SQLite file then refuses a second server)."""
+    `serving`: this process serves the database (a SQLite file then refuses a second server).
+    `clock`: the queue's clock for tests (default: PostgreSQL's own, or this process's)."""
     if settings.database_url:
         from delivery.postgres.config_store import PgConfigStore
         from delivery.postgres.db import PgDatabase
+        from collector.copy import refuse_unfinished
         from delivery.postgres.event_queue import PgEventQueue
 
-        from collector.copy import refuse_unfinished
-
-        db = PgDatabase(settings.database_url, settings.pool_size)
+        # A transaction left idle (a frozen node) is ended well within a lease, so that its
+        # rows are taken over in time.
+        db = PgDatabase(settings.database_url, settings.pool_size, name=f"signal-edge {node}",
+                        idle_timeout=min(10.0, settings.lease_seconds / 2))
         await db.start()
         try:
             await refuse_unfinished(db)
         except BaseException:
             await db.close()
             raise
-        return db, PgConfigStore(db, node), PgEventQueue(db, node)
+        return db, PgConfigStore(db, node), PgEventQueue(db, node, clock)
     from delivery.sqlite.config_store import SqliteConfigStore
     from delivery.sqlite.db import Database
     from delivery.sqlite.event_queue import SqliteEventQueue
 
     Path(settings.db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.db, settings.db_synchronous.upper(), exclusive=serving)
+    db = Database(settings.db, settings.db_synchronous.upper(), exclusive=serving,
+                  disk_reserve=int(settings.disk_reserve_mb * 1024 * 1024) if serving else 0)
     db.start()
-    return db, SqliteConfigStore(db), SqliteEventQueue(db)
+    return db, SqliteConfigStore(db), SqliteEventQueue(db, clock)
 
 
 @contextlib.asynccontextmanager
@@ -144,6 +158,8 @@ async def open_services(settings: Settings) -> Services:
                 batch_size=settings.batch_size,
                 max_in_flight=settings.max_in_flight,
                 request_timeout=settings.request_timeout,
+                lease_seconds=settings.lease_seconds,
+                rate_recovery=settings.rate_recovery,
                 retry=RetryPolicy(delays=tuple(settings.retry_delays)),
                 auth_recheck=settings.auth_recheck,
             ),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 
+from delivery.ratelimit import RATE_RECOVERY
 from delivery.retry import DEFAULT_DELAYS
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
@@ -51,7 +52,10 @@ class Settings(msgspec.Struct, kw_only=True):
     max_in_flight: int = 4  # concurrent requests per integration
     queue_max: int = 1_000_000  # above this many queued events, ingestion answers 503
     retry_delays: tuple[float, ...] = DEFAULT_DELAYS
-    request_timeout: float = 30.0
+    request_timeout: float = 30.0  # the whole request to Pinterest, however slowly it answers
+    lease_seconds: float = 20.0  # a batch in flight is taken over this long after its node stopped renewing it
+    rate_recovery: float = RATE_RECOVERY  # seconds for a rate halved by a 429 to double back
+    disk_reserve_mb: float = 64.0  # SQLite: below this much free disk, ingestion answers 503 (delivery goes on)
     auth_recheck: float = 600.0
     shutdown_grace: float = 5.0
     db_synchronous: str = "FULL"
@@ -125,6 +129,9 @@ _ENV = {
     "SIGNAL_QUEUE_MAX": "queue_max",
     "SIGNAL_RETRY_DELAYS": "retry_delays",
     "SIGNAL_REQUEST_TIMEOUT": "request_timeout",
+    "SIGNAL_LEASE_SECONDS": "lease_seconds",
+    "SIGNAL_RATE_RECOVERY": "rate_recovery",
+    "SIGNAL_DISK_RESERVE_MB": "disk_reserve_mb",
     "SIGNAL_AUTH_RECHECK": "auth_recheck",
     "SIGNAL_SHUTDOWN_GRACE": "shutdown_grace",
     "SIGNAL_DB_SYNCHRONOUS": "db_synchronous",
@@ -182,6 +189,13 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
         raise SettingsError(f"setting SIGNAL_TRUSTED_PROXIES: {exc}") from None
     if not 1 <= settings.batch_size <= 1000:
         raise SettingsError("setting SIGNAL_BATCH_SIZE: from 1 to 1000 (Pinterest takes at most 1000 events a request)")
+    for var, value in (("SIGNAL_REQUEST_TIMEOUT", settings.request_timeout),
+                       ("SIGNAL_LEASE_SECONDS", settings.lease_seconds),
+                       ("SIGNAL_RATE_RECOVERY", settings.rate_recovery)):
+        if not value > 0:
+            raise SettingsError(f"setting {var}: a number of seconds above 0")
+    if settings.disk_reserve_mb < 0:
+        raise SettingsError("setting SIGNAL_DISK_RESERVE_MB: 0 or more (0: not watched)")
     if settings.max_in_flight < 1:
         raise SettingsError("setting SIGNAL_MAX_IN_FLIGHT: at least 1")
     if settings.database_url and not settings.database_url.startswith(("postgresql://", "postgres://")):

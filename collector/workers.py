@@ -5,11 +5,18 @@ The parent prepares the database first (migrations, the secret key, the admin to
 once), then starts N ordinary `serve` processes whose sockets share each port
 (SO_REUSEPORT: the kernel spreads the connections). It restarts a process that dies, and
 passes SIGINT/SIGTERM on to all of them, each then flushing as a single server does.
+
+A parent that dies without passing anything on (SIGKILL, a crash) takes its processes with
+it: on Linux the kernel sends each one SIGTERM (PR_SET_PDEATHSIG), and every process also
+watches its parent's pid (`watch_parent`), so each flushes and stops as on a SIGTERM.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +26,9 @@ from collector.settings import Settings
 
 log = logging.getLogger("signal_edge")
 STARTUP = 10.0  # a process that exits sooner than this after its start failed to start: stop all
+PARENT_ENV = "SIGNAL_WORKERS_PARENT"  # the parent's pid, in each worker process's environment
+PARENT_EVERY = 1.0  # seconds between a worker's looks at its parent
+PR_SET_PDEATHSIG = 1
 
 
 def serve_workers(settings: Settings, argv: list[str]) -> int:
@@ -39,7 +49,12 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    procs = [subprocess.Popen(command) for _ in range(settings.workers)]
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+    procs = [start() for _ in range(settings.workers)]
     started = [time.monotonic()] * len(procs)
     while not stopping:
         time.sleep(0.2)
@@ -51,9 +66,27 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
                 stop(None, None)
                 break
             log.warning("worker process %d exited (code %s); starting another", proc.pid, proc.returncode)
-            procs[i], started[i] = subprocess.Popen(command), time.monotonic()
+            procs[i], started[i] = start(), time.monotonic()
     codes = [proc.wait() for proc in procs]
     return max(codes) if any(codes) else 0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux keeps it across exec)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+async def watch_parent(stop: asyncio.Event) -> None:
+    """In a worker process: set `stop` once the parent that started it is gone (a parent
+    killed before the kernel's signal was armed, or a system without PR_SET_PDEATHSIG)."""
+    parent = int(os.environ.get(PARENT_ENV, "0"))
+    if not parent:
+        return
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_EVERY)
+    log.warning("the --workers parent (pid %d) is gone; stopping", parent)
+    stop.set()
 
 
 async def _prepare(settings: Settings):

@@ -2,13 +2,25 @@
 
 Topics are integration ids. Nothing here is backend-specific: SQLite (one process) and
 PostgreSQL (a cluster) implement it, and one test suite runs against both.
+
+The queue owns its clock: when an item is ready, when a lease runs out and when a retry is
+due are decided by the backend (SQLite: this process's clock; PostgreSQL: the database's, so
+that a node whose clock is wrong still agrees with the others). Callers give durations, never
+times: a retry `delay` counts from the settlement, a lease from the lease or its renewal.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple, Protocol
 
 import msgspec
+
+from delivery.ratelimit import RATE_RECOVERY
+from delivery.store import StorageError
+
+log = logging.getLogger("signal_edge.queue")
 
 
 class QueueItem(msgspec.Struct):
@@ -35,8 +47,8 @@ class Leased(msgspec.Struct):
 class Readiness(NamedTuple):
     priority: bool  # a priority item is ready
     full: bool  # at least a full batch is ready
-    oldest: float | None  # when the oldest ready normal item became ready
-    next_at: float | None  # the earliest time any not-yet-ready item becomes ready
+    waited: float | None  # seconds the oldest ready normal item has been ready
+    next_in: float | None  # seconds until the next not-yet-ready item becomes ready
 
 
 class Settlement(msgspec.Struct):
@@ -45,14 +57,62 @@ class Settlement(msgspec.Struct):
     delivered: list[int] = []
     filtered: list[int] = []
     dead: list[tuple[int, str]] = []  # (id, reason)
-    retry: list[tuple[int, float, str]] = []  # (id, retry at, error): counts an attempt
-    release: list[tuple[int, float]] = []  # (id, at): back in the queue, no attempt counted
+    retry: list[tuple[int, float, str]] = []  # (id, delay in seconds, error): counts an attempt
+    release: list[tuple[int, float]] = []  # (id, delay in seconds): back in the queue, no attempt counted
     last_error: str | None = None  # default: the last retry's or dead letter's reason
 
     def ids(self) -> set[int]:
         """Every item this settlement decides."""
         return {*self.delivered, *self.filtered, *(entry[0] for entries in (self.dead, self.retry, self.release)
                                                    for entry in entries)}
+
+    def error(self) -> str | None:
+        """What the topic's health shows as its last error."""
+        return (self.last_error or (self.retry[-1][2] if self.retry else None)
+                or (self.dead[-1][1] if self.dead else None))
+
+    def halves(self, unit: Callable[[int], int]) -> tuple[Settlement, Settlement]:
+        """This settlement in two, each with the items of half the units (`unit(item id)`: what
+        a backend settles as one, a row of SQLite's)."""
+        units = sorted({unit(i) for i in self.ids()})
+        first = set(units[:len(units) // 2])
+        return self._only(lambda i: unit(i) in first), self._only(lambda i: unit(i) not in first)
+
+    def _only(self, keep: Callable[[int], bool]) -> Settlement:
+        return Settlement([i for i in self.delivered if keep(i)], [i for i in self.filtered if keep(i)],
+                          [e for e in self.dead if keep(e[0])], [e for e in self.retry if keep(e[0])],
+                          [e for e in self.release if keep(e[0])], self.last_error)
+
+
+Apply = Callable[[Settlement, bool], Awaitable[int]]  # (settlement, plain) -> events that left the queue
+
+
+async def settle_apart(apply: Apply, settlement: Settlement, unit: Callable[[int], int] = lambda i: i) -> int:
+    """`settlement` failed for its data (a value the database cannot store), not for the
+    database: settle it in halves until the unit responsible is alone, and settle that one
+    `plain` (its fates kept, but no event id read from its events and every text made storable).
+    Bounded: about two tries per unit for each bad one. Returns the events that left the queue.
+    A StorageError ends it: what is left is settled again when its lease runs out."""
+    if len({unit(i) for i in settlement.ids()}) == 1:
+        log.warning("a settlement could not be stored as it was; its %d event(s) are settled without their event "
+                    "ids", len(settlement.ids()))
+        return await apply(settlement, True)
+    gone = 0
+    for part in settlement.halves(unit):
+        try:
+            gone += await apply(part, False)
+        except StorageError:
+            raise
+        except Exception:
+            gone += await settle_apart(apply, part, unit)
+    return gone
+
+
+def storable(text: str | None) -> str | None:
+    """`text` as any database stores it: no NUL, no lone surrogate."""
+    if text is None:
+        return None
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 class DeadLetter(msgspec.Struct):
@@ -94,28 +154,31 @@ class EventQueue(Protocol):
     async def append(self, items: list[QueueItem]) -> None:
         """Durable when it returns."""
 
-    async def recover(self, now: float) -> int:
-        """After a restart: every lease of the previous process is released."""
+    async def recover(self) -> int:
+        """At start: how many leases have run out (their node died); they are ready for any
+        node. SQLite (one process) releases every lease of the previous run."""
 
-    async def ready(self, topic: str, now: float, batch_size: int) -> Readiness: ...
+    async def ready(self, topic: str, batch_size: int) -> Readiness: ...
 
-    async def lease(self, topic: str, limit: int, now: float, lease_seconds: float) -> list[Leased]: ...
+    async def lease(self, topic: str, limit: int, lease_seconds: float) -> list[Leased]: ...
 
-    async def extend(self, topic: str, ids: list[int], until: float) -> None:
-        """Renew the lease of `ids` until `until` (a request is still in flight)."""
+    async def extend(self, topic: str, ids: list[int], lease_seconds: float) -> None:
+        """Renew the lease of `ids` for `lease_seconds` more (a request is still in flight)."""
 
-    async def settle(self, topic: str, settlement: Settlement, now: float) -> None: ...
+    async def settle(self, topic: str, settlement: Settlement) -> None:
+        """Apply the settlement at once. When the data of an item cannot be stored (a NUL in an
+        id on PostgreSQL, say), the others are still settled and that item is dead-lettered
+        without what could not be stored: one bad event never holds its batch-mates back."""
 
-    async def reschedule(self, topic: str, at: float) -> int:
-        """Make every waiting item of `topic` available at `at` (after a config change)."""
+    async def reschedule(self, topic: str) -> int:
+        """Make every waiting item of `topic` ready now (after a config change)."""
 
     async def dead_letters(self, topic: str, after_id: int, limit: int) -> list[DeadLetter]: ...
 
-    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None,
-                     since: float = 0.0) -> int:
-        """Dead letters back into the queue (all of the topic's when `ids` is None), of `topic`
-        or of the topic `into` (its integration was deleted, say); only those queued at or after
-        `since` (older ones Pinterest would refuse)."""
+    async def replay(self, topic: str, ids: list[int] | None, into: str | None = None, since: float = 0.0) -> int:
+        """Dead letters back into the queue, ready now (all of the topic's when `ids` is None),
+        of `topic` or of the topic `into` (its integration was deleted, say); only those queued
+        at or after `since` (Unix seconds: older ones Pinterest would refuse)."""
 
     async def waiting(self, topics: list[str], before: int | None, limit: int) -> list[Waiting]:
         """Up to `limit` of the events the topics hold, newest first, below position `before`."""
@@ -126,7 +189,7 @@ class EventQueue(Protocol):
     async def stats(self, topic: str, this_node: bool = False) -> TopicStats:
         """The topic's figures for the whole cluster, or this node's share of them."""
 
-    async def discard(self, topic: str, reason: str, now: float) -> int:
+    async def discard(self, topic: str, reason: str) -> int:
         """Move every item of `topic` to the dead-letter store (its integration is deleted)."""
 
     async def erase(self, topic: str, matches) -> int:
@@ -140,17 +203,24 @@ class EventQueue(Protocol):
     def depth(self) -> int:
         """Items waiting or in flight, from memory (cheap: used for backpressure)."""
 
-    def rate_limiter(self, topic: str, rate: float, burst: int) -> RateLimiter:
-        """The token bucket that paces `topic`'s requests to Pinterest (for the whole cluster)."""
+    def disk_low(self) -> bool:
+        """True while the disk that holds the queue has less room than the reserve delivery
+        needs to lease, settle and drain; from memory (checked in the background)."""
+
+    def rate_limiter(self, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> RateLimiter:
+        """The token bucket that paces `topic`'s requests to Pinterest (for the whole cluster);
+        after a 429 its rate doubles back every `recovery` seconds."""
 
     async def close(self) -> None: ...
 
 
 class RateLimiter(Protocol):
+    """A token bucket whose rate halves after a 429 and doubles back every `recovery` seconds
+    by itself; a new configured rate applies at the next acquire."""
+
     configured_rate: float
     burst: int
 
     def reconfigure(self, rate: float, burst: int) -> None: ...
     async def acquire(self) -> None: ...
     def throttled(self, retry_after: float) -> None: ...
-    def succeeded(self) -> None: ...

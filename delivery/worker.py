@@ -26,6 +26,7 @@ from delivery.pinterest.tokens import REFUSED, RefreshRefused, TokenKeeper, due
 from delivery.pinterest.mapping import DELIVERED_TYPES, Mapped, map_event
 from delivery.pinterest.payload import MAX_EVENTS_PER_REQUEST, CustomData, Event
 from delivery.queue import EventQueue, Leased, Settlement
+from delivery.ratelimit import RATE_RECOVERY
 from delivery.retry import RetryPolicy
 from delivery.errorlog import ErrorLog
 from delivery.store import NO_JSON, ConfigStore, DebugRecord, StorageError
@@ -48,7 +49,8 @@ class DeliverySettings(msgspec.Struct, frozen=True):
     # A lease runs out this long after it was last renewed: a heartbeat renews it while its
     # request is in flight, so a node that dies hands its batches over within this time.
     lease_seconds: float = 20.0
-    request_timeout: float = 30.0
+    request_timeout: float = 30.0  # a deadline for the whole request, not per read: a trickle ends too
+    rate_recovery: float = RATE_RECOVERY  # seconds for a rate halved by a 429 to double back
     retry: RetryPolicy = RetryPolicy()
     auth_recheck: float = 600.0  # a paused integration tries again after this long
     idle_poll: float = 1.0
@@ -152,7 +154,7 @@ class DeliveryService:
         self.volume = Volume()  # events read, by type and arrival: the alert service takes the counts
 
     async def start(self) -> None:
-        released = await self.queue.recover(time.time())
+        released = await self.queue.recover()
         if released:
             log.info("released %d events leased by the previous run; sending them again", released)
         self.store.subscribe(self._on_change)
@@ -270,7 +272,7 @@ class DeliveryService:
             token = getattr(cfg, name)
             if token:
                 answer = await client.send(self.client(integration.id), self.settings.api_base, cfg.ad_account_id,
-                                           token, body, 1, True)
+                                           token, body, 1, True, self.settings.request_timeout)
                 answers.append(answer)
                 checks.append(_token_check(name, answer))
         if not answers and not checks:
@@ -306,7 +308,7 @@ class DeliveryService:
         answer = None
         for name, token in tokens:
             answer = await client.send(http, self.settings.api_base, cfg.ad_account_id, token, body, count,
-                                       test or cfg.test_mode)
+                                       test or cfg.test_mode, self.settings.request_timeout)
             if answer.kind != "unauthorized":
                 return answer, name
         return answer, tokens[-1][0] if tokens else "access_token"
@@ -377,7 +379,7 @@ class IntegrationWorker:
         self._unseen = 0  # events offered since the last look at the queue
         integration = service.store.integration(integration_id)
         self.bucket = service.queue.rate_limiter(integration_id, integration.config.rate_limit_per_second,
-                                                 integration.config.rate_limit_burst)
+                                                 integration.config.rate_limit_burst, service.settings.rate_recovery)
         self.credentials = _credentials(integration)
         self.slots = asyncio.Semaphore(service.settings.max_in_flight)
         self.paused_until = 0.0  # credentials or account problem: until fixed (or rechecked)
@@ -412,7 +414,7 @@ class IntegrationWorker:
         """Credentials fixed: whatever waited for them goes out now."""
         if self.paused_until:
             self.paused_until = 0.0
-            self.service.spawn(self.service.queue.reschedule(self.id, time.time()))
+            self.service.spawn(self.service.queue.reschedule(self.id))
             self.wake()
 
     async def drain(self, deadline: float, finish_by: float) -> None:
@@ -471,24 +473,24 @@ class IntegrationWorker:
             await self._sleep(hold - now)
             return True
         self._unseen = 0
-        ready = await queue.ready(self.id, now, settings.batch_size)
+        ready = await queue.ready(self.id, settings.batch_size)
         due = ready.priority or ready.full or (
-            ready.oldest is not None and (self.draining or now - ready.oldest >= settings.flush_interval)
+            ready.waited is not None and (self.draining or ready.waited >= settings.flush_interval)
         )
         if not due:
-            self._idle = ready.oldest is None
+            self._idle = ready.waited is None
             waits = [settings.idle_poll]
-            if ready.oldest is not None:
-                waits.append(ready.oldest + settings.flush_interval - now)
-            if ready.next_at is not None:
-                waits.append(ready.next_at - now)
+            if ready.waited is not None:
+                waits.append(settings.flush_interval - ready.waited)
+            if ready.next_in is not None:
+                waits.append(ready.next_in)
             await self._sleep(min(waits))
             return True
         self._idle = False
         await self.slots.acquire()
         try:
             await self.bucket.acquire()
-            leased = await queue.lease(self.id, settings.batch_size, time.time(), settings.lease_seconds)
+            leased = await queue.lease(self.id, settings.batch_size, settings.lease_seconds)
         except BaseException:
             self.slots.release()
             raise
@@ -553,7 +555,7 @@ class IntegrationWorker:
         while True:
             await asyncio.sleep(lease / 3)
             try:
-                await self.service.queue.extend(self.id, ids, time.time() + lease)
+                await self.service.queue.extend(self.id, ids, lease)
             except Exception as exc:  # the lease may run out: the batch is then sent again
                 log.warning("integration %s: could not renew a lease: %s", self.id, exc)
 
@@ -571,15 +573,15 @@ class IntegrationWorker:
             await self._hold(job, REFUSED, str(exc))
         except oauth.Unavailable as exc:  # Pinterest's token endpoint is away: soon again, no attempt spent
             wait = self.service.settings.retry.delay(1)
-            self.backoff_until = max(self.backoff_until, job.now + wait)
-            job.settlement.release += [(item.id, job.now + wait) for item in job.leased]
+            self.backoff_until = max(self.backoff_until, time.time() + wait)
+            job.settlement.release += [(item.id, wait) for item in job.leased]
             job.settlement.last_error = f"the access token could not be refreshed: {exc}"
         return False
 
     async def _hold(self, job: Job, problem: str, message: str) -> None:
         """Credentials missing or refused: every event of the batch waits until they change."""
-        recheck = job.now + self.service.settings.auth_recheck
-        self.paused_until = recheck
+        recheck = self.service.settings.auth_recheck
+        self.paused_until = time.time() + recheck
         job.settlement.release += [(item.id, recheck) for item in job.leased]
         job.settlement.last_error = f"{TROUBLESHOOTING[problem]} ({message})"
         await self.service.store.set_health(self.id, Health("unhealthy", problem, message, job.now))
@@ -669,7 +671,7 @@ class IntegrationWorker:
                 job.settlement.dead.append((item.id, f"gave up after {attempts} attempts: {reason}"))
                 job.record(item, None, "failed", reason)
             else:
-                job.settlement.retry.append((item.id, job.now + policy.delay(attempts), reason))
+                job.settlement.retry.append((item.id, policy.delay(attempts), reason))
                 job.record(item, None, "retrying", reason)
         job.settlement.last_error = reason
         job.failure = reason
@@ -692,7 +694,6 @@ class IntegrationWorker:
                 answer, _ = await self.service._send_with_fallback(self.http, job.integration, body, len(pending), False)
         s = job.settlement
         if answer.kind in ("ok", "partial"):
-            self.bucket.succeeded()
             job.reached_pinterest = True
             results = answer.results or [None] * len(pending)
             for p, result in zip(pending, results):
@@ -731,7 +732,7 @@ class IntegrationWorker:
             wait = answer.retry_after or 1.0
             self.bucket.throttled(wait)
             for p in pending:
-                s.release.append((p.item.id, job.now + wait))
+                s.release.append((p.item.id, wait))
                 job.record(p.item, p.event, "retrying", f"{answer.message}; waiting {wait:g}s as Pinterest asked",
                            p.mapped)
             return
@@ -740,8 +741,9 @@ class IntegrationWorker:
             self.bucket.throttled(answer.retry_after or 1.0)
         policy = self.service.settings.retry
         # Hold the batches queued meanwhile too: sent now they would only fail the same way.
-        self.backoff_until = max(self.backoff_until, job.now + policy.delay(1, answer.retry_after))
-        retry_at: dict[int, float] = {}  # one (jittered) time per attempt count: events queued together stay together
+        # Every wait counts from now, the failure (a timeout ends long after the lease began).
+        self.backoff_until = max(self.backoff_until, time.time() + policy.delay(1, answer.retry_after))
+        delays: dict[int, float] = {}  # one (jittered) delay per attempt count: events queued together stay together
         for p in pending:
             attempts = p.item.attempts + 1
             if policy.exhausted(attempts):
@@ -749,17 +751,16 @@ class IntegrationWorker:
                 s.dead.append((p.item.id, reason))
                 job.record(p.item, p.event, "failed", reason, p.mapped)
             else:
-                at = retry_at.get(attempts)
-                if at is None:
-                    at = retry_at[attempts] = job.now + policy.delay(attempts, answer.retry_after)
-                s.retry.append((p.item.id, at, answer.message))
-                job.record(p.item, p.event, "retrying", f"{answer.message}; next attempt in {at - job.now:.0f}s",
-                           p.mapped)
+                delay = delays.get(attempts)
+                if delay is None:
+                    delay = delays[attempts] = policy.delay(attempts, answer.retry_after)
+                s.retry.append((p.item.id, delay, answer.message))
+                job.record(p.item, p.event, "retrying", f"{answer.message}; next attempt in {delay:.0f}s", p.mapped)
 
     async def _pause(self, job: Job, pending: list[Pending], problem: str, answer: client.Answer) -> None:
         """Credentials or account problem: keep the events, stop sending until it is fixed."""
-        recheck = job.now + self.service.settings.auth_recheck
-        self.paused_until = recheck
+        recheck = self.service.settings.auth_recheck
+        self.paused_until = time.time() + recheck
         for p in pending:
             job.settlement.release.append((p.item.id, recheck))
             job.record(p.item, p.event, "retrying", f"{TROUBLESHOOTING[problem]} (Pinterest said: {answer.message})",
@@ -769,9 +770,12 @@ class IntegrationWorker:
 
     async def _finish(self, job: Job) -> None:
         service = self.service
-        await service.queue.settle(self.id, job.settlement, time.time())
+        await service.queue.settle(self.id, job.settlement)
         try:
-            await service.store.add_debug(job.kept)
+            # Down to the disk's reserve, the room is kept for settling: a Pinterest outage
+            # writes a record per event and attempt. The live debugger still shows them.
+            if not service.queue.disk_low():
+                await service.store.add_debug(job.kept)
         except Exception as exc:  # the events are settled; only their debugger records are lost
             errors.failure(f"integration {self.id}: the debugger log could not be written", exc, logging.WARNING)
         current = service.store.integration(self.id)

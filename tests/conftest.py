@@ -58,6 +58,27 @@ def pg_url(postgres):
     return postgres.create_database()
 
 
+@pytest.fixture
+def nodes(tmp_path, pg_url, fake_pinterest):
+    """start(n, **env) -> n signal-edge processes on one PostgreSQL database, sharing a key file;
+    each must end without a traceback in its log."""
+    started: list[SignalEdge] = []
+
+    def start(n: int = 2, **env) -> list[SignalEdge]:
+        for _ in range(n):
+            node = SignalEdge(tmp_path, fake_pinterest.url, env={
+                "SIGNAL_DATABASE_URL": pg_url, "SIGNAL_SECRET_KEY_FILE": str(tmp_path / "cluster.key"),
+                "SIGNAL_FLUSH_INTERVAL": "0.1", **env})
+            started.append(node.start())
+        return started[-n:]
+
+    yield start
+    for node in started:
+        node.stop()
+    for node in started:
+        assert "Traceback" not in node.output(), node.output()[-3000:]
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request, tmp_path):
     """An async context manager that opens (database, config store, queue) of each backend, for
@@ -74,8 +95,9 @@ def backend(request, tmp_path):
     settings = load_settings(flags, environ={})
 
     @asynccontextmanager
-    async def opened(node: str = "node-a", serving: bool = False):
-        db, store, queue = await open_backend(settings, node, serving=serving)
+    async def opened(node: str = "node-a", serving: bool = False, clock=None):
+        """`clock`: the queue's clock (a callable), instead of the backend's own."""
+        db, store, queue = await open_backend(settings, node, serving=serving, clock=clock)
         try:
             yield db, store, queue
         finally:

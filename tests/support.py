@@ -7,12 +7,14 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +51,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
             last = exc
         sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+async def until(call: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02):
+    """wait_for in an event loop: await `call()` until it gives something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := await call():
+            return found
+        await asyncio.sleep(interval)
+    raise AssertionError(f"nothing came within {timeout}s")
 
 
 class Recording(asyncio.Transport):
@@ -177,7 +189,11 @@ class SignalEdge:
              "--admin-port", str(self.admin_port), *database, *self.extra_args],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        wait_for(self._healthy, timeout=20, what="signal-edge to start")
+        try:
+            wait_for(self._healthy, timeout=20, what="signal-edge to start")
+        except BaseException:  # not handed to any fixture yet: nobody else would stop it
+            self.stop(signal.SIGKILL)
+            raise
         return self
 
     def _healthy(self) -> bool:
@@ -255,6 +271,33 @@ def post_batch(edge_url: str, pipeline_key: str, events: list[dict], client: htt
     return sender.post(edge_url + "/v1/batch", content=body, headers={"Content-Type": "text/plain",
                        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Test/1.0", **kwargs.pop("headers", {})},
                        **kwargs)
+
+
+def events(ids, name="Signed Up") -> list[dict]:
+    return [{"type": "track", "event": name, "messageId": i} for i in ids]
+
+
+def received(fake: FakePinterest) -> Counter:
+    """How many times Pinterest received each event id (test events left out)."""
+    return Counter(e["event_id"] for e in fake.sandbox.events(include_test=False))
+
+
+def node_name(node: SignalEdge) -> str:
+    """The name a running signal-edge gives itself in the cluster (its leases and counters)."""
+    return re.search(r'signal_edge_node_info\{node="([^"]+)"', httpx.get(node.admin_url + "/metrics").text)[1]
+
+
+def leased_by(pg_url: str, node: str) -> list[bytes]:
+    """The payloads of the queue rows that `node` holds a lease on."""
+    async def read() -> list[bytes]:
+        import asyncpg
+
+        conn = await asyncpg.connect(pg_url)
+        try:
+            return [r["payload"] for r in await conn.fetch("SELECT payload FROM queue WHERE lease_owner = $1", node)]
+        finally:
+            await conn.close()
+    return run_async(read())
 
 
 def stats(admin: httpx.Client, integration_id: str) -> dict:

@@ -49,4 +49,4 @@ def test_without_it_everything_is_401(case, admin_url):
     if documented and response.status_code == 429:
         assert response.json()["error"]["code"] == "too_many_failures" and response.headers["retry-after"]
     else:
-        assert response.status_code == (401 if documented else 405), (case.method, case.operation.method)
+        assert response.status_code == (401 if documented else 405), (case.as_curl_command(), response.text[:300])

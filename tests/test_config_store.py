@@ -327,14 +327,16 @@ def test_the_retention_pass_covers_every_kind(backend):
     from delivery.retention import Retention, prune_all
 
     async def main():
-        async with backend() as (_, store, queue):
+        forty_days_ago = [time.time() - 40 * 86400]  # the queue's clock, when the dead letter died
+        async with backend(clock=lambda: forty_days_ago[0]) as (_, store, queue):
             await store.open(SecretBox(KEY))
             await queue.open()
             await store.add_debug([DebugRecord(time.time() - 10 * 86400, "src_a", "old", "x", "delivered"),
                                    DebugRecord(time.time(), "src_a", "new", "x", "delivered")])
             await queue.append([QueueItem("int_a", b'["m"]', 1000.0)])
-            leased = await queue.lease("int_a", 1, 2000.0, 60)
-            await queue.settle("int_a", Settlement(dead=[(leased[0].id, "bad")]), time.time() - 40 * 86400)
+            leased = await queue.lease("int_a", 1, 60)
+            await queue.settle("int_a", Settlement(dead=[(leased[0].id, "bad")]))
+            forty_days_ago[0] = time.time()
             gone = await prune_all(store, queue, Retention())  # 7 days of records, 30 of dead letters
             assert gone["debug"] == 1 and gone["dead_letters"] == 1 and gone["identities"] == 0
             assert [r.event_id for r in await store.debug_records(None, None, None, None, 10)] == ["new"]

@@ -48,8 +48,8 @@ async def a_deployment_with_a_row_in_every_table(db_path) -> None:
         await queue.open()
         await queue.append([QueueItem(TOPIC, b'["m1"]\n["m2"]', time.time(), 0, 2),
                             QueueItem(TOPIC, b'["m3"]', time.time(), 0, 1)])
-        leased = await queue.lease(TOPIC, 1, time.time(), 60)
-        await queue.settle(TOPIC, Settlement(dead=[(leased[0].id, "Pinterest: bad")]), time.time())
+        leased = await queue.lease(TOPIC, 1, 60)
+        await queue.settle(TOPIC, Settlement(dead=[(leased[0].id, "Pinterest: bad")]))
     finally:
         await queue.close()
         await close_database(db)

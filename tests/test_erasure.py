@@ -111,12 +111,11 @@ def test_an_erasure_leaves_nothing_of_the_person_and_suppresses_them(tmp_path, d
             # Some of Jane's events were delivered before (deleted the ordinary way), one is a dead
             # letter, and her other events and John's are queued; the debugger has records of all.
             await debugger_records(services)
-            leased = await services.queue.lease(TOPIC, 100, time.time(), 60)
+            leased = await services.queue.lease(TOPIC, 100, 60)
             janes = [item.id for item in leased if event_decoder.decode(item.payload).anonymous_id == jane_anon]
             others = [item.id for item in leased if item.id not in janes]
             await services.queue.settle(TOPIC, Settlement(delivered=janes[:2], dead=[(janes[2], "Pinterest: bad")],
-                                                          release=[(i, time.time()) for i in janes[3:] + others]),
-                                        time.time())
+                                                          release=[(i, 0.0) for i in janes[3:] + others]))
             before = await stored_values(services)
             for value in jane.identifiers(jane_anon) + john.identifiers(john_anon):
                 assert value in before, value  # the check below can see each of them

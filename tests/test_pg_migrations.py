@@ -9,13 +9,26 @@ from delivery.postgres.migrations import MIGRATIONS
 
 ADDITIVE = re.compile(
     r"CREATE (TABLE|INDEX|UNIQUE INDEX) \w+"
+    r"|CREATE FUNCTION \w+\("  # a new function: nothing an older node reads
     r"|ALTER TABLE \w+ ADD COLUMN \w+ [^;]*"
     r"|ALTER TABLE \w+ SET \([^;]*\)",  # storage parameters (autovacuum): how, not what, is stored
     re.S)
 
 
 def statements(migration: str) -> list[str]:
-    return [" ".join(part.split()) for part in migration.split(";") if part.strip()]
+    """The migration's statements; a function's body between $$ marks is one with its statement."""
+    found, current = [], ""
+    for n, piece in enumerate(migration.split("$$")):
+        if n % 2:  # inside $$ ... $$
+            current += "$$" + piece + "$$"
+            continue
+        first, *rest = piece.split(";")
+        current += first
+        for part in rest:
+            found.append(current)
+            current = part
+    found.append(current)
+    return [" ".join(part.split()) for part in found if part.strip()]
 
 
 def test_every_postgres_migration_only_adds():

@@ -70,7 +70,7 @@ def test_events_appended_in_one_commit_share_a_row(db):
         assert q.depth() == 7
         stats = await q.stats("int_a")
         assert (stats.accepted, stats.queued) == (7, 7)
-        leased = await q.lease("int_a", 10, 2000.0, 60)
+        leased = await q.lease("int_a", 10, 60)
         assert [i.payload for i in leased] == lines(5) + [pretty.payload, b'["x"]']
         assert len({i.id for i in leased}) == 7
         assert await db.run(lambda c: c.execute("SELECT count(*) FROM queue").fetchone()[0]) == 3
@@ -91,9 +91,9 @@ def test_an_item_of_many_events_spans_rows_of_at_most_a_thousand(db):
         await q.append(together(2500))
         assert q.depth() == 2500
         assert await db.run(lambda c: c.execute("SELECT count(*), max(events) FROM queue").fetchone()) == (3, 1000)
-        leased = await q.lease("int_a", 5000, 2000.0, 60)
+        leased = await q.lease("int_a", 5000, 60)
         assert [i.payload for i in leased] == lines(2500)
-        await q.settle("int_a", Settlement(delivered=[i.id for i in leased]), 2000.0)
+        await q.settle("int_a", Settlement(delivered=[i.id for i in leased]))
         assert (await q.stats("int_a")).delivered == 2500
     run(main())
     assert row_count(db) == 0
@@ -104,13 +104,13 @@ def test_a_lease_splits_a_row_it_cannot_take_whole(db):
         q = SqliteEventQueue(db)
         await q.open()
         await q.append(together(5))
-        first = await q.lease("int_a", 3, 2000.0, 60)
+        first = await q.lease("int_a", 3, 60)
         assert [i.payload for i in first] == lines(5)[:3]
         stats = await q.stats("int_a")
         assert (stats.queued, stats.in_flight) == (2, 3)
-        rest = await q.lease("int_a", 10, 2000.0, 60)
+        rest = await q.lease("int_a", 10, 60)
         assert [i.payload for i in rest] == lines(5)[3:]
-        await q.settle("int_a", Settlement(delivered=[i.id for i in first + rest]), 2000.0)
+        await q.settle("int_a", Settlement(delivered=[i.id for i in first + rest]))
         stats = await q.stats("int_a")
         assert (stats.delivered, stats.queued, stats.in_flight) == (5, 0, 0)
         assert q.depth() == 0
@@ -188,7 +188,7 @@ def test_migration_4_rewrites_queued_events_as_arrays(tmp_path):
     conn.close()
 
     async def check(q):
-        leased = await q.lease("int_a", 10, 2000.0, 60)
+        leased = await q.lease("int_a", 10, 60)
         assert leased[3].payload == b"not json"  # left as it was: delivery dead-letters it
         events = [event_decoder.decode(item.payload) for item in leased[:3]]
         assert [(e.message_id, e.ip, e.identity.em) for e in events] == [
@@ -217,8 +217,8 @@ def test_migration_5_moves_the_payload_last_and_keeps_every_row(tmp_path, caplog
                         (2, "int_a", 1, 6.0, 20.0, 0, 1, 1, None, b'["c"]')]
         columns = await q.db.run(lambda c: [row[1] for row in c.execute("PRAGMA table_info(queue)")])
         assert columns[-1] == "payload"
-        assert await q.recover(30.0) == 1  # the row leased before the upgrade
-        leased = await q.lease("int_a", 10, 30.0, 60)
+        assert await q.recover() == 1  # the row leased before the upgrade
+        leased = await q.lease("int_a", 10, 60)
         assert [(i.payload, i.attempts, i.created_at) for i in leased] == [
             (b'["c"]', 0, 6.0), (b'["a"]', 2, 5.0), (b'["b"]', 2, 5.0)]  # priority first
         plan = await q.db.run(lambda c: c.execute(
@@ -257,9 +257,9 @@ def test_a_lease_reads_the_rows_it_takes_not_the_backlog(tmp_path):
             q = SqliteEventQueue(database)
             await q.open()
             before = _bytes_read(database._thread.native_id)
-            readiness = await q.ready("int_a", 2000.0, 1000)
+            readiness = await q.ready("int_a", 1000)
             after_ready = _bytes_read(database._thread.native_id)
-            leased = await q.lease("int_a", 150, 2000.0, 60)
+            leased = await q.lease("int_a", 150, 60)
             after_lease = _bytes_read(database._thread.native_id)
             return readiness, leased, after_ready - before, after_lease - after_ready
 
@@ -282,13 +282,13 @@ def test_a_readiness_check_costs_the_same_with_a_deep_backlog(db):
         def count():
             counted[0] += 1
         await db.run(lambda c: c.set_progress_handler(count, 1))  # called for every SQLite VM instruction
-        readiness = await q.ready("int_a", 2000.0, 10)
+        readiness = await q.ready("int_a", 10)
         await db.run(lambda c: c.set_progress_handler(None, 1))
-        assert readiness.priority and readiness.full and readiness.oldest == 900.0
+        assert readiness.priority and readiness.full and readiness.waited == 2000.0 - 900.0
         return counted[0]
 
     async def main():
-        q = SqliteEventQueue(db)
+        q = SqliteEventQueue(db, clock=lambda: 2000.0)
         await q.open()
         shallow = await steps(q, 20)
         deep = await steps(q, 20_000)

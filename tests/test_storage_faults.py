@@ -12,11 +12,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
 import httpx
 import msgspec
 import pytest
 
+from delivery.pinterest.sandbox import Fault
 from delivery.sqlite.migrations import MIGRATIONS
 from delivery.store import StorageError
 from tests.support import ROOT, InProcessEdge, create_integration, create_source, post_batch, stats, wait_for
@@ -93,41 +95,57 @@ def test_a_full_database_answers_503_then_recovers_by_itself(in_process, fake_pi
     assert not any(i.startswith("full-") for i in sent), "an event refused with 503 was delivered"
 
 
-def test_a_full_disk_on_a_real_tmpfs(tmp_path, edge_factory, fake_pinterest):
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 MB tmpfs, unmounted at the end (skipped only where mounting is impossible)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("this machine cannot mount a tmpfs; the SQLITE_FULL test above covers a full database")
-    try:
-        edge = edge_factory(db=mount / "signal-edge.db", env={"SIGNAL_FLUSH_INTERVAL": "0.1"})
-        with edge.admin() as admin:
-            source = create_source(admin)
-            create_integration(admin, source["id"], config={"test_mode": False})
-        key = source["pipeline_key"]
-        assert send(edge, key, ["disk-before"]).status_code == 200
-        filler = mount / "filler"
-        with open(filler, "wb") as handle:  # take every free byte
-            try:
-                while True:
-                    handle.write(b"\0" * 65536)
-                    handle.flush()
-            except OSError:
-                pass
-        answers = [send(edge, key, [f"disk-full-{i}-{n}" for n in range(100)]) for i in range(20)]
-        assert {r.status_code for r in answers} <= {200, 503} and 503 in {r.status_code for r in answers}
-        for response in answers:
-            if response.status_code == 503:
-                assert_refused_while_broken(response)
-        accepted = [f"disk-full-{i}-{n}" for i, r in enumerate(answers) if r.status_code == 200 for n in range(100)]
-        health = httpx.get(edge.url + "/healthz")
-        assert health.status_code == 503 and "full" in health.json()["reason"]
-        filler.unlink()
-        assert send(edge, key, ["disk-after"]).status_code == 200
-        wait_for(lambda: delivered(fake_pinterest, ["disk-before", "disk-after", *accepted]), timeout=30,
-                 what="every accepted event")
-        edge.stop()
-    finally:
-        subprocess.run(["umount", "-l", str(mount)])
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_a_small_disk_fills_answers_503_and_drains_by_itself(small_disk, edge_factory, fake_pinterest):
+    """Pinterest is away while events keep coming: the queue grows until the disk is down to
+    the reserve kept for delivery (8 MB here), and from then on ingestion answers 503. Delivery
+    still has the room to lease, retry and settle (it never meets a full disk), and once
+    Pinterest is back it drains the queue, which frees room, and ingestion resumes: nobody
+    frees any disk space."""
+    edge = edge_factory(db=small_disk / "signal-edge.db", env={
+        "SIGNAL_FLUSH_INTERVAL": "0.1", "SIGNAL_DISK_RESERVE_MB": "8", "SIGNAL_RETRY_DELAYS": "5,5,5,5,5,5,5"})
+    with edge.admin() as admin:
+        source = create_source(admin, rate_limit_per_second=1_000_000, rate_limit_burst=1_000_000)
+        integration = create_integration(admin, source["id"], config={"test_mode": False})
+    key = source["pipeline_key"]
+    fake_pinterest.sandbox.add_fault(Fault(503, count=0))
+    pad = "x" * 400  # about 1 KB an event as queued
+    accepted, answers = [], Counter()
+    while answers["disk_full"] < 20:  # and on for a few seconds: the room is looked at again meanwhile
+        ids = [f"fill-{len(accepted) + sum(answers.values())}-{n}" for n in range(200)]
+        response = post_batch(edge.url, key, [{"type": "track", "event": "Signed Up", "messageId": i,
+                                               "properties": {"note": pad}} for i in ids], timeout=30)
+        if response.status_code == 200:
+            accepted += ids
+            continue
+        assert response.status_code == 503 and int(response.headers["retry-after"]) > 0, response.text
+        answers[response.json()["error"]["code"]] += 1
+        assert len(answers) == 1, answers  # only the reserve's 503, never a write that failed
+        time.sleep(0.1)
+        assert len(accepted) < 30_000, "the disk never filled"
+    assert len(accepted) > 5_000, "refused long before the disk was down to the reserve"
+    health = httpx.get(edge.url + "/healthz")
+    assert health.status_code == 503 and "SIGNAL_DISK_RESERVE_MB" in health.json()["reason"]
+
+    fake_pinterest.sandbox.clear_faults()  # Pinterest is back; nobody touches the disk
+    wait_for(lambda: delivered(fake_pinterest, accepted), timeout=120, interval=0.5, what="every accepted event")
+    wait_for(lambda: send(edge, key, ["after-drain"]).status_code == 200, timeout=30, interval=0.5,
+             what="ingestion to resume by itself")
+    wait_for(lambda: delivered(fake_pinterest, ["after-drain"]), what="the event taken after the drain")
+    with edge.admin() as admin:
+        assert stats(admin, integration["id"])["dead_lettered"] == 0
+    assert "SQLITE_FULL" not in edge.output(), "delivery met a full disk"
+    edge.stop()
 
 
 def test_a_lock_held_for_30_seconds(edge_factory, fake_pinterest):

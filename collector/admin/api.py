@@ -408,7 +408,7 @@ class Api:
         readable, exportable and replayable into another integration."""
         integ = self.integration_or_404(request.path_params["id"])
         await self.store.delete_integration(integ.id)  # its worker stops: nothing new is leased
-        moved = await self.queue.discard(integ.id, DELETED, time.time())
+        moved = await self.queue.discard(integ.id, DELETED)
         if moved:
             await self.store.audit("discard", "integration", integ.id, None, {"dead_lettered": moved})
         return Response(status_code=204)
@@ -543,7 +543,7 @@ class Api:
                                "site's visitors go to another site's ad account. Send \"confirm_other_source\": true "
                                "if that is what you mean", "confirm_other_source")
         now = time.time()
-        count = await self.queue.replay(topic, body.ids, now, into, since=now - REPLAY_WINDOW)
+        count = await self.queue.replay(topic, body.ids, into, since=now - REPLAY_WINDOW)
         await self.store.audit("replay", "integration", topic, None,
                                {"replayed": count, "ids": body.ids, **({"into": into} if into != topic else {})})
         self.s.notify(into)

@@ -277,9 +277,15 @@ class Edge:
                             {"Retry-After": str(max(1, math.ceil(wait)))})
 
     def check_backpressure(self) -> None:
-        if self.s.queue.depth() >= self.s.settings.queue_max:
+        """Both from memory: the queue's depth, and the disk's room as last seen (at most a
+        second ago) by the database's own thread."""
+        queue = self.s.queue
+        if queue.depth() >= self.s.settings.queue_max:
             raise HttpError(503, "queue_full", "the delivery queue is full; events are not dropped, retry shortly",
                             {"Retry-After": "5"})
+        if queue.disk_low():
+            raise HttpError(503, "disk_full", "the disk is nearly full: what is left is kept for delivering the "
+                            "queued events; nothing was accepted, retry shortly", {"Retry-After": "5"})
 
     # --- ingestion (plain ASGI) -------------------------------------------------------------
 

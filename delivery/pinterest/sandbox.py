@@ -153,9 +153,18 @@ class Fault:
     status: int
     count: int = 1
     retry_after: float | None = None
-    delay: float = 0.0
+    delay: float = 0.0  # seconds before the answer starts (longer than a client waits: a hang)
+    trickle: float = 0.0  # seconds between each byte of the answer's body (a server that trickles)
     body: dict[str, Any] | None = None
     ad_account_id: str | None = None  # only requests for this ad account (None: any)
+
+
+@dataclass
+class Trickled:
+    """An answer to send a byte at a time, `every` seconds apart."""
+
+    payload: dict[str, Any]
+    every: float
 
 
 @dataclass
@@ -285,6 +294,9 @@ class Sandbox:
             if not message.get("more_body"):
                 break
         status, payload, headers = await self.handle(scope, body)
+        trickle = 0.0
+        if isinstance(payload, Trickled):
+            payload, trickle = payload.payload, payload.every
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         content_type = b"text/html; charset=utf-8" if isinstance(payload, str) else b"application/json"
         await send({
@@ -292,6 +304,15 @@ class Sandbox:
             "status": status,
             "headers": [(b"content-type", content_type), (b"content-length", str(len(data)).encode()), *headers],
         })
+        if trickle:
+            gone = asyncio.ensure_future(receive())  # the request is read: next comes the disconnect
+            for i in range(len(data) - 1):
+                await send({"type": "http.response.body", "body": data[i:i + 1], "more_body": True})
+                await asyncio.wait((gone,), timeout=trickle)
+                if gone.done():  # the client gave up: so does this answer
+                    return
+            gone.cancel()
+            data = data[-1:]
         await send({"type": "http.response.body", "body": data})
 
     async def handle(self, scope, body: bytes):
@@ -357,7 +378,9 @@ class Sandbox:
         events = payload["data"]
         if any(e.get("event_id") in self.state.poison_event_ids for e in events):
             return answer(400, {"code": 4196, "message": "The request was invalid."}, len(events))
-        return answer(*self._accept(ad_account_id, test, token, events, now), ids=[e["event_id"] for e in events])
+        status, payload, extra = answer(*self._accept(ad_account_id, test, token, events, now),
+                                        ids=[e["event_id"] for e in events])
+        return status, Trickled(payload, fault.trickle) if fault and fault.trickle else payload, extra
 
     def _accept(self, ad_account_id, test, token, events, now):
         results, processed = [], 0

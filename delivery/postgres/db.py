@@ -5,6 +5,12 @@ server restarting or failing over, a lost connection, a pool that stays dry, a f
 become StorageError, and the database counts as degraded until a call succeeds again, as
 the SQLite backend does. The pool reconnects by itself; nothing here needs a restart.
 
+Every connection names its node and process (`application_name`, seen in pg_stat_activity),
+and the server bounds what a frozen or partitioned node can hold: a transaction left idle is
+cut after `idle_timeout` (idle_in_transaction_session_timeout), and TCP keepalives end the
+session of a node that vanished. Statements that other nodes could wait on (the lease, the
+rate bucket) are single statements: a node that freezes between two round trips holds no lock.
+
 Notifications: one channel, `signal_edge`, with payloads `<kind>:<id>`. Writers send them in
 the same transaction as their change (pg_notify is transactional), and a dedicated connection
 listens; when it is lost it reconnects with backoff and tells its owner to reload everything,
@@ -14,6 +20,7 @@ since notifications sent meanwhile are gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -30,7 +37,12 @@ log = logging.getLogger("signal_edge.db")
 T = TypeVar("T")
 CHANNEL = "signal_edge"
 ACQUIRE_TIMEOUT = 5.0  # a dry pool makes a call wait this long, then StorageError (503)
+ANSWER_WITHIN = 5.0  # a single statement (the requests' reads and writes) answers within this, or 503
 COMMAND_TIMEOUT = 15.0
+IDLE_IN_TRANSACTION = 10.0  # seconds the server lets a transaction sit idle before it ends the session
+# The server probes a silent client after 5 s, every 2 s, 3 times: a vanished node's session
+# (and anything it holds) ends within about 11 s instead of the kernel's two hours.
+KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3"}
 # SQLSTATE classes that mean the statement or its data is wrong (a bug: raised as it is):
 # unsupported feature, cardinality, data, integrity, SQL routine, cursor name, syntax or access,
 # check option. Every other failure (connection, resources, operator intervention, a standby
@@ -55,9 +67,12 @@ def environmental(exc: BaseException) -> bool:
 
 
 class PgDatabase:
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, name: str = "signal-edge",
+                 idle_timeout: float = IDLE_IN_TRANSACTION) -> None:
         self.url = url
         self.pool_size = pool_size
+        self.name = name  # application_name: which node and process, for pg_stat_activity
+        self.idle_timeout = idle_timeout
         self.pool: asyncpg.Pool | None = None
         self.problem: str | None = None  # why the last call failed, until one succeeds
         self.problem_since: float | None = None
@@ -72,7 +87,7 @@ class PgDatabase:
             # the background during an outage and logs a traceback each time.
             self.pool = await asyncpg.create_pool(
                 self.url, min_size=0, max_size=self.pool_size, command_timeout=COMMAND_TIMEOUT,
-                max_inactive_connection_lifetime=60, timeout=10)
+                max_inactive_connection_lifetime=60, timeout=10, server_settings=self.server_settings())
         except BaseException as exc:
             raise StorageUnusable(self._unusable(exc)) from None
         try:
@@ -84,6 +99,10 @@ class PgDatabase:
         except Exception as exc:
             await self.close()
             raise StorageUnusable(self._unusable(exc)) from None
+
+    def server_settings(self, role: str = "") -> dict[str, str]:
+        return {"application_name": f"{self.name}{role}"[:63],  # PostgreSQL keeps 63 bytes of it
+                "idle_in_transaction_session_timeout": str(max(1, round(self.idle_timeout * 1000))), **KEEPALIVES}
 
     def _unusable(self, exc: BaseException) -> str:
         where = shown(self.url)
@@ -109,7 +128,12 @@ class PgDatabase:
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, single: bool = False) -> T:
         """`await fn(conn, *args)` in a transaction on a pooled connection. `single`: `fn` runs one
         statement, which is atomic by itself: no BEGIN and COMMIT round trips (the hot path's
-        append and the reads)."""
+        append and the reads), and the caller waits at most ANSWER_WITHIN for it."""
+        if single:
+            return await self._within(self._call(fn, args, True), ANSWER_WITHIN)
+        return await self._call(fn, args, False)
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], args: tuple, single: bool) -> T:
         try:
             async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
                 if single:
@@ -123,6 +147,22 @@ class PgDatabase:
             raise self._failed(exc) from None
         self._succeeded()
         return result
+
+    async def _within(self, call: Awaitable[T], seconds: float) -> T:
+        """The call's result, or StorageError after `seconds`; the call itself goes on in a task of
+        its own until its statement's timeout. Not cancelled: asyncpg hands a connection back only
+        once a frozen server has answered a cancel request or the release has timed out (a wait
+        the caller would share), and a release cut short leaves an error nobody reads."""
+        task = asyncio.ensure_future(call)
+        task.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait((task,), timeout=seconds)
+        if done:
+            return task.result()
+        raise self.no_answer(seconds)
+
+    def no_answer(self, seconds: float) -> StorageError:
+        """The fault of a database that did not answer within `seconds` (frozen, partitioned)."""
+        return self._failed(asyncio.TimeoutError(f"no answer within {seconds:g}s"))
 
     def _succeeded(self) -> None:
         self.commits += 1
@@ -162,7 +202,7 @@ class PgDatabase:
         while True:
             conn = None
             try:
-                conn = await asyncpg.connect(self.url, timeout=5)
+                conn = await asyncpg.connect(self.url, timeout=5, server_settings=self.server_settings(" listen"))
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _: lost.set())
                 await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._dispatch(payload))
@@ -201,18 +241,27 @@ class Dedicated:
         self.db = db
         self.conn: asyncpg.Connection | None = None
 
-    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, wait: float = ACQUIRE_TIMEOUT) -> T:
+        """`await fn(conn, *args)`, waiting at most `wait` for a connection when it has none."""
         try:
             if self.conn is None:
-                self.conn = await self.db.pool.acquire(timeout=ACQUIRE_TIMEOUT)
+                self.conn = await self.db.pool.acquire(timeout=min(ACQUIRE_TIMEOUT, wait))
             result = await fn(self.conn, *args)
         except Exception as exc:
-            await self.close()
+            self.drop()
             if not environmental(exc):
                 raise
             raise self.db._failed(exc) from None
         self.db._succeeded()
         return result
+
+    def drop(self) -> None:
+        """After a fault: the connection's state is unknown (a statement may still be running on
+        a frozen server), so it is terminated at once and not reset, which would wait on it."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already terminated and handed back by asyncpg
+                conn.terminate()
 
     async def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -220,7 +269,17 @@ class Dedicated:
             try:
                 await self.db.pool.release(conn, timeout=1)
             except Exception:
-                conn.terminate()
+                # A release that timed out has terminated the connection and handed it back to
+                # the pool already: terminating it again raised InterfaceError (a 500, once).
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Read a task's outcome, so that asyncio does not log it as never retrieved when the
+    caller stopped waiting for it."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def notify(conn: asyncpg.Connection, kind: str, message: str) -> None:

@@ -7,6 +7,15 @@ A lease that runs out (its node died) makes its rows ready for any node again; a
 only touches rows that still carry its own token, so an expired lease settled late counts
 nothing twice. Counters are kept per node (see migrations.py); a topic's figures are sums.
 
+One clock: every time that decides something (an item ready, a lease run out, a retry due, a
+bucket's tokens) is the database's, taken in the statement itself (`_NOW`). A node whose own
+clock is wrong by minutes still agrees with the others on whose lease has run out; it logs the
+difference it sees. A test may inject a clock of its own instead (`clock`).
+
+No lock that another node could wait for is held across a round trip: the lease and the rate
+bucket are single statements (the bucket a function, migration 3), and a settlement touches
+only this lease's rows and this node's counters (the topic's last error is written apart).
+
 Appends made while a commit is running are gathered into the next one (one transaction for
 every request of that moment), as the SQLite backend's writer thread does.
 """
@@ -18,20 +27,30 @@ import logging
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import asyncpg
 
 from delivery.erasure import ERASED
 from delivery.events import queued_event_id
-from delivery.postgres.db import PgDatabase
-from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting
+from delivery.postgres.db import ANSWER_WITHIN, PgDatabase
+from delivery.queue import (DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting, settle_apart,
+                            storable)
+from delivery.ratelimit import RATE_RECOVERY
+from delivery.store import StorageError
 
 log = logging.getLogger("signal_edge.queue")
 SEP = b"\n"
-DEPTH_EVERY = 1.0  # seconds between reads of the cluster's queue depth
+DEPTH_EVERY = 1.0  # seconds between reads of the cluster's queue depth (and of the database's clock)
 COMMIT_WINDOW = 0.002  # under load, an append commit starts at most this often
+MIN_BUDGET = 0.05  # a commit with less time than this left is not tried: its requests get their 503
+SKEW_WARNING = 2.0  # seconds between this node's clock and the database's worth a warning
+SKEW_REPEAT = 600.0  # seconds before the same warning is logged again
 _TOKEN_BITS = 31
 _TOKEN_MASK = (1 << _TOKEN_BITS) - 1
+# The queue's clock in a statement: the database's (one value for the whole statement, and
+# usable by an index, unlike clock_timestamp()), or the injected clock's time given as $1.
+_NOW = "coalesce($1::float8, extract(epoch FROM statement_timestamp()))"
 
 
 def _item_id(row_id: int, token: int) -> int:
@@ -43,15 +62,22 @@ def _unpack(ids: list[int]) -> tuple[list[int], list[int]]:
 
 
 class PgEventQueue:
-    def __init__(self, db: PgDatabase, node: str) -> None:
+    def __init__(self, db: PgDatabase, node: str, clock: Callable[[], float] | None = None) -> None:
         self.db = db
         self.node = node
+        self.clock = clock  # None: the database's clock decides
+        self.skew: float | None = None  # this node's clock minus the database's, last seen
+        self._skew_said: tuple[float, float] | None = None  # (skew, when) last logged
         self._depth = 0
-        self._pending: list[tuple[list[QueueItem], asyncio.Future]] = []
+        self._pending: list[tuple[list[QueueItem], asyncio.Future, float]] = []
         self._flusher: asyncio.Task | None = None
         self._last_commit = 0.0
         self._appender = db.dedicated()
         self._refresher: asyncio.Task | None = None
+
+    def _now(self) -> float | None:
+        """$1 of every statement that reads the clock (see _NOW)."""
+        return self.clock() if self.clock else None
 
     async def open(self) -> None:
         await self._read_depth()
@@ -66,9 +92,34 @@ class PgEventQueue:
         """The whole cluster's queued and in-flight events, as read within the last second."""
         return self._depth
 
+    def disk_low(self) -> bool:
+        return False  # the database server's disk: PostgreSQL refuses writes itself (503)
+
     async def _read_depth(self) -> None:
-        self._depth = await self.db.run(lambda c: c.fetchval(
-            "SELECT coalesce(sum(queued + in_flight), 0)::bigint FROM counters"), single=True)
+        before = time.time()
+        depth, db_now = await self.db.run(lambda c: c.fetchrow(
+            "SELECT coalesce(sum(queued + in_flight), 0)::bigint, extract(epoch FROM clock_timestamp())::float8 "
+            "FROM counters"), single=True)
+        after = time.time()
+        self._depth = depth
+        self._saw_clock((before + after) / 2 - db_now, after - before)
+
+    def _saw_clock(self, skew: float, round_trip: float) -> None:
+        """Log how far this node's clock is from the database's, when it matters: at start, when
+        it changes by a second, and every SKEW_REPEAT seconds while it lasts."""
+        self.skew = skew
+        if abs(skew) <= SKEW_WARNING + round_trip / 2:
+            if self._skew_said is not None:
+                log.info("this node's clock agrees with PostgreSQL's again (%+.1f s)", skew)
+                self._skew_said = None
+            return
+        said = self._skew_said
+        now = time.monotonic()
+        if said is None or abs(said[0] - skew) >= 1.0 or now - said[1] >= SKEW_REPEAT:
+            log.warning("this node's clock is %.1f s %s PostgreSQL's: leases and retries follow the database's clock, "
+                        "but the times of events and logs on this node are off; synchronise its clock (NTP)",
+                        abs(skew), "ahead of" if skew > 0 else "behind")
+            self._skew_said = (skew, now)
 
     async def _refresh_depth(self) -> None:
         while True:
@@ -84,7 +135,7 @@ class PgEventQueue:
         if not items:
             return
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((items, future))
+        self._pending.append((items, future, time.monotonic()))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         await future
@@ -99,73 +150,96 @@ class PgEventQueue:
                 await asyncio.sleep(wait)
             self._last_commit = time.monotonic()
             batch, self._pending = self._pending, []
+            # A request waits ANSWER_WITHIN at most: the commit gets what is left of the oldest
+            # one's wait (one that waited behind a commit that hung gets little or nothing).
+            budget = ANSWER_WITHIN - (self._last_commit - batch[0][2])
             try:
-                await self._appender.run(_append, [item for items, _ in batch for item in items], self.node)
+                if budget < MIN_BUDGET:
+                    raise self.db.no_answer(ANSWER_WITHIN)
+                await self._appender.run(_append, [item for items, _, _ in batch for item in items], self.node,
+                                         self._now(), budget, wait=budget)
                 outcome = None
             except BaseException as exc:
                 outcome = exc
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_result(None) if outcome is None else future.set_exception(outcome)
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
+            outcome = None  # not kept: it refers to this frame through its traceback
 
     # --- delivery ----------------------------------------------------------------------
 
-    async def recover(self, now: float) -> int:
+    async def recover(self) -> int:
         """Leases belong to their node and run out by themselves: a starting node takes over
         only those already expired (they are ready like any row). Returns how many there are."""
         return await self.db.run(lambda c: c.fetchval(
-            "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL AND available_at <= $1", now))
+            f"SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL AND available_at <= {_NOW}", self._now()))
 
-    async def ready(self, topic: str, now: float, batch_size: int) -> Readiness:
+    async def ready(self, topic: str, batch_size: int) -> Readiness:
         row = await self.db.run(lambda c: c.fetchrow(
-            "SELECT EXISTS (SELECT 1 FROM queue WHERE topic = $1 AND priority = 1 AND available_at <= $2), "
-            "(SELECT min(available_at) FROM queue WHERE topic = $1 AND priority = 0), "
-            "(SELECT count(*) FROM (SELECT 1 FROM queue WHERE topic = $1 AND priority = 0 AND available_at <= $2 "
+            f"SELECT {_NOW}, "
+            f"EXISTS (SELECT 1 FROM queue WHERE topic = $2 AND priority = 1 AND available_at <= {_NOW}), "
+            "(SELECT min(available_at) FROM queue WHERE topic = $2 AND priority = 0), "
+            f"(SELECT count(*) FROM (SELECT 1 FROM queue WHERE topic = $2 AND priority = 0 AND available_at <= {_NOW} "
             " LIMIT $3) ready), "
-            "(SELECT min(available_at) FROM queue WHERE topic = $1 AND priority = 0 AND available_at > $2), "
-            "(SELECT min(available_at) FROM queue WHERE topic = $1 AND priority = 1 AND available_at > $2)",
-            topic, now, batch_size), single=True)
-        priority, oldest, ready_count, later0, later1 = row
-        ready_oldest = oldest if oldest is not None and oldest <= now else None
+            f"(SELECT min(available_at) FROM queue WHERE topic = $2 AND priority = 0 AND available_at > {_NOW}), "
+            f"(SELECT min(available_at) FROM queue WHERE topic = $2 AND priority = 1 AND available_at > {_NOW})",
+            self._now(), topic, batch_size), single=True)
+        now, priority, oldest, ready_count, later0, later1 = row
+        waited = now - oldest if oldest is not None and oldest <= now else None
         later = [at for at in (later0, later1) if at is not None]
-        return Readiness(priority, ready_oldest is not None and ready_count >= batch_size, ready_oldest,
-                         min(later) if later else None)
+        return Readiness(priority, waited is not None and ready_count >= batch_size, waited,
+                         min(later) - now if later else None)
 
-    async def lease(self, topic: str, limit: int, now: float, lease_seconds: float) -> list[Leased]:
+    async def lease(self, topic: str, limit: int, lease_seconds: float) -> list[Leased]:
+        """One statement: the rows, their lease and this node's counters. A node that freezes
+        after sending it holds no lock: the statement commits (or not) on its own."""
         token = secrets.randbits(_TOKEN_BITS)
-
-        async def take(conn: asyncpg.Connection) -> list[Leased]:
-            rows = await conn.fetch(
-                "WITH picked AS (SELECT id, lease_owner AS was, priority, available_at AS ready_at FROM queue "
-                "  WHERE topic = $1 AND available_at <= $2 ORDER BY priority DESC, available_at, id LIMIT $3 "
-                "  FOR UPDATE SKIP LOCKED) "
-                "UPDATE queue q SET available_at = $4, lease_owner = $5, lease_token = $6 FROM picked "
-                "WHERE q.id = picked.id "
-                "RETURNING q.id, q.payload, q.attempts, q.created_at, picked.was, picked.priority, picked.ready_at",
-                topic, now, limit, now + lease_seconds, self.node, token)
-            fresh = sum(1 for row in rows if row["was"] is None)
-            if fresh:
-                await _count(conn, topic, self.node, queued=-fresh, in_flight=fresh)
-            return rows
-
-        rows = await self.db.run(take)
+        rows = await self.db.run(lambda c: c.fetch(
+            "WITH picked AS (SELECT id, lease_owner AS was, priority, available_at AS ready_at FROM queue "
+            f"  WHERE topic = $2 AND available_at <= {_NOW} ORDER BY priority DESC, available_at, id LIMIT $3 "
+            "  FOR UPDATE SKIP LOCKED), "
+            f"leased AS (UPDATE queue q SET available_at = {_NOW} + $4, lease_owner = $5, lease_token = $6 "
+            "  FROM picked WHERE q.id = picked.id "
+            "  RETURNING q.id, q.payload, q.attempts, q.created_at, picked.was, picked.priority, picked.ready_at), "
+            "counted AS (INSERT INTO counters (topic, node, queued, in_flight) "
+            "  SELECT $2, $5, -count(*), count(*) FROM leased WHERE was IS NULL HAVING count(*) > 0 "
+            "  ON CONFLICT (topic, node) DO UPDATE SET queued = counters.queued + excluded.queued, "
+            "  in_flight = counters.in_flight + excluded.in_flight) "
+            "SELECT id, payload, attempts, created_at, priority, ready_at FROM leased",
+            self._now(), topic, limit, lease_seconds, self.node, token), single=True)
         rows = sorted(rows, key=lambda r: (-r["priority"], r["ready_at"], r["id"]))  # RETURNING keeps no order
         return [Leased(_item_id(r["id"], token), topic, r["payload"], r["attempts"], r["created_at"]) for r in rows]
 
-    async def extend(self, topic: str, ids: list[int], until: float) -> None:
+    async def extend(self, topic: str, ids: list[int], lease_seconds: float) -> None:
         """Renew the lease of `ids` (a request is still in flight), where it is still this lease."""
         row_ids, tokens = _unpack(ids)
         await self.db.run(lambda c: c.execute(
-            "UPDATE queue q SET available_at = $3 FROM unnest($1::bigint[], $2::bigint[]) AS t(id, token) "
-            "WHERE q.id = t.id AND q.lease_token = t.token", row_ids, tokens, until))
+            f"UPDATE queue q SET available_at = {_NOW} + $4 FROM unnest($2::bigint[], $3::bigint[]) AS t(id, token) "
+            "WHERE q.id = t.id AND q.lease_token = t.token", self._now(), row_ids, tokens, lease_seconds), single=True)
 
-    async def settle(self, topic: str, settlement: Settlement, now: float) -> None:
-        gone = await self.db.run(self._settle, topic, settlement, now)
+    async def settle(self, topic: str, settlement: Settlement) -> None:
+        def apply(part: Settlement, plain: bool):
+            return self.db.run(self._settle, topic, part, plain)
+
+        try:
+            gone = await apply(settlement, False)
+        except asyncpg.PostgresError:  # not the database's fault (db.run says so): an item's data
+            gone = await settle_apart(apply, settlement)
         self._depth -= gone
+        if error := settlement.error():
+            try:  # the topic's row is every node's: written on its own, never held across a round trip
+                await self.db.run(lambda c: c.execute(
+                    "INSERT INTO topic_errors (topic, last_error, last_error_at) "
+                    f"VALUES ($2, $3, {_NOW}) ON CONFLICT (topic) "
+                    "DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+                    self._now(), topic, storable(error)), single=True)
+            except StorageError as exc:  # the events are settled; only the health's last error is missed
+                log.warning("the last error of integration %s could not be recorded: %s", topic, exc)
 
-    async def _settle(self, conn: asyncpg.Connection, topic: str, s: Settlement, now: float) -> int:
+    async def _settle(self, conn: asyncpg.Connection, topic: str, s: Settlement, plain: bool) -> int:
+        now = self._now()
         moved: dict[str, int] = defaultdict(int)
         for kind, ids in (("delivered", s.delivered), ("filtered", s.filtered)):
             if ids:
@@ -174,46 +248,41 @@ class PgEventQueue:
                     "DELETE FROM queue q USING unnest($1::bigint[], $2::bigint[]) AS t(id, token) "
                     "WHERE q.id = t.id AND q.lease_token = t.token", row_ids, tokens))
         if s.dead:
-            moved["dead"] += await _dead_letter(conn, topic, s.dead, now)
+            moved["dead"] += await _dead_letter(conn, topic, s.dead, now, plain)
         for kind, entries in (("retry", s.retry), ("release", s.release)):
             if not entries:
                 continue
             row_ids, tokens = _unpack([entry[0] for entry in entries])
-            at = [entry[1] for entry in entries]
+            delays = [entry[1] for entry in entries]
             if kind == "retry":
                 status = await conn.execute(
                     "UPDATE queue q SET lease_owner = NULL, lease_token = NULL, attempts = q.attempts + 1, "
-                    "available_at = t.at, last_error = t.error "
-                    "FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::text[]) AS t(id, token, at, error) "
-                    "WHERE q.id = t.id AND q.lease_token = t.token", row_ids, tokens, at, [e[2] for e in entries])
+                    f"available_at = {_NOW} + t.delay, last_error = t.error "
+                    "FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[]) AS t(id, token, delay, error) "
+                    "WHERE q.id = t.id AND q.lease_token = t.token", now, row_ids, tokens, delays,
+                    [storable(e[2]) if plain else e[2] for e in entries])
             else:
                 status = await conn.execute(
-                    "UPDATE queue q SET lease_owner = NULL, lease_token = NULL, available_at = t.at "
-                    "FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS t(id, token, at) "
-                    "WHERE q.id = t.id AND q.lease_token = t.token", row_ids, tokens, at)
+                    f"UPDATE queue q SET lease_owner = NULL, lease_token = NULL, available_at = {_NOW} + t.delay "
+                    "FROM unnest($2::bigint[], $3::bigint[], $4::float8[]) AS t(id, token, delay) "
+                    "WHERE q.id = t.id AND q.lease_token = t.token", now, row_ids, tokens, delays)
             moved["back"] += _rows(status)
         left = moved["delivered"] + moved["filtered"] + moved["dead"]
         await _count(conn, topic, self.node, filtered=moved["filtered"], delivered=moved["delivered"],
                      dead_lettered=moved["dead"], in_flight=-(left + moved["back"]), queued=moved["back"])
-        last_error = s.last_error or (s.retry[-1][2] if s.retry else None) or (s.dead[-1][1] if s.dead else None)
-        if last_error:
-            await conn.execute(
-                "INSERT INTO topic_errors (topic, last_error, last_error_at) VALUES ($1, $2, $3) ON CONFLICT (topic) "
-                "DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
-                topic, last_error, now)
         return left
 
-    async def reschedule(self, topic: str, at: float) -> int:
+    async def reschedule(self, topic: str) -> int:
         return _rows(await self.db.run(lambda c: c.execute(
-            "UPDATE queue SET available_at = $2 WHERE topic = $1 AND lease_owner IS NULL AND available_at > $2",
-            topic, at)))
+            f"UPDATE queue SET available_at = {_NOW} WHERE topic = $2 AND lease_owner IS NULL "
+            f"AND available_at > {_NOW}", self._now(), topic), single=True))
 
-    async def discard(self, topic: str, reason: str, now: float) -> int:
+    async def discard(self, topic: str, reason: str) -> int:
         async def move(conn: asyncpg.Connection) -> int:
             rows = await conn.fetch(
                 "DELETE FROM queue WHERE topic = $1 RETURNING payload, created_at, attempts, lease_owner", topic)
             await _insert_dead(conn, topic, [(r["payload"], r["created_at"], r["attempts"], reason) for r in rows],
-                               now)
+                               self._now())
             leased = sum(1 for r in rows if r["lease_owner"] is not None)
             await _count(conn, topic, self.node, dead_lettered=len(rows), queued=-(len(rows) - leased),
                          in_flight=-leased)
@@ -238,8 +307,7 @@ class PgEventQueue:
             single=True)
         return [Waiting(*row) for row in rows]
 
-    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None,
-                     since: float = 0.0) -> int:
+    async def replay(self, topic: str, ids: list[int] | None, into: str | None = None, since: float = 0.0) -> int:
         into = into or topic
 
         async def back(conn: asyncpg.Connection) -> int:
@@ -250,7 +318,8 @@ class PgEventQueue:
             rows = await conn.fetch(f"DELETE FROM dead_letters WHERE {where} RETURNING id, payload, created_at", *args)
             rows = sorted(rows, key=lambda r: r["id"])
             await conn.executemany("INSERT INTO queue (topic, priority, created_at, available_at, payload) "
-                                   "VALUES ($1, 1, $2, $3, $4)", [(into, r["created_at"], now, r["payload"]) for r in rows])
+                                   f"VALUES ($2, 1, $3, {_NOW}, $4)",
+                                   [(self._now(), into, r["created_at"], r["payload"]) for r in rows])
             count = len(rows)
             moved = count if into != topic else 0  # into another topic the events move with their accounting
             await _count(conn, topic, self.node, dead_lettered=-count, accepted=-moved, queued=count - moved)
@@ -280,8 +349,8 @@ class PgEventQueue:
             topic, self.node if this_node else None), single=True)
         return TopicStats(*row)
 
-    def rate_limiter(self, topic: str, rate: float, burst: int) -> "SharedBucket":
-        return SharedBucket(self.db, topic, rate, burst)
+    def rate_limiter(self, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> SharedBucket:
+        return SharedBucket(self.db, topic, rate, burst, recovery)
 
     # --- erasure and retention (issue 27) ------------------------------------------------------
 
@@ -350,10 +419,12 @@ async def _count(conn: asyncpg.Connection, topic: str, node: str, **deltas: int)
         topic, node, *(deltas[c] for c in columns))
 
 
-async def _append(conn: asyncpg.Connection, items: list[QueueItem], node: str) -> None:
+async def _append(conn: asyncpg.Connection, items: list[QueueItem], node: str, now: float | None,
+                  timeout: float) -> None:
     """One statement: the events, and this node's counters (a data-modifying CTE runs whether or
     not it is referenced). Per commit this is most of the cost, and with several workers each
-    commit carries fewer requests."""
+    commit carries fewer requests. The events are ready from the database's now, not from when
+    this node says it received them."""
     topics, priorities, times, payloads = [], [], [], []
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # topic -> [accepted, skipped]
     for item in items:
@@ -369,48 +440,53 @@ async def _append(conn: asyncpg.Connection, items: list[QueueItem], node: str) -
         payloads += parts
     await conn.execute(
         "WITH queued AS (INSERT INTO queue (topic, priority, created_at, available_at, payload) "
-        "  SELECT t, p, c, c, b FROM unnest($1::text[], $2::int2[], $3::float8[], $4::bytea[]) AS u(t, p, c, b)) "
+        f"  SELECT t, p, c, {_NOW}, b FROM unnest($2::text[], $3::int2[], $4::float8[], $5::bytea[]) AS u(t, p, c, b)) "
         "INSERT INTO counters (topic, node, accepted, queued, skipped_disabled) "
-        "SELECT t, $5, a, a, s FROM unnest($6::text[], $7::int8[], $8::int8[]) AS n(t, a, s) "
+        "SELECT t, $6, a, a, s FROM unnest($7::text[], $8::int8[], $9::int8[]) AS n(t, a, s) "
         "ON CONFLICT (topic, node) DO UPDATE SET accepted = counters.accepted + excluded.accepted, "
         "queued = counters.queued + excluded.queued, "
         "skipped_disabled = counters.skipped_disabled + excluded.skipped_disabled",
-        topics, priorities, times, payloads, node, list(counts), [c[0] for c in counts.values()],
-        [c[1] for c in counts.values()])
+        now, topics, priorities, times, payloads, node, list(counts), [c[0] for c in counts.values()],
+        [c[1] for c in counts.values()], timeout=timeout)
 
 
-async def _dead_letter(conn: asyncpg.Connection, topic: str, dead: list[tuple[int, str]], now: float) -> int:
+async def _dead_letter(conn: asyncpg.Connection, topic: str, dead: list[tuple[int, str]], now: float | None,
+                       plain: bool) -> int:
     row_ids, tokens = _unpack([item_id for item_id, _ in dead])
-    reasons = [reason for _, reason in dead]
+    reasons = [storable(reason) if plain else reason for _, reason in dead]
     rows = await conn.fetch(
         "DELETE FROM queue q USING unnest($1::bigint[], $2::bigint[], $3::text[]) AS t(id, token, reason) "
         "WHERE q.id = t.id AND q.lease_token = t.token RETURNING q.payload, q.created_at, q.attempts, t.reason",
         row_ids, tokens, reasons)
     await _insert_dead(conn, topic, [(r["payload"], r["created_at"], r["attempts"] + 1, r["reason"]) for r in rows],
-                       now)
+                       now, plain)
     return len(rows)
 
 
 async def _insert_dead(conn: asyncpg.Connection, topic: str, rows: list[tuple[bytes, float, int, str]],
-                       now: float) -> None:
+                       now: float | None, plain: bool = False) -> None:
+    """`plain`: without the event id (one that cannot be stored, say)."""
     if rows:
         await conn.executemany(
             "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [(topic, queued_event_id(payload), payload, created_at, now, attempts, reason)
+            f"VALUES ($2, $3, $4, $5, {_NOW}, $6, $7)",
+            [(now, topic, None if plain else queued_event_id(payload), payload, created_at, attempts, reason)
              for payload, created_at, attempts, reason in rows])
 
 
 class SharedBucket:
-    """One integration's token bucket for the whole cluster: a row of rate_buckets, taken under
-    a row lock with the database's clock, so Pinterest's limit holds however many nodes send.
-    A 429's pause and the halved rate are shared too."""
+    """One integration's token bucket for the whole cluster: a row of rate_buckets, taken by one
+    call of the database's function (migration 3) with the database's clock, so Pinterest's
+    limit holds however many nodes send, and no node holds the row between round trips. A 429's
+    pause, the halved rate and its recovery (by the clock: see delivery/ratelimit.py) are the
+    row's, so a restart forgets none of them and every node recovers on one schedule; each node
+    takes with its configured rate, so a changed limit applies at its next take."""
 
-    def __init__(self, db: PgDatabase, topic: str, rate: float, burst: int) -> None:
+    def __init__(self, db: PgDatabase, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> None:
         self.db, self.topic = db, topic
         self.configured_rate, self.burst = rate, max(1, burst)
+        self.recovery = recovery
         self._lock = asyncio.Lock()
-        self._slowed = False  # this node saw the rate halved: it may win it back
         self._tasks: set[asyncio.Task] = set()
 
     def reconfigure(self, rate: float, burst: int) -> None:
@@ -418,54 +494,28 @@ class SharedBucket:
 
     async def acquire(self) -> None:
         async with self._lock:  # this node's waiters in order; the row orders the nodes
-            while (wait := await self.db.run(self._take)) > 0:
-                await asyncio.sleep(min(wait, 1.0))
-
-    async def _take(self, conn: asyncpg.Connection) -> float:
-        row = await conn.fetchrow(
-            "SELECT tokens, updated, rate, paused_until, extract(epoch FROM clock_timestamp())::float8 AS now "
-            "FROM rate_buckets WHERE topic = $1 FOR UPDATE", self.topic)
-        if row is None:
-            await conn.execute(
-                "INSERT INTO rate_buckets (topic, tokens, updated, rate) VALUES "
-                "($1, $2, extract(epoch FROM clock_timestamp()), $3) ON CONFLICT (topic) DO NOTHING",
-                self.topic, float(self.burst - 1), self.configured_rate)
-            return 0.0
-        now, rate = row["now"], min(row["rate"], self.configured_rate)
-        tokens = min(float(self.burst), row["tokens"] + max(0.0, now - row["updated"]) * rate)
-        wait = 0.0
-        if now < row["paused_until"]:
-            wait = row["paused_until"] - now
-        elif tokens >= 1:
-            tokens -= 1
-        else:
-            wait = (1 - tokens) / rate
-        await conn.execute("UPDATE rate_buckets SET tokens = $2, updated = $3, rate = $4 WHERE topic = $1",
-                           self.topic, tokens, now, rate)
-        return wait
+            while (wait := await self.db.run(lambda c: c.fetchval(
+                    "SELECT signal_edge_take_token($1, $2, $3, $4)", self.topic, float(self.configured_rate),
+                    float(self.burst), float(self.recovery)), single=True)) > 0:
+                await asyncio.sleep(min(wait, 1.0))  # a raised limit applies within a second
 
     def throttled(self, retry_after: float) -> None:
-        self._slowed = True
-        self._spawn(self.db.run(lambda c: c.execute(
-            "UPDATE rate_buckets SET paused_until = greatest(paused_until, extract(epoch FROM clock_timestamp()) + $2), "
-            "rate = greatest(1, rate / 2), tokens = 0, updated = extract(epoch FROM clock_timestamp()) "
-            "WHERE topic = $1", self.topic, retry_after)))
-
-    def succeeded(self) -> None:
-        if self._slowed:
-            self._spawn(self.db.run(lambda c: c.fetchval(
-                "UPDATE rate_buckets SET rate = least($2, rate * 1.1) WHERE topic = $1 RETURNING rate = $2",
-                self.topic, self.configured_rate)), recovered=True)
-
-    def _spawn(self, coro, recovered: bool = False) -> None:
-        task = asyncio.ensure_future(coro)
+        """Pause the cluster's bucket and halve its rate (unless a pause already runs: the other
+        requests in flight then report the same overload). One statement, in the background."""
+        task = asyncio.ensure_future(self.db.run(lambda c: c.execute(
+            "UPDATE rate_buckets b SET "
+            "  rate = CASE WHEN c.t < b.paused_until THEN b.rate ELSE greatest(1, least($3, b.rate * "
+            "    power(2, least(64, greatest(0, c.t - b.slowed_at) / $4))) / 2) END, "
+            "  slowed_at = CASE WHEN c.t < b.paused_until THEN b.slowed_at ELSE c.t END, "
+            "  paused_until = greatest(b.paused_until, c.t + $2), tokens = 0, "
+            "  updated = greatest(b.paused_until, c.t + $2) "
+            "FROM (SELECT extract(epoch FROM clock_timestamp()) AS t) c WHERE b.topic = $1",
+            self.topic, float(retry_after), float(self.configured_rate), float(self.recovery)), single=True))
         self._tasks.add(task)
+        task.add_done_callback(self._done)
 
-        def done(t: asyncio.Task) -> None:
-            self._tasks.discard(t)
-            if t.cancelled() or t.exception() is not None:  # retrieved: a storage fault is retried next time
-                return
-            if recovered and t.result():
-                self._slowed = False
-
-        task.add_done_callback(done)
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("integration %s: a 429's pause could not be recorded for the cluster: %s", self.topic,
+                        task.exception())

@@ -141,6 +141,42 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE dead_letters SET (autovacuum_vacuum_scale_factor = 0.02);
     ALTER TABLE debug_log SET (autovacuum_vacuum_scale_factor = 0.02);
     """,
+    # 5: the rate bucket taken in one call, its rate recovering by the clock (issue 29). `rate` is
+    # now the rate a 429 left at `slowed_at`; a row an older version lowered recovers at once.
+    """
+    ALTER TABLE rate_buckets ADD COLUMN slowed_at double precision NOT NULL DEFAULT 0;
+    CREATE FUNCTION signal_edge_take_token(p_topic text, p_rate float8, p_burst float8, p_recovery float8)
+    RETURNS float8 LANGUAGE plpgsql AS $$
+    DECLARE
+        b rate_buckets;
+        t float8;
+        r float8;
+        have float8;
+    BEGIN
+        SELECT * INTO b FROM rate_buckets WHERE topic = p_topic FOR UPDATE;
+        t := extract(epoch FROM clock_timestamp());
+        IF b.topic IS NULL THEN
+            INSERT INTO rate_buckets (topic, tokens, updated, rate) VALUES (p_topic, p_burst - 1, t, p_rate)
+            ON CONFLICT (topic) DO NOTHING;
+            IF FOUND THEN
+                RETURN 0;
+            END IF;
+            RETURN signal_edge_take_token(p_topic, p_rate, p_burst, p_recovery);  -- another node made it
+        END IF;
+        IF t < b.paused_until THEN
+            RETURN b.paused_until - t;
+        END IF;
+        r := least(p_rate, b.rate * power(2, least(64, greatest(0, t - b.slowed_at) / p_recovery)));
+        have := least(p_burst, b.tokens + greatest(0, t - b.updated) * r);
+        IF have >= 1 THEN
+            UPDATE rate_buckets SET tokens = have - 1, updated = t WHERE topic = p_topic;
+            RETURN 0;
+        END IF;
+        UPDATE rate_buckets SET tokens = have, updated = t WHERE topic = p_topic;
+        RETURN (1 - have) / r;
+    END
+    $$;
+    """,
 )
 
 

@@ -20,6 +20,16 @@ commit began longer ago than the window) nothing waits.
 If anything in a batch raises, the whole transaction is rolled back and every job is run
 again in a transaction of its own, so one bad job fails alone.
 
+The thread also watches the room left on the file's disk, never on a request's way: once a
+second, and after every commit (at most every 50 ms) once the room is below twice the reserve.
+The room is the free bytes (statvfs) plus the file's own free pages, less the WAL's size (what
+a checkpoint may still add to the file). Below `disk_reserve` `disk_low` is set and ingestion
+answers 503, while delivery still has room to lease, settle and drain: a disk that is really
+full stops every write, deletes included (they go through the WAL too). Meanwhile each look
+checkpoints the WAL and truncates it, so that its size stops counting against the room; what
+delivery deletes frees pages, and once the room is back above the reserve by a quarter,
+ingestion resumes by itself.
+
 Checkpoints are left to SQLite (every 1000 WAL pages, inside a commit). A checkpoint thread
 with its own connection was tried and made p99 worse: its large once-a-second fsync held up
 the commits' fsyncs behind it (bench/ingest.py: p99 56-106 ms against 7 ms).
@@ -28,6 +38,7 @@ the commits' fsyncs behind it (bench/ingest.py: p99 56-106 ms against 7 ms).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import fcntl
 import logging
@@ -49,13 +60,17 @@ _STOP = object()
 MAX_JOBS_PER_COMMIT = 2048
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
 BUSY_TIMEOUT_MS = 5000  # how long a transaction waits for a lock another process holds
+MIN_BUSY_MS = 50
+ROOM_EVERY = 1.0  # seconds between looks at the room left on the disk
+ROOM_EVERY_NEAR = 0.05  # the same, once the room is below twice the reserve
 
 
 class _Job:
-    __slots__ = ("fn", "args", "futures", "merged")
+    __slots__ = ("fn", "args", "futures", "merged", "at")
 
-    def __init__(self, fn, args, futures, merged=False) -> None:
+    def __init__(self, fn, args, futures, merged=False, at: float | None = None) -> None:
         self.fn, self.args, self.futures, self.merged = fn, args, futures, merged
+        self.at = time.monotonic() if at is None else at  # when it was handed over: its wait starts
 
     def __call__(self, conn: sqlite3.Connection) -> Any:
         return self.fn(conn, *self.args)
@@ -63,8 +78,11 @@ class _Job:
 
 class Database:
     def __init__(self, path: str, synchronous: str = "FULL", commit_window: float = 0.001,
-                 exclusive: bool = False) -> None:
+                 exclusive: bool = False, disk_reserve: int = 0) -> None:
         self.path = path
+        self.disk_reserve = disk_reserve  # bytes kept free for delivery; 0: not watched
+        self.disk_low = False
+        self.disk_low_since: float | None = None
         self.exclusive = exclusive  # the serving process: no other may serve this file
         self._lock_fd: int | None = None
         self.synchronous = synchronous
@@ -77,6 +95,9 @@ class Database:
         self.commits = 0  # transactions committed (benchmarks read it)
         self.problem: str | None = None  # why the last transaction failed, until one commits
         self.problem_since: float | None = None
+        self._busy_ms = BUSY_TIMEOUT_MS
+        self._room_at = 0.0
+        self._room_every = ROOM_EVERY
 
     def start(self) -> None:
         if self.exclusive:
@@ -208,7 +229,12 @@ class Database:
         last_commit = 0.0
         try:
             while True:
-                job = self._jobs.get()
+                if time.monotonic() - self._room_at >= self._room_every:
+                    self._check_room(conn)
+                try:
+                    job = self._jobs.get(timeout=ROOM_EVERY)
+                except queue.Empty:
+                    continue
                 if job is _STOP:
                     return
                 wait = last_commit + self.commit_window - time.monotonic()
@@ -225,11 +251,53 @@ class Database:
                         stop = True
                         break
                     batch.append(job)
+                self._bound_wait(conn, batch[0].at)  # the queue is first in, first out
                 self._run_batch(conn, _merge(batch))
+                if time.monotonic() - self._room_at >= self._room_every:
+                    self._check_room(conn)
                 if stop:
                     return
         finally:
             conn.close()
+
+    def _check_room(self, conn: sqlite3.Connection) -> None:
+        self._room_at = time.monotonic()
+        if not self.disk_reserve or self.path == ":memory:":
+            return
+        if self.disk_low:  # ingestion waits: the WAL's frames go into the file, its size back to the disk
+            with contextlib.suppress(sqlite3.Error):  # a full disk may refuse it now and allow it later
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            pages, page_size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                                for name in ("freelist_count", "page_size"))
+            wal = os.stat(self.path + "-wal").st_size if os.path.exists(self.path + "-wal") else 0
+        except (OSError, sqlite3.Error):
+            return  # a fault shows in the next transaction
+        room = disk.f_bavail * disk.f_frsize + pages * page_size - wal
+        low = room < self.disk_reserve * (1.25 if self.disk_low else 1)  # not back and forth at the line
+        near = not low and room < 2 * self.disk_reserve  # ingestion writes: look often
+        self._room_every = ROOM_EVERY_NEAR if near else ROOM_EVERY
+        if low != self.disk_low:
+            if low:
+                log.warning("%d MB left for %s, below the reserve of %d MB kept for delivery: ingestion answers 503 "
+                            "until delivery frees room (or free some disk space)", max(0, room) >> 20, self.path,
+                            self.disk_reserve >> 20)
+            else:
+                log.info("%d MB free for %s again: ingestion resumes", room >> 20, self.path)
+            if low:
+                self.disk_low_since = time.time()  # read with disk_low, from another thread: set first
+            self.disk_low = low
+
+    def _bound_wait(self, conn: sqlite3.Connection, oldest: float) -> None:
+        """A lock held by another process is waited for only as long as the oldest job has left
+        of its BUSY_TIMEOUT_MS: jobs that queued behind a batch that waited the whole time get
+        their answer (503) at once instead of waiting as long again."""
+        waited = int((time.monotonic() - oldest) * 1000)
+        busy = BUSY_TIMEOUT_MS if waited < 100 else max(MIN_BUSY_MS, BUSY_TIMEOUT_MS - waited)
+        if busy != self._busy_ms:  # only after a slow batch: normally no statement at all
+            self._busy_ms = busy
+            conn.execute(f"PRAGMA busy_timeout={busy}")
 
     def _run_batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         try:
@@ -378,7 +446,7 @@ def _merge(batch: list[_Job]) -> list[_Job]:
             continue
         group = groups.get(job.fn)
         if group is None:
-            group = groups[job.fn] = _Job(job.fn, (list(job.args[0]),), list(job.futures), merged=True)
+            group = groups[job.fn] = _Job(job.fn, (list(job.args[0]),), list(job.futures), True, job.at)
             out.append(group)
         else:
             group.args[0].extend(job.args[0])

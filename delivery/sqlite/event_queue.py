@@ -11,13 +11,18 @@ different fates; a row's events otherwise share attempts and retry time.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 from delivery.erasure import ERASED
 from delivery.events import queued_event_id
-from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting
-from delivery.ratelimit import TokenBucket
+from delivery.queue import (DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting, settle_apart,
+                            storable)
+from delivery.store import StorageError
+from delivery.ratelimit import RATE_RECOVERY, TokenBucket
 from delivery.sqlite.db import Database
 
 MAX_EVENTS_PER_ROW = 1000  # fits the 10 bits an item id has for an index and for a size
@@ -29,9 +34,11 @@ _DEAD_LETTER = "INSERT INTO dead_letters (topic, event_id, payload, created_at, 
 
 
 class SqliteEventQueue:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] | None = None) -> None:
         self.db = db
+        self.clock = clock or time.time  # one process: its own clock is the queue's
         self._depth = 0
+        self._append = functools.partial(_append, self.clock)  # one function: appends of a turn share a call
 
     async def open(self) -> None:
         self._depth = await self.db.run(
@@ -43,26 +50,31 @@ class SqliteEventQueue:
     async def append(self, items: list[QueueItem]) -> None:
         if not items:
             return
-        await self.db.run_merged(_append, items)
+        await self.db.run_merged(self._append, items)
         self._depth += sum(item.events for item in items if not item.skipped)
 
-    async def recover(self, now: float) -> int:
+    def disk_low(self) -> bool:
+        return self.db.disk_low
+
+    async def recover(self) -> int:
         def release(conn: sqlite3.Connection) -> int:
             count = conn.execute("SELECT coalesce(sum(events), 0) FROM queue WHERE leased=1").fetchone()[0]
-            conn.execute("UPDATE queue SET leased=0, available_at=? WHERE leased=1", (now,))
+            conn.execute("UPDATE queue SET leased=0, available_at=? WHERE leased=1", (self.clock(),))
             _recount(conn)
             return count
 
         return await self.db.run(release)
 
-    async def ready(self, topic: str, now: float, batch_size: int) -> Readiness:
-        return await self.db.run(_ready, topic, now, batch_size)
+    async def ready(self, topic: str, batch_size: int) -> Readiness:
+        return await self.db.run(_ready, topic, self.clock(), batch_size)
 
-    async def lease(self, topic: str, limit: int, now: float, lease_seconds: float) -> list[Leased]:
+    async def lease(self, topic: str, limit: int, lease_seconds: float) -> list[Leased]:
+        now = self.clock()
         return await self.db.run(_lease, topic, limit, now, now + lease_seconds)
 
-    async def extend(self, topic: str, ids: list[int], until: float) -> None:
+    async def extend(self, topic: str, ids: list[int], lease_seconds: float) -> None:
         rows = sorted({_unpack(item_id)[0] for item_id in ids})
+        until = self.clock() + lease_seconds
 
         def renew(conn: sqlite3.Connection) -> None:
             for chunk in _chunks(rows):
@@ -70,17 +82,27 @@ class SqliteEventQueue:
                              (until, *chunk))
         await self.db.run(renew)
 
-    def rate_limiter(self, topic: str, rate: float, burst: int) -> TokenBucket:
-        return TokenBucket(rate, burst)  # one process: the bucket lives in its memory
+    def rate_limiter(self, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> TokenBucket:
+        return TokenBucket(rate, burst, recovery=recovery)  # one process: the bucket lives in its memory
 
     async def close(self) -> None:
         pass
 
-    async def settle(self, topic: str, settlement: Settlement, now: float) -> None:
-        gone = await self.db.run(_settle, topic, settlement, now)
+    async def settle(self, topic: str, settlement: Settlement) -> None:
+        try:
+            gone = await self._apply(settlement, False, topic)
+        except StorageError:
+            raise
+        except Exception:  # an item's data: the others still go their way
+            gone = await settle_apart(lambda part, plain: self._apply(part, plain, topic), settlement,
+                                      lambda item_id: _unpack(item_id)[0])  # a row is settled whole
         self._depth -= gone
 
-    async def reschedule(self, topic: str, at: float) -> int:
+    def _apply(self, settlement: Settlement, plain: bool, topic: str):
+        return self.db.run(_settle, topic, settlement, self.clock(), plain)
+
+    async def reschedule(self, topic: str) -> int:
+        at = self.clock()
         return await self.db.run(
             lambda c: c.execute(
                 "UPDATE queue SET available_at=? WHERE topic=? AND leased=0 AND available_at>?", (at, topic, at)
@@ -96,9 +118,8 @@ class SqliteEventQueue:
         )
         return [DeadLetter(*row) for row in rows]
 
-    async def replay(self, topic: str, ids: list[int] | None, now: float, into: str | None = None,
-                     since: float = 0.0) -> int:
-        count = await self.db.run(_replay, topic, ids, now, into or topic, since)
+    async def replay(self, topic: str, ids: list[int] | None, into: str | None = None, since: float = 0.0) -> int:
+        count = await self.db.run(_replay, topic, ids, self.clock(), into or topic, since)
         self._depth += count
         return count
 
@@ -112,7 +133,9 @@ class SqliteEventQueue:
     async def stats(self, topic: str, this_node: bool = False) -> TopicStats:
         return await self.db.run(_stats, topic)  # one node: its figures are the topic's
 
-    async def discard(self, topic: str, reason: str, now: float) -> int:
+    async def discard(self, topic: str, reason: str) -> int:
+        now = self.clock()
+
         def move(conn: sqlite3.Connection) -> int:
             conn.execute("UPDATE queue SET leased=1 WHERE topic=?", (topic,))
             _recount(conn, topic)
@@ -196,7 +219,7 @@ def _prune_dead(conn: sqlite3.Connection, before: float, limit: int) -> int:
     return len(rows)
 
 
-def _rows(items: list[QueueItem]) -> list[tuple]:
+def _rows(items: list[QueueItem], now: float) -> list[tuple]:
     """The items of one commit with the same topic and priority share rows of up to
     MAX_EVENTS_PER_ROW events (created_at: the earliest of them): under load one row holds
     the events of every request of a commit, so SQLite inserts a row per commit, not per
@@ -211,18 +234,18 @@ def _rows(items: list[QueueItem]) -> list[tuple]:
         # the TypeError it then swallows (1.8k instructions, callgrind)
         if item.events == 1 and item.payload.find(SEP) >= 0:
             if pending is not None:  # what came before it goes before it
-                open_rows.pop(key).into(rows, key)
-            rows.append((item.topic, item.priority, item.payload, item.created_at, item.created_at, 1))
+                open_rows.pop(key).into(rows, key, now)
+            rows.append((item.topic, item.priority, item.payload, item.created_at, now, 1))
             continue
         if pending is not None and pending.events + item.events > MAX_EVENTS_PER_ROW:
-            pending.into(rows, key)
+            pending.into(rows, key, now)
             pending = None
         if pending is None:
             open_rows[key] = _Pending(item)
         else:
             pending.add(item)
     for key, pending in open_rows.items():
-        pending.into(rows, key)
+        pending.into(rows, key, now)
     return rows
 
 
@@ -239,24 +262,25 @@ class _Pending:
         self.events += item.events
         self.created_at = min(self.created_at, item.created_at)
 
-    def into(self, rows: list[tuple], key: tuple[str, int]) -> None:
+    def into(self, rows: list[tuple], key: tuple[str, int], now: float) -> None:
+        """Rows (topic, priority, payload, created_at, available_at, events), ready from `now`."""
         topic, priority = key
         at = self.created_at
         if self.events <= MAX_EVENTS_PER_ROW:
-            rows.append((topic, priority, SEP.join(self.payloads), at, at, self.events))
+            rows.append((topic, priority, SEP.join(self.payloads), at, now, self.events))
             return
         lines = SEP.join(self.payloads).split(SEP)  # one item of more events than a row holds
         for start in range(0, len(lines), MAX_EVENTS_PER_ROW):
             part = lines[start:start + MAX_EVENTS_PER_ROW]
-            rows.append((topic, priority, SEP.join(part), at, at, len(part)))
+            rows.append((topic, priority, SEP.join(part), at, now, len(part)))
 
 
-def _append(conn: sqlite3.Connection, items: list[QueueItem]) -> None:
+def _append(clock: Callable[[], float], conn: sqlite3.Connection, items: list[QueueItem]) -> None:
     queued, skipped = _per_topic(items)
     if queued:
         conn.executemany(
             "INSERT INTO queue (topic, priority, payload, created_at, available_at, events) VALUES (?, ?, ?, ?, ?, ?)",
-            _rows([item for item in items if not item.skipped] if skipped else items),
+            _rows([item for item in items if not item.skipped] if skipped else items, clock()),
         )
     conn.executemany(
         "INSERT INTO counters (topic, accepted, queued, skipped_disabled) VALUES (?, ?, ?, ?) ON CONFLICT(topic) "
@@ -292,7 +316,8 @@ def _ready(conn: sqlite3.Connection, topic: str, now: float, batch_size: int) ->
     later = [conn.execute("SELECT min(available_at) FROM queue WHERE topic=? AND priority=? AND available_at>?",
                           (topic, level, now)).fetchone()[0] for level in (0, 1)]
     next_at = min((at for at in later if at is not None), default=None)
-    return Readiness(priority, full, ready_oldest, next_at)
+    return Readiness(priority, full, None if ready_oldest is None else now - ready_oldest,
+                     None if next_at is None else next_at - now)
 
 
 # Columns copied when part of a row becomes a row of its own.
@@ -400,16 +425,20 @@ class _Row:
         return fates.pop() if len(fates) == 1 else None
 
 
-def _by_fate(s: Settlement) -> dict[tuple, list[int]]:
-    """fate -> the item ids that share it; a fate is a hashable tuple."""
+def _by_fate(s: Settlement, now: float, plain: bool) -> dict[tuple, list[int]]:
+    """fate -> the item ids that share it; a fate is a hashable tuple, with a time to be ready
+    (`now` + the delay) for a retry or a release, and for a dead letter whether it is `plain`."""
     fates: dict[tuple, list[int]] = {_DELIVERED: s.delivered, _FILTERED: s.filtered}
-    for kind, entries in (("dead", s.dead), ("retry", s.retry), ("release", s.release)):
-        for item_id, *args in entries:
-            fates.setdefault((kind, *args), []).append(item_id)
+    for item_id, reason in s.dead:
+        fates.setdefault(("dead", storable(reason) if plain else reason, plain), []).append(item_id)
+    for item_id, delay, error in s.retry:
+        fates.setdefault(("retry", now + delay, storable(error) if plain else error), []).append(item_id)
+    for item_id, delay in s.release:
+        fates.setdefault(("release", now + delay), []).append(item_id)
     return fates
 
 
-def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float) -> int:
+def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float, plain: bool = False) -> int:
     """Only rows still leased are settled, and counters move by what actually changed, so
     settling the same event twice (after an expired lease) cannot count it twice. Returns how
     many events left the queue.
@@ -419,7 +448,7 @@ def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float) -> 
     changed since) are looked up and split."""
     moved: Counter[str] = Counter()
     rows: dict[int, _Row] = {}  # rows of several events, and rows a whole-row statement missed
-    for fate, ids in _by_fate(s).items():
+    for fate, ids in _by_fate(s, now, plain).items():
         unpacked = [_unpack(item_id) for item_id in ids]
         singles = [row_id for row_id, _, events in unpacked if events == 1]
         if singles and _settle_whole(conn, topic, fate, 1, singles, now, moved) < len(singles):
@@ -442,7 +471,7 @@ def _settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float) -> 
 
     back = moved["back"]
     left = moved["filtered"] + moved["delivered"] + moved["dead"]
-    last_error = s.last_error or (s.retry[-1][2] if s.retry else None) or (s.dead[-1][1] if s.dead else None)
+    last_error = storable(s.error()) if plain else s.error()
     conn.execute(
         "UPDATE counters SET filtered = filtered + ?, delivered = delivered + ?, dead_lettered = dead_lettered + ?, "
         "in_flight = in_flight - ?, queued = queued + ?, "
@@ -469,8 +498,9 @@ def _settle_whole(conn, topic: str, fate: tuple, events: int, row_ids: list[int]
     if kind == "dead":
         if events > 1:
             return 0  # each event needs its own dead letter: done with the rest
+        event_id = "NULL" if args[1] else "json_extract(CAST(payload AS TEXT), '$[0]')"  # plain: not read
         conn.executemany(
-            _DEAD_LETTER + "SELECT topic, json_extract(CAST(payload AS TEXT), '$[0]'), payload, created_at, ?, "
+            _DEAD_LETTER + f"SELECT topic, {event_id}, payload, created_at, ?, "
             "attempts + 1, ? FROM queue WHERE id=? AND leased=1 AND events=1",
             [(now, args[0], row_id) for row_id in row_ids],
         )
@@ -513,7 +543,7 @@ def _settle_part(conn, topic: str, row_id: int, fate: tuple, parts: list[bytes],
     if kind in ("delivered", "filtered"):
         moved[kind] += len(parts)
     elif kind == "dead":
-        _dead_letter(conn, topic, row_id, parts, fate[1], now)
+        _dead_letter(conn, topic, row_id, parts, fate[1], now, fate[2])
         moved["dead"] += len(parts)
     elif kind == "leased":  # not settled this time: a row of their own, still in flight
         conn.execute(_COPY, (0, None, SEP.join(parts), len(parts), None, 1, row_id))
@@ -523,10 +553,10 @@ def _settle_part(conn, topic: str, row_id: int, fate: tuple, parts: list[bytes],
         moved["back"] += len(parts)
 
 
-def _dead_letter(conn, topic: str, row_id: int, parts: list[bytes], reason: str, now: float) -> None:
+def _dead_letter(conn, topic: str, row_id: int, parts: list[bytes], reason: str, now: float, plain: bool) -> None:
     conn.executemany(
         _DEAD_LETTER + "SELECT topic, ?, ?, created_at, ?, attempts + 1, ? FROM queue WHERE id=?",
-        [(queued_event_id(part), part, now, reason, row_id) for part in parts],
+        [(None if plain else queued_event_id(part), part, now, reason, row_id) for part in parts],
     )
 
 
