@@ -53,3 +53,25 @@ def test_a_request_that_is_not_valid_http_gets_our_json_error(edge):
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
         assert json.loads(body)["error"]["code"] == "malformed_http"
+
+
+def test_the_uvicorn_hooks_the_protocols_override_still_exist_with_the_same_parameters():
+    """transport.py subclasses uvicorn's private HttpToolsProtocol; pyproject bounds uvicorn's
+    version, and this names the hook that moved when that bound is raised."""
+    import inspect
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from collector.transport import GuardedHTTPProtocol, OneSendHTTPProtocol
+
+    for cls in (OneSendHTTPProtocol, GuardedHTTPProtocol):
+        for name, ours in vars(cls).items():
+            if not inspect.isfunction(ours) or name.startswith("_"):  # ours, not overrides
+                continue
+            theirs = getattr(HttpToolsProtocol, name, None)
+            assert theirs is not None, f"uvicorn's HttpToolsProtocol no longer has {name}()"
+            assert list(inspect.signature(theirs).parameters) == list(inspect.signature(ours).parameters), name
+    # The state the guarded protocol reads: connections counted by uvicorn, the parser's url/headers.
+    source = inspect.getsource(HttpToolsProtocol)
+    for attribute in ("self.server_state", "self.url", "self.headers", "self.loop", "self.transport"):
+        assert attribute in source, f"uvicorn's protocol no longer sets {attribute}"
