@@ -13,7 +13,7 @@ import pytest
 
 from collector.activity import UNKNOWN, ActivityLog
 from collector.admin.api import dead_letter_out
-from delivery.pinterest.sandbox import schema_validator
+from delivery.pinterest.schema_check import schema_validator
 from delivery.queue import DeadLetter
 from delivery.store import StorageError
 from tests.support import ADMIN_TOKEN, create_integration, create_source, post_batch, run_async, stats, wait_for

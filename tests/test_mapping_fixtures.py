@@ -21,7 +21,7 @@ from collector.edge.ingest import RequestContext, build_event
 from collector.edge.wire import event_decoder
 from delivery.config import Source
 from delivery.pinterest.mapping import Options, map_event
-from delivery.pinterest.sandbox import schema_validator, validation_errors
+from delivery.pinterest.schema_check import schema_validator, validation_errors
 
 CASES = sorted((Path(__file__).parent / "fixtures" / "mapping").glob("*.json"))
 RECEIVED_AT = 1706540000.0

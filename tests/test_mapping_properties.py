@@ -15,7 +15,7 @@ from collector.edge.ingest import EventError, RequestContext, build_event, valid
 from collector.edge.wire import event_decoder
 from delivery.config import Source
 from delivery.pinterest.mapping import Options, map_event
-from delivery.pinterest.sandbox import schema_validator, validation_errors
+from delivery.pinterest.schema_check import schema_validator, validation_errors
 from delivery.pinterest.variants import VARIANTS
 from tests.support import shop_running
 

@@ -8,7 +8,8 @@ import httpx
 import jsonschema
 import pytest
 
-from delivery.pinterest.sandbox import SCHEMA, Fault
+from delivery.pinterest.sandbox import Fault
+from delivery.pinterest.schema_check import SCHEMA
 from tests.support import ACCESS_TOKEN, AD_ACCOUNT, FakePinterest
 
 ERROR = SCHEMA["$defs"]["Error"]
@@ -105,7 +106,11 @@ def test_rate_limit_answers_429_with_retry_after(fake):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from delivery.pinterest.sandbox import fast_validator, schema_validator, validation_errors  # noqa: E402
+from delivery.pinterest.schema_check import (  # noqa: E402
+    fast_validator,
+    schema_validator,
+    validation_errors,
+)
 
 JSONSCHEMA, FAST = schema_validator(), fast_validator()
 values = st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.lists(st.text(max_size=3), max_size=2)
@@ -136,3 +141,14 @@ def payloads(draw):
 def test_fast_and_reference_validators_agree(body):
     reference = not list(JSONSCHEMA.iter_errors(body))
     assert (validation_errors(JSONSCHEMA, body, FAST) == []) == (reference and validation_errors(JSONSCHEMA, body) == [])
+
+
+def test_the_sandbox_is_for_the_demo_and_the_tests_only():
+    """`serve` never loads the fake Pinterest: only `signal-edge demo` and the tests do."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, collector.cli, collector.runtime, collector.services, collector.admin.app, collector.edge.app; "
+             "print(sorted(m for m in sys.modules if 'sandbox' in m))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]", loaded

@@ -53,7 +53,7 @@ from delivery.pinterest.mapping import (
 )
 from delivery.pinterest.normalize import sha256
 from delivery.pinterest.payload import Event, UserData
-from delivery.pinterest.sandbox import schema_validator
+from delivery.pinterest.schema_check import schema_validator
 from delivery.pinterest.tokens import RefreshRefused, credentials_lock
 from delivery.pinterest.variants import VARIANTS
 from delivery.queue import Waiting
