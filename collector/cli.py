@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 
+from collector.loop import run_on_loop
 from collector.settings import SettingsError, load_settings
 from delivery.version import version
 
@@ -54,18 +54,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(coro) -> int:
-    """Run on uvloop when it is installed (uvicorn[standard] brings it), else asyncio's loop."""
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items()
@@ -101,13 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             return serve_workers(settings, sys.argv[1:] if argv is None else argv)
         if args.command == "serve":
             settings.reuse_port = args.reuse_port
-            return _run(run(settings))
+            return run_on_loop(run(settings))
         if args.command == "backup":
             return _backup(settings, args.backup_to)
         if args.command == "copy":
             from collector.copy import copy_deployment
 
-            return _run(copy_deployment(settings, args.target))
+            return run_on_loop(copy_deployment(settings, args.target))
         if args.command == "demo":
             from collector.demo import demo_banner, demo_setup
 
@@ -115,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             if "SIGNAL_PINTEREST_OAUTH_URL" not in os.environ:  # Connect with Pinterest signs in at the sandbox
                 settings.pinterest_oauth_url = f"http://localhost:{args.sandbox_port}/oauth/"
             setup = demo_setup(args.sandbox_port, args.shop_port, args.rotate)
-            return _run(run(settings, setup, demo_banner(args.shop_port, args.sandbox_port)))
+            return run_on_loop(run(settings, setup, demo_banner(args.shop_port, args.sandbox_port)))
         if args.command == "rotate-secret-key":
-            return _run(_rotate_secret_key(settings))
-        return _run(_admin_token(settings, args.rotate))
+            return run_on_loop(_rotate_secret_key(settings))
+        return run_on_loop(_admin_token(settings, args.rotate))
     except (StartupError, StorageUnusable) as exc:
         print(f"signal-edge: {exc}", file=sys.stderr)
         return 1
@@ -159,7 +147,12 @@ async def _admin_token(settings, rotate: bool) -> int:
 
 async def _rotate_secret_key(settings) -> int:
     from collector.keys import load_secret_key, rotate_secret_key
-    from collector.services import close_database, node_id, open_backend, serving_stopped
+    from collector.services import (
+        close_database,
+        node_id,
+        open_backend,
+        serving_stopped,
+    )
     from delivery.secrets import SecretBox
 
     # No process may serve meanwhile: it would keep sealing tokens with the old key. A SQLite

@@ -134,7 +134,7 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
                   asyncio.create_task(retention.run(services.store, services.queue, retention_policy(settings),
                                                     settings.retention_interval))]
     if settings.reuse_port:  # one of --workers' processes: it ends with its parent
-        from collector.workers import watch_parent
+        from collector.parent import watch_parent
 
         background.append(asyncio.create_task(watch_parent(stop)))
     if not in_process:

@@ -13,7 +13,6 @@ watches its parent's pid (`watch_parent`), so each flushes and stops as on a SIG
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import os
@@ -22,20 +21,18 @@ import subprocess
 import sys
 import time
 
+from collector.loop import run_on_loop
+from collector.parent import PARENT_ENV
+from collector.runtime import _banner, show
 from collector.settings import Settings
 
 log = logging.getLogger("signal_edge")
 STARTUP = 10.0  # a process that exits sooner than this after its start failed to start: stop all
-PARENT_ENV = "SIGNAL_WORKERS_PARENT"  # the parent's pid, in each worker process's environment
-PARENT_EVERY = 1.0  # seconds between a worker's looks at its parent
 PR_SET_PDEATHSIG = 1
 
 
 def serve_workers(settings: Settings, argv: list[str]) -> int:
-    from collector.cli import _run
-    from collector.runtime import _banner, show
-
-    services = _run(_prepare(settings))
+    services = run_on_loop(_prepare(settings))
     show(_banner(services, settings.workers), services)
     command = [sys.executable, "-m", "collector", *_without_workers(argv), "--reuse-port"]
     stopping = False
@@ -75,18 +72,6 @@ def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the parent dies (Linux keeps it across exec)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-async def watch_parent(stop: asyncio.Event) -> None:
-    """In a worker process: set `stop` once the parent that started it is gone (a parent
-    killed before the kernel's signal was armed, or a system without PR_SET_PDEATHSIG)."""
-    parent = int(os.environ.get(PARENT_ENV, "0"))
-    if not parent:
-        return
-    while os.getppid() == parent:
-        await asyncio.sleep(PARENT_EVERY)
-    log.warning("the --workers parent (pid %d) is gone; stopping", parent)
-    stop.set()
 
 
 async def _prepare(settings: Settings):
