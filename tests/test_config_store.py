@@ -13,7 +13,7 @@ import pytest
 from delivery.config import Health, Integration, PinterestConfig, Source
 from delivery.events import Identity
 from delivery.secrets import SecretBox
-from delivery.snapshot import REFUSAL_EXAMPLES_KEPT
+from delivery.sql.logs import REFUSAL_EXAMPLES_KEPT
 from delivery.store import AdminSession, DebugRecord, Refusal, SourceActivity, StorageUnusable, StoredIdentity
 
 KEY = "test-secret-key"
@@ -193,9 +193,9 @@ def test_the_audit_log_is_newest_first_and_redacted(backend):
 
 
 def test_the_debugger_log_filters_pages_and_prunes(backend, monkeypatch):
-    import delivery.snapshot
+    import delivery.sql.logs
 
-    monkeypatch.setattr(delivery.snapshot, "DEBUG_LOG_KEEP", 8)
+    monkeypatch.setattr(delivery.sql.logs, "DEBUG_LOG_KEEP", 8)
 
     async def main():
         async with backend() as (_, store, _):
