@@ -7,6 +7,14 @@ queue's write cost at ingestion and of its delete cost at delivery. A leased eve
 its row id, its index in the row and the row's size at lease time (`item_id`). A lease that has
 room for only part of a row splits the row, and so does a settlement that gives a row's events
 different fates; a row's events otherwise share attempts and retry time.
+
+Why its SQL is not the PostgreSQL queue's (the config store's is written once: delivery/sql/):
+the storage models differ, for measured reasons. Here one process holds the file and every
+lease and settlement runs on its writer thread, so a row may hold many events without anyone
+waiting on it; sharing rows took in-process ingestion from 175.6k to 161.1k instructions per
+one-event request (callgrind, commit 2cd3427), and rows of 10 events drain at 35.6k events/s
+against 32.4k for rows of 1 (README, Benchmarks). The statements are plain SQLite (rowid
+look-ups, `IN` lists of up to IN_LIST ids) with no clock but the injected one.
 """
 
 from __future__ import annotations
