@@ -66,9 +66,9 @@ def settle(conn: sqlite3.Connection, topic: str, s: Settlement, now: float, plai
                 rows.setdefault(row_id, _Row(events)).fates[index] = fate
     whole: dict[tuple, list[int]] = defaultdict(list)
     for row_id, row in rows.items():
-        fate = row.whole_fate(row.events) if row.events > 1 else None
-        if fate is not None and fate is not _LEASED:
-            whole[fate, row.events].append(row_id)
+        shared = row.whole_fate(row.events) if row.events > 1 else None
+        if shared is not None and shared is not _LEASED:
+            whole[shared, row.events].append(row_id)
     for (fate, events), row_ids in whole.items():
         if _settle_whole(conn, topic, fate, events, row_ids, now, moved) == len(row_ids):
             for row_id in row_ids:
