@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
 
 from delivery.erasure import ERASED
