@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 
-from delivery.snapshot import SnapshotStore
+from delivery.store import ConfigStore
 from delivery.store import Refusal, StorageError
 
 log = logging.getLogger("signal_edge.edge")
@@ -37,7 +37,7 @@ class Arrival:
 
 
 class ActivityLog:
-    def __init__(self, store: SnapshotStore) -> None:
+    def __init__(self, store: ConfigStore) -> None:
         self.store = store
         self.totals: Counter[tuple[str, str]] = Counter()  # this process's, for /metrics
         self._counts: Counter[tuple[str, str]] = Counter()  # not yet in the store

@@ -23,7 +23,7 @@ from delivery.pinterest.eqs import EqsReader
 from delivery.queue import EventQueue
 from delivery.retry import RetryPolicy
 from delivery.secrets import SecretBox
-from delivery.snapshot import SnapshotStore
+from delivery.store import AlertStore, ConfigStore
 from delivery.worker import DeliveryService, DeliverySettings
 
 
@@ -45,7 +45,7 @@ def node_id() -> str:
 class Services:
     settings: Settings
     db: Any  # delivery.sqlite.db.Database or delivery.postgres.db.PgDatabase
-    store: SnapshotStore
+    store: ConfigStore
     queue: EventQueue
     hub: DebugHub
     delivery: DeliveryService
@@ -87,7 +87,8 @@ async def close_database(db) -> None:
         await closing
 
 
-async def open_backend(settings: Settings, node: str, serving: bool = True, clock: Callable[[], float] | None = None):
+async def open_backend(settings: Settings, node: str, serving: bool = True,
+                       clock: Callable[[], float] | None = None) -> tuple[Any, ConfigStore, EventQueue]:
     """(database, config store, queue) of the configured backend, connected and migrated.
     `serving`: this process serves the database (a SQLite file then refuses a second server).
     `clock`: the queue's clock for tests (default: PostgreSQL's own, or this process's)."""
@@ -99,15 +100,15 @@ async def open_backend(settings: Settings, node: str, serving: bool = True, cloc
 
         # A transaction left idle (a frozen node) is ended well within a lease, so that its
         # rows are taken over in time.
-        db = PgDatabase(settings.database_url, settings.pool_size, name=f"signal-edge {node}",
+        pg = PgDatabase(settings.database_url, settings.pool_size, name=f"signal-edge {node}",
                         idle_timeout=min(10.0, settings.lease_seconds / 2))
-        await db.start()
+        await pg.start()
         try:
-            await refuse_unfinished(db)
+            await refuse_unfinished(pg)
         except BaseException:
-            await db.close()
+            await pg.close()
             raise
-        return db, PgConfigStore(db, node), PgEventQueue(db, node, clock)
+        return pg, PgConfigStore(pg, node), PgEventQueue(pg, node, clock)
     from delivery.sqlite.config_store import SqliteConfigStore
     from delivery.sqlite.db import Database
     from delivery.sqlite.event_queue import SqliteEventQueue
@@ -166,9 +167,10 @@ async def open_services(settings: Settings) -> Services:
             hub,
         )
         if settings.database_url:
+            from delivery.postgres.channel import Channel
             from delivery.postgres.relay import DebugRelay
 
-            DebugRelay(db, hub, node, store.channel).start()  # the live debugger shows every node's events
+            DebugRelay(db, hub, node, Channel(store.box)).start()  # the live debugger shows every node's events
         auth = AdminAuth(store, secret_key)
         new_token = await auth.ensure(settings.admin_token)
         alert_settings = alert_settings_of(settings)
@@ -191,12 +193,14 @@ def alert_settings_of(settings: Settings) -> AlertSettings:
                          drop_min_events=settings.alert_drop_min_events)
 
 
-def alert_store_of(settings: Settings, db):
+def alert_store_of(settings: Settings, db: Any) -> AlertStore:
     """The AlertStore of the configured backend (delivery/alerts.py)."""
+    from delivery.sql.alert_store import SqlAlertStore
+
     if settings.database_url:
-        from delivery.postgres.alert_store import PgAlertStore
+        from delivery.postgres.driver import PgDriver
 
-        return PgAlertStore(db)
-    from delivery.sqlite.alert_store import SqliteAlertStore
+        return SqlAlertStore(PgDriver(db))
+    from delivery.sqlite.driver import SqliteDriver
 
-    return SqliteAlertStore(db)
+    return SqlAlertStore(SqliteDriver(db))

@@ -151,6 +151,9 @@ class TopicStats(msgspec.Struct):
 
 
 class EventQueue(Protocol):
+    async def open(self) -> None:
+        """Read what the queue holds (its depth) before the first call."""
+
     async def append(self, items: list[QueueItem]) -> None:
         """Durable when it returns."""
 

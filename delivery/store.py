@@ -8,7 +8,8 @@ up a source per request); writes are durable when they return and update the sna
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, AsyncContextManager, Protocol
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -96,6 +97,19 @@ ChangeListener = Callable[[str, str], None]  # (object_type, object_id)
 
 
 class ConfigStore(Protocol):
+    """What the app asks of configuration storage (delivery/sql/config_store.py implements it
+    for SQLite and PostgreSQL). Reads of sources and integrations are from memory."""
+
+    MISSING: object  # what cached_identity() answers when it does not know
+    identity_retention: float  # seconds an identity is kept after its last change
+    suppressions: Suppressions
+
+    async def open(self, box: SecretBox) -> None:
+        """Load the snapshot; `box` seals and opens the stored secrets."""
+
+    @property
+    def box(self) -> SecretBox: ...
+
     def source(self, source_id: str) -> Source | None: ...
     def source_by_key(self, pipeline_key: str) -> Source | None: ...
     def source_by_server_key(self, server_key_sha256: str) -> Source | None: ...
@@ -109,11 +123,15 @@ class ConfigStore(Protocol):
     async def put_source(self, source: Source, audit_action: str | None) -> None: ...
     async def delete_source(self, source_id: str) -> None: ...
     async def put_integration(self, integration: Integration, audit_action: str | None) -> None: ...
+    async def update_integration(self, integration_id: str, change: Callable[[Integration], Integration | None],
+                                 audit_action: str | None, notify: bool = True) -> Integration | None:
+        """Apply `change` to the integration as stored now, in one transaction that holds its row;
+        returns it as stored after (None: there is none)."""
     async def delete_integration(self, integration_id: str) -> None: ...
     async def reload_integration(self, integration_id: str) -> Integration | None:
         """The integration as stored now, into the snapshot too."""
 
-    def exclusive(self, name: str) -> AsyncContextManager[None]:
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[None]:
         """Only one holder of `name` at a time, across every process of the deployment."""
     async def set_health(self, integration_id: str, health: Health) -> None: ...
 
@@ -124,12 +142,16 @@ class ConfigStore(Protocol):
         """Store `value` unless `key` has one already; returns what is stored."""
     async def reseal(self, box: SecretBox, meta: dict[str, str]) -> int: ...
 
+    def cached_identity(self, anonymous_id: str) -> Any:
+        """The cached identity, None when known absent, or MISSING (ask `identity()`)."""
     async def identity(self, anonymous_id: str) -> StoredIdentity | None: ...
     async def save_identity(self, anonymous_id: str, stored: StoredIdentity) -> None: ...
     async def user_identity(self, user_id: str) -> StoredIdentity | None:
         """What a site's server said about `user_id` (server-side calls come without the
         browser's cookie); kept under the userId's hash, expiring like every identity."""
     async def save_user_identity(self, user_id: str, stored: StoredIdentity) -> None: ...
+    async def prune_identities(self, limit: int = 1000) -> int:
+        """Delete up to `limit` identities past their retention; returns how many went."""
 
     async def get_session(self, key: str) -> AdminSession | None: ...
     async def put_session(self, session: AdminSession) -> None: ...
@@ -147,8 +169,6 @@ class ConfigStore(Protocol):
         """Retention: delete up to `limit` records of `kind` (debug, audit, alerts, volume,
         suppressions) older than `before`."""
 
-    suppressions: Suppressions
-
     async def load_suppressions(self) -> None: ...
     async def suppress(self, keys: set[str], until: float) -> None: ...
     async def erase_identities(self, person: Person) -> int: ...
@@ -161,3 +181,22 @@ class ConfigStore(Protocol):
     async def debug_records(
         self, source_id: str | None, integration_id: str | None, status: str | None, before_id: int | None, limit: int
     ) -> list[DebugRecord]: ...
+
+
+class AlertStore(Protocol):
+    """Where delivery/alerts.py keeps its state: destinations, open incidents, history and event
+    counts, as the JSON bodies of its Structs (delivery/sql/alert_store.py implements it)."""
+
+    async def destinations(self) -> list[bytes]: ...
+    async def put_destination(self, destination_id: str, body: bytes) -> None: ...
+    async def delete_destination(self, destination_id: str) -> None: ...
+    async def incidents(self) -> list[bytes]: ...
+    async def change_incidents(self, opened: list[tuple[str, bytes]], closed: list[str]) -> None:
+        """Open incidents (one already open stays as it was) and close others, together."""
+    async def add_history(self, at: float, body: bytes) -> int: ...
+    async def update_history(self, record_id: int, body: bytes) -> None: ...
+    async def history(self, before_id: int | None, limit: int) -> list[tuple[int, bytes]]:
+        """(id, body) newest first, below `before_id`."""
+    async def add_volume(self, rows: list[tuple[str, str, float, int]]) -> None:
+        """Add (topic, event, bucket, count) rows to the counts."""
+    async def volume(self, since: float) -> list[tuple[str, str, float, int]]: ...

@@ -13,7 +13,7 @@ import pytest
 from delivery.config import Health, Integration, PinterestConfig, Source
 from delivery.events import Identity
 from delivery.secrets import SecretBox
-from delivery.snapshot import REFUSAL_EXAMPLES_KEPT
+from delivery.sql.logs import REFUSAL_EXAMPLES_KEPT
 from delivery.store import AdminSession, DebugRecord, Refusal, SourceActivity, StorageUnusable, StoredIdentity
 
 KEY = "test-secret-key"
@@ -193,9 +193,9 @@ def test_the_audit_log_is_newest_first_and_redacted(backend):
 
 
 def test_the_debugger_log_filters_pages_and_prunes(backend, monkeypatch):
-    import delivery.snapshot
+    import delivery.sql.logs
 
-    monkeypatch.setattr(delivery.snapshot, "DEBUG_LOG_KEEP", 8)
+    monkeypatch.setattr(delivery.sql.logs, "DEBUG_LOG_KEEP", 8)
 
     async def main():
         async with backend() as (_, store, _):
@@ -340,4 +340,115 @@ def test_the_retention_pass_covers_every_kind(backend):
             gone = await prune_all(store, queue, Retention())  # 7 days of records, 30 of dead letters
             assert gone["debug"] == 1 and gone["dead_letters"] == 1 and gone["identities"] == 0
             assert [r.event_id for r in await store.debug_records(None, None, None, None, 10)] == ["new"]
+    run(main())
+
+
+# --- the lock that keeps two token refreshes apart, and reading an integration as stored now ---
+
+def test_exclusive_admits_one_holder_of_a_name_at_a_time(backend):
+    """One process: its coroutines queue up for a name (a refresh of one integration's token),
+    and other names are not held up meanwhile."""
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            order: list[str] = []
+            release = asyncio.Event()
+
+            async def hold(name: str, who: str) -> None:
+                async with store.exclusive(name):
+                    order.append(f"{who} in")
+                    if who == "first":
+                        await release.wait()
+                    order.append(f"{who} out")
+
+            first = asyncio.create_task(hold("credentials:int_001", "first"))
+            while not order:
+                await asyncio.sleep(0.01)
+            second = asyncio.create_task(hold("credentials:int_001", "second"))
+            await hold("credentials:int_002", "other")  # another integration's lock: not held up
+            for _ in range(50):  # turns of the loop in which the second would have entered
+                await asyncio.sleep(0)
+            assert order == ["first in", "other in", "other out"]
+            release.set()
+            await asyncio.gather(first, second)
+            assert order == ["first in", "other in", "other out", "first out", "second in", "second out"]
+    run(main())
+
+
+async def _advisory_waiters(db) -> int:
+    return await db.run(lambda c: c.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"), single=True)
+
+
+async def _until(predicate, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_exclusive_holds_across_nodes_and_goes_with_a_dead_holder(backend):
+    """Two nodes never refresh one token together: the second waits in the database while the
+    first holds the name, enters once it leaves; and a node that dies holding it (its lock's
+    connection gone) does not keep the others out."""
+    async def main():
+        async with backend(node="node-a") as (db, a, _), backend(node="node-b") as (_, b, _):
+            await a.open(SecretBox(KEY))
+            await b.open(SecretBox(KEY))
+            inside: list[str] = []
+
+            async def enter(store, who: str) -> None:
+                async with store.exclusive("credentials:int_001"):
+                    inside.append(who)
+
+            async with a.exclusive("credentials:int_001"):
+                waiting = asyncio.create_task(enter(b, "node-b"))
+                await _until(lambda: _advisory_waiters(db), "node-b to wait for the lock in the database")
+                assert inside == []
+            await asyncio.wait_for(waiting, 10)
+            assert inside == ["node-b"]
+
+            async with a.exclusive("credentials:int_001"):  # node-a dies holding it: its connection goes
+                waiting = asyncio.create_task(enter(b, "node-b again"))
+                await _until(lambda: _advisory_waiters(db), "node-b to wait again")
+                killed = await db.run(lambda c: c.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted"),
+                    single=True)
+                assert killed == 1
+                await asyncio.wait_for(waiting, 10)
+                assert inside == ["node-b", "node-b again"]
+    run(main())
+
+
+def test_reload_integration_reads_what_is_stored_now_into_the_snapshot(backend):
+    """What a token refresh reads first under its lock: the integration as stored now, although
+    another node changed it since this one loaded it (neither follows the other's changes
+    here), taken into the snapshot; listeners hear of a change of configuration, not of health."""
+    async def main():
+        async with backend(node="node-a") as (_, a, _), backend(node="node-b") as (_, b, _):
+            await a.open(SecretBox(KEY))
+            await a.put_source(source(1), "create")
+            await a.put_integration(integration(1), "create")
+            await b.open(SecretBox(KEY))
+            heard: list[tuple[str, str]] = []
+            a.subscribe(lambda kind, object_id: heard.append((kind, object_id)))
+
+            def token(new: str):
+                return lambda i: msgspec.structs.replace(i, config=msgspec.structs.replace(i.config, access_token=new))
+
+            await b.update_integration("int_001", token("pina_REFRESHED"), "refresh")
+            assert a.integration("int_001").config.access_token == "pina_SECRET_1"  # a stale snapshot
+            reloaded = await a.reload_integration("int_001")
+            assert reloaded.config.access_token == "pina_REFRESHED"
+            assert a.integration("int_001") == reloaded and heard == [("integration", "int_001")]
+
+            await b.set_health("int_001", Health("unhealthy", "unauthorized", "Authentication failed.", 5.0))
+            assert (await a.reload_integration("int_001")).health.problem == "unauthorized"
+            assert heard == [("integration", "int_001")]  # health is runtime state
+
+            await b.delete_integration("int_001")
+            assert await a.reload_integration("int_001") is None
+            assert a.integration("int_001") is None and heard == [("integration", "int_001")] * 2
+            assert await a.reload_integration("int_404") is None and len(heard) == 2
     run(main())

@@ -27,7 +27,7 @@ async def a_deployment_with_a_row_in_every_table(db_path) -> None:
     db, store, queue = await open_backend(settings, "node-a", serving=False)
     try:
         await store.open(SecretBox("copy-test-key"))
-        await store.set_meta("secret_key_check", "fingerprint")
+        await store.set_meta("secret_key_check", store.box.fingerprint)  # as load_secret_key stores it
         await store.put_source(Source(id="src_copy", name="Shop", pipeline_key="dk_live_copy", created_at=1,
                                       updated_at=1), "create")
         await store.put_integration(Integration(id=TOPIC, source_id="src_copy", name="P", created_at=1, updated_at=1,

@@ -37,14 +37,17 @@ class Channel:
         try:
             at, _, text = self._box.open(payload).partition(":")
         except (InvalidTag, ValueError):
-            return self._drop("not sealed with this deployment's secret key (another role notifying on the channel, "
-                              "or a node started with another key)")
+            self._drop("not sealed with this deployment's secret key (another role notifying on the channel, or a "
+                       "node started with another key)")
+            return None
         if not at.isdigit() or abs(time.time() - int(at)) > FRESH:
-            return self._drop(f"older than {FRESH:.0f}s (played back, or a node's clock is off)")
+            self._drop(f"older than {FRESH:.0f}s (played back, or a node's clock is off)")
+            return None
         kind, _, message = text.partition(":")
         return kind, message
 
     def _drop(self, why: str) -> None:
+        """Count and (now and then) log a dropped payload; `open` answers None for it."""
         self.dropped += 1
         now = time.monotonic()
         if now - self._warned >= WARN_EVERY:

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -273,6 +273,15 @@ class Dedicated:
                 # the pool already: terminating it again raised InterfaceError (a 500, once).
                 with contextlib.suppress(Exception):
                     conn.terminate()
+
+
+def spawn(tasks: set[asyncio.Task], coro: Coroutine[Any, Any, Any]) -> None:
+    """Run `coro` in the background, kept in `tasks` until it is done; its outcome is read, so
+    that asyncio never logs it as lost (the coroutine logs what matters itself)."""
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    task.add_done_callback(_retrieve)
 
 
 def _retrieve(task: asyncio.Task) -> None:

@@ -18,7 +18,7 @@ import msgspec
 
 from delivery.debugger import DebugHub
 from delivery.postgres.channel import Channel, notify
-from delivery.postgres.db import PgDatabase
+from delivery.postgres.db import PgDatabase, spawn
 from delivery.store import NO_JSON, DebugRecord
 
 log = logging.getLogger("signal_edge.debugger")
@@ -40,7 +40,7 @@ class DebugRelay:
     def start(self) -> None:
         self.hub.relay = self.forward
         self.db.listen(self._notified)
-        self._spawn(self._announce())
+        spawn(self._tasks, self._announce())
 
     async def _announce(self) -> None:
         while True:
@@ -85,13 +85,9 @@ class DebugRelay:
             if len(body) <= MAX_PAYLOAD:
                 messages.append(f"{self.node}:{body.decode()}")
         if messages:
-            self._spawn(self.db.run(self._send, messages))
+            spawn(self._tasks, self.db.run(self._send, messages))
 
     async def _send(self, conn, messages: list[str]) -> None:
         for message in messages:
             await notify(conn, self.channel, "debug", message)
 
-    def _spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: (self._tasks.discard(t), t.cancelled() or t.exception()))

@@ -1,5 +1,9 @@
 """One SQLite file (WAL) owned by one dedicated thread, with group commit.
 
+The database may instead live in memory (`in_memory`, delivery/sqlite/files.py): the same code
+and the same SQL, with no file, no fsync, no lock file and no disk to watch. The fast test tier
+uses it; its contents go with its last connection.
+
 Coroutines hand work to the thread with `await db.run(fn, *args)`; `fn(conn, *args)` runs on
 the thread. The thread takes every job that is waiting, runs them all in one transaction,
 commits once, and only then wakes the waiting coroutines: a `run()` that returned has been
@@ -39,8 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import fcntl
 import logging
 import os
 import queue
@@ -50,16 +52,16 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from delivery.sqlite.files import (BUSY_TIMEOUT_MS, in_memory, in_use, lock_serving, open_elsewhere, private_files,
+                                   unusable)
 from delivery.sqlite.migrations import MIGRATIONS, migrate
 from delivery.store import StorageError, StorageUnusable
-from delivery.version import version
 
 log = logging.getLogger("signal_edge.db")
 T = TypeVar("T")
 _STOP = object()
 MAX_JOBS_PER_COMMIT = 2048
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
-BUSY_TIMEOUT_MS = 5000  # how long a transaction waits for a lock another process holds
 MIN_BUSY_MS = 50
 ROOM_EVERY = 1.0  # seconds between looks at the room left on the disk
 ROOM_EVERY_NEAR = 0.05  # the same, once the room is below twice the reserve
@@ -76,10 +78,14 @@ class _Job:
         return self.fn(conn, *self.args)
 
 
+_Outcome = tuple[_Job, Any, BaseException | None]  # a job, its result, or what it raised
+
+
 class Database:
     def __init__(self, path: str, synchronous: str = "FULL", commit_window: float = 0.001,
                  exclusive: bool = False, disk_reserve: int = 0) -> None:
         self.path = path
+        self.memory = in_memory(path)  # no file, no fsync: gone with its last connection
         self.disk_reserve = disk_reserve  # bytes kept free for delivery; 0: not watched
         self.disk_low = False
         self.disk_low_since: float | None = None
@@ -100,8 +106,8 @@ class Database:
         self._room_every = ROOM_EVERY
 
     def start(self) -> None:
-        if self.exclusive:
-            self._lock()
+        if self.exclusive and not self.memory:  # a database in memory is this process's alone
+            self._lock_fd = lock_serving(self.path)
         self._thread = threading.Thread(target=self._main, name="sqlite-writer", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -137,31 +143,9 @@ class Database:
             os.close(self._lock_fd)  # the lock goes with it
             self._lock_fd = None
 
-    def _lock(self) -> None:
-        """One serving process per file. A second one would keep its own stale copy of the
-        configuration and, at its start, release the first one's leases. The kernel drops
-        the lock when the process dies, however it dies. The file names the holder: its pid
-        and version (versions before 0.3 wrote the pid alone)."""
-        path = self.path + ".lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StorageUnusable(f"cannot create {path}: {exc.strerror}; check that the directory is writable") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(fd)
-            os.close(fd)
-            raise StorageUnusable(
-                f"{holder} already serves {self.path}: a SQLite file serves one process. Stop that one (to upgrade: "
-                "stop it, back it up with `signal-edge backup`, then start the new version), or run several on "
-                "PostgreSQL (set SIGNAL_DATABASE_URL)") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {version()}".encode())
-        self._lock_fd = fd
-
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               uri=self.path.startswith("file:"))
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -177,13 +161,13 @@ class Database:
         """Connect, check and migrate, or raise StorageUnusable with what to do."""
         try:
             private_files(self.path)
-            elsewhere = open_elsewhere(self.path)  # before this process opens it (see open_elsewhere)
+            elsewhere = not self.memory and open_elsewhere(self.path)  # before this process opens it
             conn = self._connect()
         except OSError as exc:
             raise StorageUnusable(f"cannot create {self.path}: {exc.strerror}; check that its directory "
                                   "exists and is writable") from None
         except sqlite3.Error as exc:
-            raise StorageUnusable(_unusable(self.path, exc)) from None
+            raise StorageUnusable(unusable(self.path, exc)) from None
         try:
             check = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             if check != "ok":
@@ -193,30 +177,15 @@ class Database:
                     f"it with `sqlite3 {self.path} .recover | sqlite3 repaired.db` and start with --db repaired.db")
             current = conn.execute("PRAGMA user_version").fetchone()[0]
             if 0 < current < len(MIGRATIONS) and elsewhere:
-                raise StorageUnusable(self._in_use(current))
+                raise StorageUnusable(in_use(self.path, current, len(MIGRATIONS)))
             migrate(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise StorageUnusable(_unusable(self.path, exc)) from None
+            raise StorageUnusable(unusable(self.path, exc)) from None
         except BaseException:
             conn.close()
             raise
         return conn
-
-    def _in_use(self, current: int) -> str:
-        """Why a schema change is refused: another process (an older signal-edge, say) has the file
-        open, and would go on reading and writing it in the old schema."""
-        holder = "another process"
-        try:
-            fd = os.open(self.path + ".lock", os.O_RDONLY)
-        except OSError:
-            pass
-        else:
-            holder = _holder(fd) if _locked(fd) else holder
-            os.close(fd)
-        return (f"{self.path} is in schema version {current} and this signal-edge ({version()}) would change it to "
-                f"{len(MIGRATIONS)}, but {holder} has it open and would go on using the old schema. Stop it first: "
-                "stop, back up (`signal-edge backup`), upgrade, start")
 
     def _main(self) -> None:
         try:
@@ -262,7 +231,7 @@ class Database:
 
     def _check_room(self, conn: sqlite3.Connection) -> None:
         self._room_at = time.monotonic()
-        if not self.disk_reserve or self.path == ":memory:":
+        if not self.disk_reserve or self.memory:
             return
         if self.disk_low:  # ingestion waits: the WAL's frames go into the file, its size back to the disk
             with contextlib.suppress(sqlite3.Error):  # a full disk may refuse it now and allow it later
@@ -300,6 +269,7 @@ class Database:
             conn.execute(f"PRAGMA busy_timeout={busy}")
 
     def _run_batch(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        outcomes: list[_Outcome]
         try:
             conn.execute("BEGIN IMMEDIATE")
             results = [job(conn) for job in jobs]
@@ -315,7 +285,7 @@ class Database:
                 outcomes = [self._run_alone(conn, job) for job in jobs]
         _wake(outcomes)
 
-    def _run_alone(self, conn: sqlite3.Connection, job: _Job) -> tuple:
+    def _run_alone(self, conn: sqlite3.Connection, job: _Job) -> _Outcome:
         try:
             conn.execute("BEGIN IMMEDIATE")
             result = job(conn)
@@ -348,67 +318,9 @@ class Database:
         return StorageError(f"the database cannot store anything now: {message}")
 
 
-def _holder(fd: int) -> str:
-    """Who holds a lock file, from what it wrote: "signal-edge 0.3.0 (pid 42)"."""
-    os.lseek(fd, 0, os.SEEK_SET)
-    pid, _, held_by = os.read(fd, 64).decode(errors="replace").strip().partition(" ")
-    return f"signal-edge {held_by or 'before 0.3'} (pid {pid or '?'})"
-
-
-def _locked(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    return False
-
-
-class _Flock(ctypes.Structure):
-    _fields_ = [("l_type", ctypes.c_short), ("l_whence", ctypes.c_short), ("l_start", ctypes.c_int64),
-                ("l_len", ctypes.c_int64), ("l_pid", ctypes.c_int32)]
-
-
-_WAL_DMS = 128  # the byte of the -shm file every open connection holds a shared lock on (SQLite's wal.c)
-
-
-def open_elsewhere(path: str) -> bool:
-    """Another process has the database open, whatever it is (an older signal-edge without the
-    lock file, a backup, the sqlite3 shell): in WAL mode every connection holds a shared lock on
-    one byte of the -shm file, and an exclusive lock on it is refused while one does. An OFD lock
-    (owned by this descriptor, not the process): closing it releases no lock SQLite holds here."""
-    try:
-        fd = os.open(path + "-shm", os.O_RDWR)
-    except OSError:
-        return False  # no -shm file: nobody has it open in WAL mode
-    try:
-        probe = _Flock(fcntl.F_WRLCK, os.SEEK_SET, _WAL_DMS, 1, 0)
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, bytes(probe))
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # the probe's lock goes with it
-    return False
-
-
 # Primary SQLite result codes that say nothing about the job: BUSY, LOCKED, NOMEM, READONLY,
 # IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
 _ENVIRONMENT = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
-
-
-def private_files(path: str) -> None:
-    """The database and its WAL and shared-memory files readable by this user only. SQLite
-    creates the -wal and -shm files with the database file's mode, so a new file is made 0600
-    first; files left by an older version are tightened."""
-    if path == ":memory:" or path.startswith("file:"):
-        return
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    for name in (path, path + "-wal", path + "-shm"):
-        try:
-            if os.stat(name).st_mode & 0o077:
-                os.chmod(name, 0o600)
-        except FileNotFoundError:
-            pass
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -417,23 +329,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
     except sqlite3.Error:  # an I/O error can fail the rollback too; SQLite rolls back on its own
         pass
-
-
-def _unusable(path: str, exc: sqlite3.Error) -> str:
-    """One line that says why `path` cannot be used and what to do."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if code == 26:  # NOTADB
-        return f"{path} is not a SQLite database (or it is encrypted or damaged); point --db at the right file"
-    if code in (5, 6):  # BUSY, LOCKED
-        return (f"{path} is locked by another process (a backup tool, or another signal-edge) for over "
-                f"{BUSY_TIMEOUT_MS // 1000}s; stop it and start again")
-    if code == 11:  # CORRUPT
-        return f"{path} is damaged ({exc}); restore it from a backup"
-    if code in (14, 8):  # CANTOPEN, READONLY
-        return f"cannot open {path} for writing ({exc}); check that its directory exists and is writable"
-    if code == 13:  # FULL
-        return f"the disk that holds {path} is full; free some space and start again"
-    return f"cannot use {path}: {exc}"
 
 
 def _merge(batch: list[_Job]) -> list[_Job]:
@@ -454,7 +349,7 @@ def _merge(batch: list[_Job]) -> list[_Job]:
     return out
 
 
-def _wake(outcomes: list[tuple]) -> None:
+def _wake(outcomes: list[_Outcome]) -> None:
     """Resolve the waiting futures: one call into each event loop for the whole batch."""
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
     for job, result, error in outcomes:

@@ -21,7 +21,7 @@ def _events_as_arrays(conn: sqlite3.Connection) -> None:
     """Version 4 queues an EdgeEvent as a JSON array (see delivery/events.py): rewrite the
     objects that versions 1-3 queued and dead-lettered."""
     legacy = msgspec.defstruct("LegacyEdgeEvent", [
-        (f.name, f.type, msgspec.field(default=f.default, default_factory=f.default_factory)
+        (f.name, f.type, msgspec.field(default_factory=f.default_factory)
          if f.default_factory is not msgspec.NODEFAULT else f.default)
         for f in msgspec.structs.fields(EdgeEvent)])
     decoder = msgspec.json.Decoder(legacy)
