@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from playwright.sync_api import expect
 
-from e2e.ui import login
+from e2e.ui import login, with_a_dead_letter
 from tests.support import (
     ACCESS_TOKEN,
     CONVERSION_TOKEN,
@@ -67,12 +67,7 @@ def test_a_queued_events_detail_shows_the_event_by_field_name_and_no_null_line(p
 
 
 def test_dead_letters_show_no_null_line_above_replay(page, edge, fake_pinterest):
-    with edge.admin() as api:
-        source = create_source(api)
-        integration = create_integration(api, source["id"])
-        fake_pinterest.sandbox.state.failing_event_ids["dl-1"] = "event_time is invalid."
-        post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up", "messageId": "dl-1"}])
-        wait_for(lambda: stats(api, integration["id"])["dead_lettered"] == 1, what="a dead letter")
+    integration = with_a_dead_letter(edge, fake_pinterest, "dl-1")
     login(page, edge.admin_url, f"/integrations/{integration['id']}")
     expect(page.locator("#dead-letters")).to_contain_text("1 event failed for good.")
     assert page.evaluate(BARE_TEXT, "#dead-letters") == []
@@ -154,12 +149,7 @@ def test_add_integration_groups_the_alternatives_speaks_plainly_and_reads_an_ads
 
 
 def test_the_health_card_keeps_an_old_dead_letter_out_of_a_401(page, edge, fake_pinterest):
-    with edge.admin() as api:
-        source = create_source(api)
-        integration = create_integration(api, source["id"])
-        fake_pinterest.sandbox.state.failing_event_ids["old-1"] = "event_time is invalid."
-        post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up", "messageId": "old-1"}])
-        wait_for(lambda: stats(api, integration["id"])["dead_lettered"] == 1, what="a dead letter")
+    integration = with_a_dead_letter(edge, fake_pinterest, "old-1")
     login(page, edge.admin_url, f"/integrations/{integration['id']}")
     health = page.locator("section[aria-labelledby=health-h]")
     expect(health).to_contain_text("event_time is invalid")  # the last error, while nothing newer is known

@@ -71,8 +71,8 @@ class Connect:
             return RedirectResponse("/login?next=" + quote(f"/oauth/pinterest/start?integration_id={integration_id}"), 303)
         integration = self.s.store.integration(integration_id)
         if integration is None:
-            return await self._back(request, session.key, None, "error", "There is no such integration (it may have been "
-                                                               "deleted): choose one from the list.")
+            return await self._back(request, session.key, None, "error",
+                                    "There is no such integration (it may have been deleted): choose one from the list.")
         cfg = integration.config
         if not (cfg.app_id and cfg.app_secret):
             return await self._back(request, session.key, integration_id, "error",
@@ -111,20 +111,22 @@ class Connect:
                                     DENIED if q.get("error") == "access_denied" else NO_CODE, forward=True)
         integration = self.s.store.integration(integration_id)
         if integration is None:
-            return await self._back(request, session_key, None, "error", "The integration was deleted meanwhile.", forward=True)
+            return await self._back(request, session_key, None, "error", "The integration was deleted meanwhile.",
+                                    forward=True)
         cfg = integration.config
         try:
             answer = await oauth.exchange_code(self.s.delivery.tokens.http, self.s.settings.pinterest_api_base,
                                                cfg.app_id, cfg.app_secret, code, started["redirect_uri"])
         except (oauth.Refused, oauth.Unavailable) as exc:  # Pinterest's own words, from its API, not the address
-            return await self._back(request, session_key, integration_id, "error", f"Pinterest did not give a token: {exc}",
-                                    forward=True)
+            return await self._back(request, session_key, integration_id, "error",
+                                    f"Pinterest did not give a token: {exc}", forward=True)
         now = time.time()
         async with self.s.store.exclusive(credentials_lock(integration_id)):
             connected = await self.s.store.update_integration(
                 integration_id, lambda current: with_tokens(current, answer, now), "connect")
         if connected is None:
-            return await self._back(request, session_key, None, "error", "The integration was deleted meanwhile.", forward=True)
+            return await self._back(request, session_key, None, "error", "The integration was deleted meanwhile.",
+                                    forward=True)
         return await self._back(request, session_key, integration_id, "ok",
                                 "Connected: signal-edge now gets its access tokens itself.", forward=True)
 

@@ -193,8 +193,8 @@ class Ui:
                                   "/integrations")
         gone = await views.deleted_integration(self.s.store, self.s.queue, topic, held)
         return await self.show(request, "integration_deleted.html", gone.title, "/integrations",
-                               "deleted-integration.js", page={"integration": topic, "source": gone.source_id or ""}, gone=gone,
-                               targets=await self.integrations_of())
+                               "deleted-integration.js", page={"integration": topic, "source": gone.source_id or ""},
+                               gone=gone, targets=await self.integrations_of())
 
     @page
     async def debugger(self, request: Request) -> Response:
