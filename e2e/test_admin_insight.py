@@ -11,7 +11,7 @@ import httpx
 from playwright.sync_api import expect
 
 from e2e.conftest import STUB
-from e2e.ui import login, shot
+from e2e.ui import login, shot, with_a_dead_letter
 from tests.support import create_integration, create_source, post_batch, stats, wait_for
 
 
@@ -124,8 +124,8 @@ def test_validation_errors_read_as_plain_words_beside_their_field(page, edge):
     page.get_by_role("button", name="Save").click()
     field = page.get_by_label("Ad Account ID")
     error = page.locator(".field-error[data-for=ad_account_id]")
-    expect(error).to_have_text("config.ad_account_id: is required: fill in the numeric Ad Account ID from Ads Manager, "
-                               "digits only, such as 549764982399")
+    expect(error).to_have_text("Ad Account ID is required: fill in the numeric Ad Account ID from Ads Manager, "
+                               "digits only, such as 549764982399, or the Ads Manager URL that holds it")
     expect(field).to_have_attribute("aria-invalid", "true")
     field.fill("5497-6498")
     page.get_by_role("button", name="Save").click()
@@ -142,7 +142,7 @@ def test_validation_errors_read_as_plain_words_beside_their_field(page, edge):
     page.get_by_label("Default country for phone numbers").fill("U1")
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator(".field-error[data-for=default_country]")).to_have_text(
-        "default_country: has the wrong format: a two-letter country code such as US")
+        "Default country for phone numbers has the wrong format: a two-letter country code such as US")
     page.get_by_label("Name").fill("Still typing")  # kept until the form is sent again
     expect(page.locator(".field-error[data-for=default_country]")).to_be_visible()
 
@@ -218,12 +218,7 @@ def test_the_debugger_names_each_rows_integration_newest_first(page, edge):
 
 
 def test_dead_letters_replay_selected_waits_for_a_selection_and_counts_in_words(page, edge, fake_pinterest):
-    with edge.admin() as api:
-        source = create_source(api)
-        integration = create_integration(api, source["id"])
-        fake_pinterest.sandbox.state.failing_event_ids["dl-one"] = "event_time is invalid."
-        post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up", "messageId": "dl-one"}])
-        wait_for(lambda: stats(api, integration["id"])["dead_lettered"] == 1, what="a dead letter")
+    integration = with_a_dead_letter(edge, fake_pinterest, "dl-one")
     fake_pinterest.sandbox.state.failing_event_ids.clear()
     login(page, edge.admin_url, f"/integrations/{integration['id']}")
     box = page.locator("#dead-letters")

@@ -9,7 +9,7 @@ from pathlib import Path
 from playwright.sync_api import expect
 
 from e2e.conftest import ARTIFACTS
-from tests.support import ADMIN_TOKEN, ROOT
+from tests.support import ADMIN_TOKEN, ROOT, create_integration, create_source, post_batch, stats, wait_for
 
 SHOTS = ARTIFACTS / "ui"
 AXE = Path(ROOT) / "node_modules" / "axe-core" / "axe.min.js"
@@ -18,6 +18,17 @@ AXE = Path(ROOT) / "node_modules" / "axe-core" / "axe.min.js"
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def with_a_dead_letter(edge, fake_pinterest, message_id: str) -> dict:
+    """An integration whose one event Pinterest refused for good (a dead letter)."""
+    with edge.admin() as api:
+        source = create_source(api)
+        integration = create_integration(api, source["id"])
+        fake_pinterest.sandbox.state.failing_event_ids[message_id] = "event_time is invalid."
+        post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Signed Up", "messageId": message_id}])
+        wait_for(lambda: stats(api, integration["id"])["dead_lettered"] == 1, what="a dead letter")
+    return integration
 
 
 def login(page, admin_url: str, then: str = "/") -> None:

@@ -42,8 +42,8 @@ def test_admin_pages_show_no_text_from_the_address(tmp_path):
                 started = await browser.get(f"/oauth/pinterest/start?integration_id={bare['id']}")
                 assert started.status_code == 303 and "?" not in started.headers["location"]
                 page = await browser.get(started.headers["location"])
-                assert "Give the Pinterest app&#x27;s id and secret first" in page.text
-                assert "app&#x27;s id and secret first" not in (await browser.get(started.headers["location"])).text
+                assert "Give the Pinterest app&#39;s id and secret first" in page.text
+                assert "app&#39;s id and secret first" not in (await browser.get(started.headers["location"])).text
     asyncio.run(main())
 
 

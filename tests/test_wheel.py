@@ -39,6 +39,7 @@ def test_the_wheel_installs_and_serves_without_the_checkout(tmp_path):
     assert wheel.name.startswith(f"signal_edge-{version}-")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in ("collector/static/datafly.js", "collector/static/admin/admin.css", "collector/static/admin/alerts.js",
+                   "collector/admin/templates/base.html", "collector/admin/templates/integration.html",
                    "delivery/pinterest/schema/conversion-events.schema.json", "delivery/sqlite/migrations.py",
                    "delivery/postgres/migrations.py"):
         assert needed in names, needed

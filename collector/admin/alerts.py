@@ -3,7 +3,6 @@ open incidents) and the UI's Alerts page. delivery/alerts.py judges the rules an
 
 from __future__ import annotations
 
-import html
 import time
 from typing import Annotated, Literal
 
@@ -180,25 +179,3 @@ RULES = (
      "its own trailing baseline."),
 )
 
-
-def page_body(settings) -> str:
-    """The UI's Alerts page; static/admin/alerts.js fills the lists and sends the forms."""
-    rules = "".join(f"<li><code>{name}</code>: {html.escape(text)}</li>" for name, text in RULES)
-    return f"""<p class="help">signal-edge sends an alert once when an incident starts and once when it ends, to every
-enabled destination, and retries a destination that does not answer. It judges the rules every
-{settings.alert_interval:g} s.</p>
-<section class="card" aria-labelledby="rules-h"><h2 id="rules-h">What raises an alert</h2><ul>{rules}</ul></section>
-<section class="card" aria-labelledby="open-h"><h2 id="open-h">Open incidents</h2>
-<div id="incidents" aria-live="polite"><p class="help">Loading…</p></div></section>
-<section class="card" aria-labelledby="dest-h"><h2 id="dest-h">Destinations</h2>
-<div id="destinations" aria-live="polite"><p class="help">Loading…</p></div></section>
-<form id="destination-form" class="card" novalidate><h2>Add a destination</h2>
-<p class="field-error" id="destination-error" role="alert" hidden></p>
-<label for="dest-name">Name</label><input id="dest-name" name="name" required maxlength="200" placeholder="Ops channel">
-<label for="dest-kind">Kind</label><select id="dest-kind" name="kind">
-<option value="webhook">Webhook (a JSON object is POSTed)</option><option value="slack">Slack (incoming webhook)</option></select>
-<label for="dest-url">URL</label><input id="dest-url" name="url" type="url" required autocomplete="off"
-placeholder="https://hooks.slack.com/services/...">
-<button type="submit">Add destination</button></form>
-<section class="card" aria-labelledby="history-h"><h2 id="history-h">History</h2>
-<div id="history" aria-live="polite"><p class="help">Loading…</p></div></section>"""

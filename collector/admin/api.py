@@ -18,6 +18,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from collector.admin import deleted, flash
 from collector.admin import schemas as s
 from collector.admin.deployment import deployment, serving_out
 from collector.admin.errors import ApiError, from_validation
@@ -50,6 +51,7 @@ from delivery.pinterest.mapping import (
     effective_mapping,
     event_name,
     map_event,
+    name_key,
 )
 from delivery.pinterest.normalize import sha256
 from delivery.pinterest.payload import Event, UserData
@@ -59,6 +61,7 @@ from delivery.pinterest.variants import VARIANTS
 from delivery.queue import Waiting
 from delivery.secrets import mask
 from delivery.store import DebugRecord, SourceActivity
+from delivery.worker import MAX_EVENT_AGE, TOO_OLD
 
 _encoder = msgspec.json.Encoder()
 MAX_LIMIT = 100
@@ -217,7 +220,8 @@ class Api:
             rate_limit_per_second=src.rate_limit_per_second, rate_limit_burst=src.rate_limit_burst,
             client_rate_limit_per_second=src.client_rate_limit_per_second,
             client_rate_limit_burst=src.client_rate_limit_burst,
-            privacy=s.Privacy(src.privacy.ldp, list(src.privacy.ldp_states), list(src.privacy.url_params_to_remove)),
+            privacy=s.Privacy(src.privacy.ldp, list(src.privacy.ldp_states), list(src.privacy.url_params_to_remove),
+                              src.privacy.gpc),
             server_key=f"{SERVER_KEY_PREFIX}****{src.server_key_hint}" if src.server_key_hint else None,
             created_at=iso(src.created_at), updated_at=iso(src.updated_at),
             snippet=snippet(self.s.settings.edge_url, src.pipeline_key),
@@ -356,11 +360,12 @@ class Api:
         return json_response(page)
 
     async def create_integration(self, request: Request) -> Response:
-        body: s.IntegrationCreate = await self.decode(request, s.IntegrationCreate)
+        body: s.IntegrationCreate = await self.decode(request, s.IntegrationCreate, ad_account_of_url)
         if self.store.source(body.source_id) is None:
             raise ApiError(400, "unknown_source", f"source_id: no source with id {body.source_id}; create the source first",
                            "source_id")
         check_credentials(body.config)
+        check_event_map(body.config.event_map)
         now = time.time()
         integration = Integration(
             id=new_id("int_"), source_id=body.source_id, name=body.name, created_at=now, updated_at=now,
@@ -376,7 +381,7 @@ class Api:
 
     async def patch_integration(self, request: Request) -> Response:
         integ = self.integration_or_404(request.path_params["id"])
-        body: s.IntegrationPatch = await self.decode(request, s.IntegrationPatch)
+        body: s.IntegrationPatch = await self.decode(request, s.IntegrationPatch, ad_account_of_url)
         changes: dict[str, Any] = {
             k: v for k in ("name", "enabled", "paused", "variant", "consent_categories")
             if (v := getattr(body, k)) is not msgspec.UNSET
@@ -384,6 +389,7 @@ class Api:
         config_changes = {} if body.config is msgspec.UNSET else {
             k: v for k in s.PinterestConfigPatch.__struct_fields__
             if (v := getattr(body.config, k)) is not msgspec.UNSET}
+        check_event_map(config_changes.get("event_map", {}))
         now = time.time()
 
         def patched(current: Integration) -> Integration:
@@ -407,6 +413,7 @@ class Api:
         """Deleting never loses an event: what is still queued becomes dead letters, which stay
         readable, exportable and replayable into another integration."""
         integ = self.integration_or_404(request.path_params["id"])
+        await deleted.remember(self.store, integ)  # the name its dead letters go under
         await self.store.delete_integration(integ.id)  # its worker stops: nothing new is leased
         moved = await self.queue.discard(integ.id, DELETED)
         if moved:
@@ -455,6 +462,9 @@ class Api:
         warnings = ev.notes + mapped.warnings  # what the edge left out, then the mapping
         if mapped.event is None:
             return json_response(s.PreviewOut(False, mapped.reason, incoming, profile, warnings=warnings))
+        if time.time() - ev.event_time > MAX_EVENT_AGE:  # as delivery would: dead-lettered, not sent
+            return json_response(s.PreviewOut(False, TOO_OLD, incoming, profile, mapped.event.event_name,
+                                              warnings=warnings))
         payload = msgspec.json.decode(client.encode([mapped.event]))
         problems = [f"{'/'.join(map(str, error.absolute_path)) or 'body'}: {error.message}"
                     for error in schema_validator().iter_errors(payload)]
@@ -501,6 +511,9 @@ class Api:
                 "mint-conversion-token")
         if updated is None:
             raise ApiError(404, "not_found", f"no integration with id {integ.id}")
+        if (session := getattr(request.state, "session", None)) is not None:  # the UI reloads the page
+            await flash.leave(self.store, session.key, "ok", "A conversion token was minted and saved: it does not "
+                              "expire, and the integration sends with it from now on.")
         return json_response(await self.integration_out(updated))
 
     async def dead_letters(self, request: Request) -> Response:
@@ -609,8 +622,8 @@ class Api:
                         yield b": heartbeat\n\n"
                         continue
                     if all(getattr(record, k) == v or (k == "integration_id" and self.queued_for(record, v))
-                           for k, v in wanted.items()):
-                        yield b"data: " + _encoder.encode(debug_out(record)) + b"\n\n"
+                           for k, v in wanted.items()) and (shown := live_out(record)) is not None:
+                        yield b"data: " + _encoder.encode(shown) + b"\n\n"
             finally:
                 hub.unsubscribe(queue)
 
@@ -636,6 +649,21 @@ def debug_out(r: DebugRecord) -> s.DebugEventOut:
         integration_id=r.integration_id, pinterest_event=r.pinterest_event, attempts=r.attempts, message=r.message,
         warnings=r.warnings, incoming=r.incoming, payload=r.payload,
     )
+
+
+def live_out(r: DebugRecord) -> s.DebugEventOut | None:
+    """A live record as the debugger shows it. What the edge just queued comes as the queue holds
+    it (a positional array), shown here by field name, off the hot path; identify and group calls
+    are queued for nobody (they only feed identity memory): no row that would never resolve."""
+    if r.status != "queued" or r.integration_id is not None:
+        return debug_out(r)
+    try:
+        ev = event_decoder.decode(r.incoming)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return debug_out(r)
+    if ev.type not in DELIVERED_TYPES:
+        return None
+    return msgspec.structs.replace(debug_out(r), incoming=event_view(ev))
 
 
 PREVIEW_IP, PREVIEW_USER_AGENT = "203.0.113.50", "Mozilla/5.0 (signal-edge preview)"
@@ -702,6 +730,41 @@ def dead_letter_out(d) -> s.DeadLetterOut:
                            _event_view(d.payload), replayable,
                            None if replayable else "too old to replay: Pinterest refuses events over 7 days old; "
                                                    "export it instead")
+
+
+def check_event_map(event_map: dict[str, str]) -> None:
+    """Names match ignoring case and the spaces around them (mapping.name_key): two overrides
+    that differ only in those would leave one of them silently without effect."""
+    seen: dict[str, str] = {}
+    for name in event_map:
+        key, field = name_key(name), f"config.event_map.{name}"
+        if not key:
+            raise ApiError(400, "invalid_field", f"{field}: is empty: name the event to override", field)
+        if key in seen:
+            raise ApiError(400, "invalid_field", f'{field}: "{name.strip()}" and "{seen[key].strip()}" differ only in '
+                           "case or spaces, and event names match ignoring both: keep one of them", field)
+        seen[key] = name
+
+
+def ad_account_of_url(body: Any) -> Any:
+    """The Ads Manager URL the help names (https://ads.pinterest.com/advertiser/549764982399/...)
+    pasted for the Ad Account ID: the id in it."""
+    config = body.get("config") if isinstance(body, dict) else None
+    value = config.get("ad_account_id") if isinstance(config, dict) else None
+    if not isinstance(value, str) or "/" not in value or len(value) > 2048:
+        return body
+    text = value.strip()
+    try:
+        parts = urlsplit(text if "://" in text else "https://" + text)
+    except ValueError:  # not a URL after all: the format check says what is wrong
+        return body
+    segments = parts.path.split("/")
+    host = parts.hostname or ""
+    if (host == "pinterest.com" or host.endswith(".pinterest.com")) and "advertiser" in segments:
+        found = segments[segments.index("advertiser") + 1:][:1]
+        if found and found[0].isascii() and found[0].isdigit():
+            config["ad_account_id"] = found[0]
+    return body
 
 
 CREDENTIALS = frozenset({"ad_account_id", "access_token", "conversion_token", "app_id", "app_secret", "refresh_token"})

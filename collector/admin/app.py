@@ -15,7 +15,6 @@ from collector.admin import alerts, erasure, metrics, openapi
 from collector.admin.api import ROUTES, Api, json_response
 from collector.admin.errors import ApiError, error_response
 from collector.admin.auth import Throttle
-from collector.admin.ops_pages import ops_pages
 from collector.admin.peers import Peers
 from collector.admin.session import Sessions
 from collector.admin.ui import not_found_page, ui_routes
@@ -63,6 +62,7 @@ class Guard:
                            headers={"WWW-Authenticate": "Bearer"})
         if request.method in UNSAFE_METHODS and not self.sessions.csrf_ok(request, session):
             raise ApiError(403, "csrf_failed", "missing or wrong X-CSRF-Token header; reload the page")
+        request.state.session = session  # a handler may leave the page a notice (flash.py)
 
     def wrap(self, handler):
         async def endpoint(request: Request) -> Response:
@@ -140,7 +140,6 @@ def create_admin_app(services: Services) -> HostGuard:
     routes = [Route(PREFIX + r.path, guard.wrap(getattr(handler, r.handler)), methods=[r.method])
               for handler, table in handlers for r in table]
     routes += [
-        *ops_pages(services, sessions),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route(PREFIX + "/openapi.json", openapi_endpoint, methods=["GET"]),
@@ -149,7 +148,7 @@ def create_admin_app(services: Services) -> HostGuard:
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 404 and not request.url.path.startswith(PREFIX + "/") and wants_html(request):
-            return not_found_page(request.url.path)
+            return not_found_page(request)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(ApiError(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}"))
 

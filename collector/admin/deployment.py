@@ -1,10 +1,9 @@
 """The source page's deployment check: how the source's browser requests arrive (as this node saw
 them), what browsers then do with the edge's cookies, and the exact fix; and the same-origin
-setup to copy (snippet and Caddy block). The UI's section is rendered here, apart from the page."""
+setup to copy (snippet and Caddy block). The UI shows both (templates/_deployment.html)."""
 
 from __future__ import annotations
 
-import html
 import time
 
 from collector.activity import ActivityLog
@@ -15,7 +14,6 @@ from delivery.config import Source
 
 WARN_WITHIN = 24 * 3600  # a cross-site request this recent keeps the warning up
 MAX_SHOWN = 200  # characters of an origin or a host shown (they come from browsers)
-e = html.escape
 
 
 def _shown(text: str | None) -> str | None:
@@ -77,28 +75,3 @@ def deployment(source: Source, activity: ActivityLog, now: float | None = None) 
 def _iso(at: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
-
-def section(source: Source, edge_port: int) -> str:
-    """The source page's section: the deployment check (filled in and kept current by
-    static/admin/deployment.js), the same-origin snippet and Caddy block, and the names."""
-    out = serving_out(source, edge_port)
-    bridge = " checked" if source.pintrk_bridge else ""
-    return f"""<section class="card" aria-labelledby="deploy-h"><h2 id="deploy-h">Serve it from your own site</h2>
-<div id="deployment" aria-live="polite"><p class="help">Checking how this source's requests arrive…</p></div>
-<p class="help">Mount the edge under a path of your site, so that its cookies are first-party: Safari keeps them for
-their whole lifetime (a data subdomain on another address gets 7 days), and ad blockers do not know the names.</p>
-<label for="same-origin-snippet">Script tag for pages of your site, with the edge under {e(out.prefix)}</label>
-<textarea id="same-origin-snippet" readonly rows="4">{e(out.snippet)}</textarea>
-<p class="help">In the site's Caddy block, before the site's own handling (<code>handle {out.prefix}/*</code>, which
-keeps the prefix, works too):</p>
-<pre tabindex="0" id="caddy-block"><code>{e(out.caddy)}</code></pre>
-<form id="serving-form" novalidate><h3>Paths</h3>
-<label for="serving-prefix">Path prefix on your site</label>
-<input id="serving-prefix" name="prefix" value="{e(out.prefix)}" required>
-<label for="serving-script">Tag file, under the prefix</label>
-<input id="serving-script" name="script" value="{e(out.script)}" required>
-<label for="serving-endpoint">Ingestion path, under the prefix</label>
-<input id="serving-endpoint" name="endpoint" value="{e(out.endpoint)}" required>
-<label class="choice"><input type="checkbox" name="pintrk_bridge" id="pintrk-bridge"{bridge}> <span>Hand each event's
-id to a Pinterest Tag (<code>pintrk</code>) still on the page, so Pinterest counts each conversion once</span></label>
-<button type="submit" class="secondary">Save paths</button></form></section>"""

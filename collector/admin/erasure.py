@@ -88,25 +88,3 @@ ROUTES = (
              "their new events for a while", ErasureRequest, ErasureResult),
 )
 
-
-def page_body() -> str:
-    """The UI's Erasure page (its form posts through static/admin/erasure.js)."""
-    return """<p class="help">Deletes what signal-edge holds about one person: their identity memory, their queued and
-dead-lettered events and their debugger records, and drops their new events for a while. Give any of the
-identifiers below; the email address and phone number are hashed before anything is looked up, and the audit log
-records the erasure without them.</p>
-<form id="erasure-form" class="card" novalidate><h2>Erase a person</h2>
-<p class="field-error" id="erasure-error" role="alert" hidden></p>
-<label for="erase-email">Email address</label><input id="erase-email" name="email" type="email" autocomplete="off">
-<label for="erase-phone">Phone number <span class="help">(with its country code, or give the country)</span></label>
-<input id="erase-phone" name="phone" type="tel" autocomplete="off">
-<label for="erase-country">Country of the phone number <span class="help">(two letters, optional)</span></label>
-<input id="erase-country" name="country" maxlength="2" autocomplete="off">
-<label for="erase-user">User id <span class="help">(the userId your site sends)</span></label>
-<input id="erase-user" name="user_id" autocomplete="off">
-<label for="erase-anonymous">Anonymous id <span class="help">(the visitor's _dfid cookie)</span></label>
-<input id="erase-anonymous" name="anonymous_id" autocomplete="off">
-<label for="erase-days">Drop their new events for (days) <span class="help">(empty: the default)</span></label>
-<input id="erase-days" name="suppress_days" inputmode="decimal">
-<button type="submit" class="danger">Erase</button></form>
-<div id="erasure-result" aria-live="polite"></div>"""

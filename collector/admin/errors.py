@@ -16,7 +16,8 @@ _FIELD_IN_MESSAGE = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 
 # Plain-words hints for the fields people most often get wrong.
 HINTS = {
-    "config.ad_account_id": "the numeric Ad Account ID from Ads Manager, digits only, such as 549764982399",
+    "config.ad_account_id": ("the numeric Ad Account ID from Ads Manager, digits only, such as 549764982399, "
+                             "or the Ads Manager URL that holds it"),
     "config.access_token": "the Pinterest API access token (it usually starts with pina_)",
     "config.conversion_token": "the Conversion Access Token from Ads Manager (it usually starts with ct_)",
 }

@@ -20,7 +20,6 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -29,6 +28,7 @@ from starlette.responses import RedirectResponse, Response
 from collector.admin import flash
 from collector.admin.peers import Peers
 from collector.admin.session import Sessions
+from collector.admin.templating import render
 from collector.services import Services
 from delivery.pinterest import oauth
 from delivery.pinterest.tokens import credentials_lock, with_tokens
@@ -59,11 +59,10 @@ def _digest(value: str) -> str:
 
 
 class Connect:
-    def __init__(self, services: Services, sessions: Sessions, peers: Peers, page: Callable[..., Response]) -> None:
+    def __init__(self, services: Services, sessions: Sessions, peers: Peers) -> None:
         self.s = services
         self.sessions = sessions
         self.peers = peers
-        self.page = page  # ui.layout: a page of the admin UI
 
     async def start(self, request: Request) -> Response:
         session = await self.sessions.read(request)
@@ -72,11 +71,11 @@ class Connect:
             return RedirectResponse("/login?next=" + quote(f"/oauth/pinterest/start?integration_id={integration_id}"), 303)
         integration = self.s.store.integration(integration_id)
         if integration is None:
-            return await self._back(session.key, None, "error", "There is no such integration (it may have been "
-                                                               "deleted): choose one from the list.")
+            return await self._back(request, session.key, None, "error",
+                                    "There is no such integration (it may have been deleted): choose one from the list.")
         cfg = integration.config
         if not (cfg.app_id and cfg.app_secret):
-            return await self._back(session.key, integration_id, "error",
+            return await self._back(request, session.key, integration_id, "error",
                                     "Give the Pinterest app's id and secret first, then connect.")
         state = secrets.token_urlsafe(32)
         binding = request.cookies.get(BINDING_COOKIE, "")
@@ -104,32 +103,34 @@ class Connect:
         if started is None or started["expires_at"] < time.time() or not binding \
                 or not secrets.compare_digest(started["binding"], _digest(binding)) \
                 or await self.s.store.get_session(started["session"]) is None:
-            return self.page("Connect with Pinterest", f'<p class="field-error" role="alert">{NOT_STARTED_HERE}</p>'
-                             '<p><a href="/integrations">Go to the integrations</a></p>', None, status=400)
+            return render(request, "message.html", "Connect with Pinterest", None, status=400, error=NOT_STARTED_HERE,
+                          links=(("/integrations", "Go to the integrations"),))
         session_key, integration_id = started["session"], started["integration_id"]
         if q.get("error") or not code:
-            return await self._back(session_key, integration_id, "error",
+            return await self._back(request, session_key, integration_id, "error",
                                     DENIED if q.get("error") == "access_denied" else NO_CODE, forward=True)
         integration = self.s.store.integration(integration_id)
         if integration is None:
-            return await self._back(session_key, None, "error", "The integration was deleted meanwhile.", forward=True)
+            return await self._back(request, session_key, None, "error", "The integration was deleted meanwhile.",
+                                    forward=True)
         cfg = integration.config
         try:
             answer = await oauth.exchange_code(self.s.delivery.tokens.http, self.s.settings.pinterest_api_base,
                                                cfg.app_id, cfg.app_secret, code, started["redirect_uri"])
         except (oauth.Refused, oauth.Unavailable) as exc:  # Pinterest's own words, from its API, not the address
-            return await self._back(session_key, integration_id, "error", f"Pinterest did not give a token: {exc}",
-                                    forward=True)
+            return await self._back(request, session_key, integration_id, "error",
+                                    f"Pinterest did not give a token: {exc}", forward=True)
         now = time.time()
         async with self.s.store.exclusive(credentials_lock(integration_id)):
             connected = await self.s.store.update_integration(
                 integration_id, lambda current: with_tokens(current, answer, now), "connect")
         if connected is None:
-            return await self._back(session_key, None, "error", "The integration was deleted meanwhile.", forward=True)
-        return await self._back(session_key, integration_id, "ok",
+            return await self._back(request, session_key, None, "error", "The integration was deleted meanwhile.",
+                                    forward=True)
+        return await self._back(request, session_key, integration_id, "ok",
                                 "Connected: signal-edge now gets its access tokens itself.", forward=True)
 
-    async def _back(self, session_key: str, integration_id: str | None, kind: str, message: str,
+    async def _back(self, request: Request, session_key: str, integration_id: str | None, kind: str, message: str,
                     forward: bool = False) -> Response:
         """To the integration's page (or the list), which tells `message` once. `forward`: from
         the callback, whose request came from Pinterest's site: a redirect would still be that
@@ -138,5 +139,5 @@ class Connect:
         where = f"/integrations/{quote(integration_id)}" if integration_id else "/integrations"
         if not forward:
             return RedirectResponse(where, 303)
-        return self.page("Connect with Pinterest", f'<p><a href="{where}">Continue to the integration</a></p>', None,
-                         head=f'<meta http-equiv="refresh" content="0;url={where}">')
+        return render(request, "message.html", "Connect with Pinterest", None, forward=where,
+                      links=((where, "Continue to the integration"),))

@@ -33,9 +33,10 @@ class Field(msgspec.Struct, omit_defaults=True):
 CREDENTIAL_FIELDS = (
     Field(
         key="ad_account_id", label="Ad Account ID", type="string", required=True,
-        pattern=r"^\d{1,18}$", placeholder="549764982399",
+        pattern=r"^\d{1,18}$",  # no placeholder: a made-up id in the box reads as one already filled in
         help="Your Pinterest Ad Account ID (numeric). Found in Pinterest Ads Manager under "
-        "Account Settings, or in the Ads Manager URL: ads.pinterest.com/advertiser/<id>/.",
+        "Account Settings, or in the Ads Manager URL: ads.pinterest.com/advertiser/<id>/ (paste the whole "
+        "URL here and signal-edge takes the id from it).",
     ),
     Field(
         key="access_token", label="API access token", type="secret", required=False,
@@ -51,7 +52,7 @@ CREDENTIAL_FIELDS = (
         "Conversions > Conversion Access Token. Typically starts with ct_. Once connected, signal-edge can mint one.",
     ),
     Field(
-        key="app_id", label="Pinterest app id", type="string", required=False, placeholder="1234567",
+        key="app_id", label="Pinterest app id", type="string", required=False,
         help="To connect with Pinterest: your app's id from developers.pinterest.com (My apps). Register the "
         "redirect URI shown on this page in the app.",
     ),

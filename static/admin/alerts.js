@@ -1,10 +1,10 @@
 // The Alerts page: open incidents, destinations (add, test, enable, delete) and the history.
-import { api, clearErrors, el, say, showError, table, when } from "./api.js";
+import { api, clearErrors, el, hook, say, showError, table, when } from "./api.js";
 
-const incidents = document.getElementById("incidents");
-const destinations = document.getElementById("destinations");
-const history = document.getElementById("history");
-const form = document.getElementById("destination-form");
+const incidents = hook("incidents");
+const destinations = hook("destinations");
+const history = hook("history");
+const form = hook("destination-form");
 
 async function showIncidents() {
   const page = await api("GET", "/alerts/incidents");

@@ -1,13 +1,13 @@
 // Live event debugger: recent events, then Server-Sent Events as they happen. One row per event
 // and integration, kept newest first, updated as its outcome changes. "queued" lists what the
 // queue still holds (waiting behind a paused or failing integration, or for a retry).
-import { api, badge, el, plural, when } from "./api.js";
+import { api, badge, el, fill, hook, plural, when } from "./api.js";
 
-const filters = document.getElementById("filters");
-const tbody = document.querySelector("#events tbody");
-const live = document.getElementById("live-state");
-const detail = document.getElementById("detail");
-const empty = document.getElementById("empty");
+const filters = hook("filters");
+const tbody = hook("events");
+const live = hook("live-state");
+const detail = hook("detail");
+const empty = hook("empty");
 const integrations = new Map([...filters.integration_id.options].filter((o) => o.value)
   .map((o) => [o.value, { name: o.textContent, source: o.dataset.source, enabled: o.dataset.enabled === "true" }]));
 const rows = new Map();
@@ -29,14 +29,14 @@ function show(record, button) {
   const block = (title, value) => value == null ? [] : [el("h3", { text: title }), el("pre", { tabindex: "0", text: JSON.stringify(value, null, 2) })];
   const target = record.integration_id ? integrations.get(record.integration_id)?.name || record.integration_id : "every integration of the source";
   const sent = record.pinterest_event ? `as ${record.pinterest_event}` : "not sent";
-  document.getElementById("detail-body").replaceChildren(
+  fill(hook("detail-body"),
     el("p", {}, badge(record.status), ` ${record.event}, ${sent}, for ${target}. ${plural(record.attempts || 0, "attempt")} so far.`),
     el("p", {}, "Received ", when(record.at)),
     record.message ? el("p", { class: record.status === "failed" ? "problem" : "help", text: record.message }) : null,
     ...(record.warnings || []).map((w) => el("p", { class: "help", text: `Warning: ${w}` })),
     ...(record.incoming?.notes || []).map((n) => el("p", { class: "help", text: `Note: ${n}` })),
     ...block("Incoming event (PII hashed)", record.incoming), ...block("Pinterest payload", record.payload));
-  document.getElementById("detail-h").focus();
+  hook("detail-heading").focus();
 }
 
 function remove(k) {
@@ -108,6 +108,6 @@ async function start() {
 }
 
 filters.addEventListener("change", start);
-document.getElementById("close-detail").addEventListener("click", closeDetail);
+hook("close-detail").addEventListener("click", closeDetail);
 document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeDetail(); });
 start();

@@ -1,11 +1,11 @@
 // A source's page, "Serve it from your own site": the deployment check (how this source's
 // requests arrive, what browsers do with its cookies, the fix), kept current by the page's
 // refresh, and the form that changes the names the edge answers on.
-import { api, clearErrors, el, say, showError, table, when } from "./api.js";
+import { api, clearErrors, el, fill, hook, pageData, say, showError, table, when } from "./api.js";
 
-const box = document.getElementById("deployment");
-const form = document.getElementById("serving-form");
-const id = document.getElementById("refusals").dataset.source;
+const box = hook("deployment");
+const form = hook("serving-form");
+const id = pageData.source;
 
 export function showDeployment(source) {
   const check = source.deployment;
@@ -21,7 +21,7 @@ export function showDeployment(source) {
     lines.push(table("How requests arrived (this node)", ["Arrival", "Requests", "Last", "From", "To"],
       check.arrivals.map((a) => [a.arrival, String(a.requests), when(a.last_at), a.origin || "", a.host || ""])));
   }
-  box.replaceChildren(...lines);
+  fill(box, lines);
 }
 
 form.addEventListener("submit", async (event) => {

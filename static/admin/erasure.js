@@ -1,8 +1,8 @@
 // The Erasure page: erase one person through POST /v1/admin/erasure, and say what went.
-import { api, clearErrors, el, showError } from "./api.js";
+import { api, clearErrors, el, hook, showError } from "./api.js";
 
-const form = document.getElementById("erasure-form");
-const result = document.getElementById("erasure-result");
+const form = hook("erasure-form");
+const result = hook("erasure-result");
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(form);

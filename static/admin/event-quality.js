@@ -2,7 +2,7 @@
 // per source platform, the overall status and per signal the share of each event type that carried
 // it, the issues Pinterest found, and how many event ids the Pinterest Tag sent too. When the token
 // cannot read it, what to do instead.
-import { api, el, say, table, when } from "./api.js";
+import { api, el, fill, say, table, when } from "./api.js";
 
 const SIGNALS = {
   hashed_email: "Email (hashed)", hashed_maid: "Mobile ad id (hashed)", ip_address: "IP address",
@@ -57,11 +57,10 @@ function render(box, q) {
     }
     for (const s of period.scores) parts.push(...score(s, period.lookback_period));
   }
-  box.replaceChildren(...parts.filter(Boolean));
+  fill(box, parts);
 }
 
-export async function eventQuality(box, button) {
-  const id = box.dataset.integration;
+export async function eventQuality(box, button, id) {
   const load = async (refresh) => render(box, await api("GET", `/integrations/${id}/event-quality${refresh ? "?refresh=1" : ""}`));
   button.addEventListener("click", async () => {
     button.disabled = true;
@@ -69,5 +68,5 @@ export async function eventQuality(box, button) {
     try { await load(true); say("Event Quality Score read."); } catch (err) { say(err.message); }
     button.disabled = false;
   });
-  try { await load(false); } catch (err) { box.replaceChildren(el("p", { class: "problem", text: err.message })); }
+  try { await load(false); } catch (err) { fill(box, el("p", { class: "problem", text: err.message })); }
 }

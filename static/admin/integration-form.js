@@ -1,34 +1,18 @@
-// Add Integration: the form is built from GET /v1/admin/catalog/pinterest.
-import { api, clearErrors, el, say, showError } from "./api.js";
+// Add Integration: the form is rendered from GET /v1/admin/catalog/pinterest (its credential fields
+// in two groups: pasted tokens, or an app to connect with Pinterest); this sends it.
+import { api, clearErrors, el, hook, say, showError } from "./api.js";
 
-const form = document.getElementById("integration-form");
-const catalog = await api("GET", "/catalog/pinterest");
+const form = hook("integration-form");
 const fieldFor = (field) => field.replace(/^config\./, "").replace(/\[\d+\]$/, "");
+const credentials = [...form.querySelectorAll("[data-credential]")];
 let created = null;  // after a save with warnings the form edits what it created
 
-const variants = document.getElementById("variants");
-variants.replaceChildren(el("legend", { text: "2. Variant" }), ...catalog.variants.map((v) =>
-  el("label", { class: "choice variant" },
-    el("input", { type: "radio", name: "variant", value: v.key, checked: v.key === "default" }),
-    el("span", {}, el("strong", { text: v.label }), el("span", { class: "help", text: v.description }),
-      el("span", { class: "help", text: `Best for: ${v.use_case}.` })))));
-
-document.getElementById("credentials").replaceChildren(...catalog.credentials.flatMap((field) => [
-  el("label", { for: `cfg-${field.key}`, text: field.label }),
-  el("input", {
-    id: `cfg-${field.key}`, name: field.key, required: field.required, placeholder: field.placeholder,
-    type: field.type === "secret" ? "password" : "text", autocomplete: "off",
-    inputmode: field.pattern ? "numeric" : null, "aria-describedby": `help-${field.key}`,
-  }),
-  el("p", { class: "help", id: `help-${field.key}`, text: field.help }),
-]));
-
 // Consent categories only matter when the source enforces consent: say so when it does not.
-const source = form.elements.source_id;
+const source = hook("source");
 function consentNote() {
   const option = source.selectedOptions[0];
-  document.getElementById("consent-note").hidden = option?.dataset.consent !== "off";
-  document.getElementById("consent-source-link").href = `/sources/${encodeURIComponent(source.value)}`;
+  hook("consent-note").hidden = option?.dataset.consent !== "off";
+  hook("consent-source-link").href = `/sources/${encodeURIComponent(source.value)}`;
 }
 source.addEventListener("change", consentNote);
 consentNote();
@@ -40,7 +24,7 @@ function body() {
     variant: data.get("variant"),
     // Only what was filled in: the credentials are alternatives (pasted tokens, or an app to connect).
     config: {
-      ...Object.fromEntries(catalog.credentials.map((f) => [f.key, (data.get(f.key) || "").trim()]).filter(([, v]) => v)),
+      ...Object.fromEntries(credentials.map((input) => [input.name, input.value.trim()]).filter(([, v]) => v)),
       test_mode: form.test_mode.checked,
     },
     consent_categories: data.getAll("consent_categories"),
@@ -55,7 +39,7 @@ async function save() {
 }
 
 function showWarnings(warnings) {
-  const box = document.getElementById("form-warnings");
+  const box = hook("form-warnings");
   box.replaceChildren(
     el("p", {}, el("strong", { text: "Saved, with warnings. " }), "Check these fields, then save again, or ",
       el("a", { href: `/integrations/${created.id}`, text: "open the integration" }), "."),
@@ -63,10 +47,10 @@ function showWarnings(warnings) {
   box.hidden = false;
   for (const w of warnings) {  // beside the field too
     const key = (w.match(/^config\.(\w+)/) || [])[1];
-    const input = key && document.getElementById(`cfg-${key}`);
-    if (input) input.after(el("p", { class: "field-warning", "data-for": key, text: w.replace(/^config\.\w+ /, "") }));
+    const input = key && form.elements[key];
+    if (input?.after) input.after(el("p", { class: "field-warning", "data-for": key, text: w.replace(/^config\.\w+ /, "") }));
   }
-  document.getElementById("save").textContent = "Save changes";
+  hook("save").textContent = "Save changes";
   box.focus?.();
 }
 
@@ -74,7 +58,7 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(form);
   for (const node of form.querySelectorAll(".field-warning")) node.remove();
-  const button = document.getElementById("save");
+  const button = hook("save");
   button.disabled = true;
   try {
     created = await save();
@@ -91,7 +75,7 @@ form.addEventListener("submit", async (event) => {
 });
 
 // Connect with Pinterest: save with the app's id and secret, then sign in at Pinterest.
-document.getElementById("connect").addEventListener("click", async () => {
+hook("connect").addEventListener("click", async () => {
   clearErrors(form);
   try {
     created = await save();

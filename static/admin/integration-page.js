@@ -1,16 +1,16 @@
 // An integration's page: test every credential, pause, match quality, the event mapping and its
 // overrides, "what would this event become?", dead letters, edit and delete.
-import { api, clearErrors, el, say, showError, table } from "./api.js";
+import { api, clearErrors, el, fill, hook, hookIfAny, pageData, say, showError, table } from "./api.js";
 import { deadLetters } from "./dead-letters.js";
 import { eventQuality } from "./event-quality.js";
 
-const id = document.getElementById("send-test").dataset.integration;
-const result = document.getElementById("test-result");
+const id = pageData.integration;
+const result = hook("test-result");
 const LABELS = { app: "App id, secret and refresh token", conversion_token: "Conversion access token", access_token: "API access token" };
 const fieldFor = (field) => field.replace(/^config\./, "").replace(/\[\d+\]$/, "");
 
 function showTest(test) {
-  result.replaceChildren(
+  fill(result,
     el("p", { class: test.ok ? "ok" : "problem", text: test.message }),
     test.checks?.length ? el("ul", { class: "checks" }, test.checks.map((c) => el("li", { class: c.ok ? "ok" : "problem" },
       el("strong", { text: `${c.ok ? "✓" : "✗"} ${LABELS[c.credential]}: ` }), c.message))) : null);
@@ -20,7 +20,7 @@ const saved = sessionStorage.getItem("signal-edge:test");
 if (saved) { sessionStorage.removeItem("signal-edge:test"); try { showTest(JSON.parse(saved)); } catch { /* an old note */ } }
 
 // The health above changes with the result: the page reloads, and shows the result again.
-document.getElementById("send-test").addEventListener("click", async (event) => {
+hook("send-test").addEventListener("click", async (event) => {
   event.target.disabled = true;
   result.replaceChildren(el("p", { text: "Sending a test event with each credential…" }));
   try {
@@ -35,10 +35,10 @@ document.getElementById("send-test").addEventListener("click", async (event) => 
 const SIGNAL_NAMES = { click_id: "Click id (epik)", em: "Email", ph: "Phone", external_id: "External id", ip_and_user_agent: "IP + User-Agent" };
 
 async function matchQuality() {
-  const box = document.getElementById("match-quality");
+  const box = hook("match-quality");
   const q = await api("GET", `/integrations/${id}/match-quality?limit=100`);
-  if (!q.events) { box.replaceChildren(el("p", { class: "help", text: "No delivered events yet." })); return; }
-  box.replaceChildren(
+  if (!q.events) { fill(box, el("p", { class: "help", text: "No delivered events yet." })); return; }
+  fill(box,
     el("p", { class: "help", text: `Share of the last ${q.events} delivered events carrying each signal:` }),
     ...q.signals.map((s) => el("div", { class: "meter" },
       el("span", { id: `signal-${s.signal}`, text: SIGNAL_NAMES[s.signal] }),
@@ -52,7 +52,7 @@ async function matchQuality() {
 
 // --- the event mapping ---------------------------------------------------------------------
 const catalog = await api("GET", "/catalog/pinterest");
-const overrides = document.getElementById("overrides");
+const overrides = hook("overrides");
 const ORIGINS = { standard: "standard table", variant: "this variant", override: "your override" };
 
 function overrideRow(name = "", event = "custom") {
@@ -72,7 +72,7 @@ async function mapping() {
   const m = await api("GET", `/integrations/${id}/mapping`);
   const priority = m.priority_events === null ? "every event (this variant sends each one at once)"
     : m.priority_events.join(", ");
-  document.getElementById("mapping").replaceChildren(
+  fill(hook("mapping"),
     el("p", { id: "event-names-in-effect" }, el("strong", { text: `Event names: ${m.event_names}. ` }), m.event_names_help),
     el("p", {}, el("strong", { text: "Priority events: " }), priority,
       el("span", { class: "help", text: " (sent without waiting for a full batch, first when the rate limit binds)" })),
@@ -82,15 +82,17 @@ async function mapping() {
   for (const [name, event] of Object.entries(m.event_map)) overrideRow(name, event);
 }
 
-document.getElementById("add-override").addEventListener("click", () => overrideRow().querySelector("input").focus());
+hook("add-override").addEventListener("click", () => overrideRow().querySelector("input").focus());
 
-const mappingForm = document.getElementById("mapping-form");
+const mappingForm = hook("mapping-form");
 mappingForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(mappingForm);
   const event_map = {};
   for (const row of overrides.children) {
-    const name = row.querySelector("input").value.trim();
+    const input = row.querySelector("input");
+    const name = input.value.trim();
+    input.dataset.field = `config.event_map.${name}`;  // where an error about this name goes
     if (name) event_map[name] = row.querySelector("select").value;
   }
   try {
@@ -99,16 +101,17 @@ mappingForm.addEventListener("submit", async (event) => {
     say("Mapping saved.");
     await mapping();
   } catch (err) {
-    showError(mappingForm, err, () => null);
+    showError(mappingForm, err);
   }
 });
 
 // --- what would this event become? ----------------------------------------------------------
-const previewForm = document.getElementById("preview-form");
+const previewForm = hook("preview-form");
 previewForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(previewForm);
-  const out = document.getElementById("preview-result");
+  const out = hook("preview-result");
+  fill(out);  // an answer stands for the event above it, or for none
   let body;
   try { body = JSON.parse(previewForm.event.value); } catch (err) {
     showError(previewForm, { field: "event", message: `Not valid JSON: ${err.message}` });
@@ -117,7 +120,7 @@ previewForm.addEventListener("submit", async (event) => {
   try {
     const p = await api("POST", `/integrations/${id}/preview`, body);
     const block = (title, value) => [el("h3", { text: title }), el("pre", { tabindex: "0", text: JSON.stringify(value, null, 2) })];
-    out.replaceChildren(
+    fill(out,
       p.sent ? el("p", {}, "Pinterest would receive ", el("code", { text: p.pinterest_event }),
         ` (event names: ${p.event_names}).`)
         : el("p", { class: "problem", text: p.reason }),
@@ -126,16 +129,16 @@ previewForm.addEventListener("submit", async (event) => {
       ...(p.payload ? block("Pinterest payload", p.payload) : []),
       ...block("Queued event (PII hashed)", p.incoming));
   } catch (err) {
-    showError(previewForm, { message: err.message, field: "event" });
+    showError(previewForm, { message: err.message, field: "event", verbatim: true });
   }
 });
 
 // --- edit, pause, delete, mint --------------------------------------------------------------
-document.getElementById("mint-conversion")?.addEventListener("click", async (event) => {
+// The server tells the reloaded page what was minted (a notice kept for this session).
+hookIfAny("mint-conversion")?.addEventListener("click", async (event) => {
   event.target.disabled = true;
   try {
     await api("POST", `/integrations/${id}/conversion-token`);
-    say("A conversion token was minted and saved.");
     location.reload();
   } catch (err) {
     say(err.message);
@@ -143,7 +146,7 @@ document.getElementById("mint-conversion")?.addEventListener("click", async (eve
   }
 });
 
-const edit = document.getElementById("edit-integration");
+const edit = hook("edit-integration");
 edit.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(edit);
@@ -163,7 +166,7 @@ edit.addEventListener("submit", async (event) => {
   }
 });
 
-document.getElementById("pause").addEventListener("click", async (event) => {
+hookIfAny("pause")?.addEventListener("click", async (event) => {
   const paused = event.target.dataset.paused !== "true";
   try {
     await api("PATCH", `/integrations/${id}`, { paused });
@@ -173,13 +176,13 @@ document.getElementById("pause").addEventListener("click", async (event) => {
   }
 });
 
-document.getElementById("delete-integration").addEventListener("click", async () => {
+hook("delete-integration").addEventListener("click", async () => {
   if (!confirm("Delete this integration? Its queued events become dead letters.")) return;
   await api("DELETE", `/integrations/${id}`);
   location.assign("/integrations");
 });
 
 matchQuality();
-eventQuality(document.getElementById("event-quality"), document.getElementById("eqs-refresh"));
+eventQuality(hook("event-quality"), hook("eqs-refresh"), id);
 mapping();
-deadLetters(document.getElementById("dead-letters"));
+deadLetters(hook("dead-letters"), id);

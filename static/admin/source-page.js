@@ -1,10 +1,10 @@
 // A source's page: what was refused and when an event last came (refreshed every few seconds),
 // the snippet, consent and privacy, the server key, edit and delete.
-import { api, clearErrors, el, list, say, showError, table, when } from "./api.js";
+import { api, clearErrors, el, fill, hook, list, pageData, say, showError, table, when } from "./api.js";
 import { showDeployment } from "./deployment.js";
 
-const box = document.getElementById("refusals");
-const id = box.dataset.source;
+const box = hook("refusals");
+const id = pageData.source;
 const lastField = (field) => field.replace(/\[\d+\]$/, "").split(".").pop();
 const REASONS = {
   origin_not_allowed: "page on a site this source does not allow",
@@ -25,41 +25,41 @@ const REASONS = {
 async function activity() {
   const source = await api("GET", `/sources/${id}`);
   showDeployment(source);
-  document.getElementById("last-event").replaceChildren(when(source.last_event_at));
+  fill(hook("last-event"), when(source.last_event_at));
   const counts = Object.entries(source.rejected).sort((a, b) => b[1] - a[1]);
   if (!counts.length) {
-    box.replaceChildren(el("p", { class: "ok", text: "Nothing refused: every request so far was accepted." }));
+    fill(box, el("p", { class: "ok", text: "Nothing refused: every request so far was accepted." }));
     return;
   }
-  box.replaceChildren(
+  fill(box,
     table("Refused, by reason", ["Reason", "Count"], counts.map(([reason, n]) =>
       [el("span", {}, el("code", { text: reason }), ` ${REASONS[reason] || ""}`), String(n)])),
     table("The last few", ["When", "Reason", "What"], source.recent_refusals.map((r) =>
       [when(r.at), r.reason, el("span", { class: "wrap", text: r.detail })])));
 }
 
-document.getElementById("copy-snippet").addEventListener("click", async () => {
-  const text = document.getElementById("snippet").value;
+hook("copy-snippet").addEventListener("click", async () => {
+  const text = hook("snippet").value;
   try { await navigator.clipboard.writeText(text); say("Snippet copied."); }
-  catch { document.getElementById("snippet").select(); say("Selected: press Ctrl+C to copy."); }
+  catch { hook("snippet").select(); say("Selected: press Ctrl+C to copy."); }
 });
 
-document.getElementById("rotate-key").addEventListener("click", async () => {
+hook("rotate-key").addEventListener("click", async () => {
   if (!confirm("Issue a new pipeline key? Pages with the old snippet keep working for 7 days, then are refused until updated.")) return;
   await api("POST", `/sources/${id}/rotate-key`);
   say("New pipeline key issued.");
   location.reload();
 });
 
-document.getElementById("issue-server-key").addEventListener("click", async () => {
+hook("issue-server-key").addEventListener("click", async () => {
   if (!confirm("Issue a new server key? The current one stops working at once.")) return;
   const issued = await api("POST", `/sources/${id}/rotate-server-key`);
-  document.getElementById("new-server-key").replaceChildren(
+  fill(hook("new-server-key"),
     el("strong", { text: "Copy it now, it is not shown again: " }), el("code", { text: issued.server_key }));
-  document.getElementById("server-key").textContent = `${issued.server_key.slice(0, 8)}****${issued.server_key.slice(-4)}`;
+  hook("server-key").textContent = `${issued.server_key.slice(0, 8)}****${issued.server_key.slice(-4)}`;
 });
 
-const consent = document.getElementById("consent-form");
+const consent = hook("consent-form");
 consent.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(consent);
@@ -75,7 +75,7 @@ consent.addEventListener("submit", async (event) => {
   }
 });
 
-const edit = document.getElementById("edit-source");
+const edit = hook("edit-source");
 edit.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(edit);
@@ -90,9 +90,9 @@ edit.addEventListener("submit", async (event) => {
   }
 });
 
-document.getElementById("delete-source").addEventListener("click", async () => {
+hook("delete-source").addEventListener("click", async () => {
   if (!confirm("Delete this source? Pages with its snippet will be refused.")) return;
-  const error = document.getElementById("delete-error");
+  const error = hook("delete-error");
   try {
     await api("DELETE", `/sources/${id}`);
     location.assign("/sources");

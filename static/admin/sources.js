@@ -1,7 +1,7 @@
 // The sources list: create a source.
-import { api, clearErrors, showError } from "./api.js";
+import { api, clearErrors, hook, showError } from "./api.js";
 
-const form = document.getElementById("new-source");
+const form = hook("new-source");
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(form);
