@@ -24,7 +24,7 @@ from delivery.queue import EventQueue
 from delivery.retry import RetryPolicy
 from delivery.secrets import SecretBox
 from delivery.snapshot import SnapshotStore
-from delivery.worker import DeliveryService, DeliverySettings
+from delivery.service import DeliveryService, DeliverySettings
 
 
 DISK_LOW = ("the disk is down to the room kept for delivery (SIGNAL_DISK_RESERVE_MB): ingestion waits until "
@@ -192,7 +192,7 @@ def alert_settings_of(settings: Settings) -> AlertSettings:
 
 
 def alert_store_of(settings: Settings, db):
-    """The AlertStore of the configured backend (delivery/alerts.py)."""
+    """The AlertStore of the configured backend (delivery/alerts/)."""
     if settings.database_url:
         from delivery.postgres.alert_store import PgAlertStore
 

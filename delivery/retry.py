@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import msgspec
 
@@ -21,8 +22,10 @@ class RetryPolicy(msgspec.Struct, frozen=True):
     def exhausted(self, attempts_made: int) -> bool:
         return attempts_made >= self.max_attempts
 
-    def delay(self, attempts_made: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after the `attempts_made`-th failed attempt (1-based)."""
+    def delay(self, attempts_made: int, retry_after: float | None = None,
+              rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after the `attempts_made`-th failed attempt (1-based). `rand` gives
+        [0, 1): the jitter."""
         base = self.delays[min(attempts_made, len(self.delays)) - 1]
-        wait = base * random.uniform(1 - self.jitter, 1 + self.jitter)
+        wait = base * (1 - self.jitter + 2 * self.jitter * rand())
         return max(wait, retry_after or 0.0)
