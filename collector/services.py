@@ -160,6 +160,7 @@ async def open_services(settings: Settings) -> Services:
                 request_timeout=settings.request_timeout,
                 lease_seconds=settings.lease_seconds,
                 rate_recovery=settings.rate_recovery,
+                account_calls_per_minute=settings.account_calls_per_minute,
                 retry=RetryPolicy(delays=tuple(settings.retry_delays)),
                 auth_recheck=settings.auth_recheck,
             ),

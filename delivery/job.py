@@ -11,9 +11,9 @@ import msgspec
 
 from delivery.alerts import Volume
 from delivery.config import Health, Integration, Source
-from delivery.events import EdgeEvent, event_view
+from delivery.events import EdgeEvent, event_decoder, event_view
 from delivery.queue import Leased, Settlement
-from delivery.retry import RetryPolicy
+from delivery.retry import RetryPolicy, gave_up, next_try
 from delivery.store import NO_JSON, DebugRecord
 
 # Routine outcomes kept in the debugger log per batch (all of them go to a live watcher);
@@ -71,22 +71,31 @@ class Job:
         if keep:
             self.kept.append(record)
 
-    def failed(self, reason: str, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> None:
+    def failed(self, reason: str, policy: RetryPolicy, now: float, rand: Callable[[], float] = random.random) -> None:
         """The batch failed unexpectedly (a bug, a fault nobody foresaw): every event not yet
-        decided is retried with backoff, its attempt counted, until the policy gives up."""
+        decided is retried with backoff, its attempt counted, while its window lasts."""
         decided = self.settlement.ids()
         for item in self.leased:
             if item.id in decided:
                 continue
             attempts = item.attempts + 1
-            if policy.exhausted(attempts):
-                self.settlement.dead.append((item.id, f"gave up after {attempts} attempts: {reason}"))
+            delay = next_try(_event_time(item), now, policy.delay(attempts, rand=rand))
+            if delay is None:
+                self.settlement.dead.append((item.id, gave_up(attempts, reason)))
                 self.record(item, None, "failed", reason)
             else:
-                self.settlement.retry.append((item.id, policy.delay(attempts, rand=rand), reason))
+                self.settlement.retry.append((item.id, delay, reason))
                 self.record(item, None, "retrying", reason)
         self.settlement.last_error = reason
         self.failure = reason
+
+
+def _event_time(item: Leased) -> float:
+    """The queued event's time (Pinterest's window counts from it), else when it was queued."""
+    try:
+        return event_decoder.decode(item.payload).event_time
+    except (msgspec.DecodeError, RecursionError):
+        return item.created_at
 
 
 def _shown(view, value) -> msgspec.Raw:
@@ -108,7 +117,7 @@ class Control(Protocol):
         """The vendor is failing: lease no new batch for `seconds`."""
 
     def throttle(self, seconds: float) -> None:
-        """The vendor's rate limit (429): the rate limiter pauses for `seconds`, its rate halves."""
+        """The vendor's rate limit (429): the account's budget pauses for `seconds`, its rate halves."""
 
     async def acquire(self) -> None:
         """A token of the rate budget for one more request of this batch."""

@@ -24,7 +24,7 @@ from delivery.pinterest.payload import MAX_EVENTS_PER_REQUEST, Event
 from delivery.pinterest.policy import Rules
 from delivery.pinterest.tokens import TokenKeeper
 from delivery.queue import EventQueue
-from delivery.ratelimit import RATE_RECOVERY
+from delivery.ratelimit import ACCOUNT_CALLS_PER_MINUTE, RATE_RECOVERY
 from delivery.retry import RetryPolicy
 from delivery.store import ConfigStore
 from delivery.worker import IntegrationWorker
@@ -45,6 +45,7 @@ class DeliverySettings(msgspec.Struct, frozen=True):
     lease_seconds: float = 20.0
     request_timeout: float = 30.0  # a deadline for the whole request, not per read: a trickle ends too
     rate_recovery: float = RATE_RECOVERY  # seconds for a rate halved by a 429 to double back
+    account_calls_per_minute: float = ACCOUNT_CALLS_PER_MINUTE  # each ad account's budget, cluster-wide
     retry: RetryPolicy = RetryPolicy()
     auth_recheck: float = 600.0  # a paused integration tries again after this long
     idle_poll: float = 1.0  # the longest a loop sleeps without looking again
@@ -152,7 +153,8 @@ class DeliveryService:
     def _handler(self, integration: Integration) -> PinterestBatches:
         s = self.settings
         return PinterestBatches(integration, self.client(integration.id), self.credentials,
-                                Rules(s.retry, s.auth_recheck))
+                                Rules(s.retry, s.auth_recheck), self.clock, s.account_calls_per_minute,
+                                s.rate_recovery)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Flush what is ready within `grace` seconds; the rest stays queued. A request already

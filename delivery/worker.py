@@ -2,10 +2,10 @@
 
 It knows nothing of the vendor: a Handler (delivery/pinterest/batch.py) makes a leased batch
 into requests and says what became of each event, and may pause the integration, hold it back
-or slow it (the Control methods below). The loop waits for work, holds back while told to,
-paces its requests by the queue's rate limiter (for the whole cluster), and keeps up to
-SIGNAL_MAX_IN_FLIGHT batches in flight in a task group, each with its lease renewed while it
-is sent.
+or slow its ad account (the Control methods below). The loop waits for work, holds back while
+told to, paces its requests by the queue's rate limiter (the integration's ceiling and its ad
+account's budget), and keeps up to SIGNAL_MAX_IN_FLIGHT batches in flight in a task group,
+each with its lease renewed while it is sent.
 
 At-least-once: an event leaves the queue only in the same transaction that records what
 Pinterest answered for it; anything leased when the process dies is leased again after the
@@ -25,6 +25,7 @@ from delivery.config import Health, Integration
 from delivery.errorlog import ErrorLog, describe
 from delivery.job import Control, Job
 from delivery.queue import Leased
+from delivery.ratelimit import Budget
 from delivery.store import StorageError
 
 if TYPE_CHECKING:
@@ -39,8 +40,8 @@ DRAIN_LOOK = 0.05  # seconds between looks at a draining worker: is what was rea
 class Handler(Protocol):
     """The vendor's side of an integration's loop."""
 
-    def pace(self, integration: Integration) -> tuple[float, int]:
-        """The integration's rate limit: (requests per second, burst)."""
+    def budget(self, integration: Integration) -> Budget:
+        """What paces the integration's requests."""
 
     def changed(self, integration: Integration) -> bool:
         """The integration's configuration changed: True when what waited for better
@@ -57,8 +58,7 @@ class IntegrationWorker:
         self.id = integration_id
         self.handler = handler
         integration = service.store.integration(integration_id)
-        rate, burst = handler.pace(integration)
-        self.limiter = service.queue.rate_limiter(integration_id, rate, burst, self.settings.rate_recovery)
+        self.limiter = service.queue.rate_limiter(integration_id, handler.budget(integration))
         self.paused_until = 0.0  # credentials or account problem: until fixed (or rechecked)
         self.backoff_until = 0.0  # the vendor failing: hold new batches back for a while
         self.draining = False
@@ -165,15 +165,15 @@ class IntegrationWorker:
             await self._sleep(min(waits))
             return True
         self._idle = False
-        await self._lease(integration)
+        await self._lease(integration, ready.priority)
         return True
 
-    async def _lease(self, integration: Integration) -> None:
+    async def _lease(self, integration: Integration, priority: bool) -> None:
         """A slot, a token of the rate budget, then the batch: leased last, so that the most
         urgent events are the ones that go."""
         await self._slots.acquire()
         try:
-            await self.limiter.acquire()
+            await self.limiter.acquire(priority)
             leased = await self.service.queue.lease(self.id, self.settings.batch_size, self.settings.lease_seconds)
         except BaseException:
             self._slots.release()
@@ -202,9 +202,11 @@ class IntegrationWorker:
         self._wake = None
 
     def config_changed(self, integration: Integration) -> None:
-        pace = self.handler.pace(integration)
-        if pace != (self.limiter.configured_rate, self.limiter.burst):
-            self.limiter.reconfigure(*pace)
+        budget = self.handler.budget(integration)
+        if budget.account != self.limiter.budget.account:
+            self.limiter = self.service.queue.rate_limiter(self.id, budget)
+        elif budget != self.limiter.budget:
+            self.limiter.reconfigure(budget)
         if self.handler.changed(integration):
             self.resume()
         self.wake()
@@ -251,7 +253,7 @@ class IntegrationWorker:
         errors.failure(f"a batch of {len(job.leased)} events for integration {self.id} failed; "
                        "its events are retried", exc)
         self.service.failures[self.id] += 1
-        job.failed(f"internal error while sending ({describe(exc)})", self.settings.retry)
+        job.failed(f"internal error while sending ({describe(exc)})", self.settings.retry, self.clock.time())
 
     async def _finish(self, job: Job) -> None:
         service = self.service

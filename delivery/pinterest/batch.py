@@ -4,7 +4,7 @@ events endpoint, and Pinterest's answers applied (delivery/pinterest/policy.py j
 The generic loop (delivery/worker.py) leases, paces and settles; here each event is decoded,
 held to consent and to Pinterest's 7-day window, mapped, encoded and sent, and the verdict
 on each answer becomes the batch's settlement and debugger records, or more requests (a
-rejected batch in halves), or a pause, a hold or a slower pace for the integration.
+rejected batch in halves), or a pause, a hold or a slower pace for the integration's ad account.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import httpx
 import msgspec
 
+from delivery.clock import Clock
 from delivery.config import Health, Integration, consent_allows
 from delivery.errorlog import ErrorLog, describe
 from delivery.events import EdgeEvent, event_decoder
@@ -23,8 +24,10 @@ from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.pinterest.credentials import Credentials, NotReady, credentials_of
 from delivery.pinterest.mapping import DELIVERED_TYPES, Mapped, Options, map_event
 from delivery.pinterest.payload import CustomData
-from delivery.pinterest.policy import TOO_OLD, Rules, Sent, Verdict, judge, too_old
+from delivery.pinterest.policy import Rules, Sent, Verdict, judge
 from delivery.queue import Leased
+from delivery.ratelimit import Budget
+from delivery.retry import TOO_OLD, too_old
 
 log = logging.getLogger("signal_edge.delivery")
 errors = ErrorLog(log)
@@ -43,23 +46,28 @@ class Pending:
     @property
     def sent(self) -> Sent:
         custom = self.mapped.event.custom_data
-        return Sent(self.item.attempts, bool(custom and custom.custom_event_name))
+        return Sent(self.item.attempts, self.event.event_time, bool(custom and custom.custom_event_name))
 
 
 class PinterestBatches:
     """One integration's batches to Pinterest (the delivery loop's Handler)."""
 
-    def __init__(self, integration: Integration, http: httpx.AsyncClient, credentials: Credentials,
-                 rules: Rules) -> None:
+    def __init__(self, integration: Integration, http: httpx.AsyncClient, credentials: Credentials, rules: Rules,
+                 clock: Clock, account_per_minute: float, recovery: float) -> None:
         self.id = integration.id
         self.http = http
         self.credentials = credentials
         self.rules = rules
+        self.clock = clock
+        self.account_per_minute = account_per_minute
+        self.recovery = recovery
         self.custom_name_refused: str | None = None  # Pinterest refused custom_event_name (its words)
         self._credentials = credentials_of(integration)
 
-    def pace(self, integration: Integration) -> tuple[float, int]:
-        return integration.config.rate_limit_per_second, integration.config.rate_limit_burst
+    def budget(self, integration: Integration) -> Budget:
+        cfg = integration.config
+        return Budget(cfg.ad_account_id, cfg.rate_limit_per_second, cfg.rate_limit_burst, self.account_per_minute,
+                      self.recovery)
 
     def changed(self, integration: Integration) -> bool:
         """The integration's configuration changed: True when its credentials did (what waited
@@ -168,7 +176,7 @@ class _Requests:
         else:
             answer, job.integration, self.refreshed = await b.credentials.send_refreshing(
                 b.http, job.integration, body, len(pending))
-        verdict = judge(answer, [p.sent for p in pending], b.rules)
+        verdict = judge(answer, [p.sent for p in pending], b.clock.time(), b.rules)
         await self._apply(verdict, pending, answer)
         for part in verdict.resend:
             again = [pending[i] for i in part]

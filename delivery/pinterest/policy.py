@@ -1,7 +1,7 @@
 """Pinterest's answer to a request, judged: what becomes of each event sent, and of the integration.
 
-`judge` is a pure function of the answer, what was sent and the rules: no server, no clock,
-no store (tests/test_answer_policy.py runs it by table). The delivery loop
+`judge` is a pure function of the answer, what was sent, the time and the rules: no server, no
+clock, no store (tests/test_answer_policy.py runs it by table). The delivery loop
 (delivery/pinterest/batch.py) applies its verdict: it settles the events, sends again what the
 verdict says to, and pauses, holds back or slows the integration.
 """
@@ -16,11 +16,9 @@ import msgspec
 
 from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.pinterest.client import Answer
-from delivery.retry import RetryPolicy
+from delivery.retry import RetryPolicy, gave_up, next_try
 
 OPTIONAL_FIELD = "custom_event_name"  # only an integration's option adds it; Pinterest's schema lacks it
-MAX_EVENT_AGE = 7 * 24 * 3600  # Pinterest refuses events whose event_time is older
-TOO_OLD = "not sent: older than 7 days (Pinterest rejects events more than 7 days old)"
 # Answers that are problems of the credentials or the account (catalog.TROUBLESHOOTING): delivery pauses.
 PAUSING = frozenset({"unauthorized", "forbidden", "invalid_ad_account"})
 
@@ -29,6 +27,7 @@ class Sent(NamedTuple):
     """What the policy needs to know of one event sent."""
 
     attempts: int  # attempts made before this one
+    event_time: float  # Unix seconds: Pinterest's 7-day window counts from it
     custom_name: bool = False  # it carries custom_data.custom_event_name (an integration's option)
 
 
@@ -55,20 +54,16 @@ class Verdict(msgspec.Struct):
     without_custom_name: bool = False  # resend them without custom_event_name (Pinterest refused it)
     pause: str | None = None  # a problem (catalog.TROUBLESHOOTING): send nothing until the credentials change
     hold: float = 0.0  # seconds the integration sends no new batch (Pinterest is failing)
-    throttle: float | None = None  # seconds the rate limiter pauses; its rate halves
+    throttle: float | None = None  # seconds the ad account's budget pauses; its rate halves
     reached: bool = False  # Pinterest took events: the credentials work
     option_refused: str | None = None  # Pinterest refused custom_event_name, in its words
     last_error: str | None = None
 
 
-def too_old(event_time: float, now: float) -> bool:
-    """Pinterest would refuse the event for its age."""
-    return now - event_time > MAX_EVENT_AGE
-
-
-def judge(answer: Answer, sent: Sequence[Sent], rules: Rules, rand: Callable[[], float] = random.random) -> Verdict:
-    """The verdict on `answer` to a request of the events `sent`. `rand` gives [0, 1), the
-    jitter of retry waits."""
+def judge(answer: Answer, sent: Sequence[Sent], now: float, rules: Rules,
+          rand: Callable[[], float] = random.random) -> Verdict:
+    """The verdict on `answer` to a request of the events `sent`, at `now` (Unix seconds).
+    `rand` gives [0, 1), the jitter of retry waits."""
     if answer.kind in ("ok", "partial"):
         return _accepted(answer, len(sent))
     if answer.kind == "bad_request":
@@ -81,7 +76,7 @@ def judge(answer: Answer, sent: Sequence[Sent], rules: Rules, rand: Callable[[],
         wait = answer.retry_after or 1.0
         said = f"{answer.message}; waiting {wait:g}s as Pinterest asked"
         return Verdict([Fate("held", said, wait) for _ in sent], throttle=wait, last_error=answer.message)
-    return _failed(answer, sent, rules.retry, rand)
+    return _failed(answer, sent, now, rules.retry, rand)
 
 
 def _accepted(answer: Answer, count: int) -> Verdict:
@@ -108,19 +103,21 @@ def _rejected(answer: Answer, sent: Sequence[Sent]) -> Verdict:
     return Verdict(resend=[list(range(half)), list(range(half, len(sent)))])
 
 
-def _failed(answer: Answer, sent: Sequence[Sent], policy: RetryPolicy, rand: Callable[[], float]) -> Verdict:
+def _failed(answer: Answer, sent: Sequence[Sent], now: float, policy: RetryPolicy,
+            rand: Callable[[], float]) -> Verdict:
     """Retryable (408, 5xx, a timeout, no connection): each event again after its backoff,
-    until the policy gives up. New batches wait too: sent now they would only fail the same way."""
+    while Pinterest's 7-day window for it lasts; then dead-lettered as too old. New batches
+    wait too: sent now they would only fail the same way."""
     waits: dict[int, float] = {}  # one jittered wait per attempt count: events that failed together stay together
     fates = []
     for s in sent:
         attempts = s.attempts + 1
-        if policy.exhausted(attempts):
-            fates.append(Fate("failed", f"gave up after {attempts} attempts: {answer.message}"))
+        if attempts not in waits:
+            waits[attempts] = policy.delay(attempts, answer.retry_after, rand)
+        delay = next_try(s.event_time, now, waits[attempts])
+        if delay is None:
+            fates.append(Fate("failed", gave_up(attempts, answer.message)))
         else:
-            if attempts not in waits:
-                waits[attempts] = policy.delay(attempts, answer.retry_after, rand)
-            delay = waits[attempts]
             fates.append(Fate("retrying", f"{answer.message}; next attempt in {delay:.0f}s", delay,
                               reason=answer.message))
     throttle = (answer.retry_after or 1.0) if answer.status == 503 else None

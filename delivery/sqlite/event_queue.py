@@ -22,7 +22,7 @@ from delivery.events import queued_event_id
 from delivery.queue import (DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting, settle_apart,
                             storable)
 from delivery.store import StorageError
-from delivery.ratelimit import RATE_RECOVERY, TokenBucket
+from delivery.ratelimit import Accounts, Budget, MemoryPacer
 from delivery.sqlite.db import Database
 
 MAX_EVENTS_PER_ROW = 1000  # fits the 10 bits an item id has for an index and for a size
@@ -39,6 +39,7 @@ class SqliteEventQueue:
         self.clock = clock or time.time  # one process: its own clock is the queue's
         self._depth = 0
         self._append = functools.partial(_append, self.clock)  # one function: appends of a turn share a call
+        self._accounts = Accounts(clock or time.monotonic)  # one process: each ad account's bucket is here
 
     async def open(self) -> None:
         self._depth = await self.db.run(
@@ -82,8 +83,8 @@ class SqliteEventQueue:
                              (until, *chunk))
         await self.db.run(renew)
 
-    def rate_limiter(self, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> TokenBucket:
-        return TokenBucket(rate, burst, recovery=recovery)  # one process: the bucket lives in its memory
+    def rate_limiter(self, topic: str, budget: Budget) -> MemoryPacer:
+        return MemoryPacer(budget, self._accounts)
 
     async def close(self) -> None:
         pass
