@@ -136,7 +136,8 @@ def test_what_the_dead_letter_and_the_retry_record():
     """The reason stored with a dead letter or a retry, where it differs from the debugger's line."""
     bad = judge(answer(400, error("event_name is invalid"), 1), [FRESH], NOW, RULES, rand=NO_JITTER).fates[0]
     assert bad.reason == "Pinterest rejected it: HTTP 400: event_name is invalid"
-    failed = judge(answer(200, accepted({"status": "failed", "error_message": "too old"}), 1), [FRESH], NOW, RULES).fates[0]
+    failed = judge(answer(200, accepted({"status": "failed", "error_message": "too old"}), 1), [FRESH], NOW,
+                   RULES).fates[0]
     assert failed.reason == "Pinterest: too old"
     warned = judge(answer(200, accepted({"status": "processed", "warning_message": "no click id"}), 1), [FRESH],
                    NOW, RULES).fates[0]
