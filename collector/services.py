@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from collector.activity import ActivityLog
 from collector.admin.auth import AdminAuth
 from collector.keys import load_secret_key
 from collector.lag import LagProbe
-from collector.activity import ActivityLog
 from collector.settings import Settings
 from delivery.alerts import AlertService, AlertSettings, Volume
 from delivery.debugger import DebugHub
@@ -23,9 +23,8 @@ from delivery.pinterest.eqs import EqsReader
 from delivery.queue import EventQueue
 from delivery.retry import RetryPolicy
 from delivery.secrets import SecretBox
+from delivery.service import DeliveryService, DeliverySettings
 from delivery.store import AlertStore, ConfigStore
-from delivery.worker import DeliveryService, DeliverySettings
-
 
 DISK_LOW = ("the disk is down to the room kept for delivery (SIGNAL_DISK_RESERVE_MB): ingestion waits until "
             "delivery frees some, or free disk space")
@@ -93,9 +92,9 @@ async def open_backend(settings: Settings, node: str, serving: bool = True,
     `serving`: this process serves the database (a SQLite file then refuses a second server).
     `clock`: the queue's clock for tests (default: PostgreSQL's own, or this process's)."""
     if settings.database_url:
+        from collector.copy import refuse_unfinished
         from delivery.postgres.config_store import PgConfigStore
         from delivery.postgres.db import PgDatabase
-        from collector.copy import refuse_unfinished
         from delivery.postgres.event_queue import PgEventQueue
 
         # A transaction left idle (a frozen node) is ended well within a lease, so that its
@@ -161,6 +160,7 @@ async def open_services(settings: Settings) -> Services:
                 request_timeout=settings.request_timeout,
                 lease_seconds=settings.lease_seconds,
                 rate_recovery=settings.rate_recovery,
+                account_calls_per_minute=settings.account_calls_per_minute,
                 retry=RetryPolicy(delays=tuple(settings.retry_delays)),
                 auth_recheck=settings.auth_recheck,
             ),
@@ -194,7 +194,7 @@ def alert_settings_of(settings: Settings) -> AlertSettings:
 
 
 def alert_store_of(settings: Settings, db: Any) -> AlertStore:
-    """The AlertStore of the configured backend (delivery/alerts.py)."""
+    """The AlertStore of the configured backend (delivery/alerts/)."""
     from delivery.sql.alert_store import SqlAlertStore
 
     if settings.database_url:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from delivery.ratelimit import RATE_RECOVERY
+from delivery.ratelimit import ACCOUNT_CALLS_PER_MINUTE, RATE_RECOVERY
 from delivery.retry import DEFAULT_DELAYS
 
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.1/32", "::1/128")
@@ -51,10 +51,11 @@ class Settings(msgspec.Struct, kw_only=True):
     batch_size: int = 1000  # events per request to Pinterest (Pinterest's maximum)
     max_in_flight: int = 4  # concurrent requests per integration
     queue_max: int = 1_000_000  # above this many queued events, ingestion answers 503
-    retry_delays: tuple[float, ...] = DEFAULT_DELAYS
+    retry_delays: tuple[float, ...] = DEFAULT_DELAYS  # the backoff; the last repeats until the 7-day window closes
     request_timeout: float = 30.0  # the whole request to Pinterest, however slowly it answers
     lease_seconds: float = 20.0  # a batch in flight is taken over this long after its node stopped renewing it
     rate_recovery: float = RATE_RECOVERY  # seconds for a rate halved by a 429 to double back
+    account_calls_per_minute: float = ACCOUNT_CALLS_PER_MINUTE  # each ad account's budget, for the whole cluster
     disk_reserve_mb: float = 64.0  # SQLite: below this much free disk, ingestion answers 503 (delivery goes on)
     auth_recheck: float = 600.0
     shutdown_grace: float = 5.0
@@ -131,6 +132,7 @@ _ENV = {
     "SIGNAL_REQUEST_TIMEOUT": "request_timeout",
     "SIGNAL_LEASE_SECONDS": "lease_seconds",
     "SIGNAL_RATE_RECOVERY": "rate_recovery",
+    "SIGNAL_ACCOUNT_CALLS_PER_MINUTE": "account_calls_per_minute",
     "SIGNAL_DISK_RESERVE_MB": "disk_reserve_mb",
     "SIGNAL_AUTH_RECHECK": "auth_recheck",
     "SIGNAL_SHUTDOWN_GRACE": "shutdown_grace",
@@ -157,7 +159,7 @@ _ENV = {
 _LISTS = {"trusted_proxies", "retry_delays", "admin_hosts"}
 _POSITIVE = {"identity_retention_days", "debug_retention_days", "dead_letter_retention_days", "audit_retention_days",
              "retention_interval", "suppression_days", "alert_interval", "alert_failing_minutes", "alert_drop_window",
-             "alert_drop_baseline"}
+             "alert_drop_baseline", "account_calls_per_minute"}
 
 
 class SettingsError(ValueError):
@@ -194,6 +196,9 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
                        ("SIGNAL_RATE_RECOVERY", settings.rate_recovery)):
         if not value > 0:
             raise SettingsError(f"setting {var}: a number of seconds above 0")
+    if not settings.retry_delays or min(settings.retry_delays) <= 0:
+        raise SettingsError("setting SIGNAL_RETRY_DELAYS: seconds between attempts, comma-separated, each above 0 "
+                            "(the last one repeats until Pinterest's 7-day window for the event closes)")
     if settings.disk_reserve_mb < 0:
         raise SettingsError("setting SIGNAL_DISK_RESERVE_MB: 0 or more (0: not watched)")
     if settings.max_in_flight < 1:

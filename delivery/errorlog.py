@@ -52,3 +52,8 @@ def _where(exc: BaseException) -> tuple:
     frames = traceback.extract_tb(exc.__traceback__)
     last = frames[-1] if frames else None
     return type(exc), last.filename if last else None, last.lineno if last else None
+
+
+def describe(exc: BaseException) -> str:
+    """The error in a few words, for a record or a dead letter."""
+    return f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -17,7 +17,7 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
-from delivery.ratelimit import RATE_RECOVERY
+from delivery.ratelimit import Budget
 from delivery.store import StorageError
 
 log = logging.getLogger("signal_edge.queue")
@@ -210,20 +210,20 @@ class EventQueue(Protocol):
         """True while the disk that holds the queue has less room than the reserve delivery
         needs to lease, settle and drain; from memory (checked in the background)."""
 
-    def rate_limiter(self, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> RateLimiter:
-        """The token bucket that paces `topic`'s requests to Pinterest (for the whole cluster);
-        after a 429 its rate doubles back every `recovery` seconds."""
+    def rate_limiter(self, topic: str, budget: Budget) -> RateLimiter:
+        """What paces `topic`'s requests to Pinterest, for the whole cluster: its own ceiling
+        and its ad account's budget, shared with every other topic of that account."""
 
     async def close(self) -> None: ...
 
 
 class RateLimiter(Protocol):
-    """A token bucket whose rate halves after a 429 and doubles back every `recovery` seconds
-    by itself; a new configured rate applies at the next acquire."""
+    """Token buckets (delivery/ratelimit.py): `acquire` takes one of the topic's own and one of
+    its ad account's; a 429 pauses the account's and halves its rate, which doubles back every
+    `budget.recovery` seconds by itself; new limits apply at the next take."""
 
-    configured_rate: float
-    burst: int
+    budget: Budget
 
-    def reconfigure(self, rate: float, burst: int) -> None: ...
-    async def acquire(self) -> None: ...
+    def reconfigure(self, budget: Budget) -> None: ...
+    async def acquire(self, priority: bool = False) -> None: ...
     def throttled(self, retry_after: float) -> None: ...

@@ -8,10 +8,15 @@ by hand (`Clock`), so that an hour can pass at once; the others run on the backe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import time
 
+import anyio
+import pytest
 
 from delivery.queue import QueueItem, Settlement
+from delivery.ratelimit import Budget, Turns, account_bucket
 from tests.support import until
 
 
@@ -289,19 +294,20 @@ def test_concurrent_appends_share_commits(backend):
 
 
 def test_the_rate_limiter_holds_its_rate_after_the_burst(backend):
+    """The integration's own ceiling: its burst at once, then its rate (the account's budget
+    is far above it here). By the queue's clock: no real time passes."""
     async def main():
-        async with backend() as (_, _, q):
-            limiter = q.rate_limiter("int_a", 20.0, 5)
-            started = time.monotonic()
-            for _ in range(5):
-                await limiter.acquire()
-            burst = time.monotonic() - started
-            for _ in range(10):
-                await limiter.acquire()
-            return burst, time.monotonic() - started
-    burst, total = run(main())
-    assert burst < 0.4  # the burst goes at once
-    assert total >= 10 / 20.0 * 0.9  # then 20 per second: 10 more take half a second at least
+        clock = Clock()
+        async with backend(clock=clock) as (_, _, q):
+            limiter = q.rate_limiter("int_a", Budget("acct_1", 20.0, 5, account_per_minute=1e9))
+            burst = [await limiter.take() for _ in range(5)]
+            refused = await limiter.take()
+            clock.now += refused[0]
+            return burst, refused, await limiter.take()
+    burst, refused, then = run(main())
+    assert burst == [(0.0, 0.0)] * 5
+    assert refused[0] == pytest.approx(1 / 20.0) and refused[1] == 0.0  # the account's is not looked at
+    assert then == (0.0, 0.0)
 
 
 def test_every_queued_event_is_listable_newest_first_page_by_page(backend):
@@ -441,43 +447,121 @@ def test_an_item_that_cannot_be_stored_never_holds_its_batch_mates(backend):
 
 
 def test_a_429_halves_the_rate_which_doubles_back_by_the_clock(backend):
-    """No success and no process remembers a 429: the bucket does. Right after the pause the
-    rate is half; `recovery` seconds later it is back. On PostgreSQL another node (a restarted
-    one) is held to the same halved rate."""
-    async def timed(limiter, n: int) -> float:
-        started = time.monotonic()
-        for _ in range(n):
-            await limiter.acquire()
-        return time.monotonic() - started
+    """No success and no process remembers a 429: the account's bucket does. Right after the
+    pause its rate is half; two `recovery` periods later it is back. Another integration on the
+    account (on PostgreSQL: on another node) waits as long; one on another account does not."""
+    cpm = 1200.0
+    rate, burst = account_bucket(cpm)
+
+    async def drain(limiter) -> None:
+        while await limiter.take() == (0.0, 0.0):
+            pass
 
     async def main():
-        async with backend() as (_, _, q):
-            limiter = q.rate_limiter("int_a", 20.0, 1, recovery=1.0)
-            await limiter.acquire()
-            limiter.throttled(0.3)
-            while getattr(limiter, "_tasks", None):  # PostgreSQL writes the pause in the background
+        clock = Clock()
+        async with backend(clock=clock) as (_, _, q):
+            a = q.rate_limiter("int_a", Budget("acct_1", 1e6, 10**6, cpm, recovery=10.0))
+            await drain(a)  # the account's burst is spent
+            a.throttled(3.0)
+            while getattr(a, "_tasks", None):  # PostgreSQL writes the pause in the background
                 await asyncio.sleep(0.01)
-            async with backend(node="node-b") as (_, _, other):
-                restarted = other.rate_limiter("int_a", 20.0, 1, recovery=1.0) if backend.kind == "postgres" \
-                    else limiter  # one process: no other node
-                paused_and_slowed = await timed(restarted, 5)  # the pause, then five at 10/s
-                await asyncio.sleep(2.0)  # two doublings: back to 20/s (capped at the configured rate)
-                recovered = await timed(restarted, 6)  # one token in the bucket, then five at 20/s
-        return paused_and_slowed, recovered
-    slowed, recovered = run(main())
-    assert slowed >= 0.2 + 4 / 10 * 0.9  # the pause's end (some of it passed already), then 10/s
-    assert recovered < slowed * 0.75, (slowed, recovered)
+            async with backend(node="node-b", clock=clock) as (_, _, other):
+                other = other if backend.kind == "postgres" else q  # one process: one SQLite queue
+                b = other.rate_limiter("int_b", Budget("acct_1", 1e6, 10**6, cpm, recovery=10.0))
+                elsewhere = other.rate_limiter("int_c", Budget("acct_2", 1e6, 10**6, cpm, recovery=10.0))
+                paused = await b.take(), await elsewhere.take()
+                clock.now += 3.0
+                halved = await b.take()
+                clock.now += 20.0  # two doublings: back to the configured rate
+                await drain(b)
+                recovered = await b.take()
+        return paused, halved, recovered
+    (paused, elsewhere), halved, recovered = run(main())
+    assert paused[1] == pytest.approx(3.0, abs=0.01) and elsewhere == (0.0, 0.0)
+    # Nothing accrued during the pause; the halved rate has recovered for its 3 s meanwhile.
+    assert halved[1] == pytest.approx(1 / (rate / 2 * 2 ** (3.0 / 10.0)), rel=0.01)
+    assert recovered[1] == pytest.approx(1 / rate, rel=0.01)
+
+
+def test_one_budget_per_ad_account_across_integrations_and_nodes(backend):
+    """Ten minutes of backlog, by the queue's clock: two integrations on one ad account (on
+    PostgreSQL on two nodes), one with a ceiling of its own below the account's budget. No 60 s
+    holds more calls than the budget, every minute holds at least 95 % of it, and the one with
+    the lower ceiling keeps to it."""
+    cpm, minutes = 240.0, 10  # scaled: the same bucket as 5,000 a minute, fewer round trips
+
+    async def main():
+        clock = Clock()
+        calls: dict[str, list[float]] = {"int_a": [], "int_b": []}
+        async with backend(clock=clock) as (_, _, q), backend(node="node-b", clock=clock) as (_, _, other):
+            second = other if backend.kind == "postgres" else q  # one process: one SQLite queue
+            limiters = {"int_a": q.rate_limiter("int_a", Budget("acct_1", 100.0, 200, cpm)),
+                        "int_b": second.rate_limiter("int_b", Budget("acct_1", 1.0, 1, cpm))}
+            due = {topic: clock.now for topic in limiters}
+            tried = dict.fromkeys(limiters, 0)  # when each last tried: of two due at once, the other goes
+            end = clock.now + minutes * 60
+            for turn in itertools.count():
+                topic = min(due, key=lambda t: (due[t], tried[t]))
+                clock.now = max(clock.now, due[topic])
+                if clock.now >= end:
+                    break
+                tried[topic] = turn
+                own, account = await limiters[topic].take()
+                if own == account == 0:
+                    calls[topic].append(clock.now)
+                else:
+                    due[topic] = clock.now + max(own, account, 1e-6)
+        return calls
+    calls = run(main())
+    every = sorted(calls["int_a"] + calls["int_b"])
+    start = every[0]
+    assert max(_in_any_window(every, 60.0)) <= cpm
+    per_minute = [sum(start + m * 60 <= t < start + (m + 1) * 60 for t in every) for m in range(minutes)]
+    assert min(per_minute) >= 0.95 * cpm, per_minute
+    assert max(_in_any_window(calls["int_b"], 60.0)) <= 60 + 1  # its own 1/s (burst 1)
+    assert len(calls["int_b"]) >= 0.5 * 60 * minutes  # and the other does not starve it
+
+
+def test_priority_waiters_for_an_account_go_first():
+    """This node's waiters for an ad account's budget: in order of arrival, priority ones first."""
+    async def main():
+        turns, order = Turns(), []
+
+        async def wait(name: str, priority: bool) -> None:
+            async with turns.turn(priority):
+                order.append(name)
+
+        async with contextlib.AsyncExitStack() as held:
+            await held.enter_async_context(turns.turn())  # the budget is being waited for
+            async with anyio.create_task_group() as waiters:
+                for name, priority in [("page-1", False), ("checkout-1", True), ("page-2", False),
+                                       ("checkout-2", True)]:
+                    waiters.start_soon(wait, name, priority)
+                    await anyio.sleep(0.01)  # arrive in this order
+                await held.aclose()
+        return order
+    assert run(main()) == ["checkout-1", "checkout-2", "page-1", "page-2"]
+
+
+def _in_any_window(times: list[float], width: float) -> list[int]:
+    """How many of the sorted `times` fall within `width` seconds from each of them."""
+    counts, j = [], 0
+    for i, t in enumerate(times):
+        while j < len(times) and times[j] < t + width:
+            j += 1
+        counts.append(j - i)
+    return counts
 
 
 def test_a_changed_limit_applies_to_a_waiting_acquire(backend):
     async def main():
         async with backend() as (_, _, q):
-            limiter = q.rate_limiter("int_a", 2.0, 1)
+            limiter = q.rate_limiter("int_a", Budget("acct_1", 2.0, 1))
             await limiter.acquire()
             started = time.monotonic()
             waiting = asyncio.ensure_future(asyncio.gather(*(limiter.acquire() for _ in range(8))))
             await asyncio.sleep(0.1)
-            limiter.reconfigure(200.0, 1)
+            limiter.reconfigure(Budget("acct_1", 200.0, 1))
             await waiting
             return time.monotonic() - started
     took = run(main())

@@ -221,17 +221,17 @@ def test_a_batch_that_cannot_be_settled_is_one_log_line_and_goes_again(in_proces
 
 def test_a_batch_that_fails_unexpectedly_counts_an_attempt_and_shows_in_health(in_process, fake_pinterest):
     edge, key, integration_id = in_process
-    worker = edge.services.delivery.workers[integration_id]
-    real_send = worker._send
+    handler = edge.services.delivery.workers[integration_id].handler
+    real_handle = handler.handle
     calls = {"n": 0}
 
-    async def broken_send(job, pending, first=False):
+    async def broken_handle(job, control):
         calls["n"] += 1
         if calls["n"] == 1:
             raise MemoryError("injected: building the request ran out of memory")
-        return await real_send(job, pending, first)
+        return await real_handle(job, control)
 
-    worker._send = broken_send
+    handler.handle = broken_handle
     assert send(edge, key, ["batch-fault"]).status_code == 200
     with edge.admin() as admin:
         def unhealthy():
@@ -243,7 +243,7 @@ def test_a_batch_that_fails_unexpectedly_counts_an_attempt_and_shows_in_health(i
         wait_for(lambda: delivered(fake_pinterest, ["batch-fault"]), timeout=10, what="the retry")
         wait_for(lambda: admin.get(f"/integrations/{integration_id}").json()["health"]["status"] == "healthy",
                  what="health to recover")
-    assert asyncio.iscoroutinefunction(real_send)
+    assert asyncio.iscoroutinefunction(real_handle)
 
 
 def start_refused(*args: str) -> str:

@@ -1,5 +1,5 @@
 """Alerts through the admin API (`/v1/admin/alerts/...`: destinations, a test button, history and
-open incidents) and the UI's Alerts page. delivery/alerts.py judges the rules and sends."""
+open incidents) and the UI's Alerts page. delivery/alerts/ judges the rules and sends."""
 
 from __future__ import annotations
 

@@ -59,9 +59,9 @@ from delivery.pinterest.schema_check import schema_validator
 from delivery.pinterest.tokens import RefreshRefused, credentials_lock
 from delivery.pinterest.variants import VARIANTS
 from delivery.queue import Waiting
+from delivery.retry import MARGIN, MAX_AGE, TOO_OLD, too_old
 from delivery.secrets import mask
 from delivery.store import DebugRecord, SourceActivity
-from delivery.worker import MAX_EVENT_AGE, TOO_OLD
 
 _encoder = msgspec.json.Encoder()
 MAX_LIMIT = 100
@@ -462,7 +462,7 @@ class Api:
         warnings = ev.notes + mapped.warnings  # what the edge left out, then the mapping
         if mapped.event is None:
             return json_response(s.PreviewOut(False, mapped.reason, incoming, profile, warnings=warnings))
-        if time.time() - ev.event_time > MAX_EVENT_AGE:  # as delivery would: dead-lettered, not sent
+        if too_old(ev.event_time, time.time()):  # as delivery would: dead-lettered, not sent
             return json_response(s.PreviewOut(False, TOO_OLD, incoming, profile, mapped.event.event_name,
                                               warnings=warnings))
         payload = msgspec.json.decode(client.encode([mapped.event]))
@@ -721,7 +721,7 @@ async def dead_letters_source(store, queue, topic: str) -> str | None:
 DELETED = "not sent: the integration was deleted (replay into another integration, or export)"
 
 
-REPLAY_WINDOW = 7 * 24 * 3600 - 3600  # Pinterest refuses events over 7 days old; an hour's margin to deliver
+REPLAY_WINDOW = MAX_AGE - MARGIN  # what delivery would still send (delivery/retry.py)
 
 
 def dead_letter_out(d) -> s.DeadLetterOut:

@@ -21,12 +21,12 @@ refresh token gets its access tokens from Pinterest, and refreshes them itself.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 
 import httpx
 import msgspec
 
+from delivery.clock import SYSTEM, Clock
 from delivery.config import Health, Integration
 from delivery.pinterest import oauth
 from delivery.store import ConfigStore
@@ -56,15 +56,16 @@ def due(integration: Integration, now: float) -> bool:
 
 
 class TokenKeeper:
-    def __init__(self, store: ConfigStore, api_base: str, http: httpx.AsyncClient) -> None:
+    def __init__(self, store: ConfigStore, api_base: str, http: httpx.AsyncClient, clock: Clock = SYSTEM) -> None:
         self.store = store
+        self.clock = clock
         self.api_base = api_base
         self.http = http
         self.counts: Counter[str] = Counter()  # refreshes, refresh_failures (per integration: /metrics)
 
     async def fresh(self, integration: Integration) -> Integration:
         """`integration` with an access token that is not due for a refresh."""
-        if not due(integration, time.time()):
+        if not due(integration, self.clock.time()):
             return integration
         return await self.refresh(integration.id)
 
@@ -77,21 +78,21 @@ class TokenKeeper:
             if current is None or not current.oauth:
                 raise RefreshRefused("this integration has no app and refresh token to refresh with")
             stale = force or (failed_token is not None and current.config.access_token == failed_token)
-            if not stale and not due(current, time.time()):
+            if not stale and not due(current, self.clock.time()):
                 return current  # another node (or an earlier call) has just refreshed it
             cfg = current.config
             try:
                 answer = await oauth.refresh(self.http, self.api_base, cfg.app_id, cfg.app_secret, cfg.refresh_token)
             except oauth.Refused as exc:
                 self.counts[f"{integration_id}:refresh_failures"] += 1
-                await self.store.set_health(integration_id, Health("unhealthy", REFUSED, str(exc), time.time()))
+                await self.store.set_health(integration_id, Health("unhealthy", REFUSED, str(exc), self.clock.time()))
                 await self.store.audit("refresh-refused", "integration", integration_id, None, {"pinterest": str(exc)})
                 log.warning("integration %s: Pinterest refused the refresh token (%s); connect again", integration_id, exc)
                 raise RefreshRefused(str(exc)) from None
             except oauth.Unavailable:
                 self.counts[f"{integration_id}:refresh_failures"] += 1
                 raise
-            now = time.time()
+            now = self.clock.time()
             updated = await self.store.update_integration(  # durable before it is used (audited, sealed)
                 integration_id, lambda stored: with_tokens(stored, answer, now), "refresh")
             if updated is None:

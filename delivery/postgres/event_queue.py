@@ -21,7 +21,7 @@ clock is wrong by minutes still agrees with the others on whose lease has run ou
 difference it sees. A test may inject a clock of its own instead (`clock`).
 
 No lock that another node could wait for is held across a round trip: the lease and the rate
-bucket are single statements (the bucket a function, migration 3), and a settlement touches
+bucket are single statements (the buckets a function, migration 6), and a settlement touches
 only this lease's rows and this node's counters (the topic's last error is written apart).
 
 Appends made while a commit is running are gathered into the next one (one transaction for
@@ -44,7 +44,7 @@ from delivery.events import queued_event_id
 from delivery.postgres.db import ANSWER_WITHIN, PgDatabase
 from delivery.queue import (DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting, settle_apart,
                             storable)
-from delivery.ratelimit import RATE_RECOVERY
+from delivery.ratelimit import Accounts, Budget, Pacer, account_bucket
 from delivery.store import StorageError
 
 log = logging.getLogger("signal_edge.queue")
@@ -82,6 +82,7 @@ class PgEventQueue:
         self._last_commit = 0.0
         self._appender = db.dedicated()
         self._refresher: asyncio.Task | None = None
+        self._accounts = Accounts()  # this node's waiters per ad account
 
     def _now(self) -> float | None:
         """$1 of every statement that reads the clock (see _NOW)."""
@@ -357,8 +358,8 @@ class PgEventQueue:
             topic, self.node if this_node else None), single=True)
         return TopicStats(*row)
 
-    def rate_limiter(self, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> SharedBucket:
-        return SharedBucket(self.db, topic, rate, burst, recovery)
+    def rate_limiter(self, topic: str, budget: Budget) -> SharedBucket:
+        return SharedBucket(self.db, topic, budget, self._accounts, self._now)
 
     # --- erasure and retention (issue 27) ------------------------------------------------------
 
@@ -482,34 +483,36 @@ async def _insert_dead(conn: asyncpg.Connection, topic: str, rows: list[tuple[by
              for payload, created_at, attempts, reason in rows])
 
 
-class SharedBucket:
-    """One integration's token bucket for the whole cluster: a row of rate_buckets, taken by one
-    call of the database's function (migration 3) with the database's clock, so Pinterest's
-    limit holds however many nodes send, and no node holds the row between round trips. A 429's
-    pause, the halved rate and its recovery (by the clock: see delivery/ratelimit.py) are the
-    row's, so a restart forgets none of them and every node recovers on one schedule; each node
-    takes with its configured rate, so a changed limit applies at its next take."""
+class SharedBucket(Pacer):
+    """One integration's token bucket and its ad account's, for the whole cluster: rows of
+    rate_buckets (the account's keyed `account:<id>`), taken together by one call of the
+    database's function (migration 6) with the database's clock (or the queue's, in a test), so
+    Pinterest's limit per ad
+    account holds however many nodes and integrations send to it, and no node holds a row
+    between round trips. A 429's pause, the halved rate and its recovery (by the clock: see
+    delivery/ratelimit.py) are the account row's, so a restart forgets none of them and every
+    node recovers on one schedule; each node takes with its configured rates, so a changed
+    limit applies at its next take."""
 
-    def __init__(self, db: PgDatabase, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> None:
-        self.db, self.topic = db, topic
-        self.configured_rate, self.burst = rate, max(1, burst)
-        self.recovery = recovery
-        self._lock = asyncio.Lock()
+    def __init__(self, db: PgDatabase, topic: str, budget: Budget, accounts: Accounts,
+                 now: Callable[[], float | None]) -> None:
+        super().__init__(budget, accounts.turns(budget.account))
+        self.db, self.topic, self._now = db, topic, now
         self._tasks: set[asyncio.Task] = set()
 
-    def reconfigure(self, rate: float, burst: int) -> None:
-        self.configured_rate, self.burst = rate, max(1, burst)
-
-    async def acquire(self) -> None:
-        async with self._lock:  # this node's waiters in order; the row orders the nodes
-            while (wait := await self.db.run(lambda c: c.fetchval(
-                    "SELECT signal_edge_take_token($1, $2, $3, $4)", self.topic, float(self.configured_rate),
-                    float(self.burst), float(self.recovery)), single=True)) > 0:
-                await asyncio.sleep(min(wait, 1.0))  # a raised limit applies within a second
+    async def take(self) -> tuple[float, float]:
+        b = self.budget
+        rate, burst = account_bucket(b.account_per_minute)
+        row = await self.db.run(lambda c: c.fetchrow(
+            "SELECT own_wait, account_wait FROM signal_edge_take_call($1, $2, $3, $4, $5, $6, $7, $8)",
+            self.topic, float(b.rate), float(max(1, b.burst)), "account:" + b.account, rate, float(burst),
+            float(b.recovery), self._now()), single=True)
+        return row[0], row[1]
 
     def throttled(self, retry_after: float) -> None:
-        """Pause the cluster's bucket and halve its rate (unless a pause already runs: the other
+        """Pause the account's bucket and halve its rate (unless a pause already runs: the other
         requests in flight then report the same overload). One statement, in the background."""
+        rate, _ = account_bucket(self.budget.account_per_minute)
         task = asyncio.ensure_future(self.db.run(lambda c: c.execute(
             "UPDATE rate_buckets b SET "
             "  rate = CASE WHEN c.t < b.paused_until THEN b.rate ELSE greatest(1, least($3, b.rate * "
@@ -517,8 +520,9 @@ class SharedBucket:
             "  slowed_at = CASE WHEN c.t < b.paused_until THEN b.slowed_at ELSE c.t END, "
             "  paused_until = greatest(b.paused_until, c.t + $2), tokens = 0, "
             "  updated = greatest(b.paused_until, c.t + $2) "
-            "FROM (SELECT extract(epoch FROM clock_timestamp()) AS t) c WHERE b.topic = $1",
-            self.topic, float(retry_after), float(self.configured_rate), float(self.recovery)), single=True))
+            "FROM (SELECT coalesce($5::float8, extract(epoch FROM clock_timestamp())) AS t) c WHERE b.topic = $1",
+            "account:" + self.budget.account, float(retry_after), rate, float(self.budget.recovery), self._now()),
+            single=True))
         self._tasks.add(task)
         task.add_done_callback(self._done)
 

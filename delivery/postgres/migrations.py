@@ -177,6 +177,64 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # 6: one rate budget per ad account (issue 26). Beside each integration's row, a row keyed
+    # 'account:<ad account id>' holds its ad account's budget, which every integration and node
+    # sending to that account shares; a call to Pinterest takes a token of both, or of neither,
+    # in one call of signal_edge_take_call, by the database's clock. Older nodes keep taking
+    # from their integration's row alone (signal_edge_take_token) until they are upgraded.
+    """
+    CREATE FUNCTION signal_edge_bucket_wait(p_key text, p_rate float8, p_burst float8, p_recovery float8,
+                                            p_now float8)
+    RETURNS float8 LANGUAGE plpgsql AS $$
+    -- Lock the bucket's row (made, full, when new) and bring its tokens up to p_now: the seconds
+    -- until it holds a token, 0 when it does. Takes none.
+    DECLARE
+        b rate_buckets;
+        r float8;
+        have float8;
+    BEGIN
+        SELECT * INTO b FROM rate_buckets WHERE topic = p_key FOR UPDATE;
+        IF b.topic IS NULL THEN
+            INSERT INTO rate_buckets (topic, tokens, updated, rate) VALUES (p_key, p_burst, p_now, p_rate)
+            ON CONFLICT (topic) DO NOTHING;
+            SELECT * INTO b FROM rate_buckets WHERE topic = p_key FOR UPDATE;
+        END IF;
+        IF p_now < b.paused_until THEN
+            RETURN b.paused_until - p_now;
+        END IF;
+        r := least(p_rate, b.rate * power(2, least(64, greatest(0, p_now - b.slowed_at) / p_recovery)));
+        have := least(p_burst, b.tokens + greatest(0, p_now - b.updated) * r);
+        UPDATE rate_buckets SET tokens = have, updated = p_now WHERE topic = p_key;
+        IF have >= 1 - 1e-9 THEN  -- a rounding error short of a whole token (ratelimit.WHOLE)
+            RETURN 0;
+        END IF;
+        RETURN (1 - have) / r;
+    END
+    $$;
+    CREATE FUNCTION signal_edge_take_call(p_topic text, p_rate float8, p_burst float8, p_account text,
+                                          p_account_rate float8, p_account_burst float8, p_recovery float8,
+                                          p_now float8, OUT own_wait float8, OUT account_wait float8)
+    LANGUAGE plpgsql AS $$
+    -- A token of the integration's bucket and one of its account's: (0, 0). Else none, and the
+    -- wait for the integration's own (the account's is not looked at), or for the account's.
+    -- Every caller locks the integration's row first, then the account's: none waits in a circle.
+    -- p_now: NULL, the database's clock; a test's clock otherwise.
+    DECLARE
+        t float8 := coalesce(p_now, extract(epoch FROM clock_timestamp()));
+    BEGIN
+        account_wait := 0;
+        own_wait := signal_edge_bucket_wait(p_topic, p_rate, p_burst, p_recovery, t);
+        IF own_wait > 0 THEN
+            RETURN;
+        END IF;
+        account_wait := signal_edge_bucket_wait(p_account, p_account_rate, p_account_burst, p_recovery, t);
+        IF account_wait > 0 THEN
+            RETURN;
+        END IF;
+        UPDATE rate_buckets SET tokens = tokens - 1 WHERE topic IN (p_topic, p_account);
+    END
+    $$;
+    """,
 )
 
 

@@ -26,12 +26,21 @@ from collections import Counter
 from collections.abc import Callable
 
 from delivery.erasure import ERASED
-from delivery.queue import DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting, settle_apart
-from delivery.store import StorageError
-from delivery.ratelimit import RATE_RECOVERY, TokenBucket
+from delivery.queue import (
+    DeadLetter,
+    Leased,
+    QueueItem,
+    Readiness,
+    Settlement,
+    TopicStats,
+    Waiting,
+    settle_apart,
+)
+from delivery.ratelimit import Accounts, Budget, MemoryPacer
 from delivery.sqlite import queue_rows, queue_settle
 from delivery.sqlite.db import Database
 from delivery.sqlite.queue_rows import SEP
+from delivery.store import StorageError
 
 
 class SqliteEventQueue:
@@ -40,6 +49,7 @@ class SqliteEventQueue:
         self.clock = clock or time.time  # one process: its own clock is the queue's
         self._depth = 0
         self._append = functools.partial(queue_rows.append, self.clock)  # one function: appends of a turn share a call
+        self._accounts = Accounts(clock or time.monotonic)  # one process: each ad account's bucket is here
 
     async def open(self) -> None:
         self._depth = await self.db.run(
@@ -83,8 +93,8 @@ class SqliteEventQueue:
                              (until, *chunk))
         await self.db.run(renew)
 
-    def rate_limiter(self, topic: str, rate: float, burst: int, recovery: float = RATE_RECOVERY) -> TokenBucket:
-        return TokenBucket(rate, burst, recovery=recovery)  # one process: the bucket lives in its memory
+    def rate_limiter(self, topic: str, budget: Budget) -> MemoryPacer:
+        return MemoryPacer(budget, self._accounts)
 
     async def close(self) -> None:
         pass
