@@ -7,7 +7,7 @@ import time
 import jsonschema
 
 from delivery.pinterest.normalize import sha256
-from delivery.pinterest.sandbox import SCHEMA
+from delivery.pinterest.schema_check import SCHEMA
 from e2e.conftest import STUB, USER_AGENT
 from tests.support import wait_for
 

@@ -10,7 +10,7 @@ import httpx
 import jsonschema
 
 from delivery.pinterest.normalize import sha256
-from delivery.pinterest.sandbox import SCHEMA
+from delivery.pinterest.schema_check import SCHEMA
 from tests.support import (
     ADMIN_TOKEN,
     FakePinterest,
