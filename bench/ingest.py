@@ -160,6 +160,11 @@ def _figures(target: Target, events: int) -> dict:
             "cpu_us": target.cpu_per_request() * 1e6, "client": target.client_cpu / target.seconds}
 
 
+def targets(baselines: dict[str, Bare], edges: dict[str, Edge]) -> list[Target]:
+    """One target for each of CASES, with fresh counts."""
+    return [baselines[app].target(name) if app else edges[name].target(name, events) for name, app, events in CASES]
+
+
 def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds: float = 1.5) -> dict:
     """Each run: fresh edges beside the two baselines, all four driven in turns until each has had
     `seconds` of load over `connections`; then, in turns again, with each of STEPS connections for
@@ -176,17 +181,13 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds
             try:
                 idle_rss = idle_rss or rss_kib(edges[SINGLE].proc.pid)[0]
 
-                def targets() -> list[Target]:
-                    return [baselines[app].target(name) if app else edges[name].target(name, events)
-                            for name, app, events in CASES]
-
-                driven = targets()
+                driven = targets(baselines, edges)
                 drive(driven, seconds, int(LOAD_CORE), connections=connections)
                 for (name, _, events), target in zip(CASES, driven):
                     results[name].append(_figures(target, events))
                 best = {name: (0.0, 0) for name, _, _ in CASES}
                 for step in STEPS:
-                    stepped = targets()
+                    stepped = targets(baselines, edges)
                     drive(stepped, step_seconds, int(LOAD_CORE), connections=step)
                     for target in stepped:
                         if target.percentile(99) <= BOUND and target.rps > best[target.name][0]:

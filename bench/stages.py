@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from common import LOAD_CORE, SERVER_CORE, table
-from ingest import EVENT, Bare, Edge as EdgeServer, tag_request
+from ingest import Bare, Edge as EdgeServer, tag_request
 from loadgen import drive
 
 from collector.edge import identity as ei  # noqa: E402
