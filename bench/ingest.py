@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from common import LOAD_CORE, ROOT, SERVER_CORE, median, pinned, rss_kib, table, wait_http
@@ -102,10 +103,11 @@ class Bare:
 
 class Edge:
     """A `signal-edge serve` with a fresh database (a SQLite file, or `database_url`), a source and
-    a parked integration; pinned to core 0 unless `core` is None."""
+    a parked integration; pinned to core 0 unless `core` is None. The source names the site's
+    domain and lifts its rate limits (one load generator is one client)."""
 
     def __init__(self, tmp: Path, pinterest: str, database_url: str | None = None, core: str | None = SERVER_CORE,
-                 workers: int = 1) -> None:
+                 workers: int = 1, program: list[str] | None = None) -> None:
         self.port, admin_port = free_port(), free_port()
         self.admin_port = admin_port
         env = {"PATH": "/usr/bin:/bin", "SIGNAL_ADMIN_TOKEN": ADMIN, "SIGNAL_PINTEREST_API_BASE": pinterest,
@@ -115,7 +117,8 @@ class Edge:
         if workers > 1:
             database += ["--workers", str(workers)]
         self.log = db.with_suffix(".log")  # the parked integration's warning goes here, not into the table
-        argv = [sys.executable, "-m", "collector", "serve", "--port", str(self.port), "--admin-port", str(admin_port),
+        # `program`: what runs the CLI instead of `-m collector` (bench/stages.py's truncated edges)
+        argv = [sys.executable, *(program or ["-m", "collector"]), "serve", "--port", str(self.port), "--admin-port", str(admin_port),
                 *database]
         with self.log.open("wb") as log:
             self.proc = (pinned(core, argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) if core
@@ -132,7 +135,10 @@ class Edge:
             "source_id": source["id"], "vendor": "pinterest", "name": "P",
             "config": {"ad_account_id": "1", "access_token": "pina_x", "conversion_token": "ct_x"}}).json()["id"]
         first = httpx.post(f"http://127.0.0.1:{self.port}/v1/batch", content=body(self.key, 1))
-        self.cookie = "; ".join(f"{k}={first.cookies[k]}" for k in ("_dfid", "_pin_unauth"))
+        # (an edge cut short by bench/stages.py sets none: it gets the same cookies' length)
+        jar = first.cookies if "_dfid" in first.cookies else {"_dfid": f"{uuid.uuid4()}.{int(time.time() // 86400)}",
+                                                              "_pin_unauth": str(uuid.uuid4())}
+        self.cookie = "; ".join(f"{k}={jar[k]}" for k in ("_dfid", "_pin_unauth"))
         time.sleep(1.0)  # the first delivery attempt gets its 401 and the worker parks
 
     def target(self, name: str, events: int = 1) -> Target:

@@ -229,20 +229,66 @@ async def append_cpu(queue, items) -> float:
     return best
 
 
-def live(seconds: float) -> tuple[float, float]:
-    """CPU per request under load over 32 connections, from /proc: (the edge's, raw ASGI's)."""
+# The live server cut short after each stage (bench/stages.py --serve-cut N): what each adds to a
+# request's CPU, measured on the server as it runs, in the same turns as the raw ASGI app.
+CUTS = [
+    ("our ASGI entry, body read, answer (cut before any check)", 1),
+    ("+ headers, body decoded, key, origin, buckets, backpressure", 2),
+    ("+ identity, scrubbing, the event built, the answer, cookies", 3),
+    ("+ encoding, queue item, notify (the append stubbed out)", 4),
+    ("+ the durable append: the whole request", 5),
+]
+_ANSWER = b'{"success":true,"accepted":1}'
+
+
+def serve_cut(level: int, argv: list[str]) -> int:
+    """`signal-edge serve` with the ingest path cut short at `level` (5: whole)."""
+    import collector.edge.app as edge_app
+    from collector.cli import main as cli
+    from delivery.sqlite.event_queue import SqliteEventQueue
+
+    async def answered(self, scope, receive, implied):
+        await self.read_body(receive, {})
+        return 200, _ANSWER, []
+
+    async def accepted(self, scope, headers, source, incoming, implied, sent_at, reset, cors, *rest):
+        return 200, _ANSWER, cors
+
+    async def committed(self, *args):
+        return None
+
+    async def appended(self, items):
+        self._depth += sum(item.events for item in items)
+
+    if level == 1:
+        edge_app.Edge.ingest = answered
+    elif level == 2:
+        edge_app.Edge.accept = accepted
+    elif level == 3:
+        edge_app.Edge.commit = committed
+    elif level == 4:
+        SqliteEventQueue.append = appended
+    return cli(argv)
+
+
+def live(seconds: float) -> tuple[float, list[float]]:
+    """CPU per request under load over 32 connections, from /proc: the raw ASGI app's, and the
+    edge's cut after each of CUTS, all driven in the same turns."""
     from delivery.pinterest.sandbox import Sandbox
     from tests.support import ServerThread
 
     tmp = Path(tempfile.mkdtemp(prefix="signal-edge-bench-"))
     pinterest = ServerThread(Sandbox()).start()
-    raw, edge = Bare("raw"), EdgeServer(tmp, pinterest.url)
+    raw, edges = Bare("raw"), []
     try:
-        targets = [edge.target("edge"), raw.target("raw")]
+        for _, level in CUTS:
+            edges.append(EdgeServer(tmp, pinterest.url, program=[__file__, "--serve-cut", str(level)]))
+        targets = [raw.target("raw"), *(edge.target(f"cut {level}") for edge, (_, level) in zip(edges, CUTS))]
         drive(targets, seconds, int(LOAD_CORE))
-        return targets[0].cpu_per_request(), targets[1].cpu_per_request()
+        return targets[0].cpu_per_request(), [t.cpu_per_request() for t in targets[1:]]
     finally:
-        edge.stop()
+        for edge in edges:
+            edge.stop()
         raw.stop()
         pinterest.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -257,23 +303,28 @@ def measure(seconds: float = 3.0, n: int = 5000) -> dict:
     finally:
         os.sched_setaffinity(0, allowed)
         shutil.rmtree(tmp, ignore_errors=True)
-    edge_cpu, raw_cpu = live(seconds)
-    return {"rows": rows, "total": total, "whole": whole, "whole_ops": whole_ops, "edge_cpu": edge_cpu, "raw_cpu": raw_cpu}
+    raw_cpu, cut_cpu = live(seconds)
+    return {"rows": rows, "total": total, "whole": whole, "whole_ops": whole_ops, "raw_cpu": raw_cpu, "cut_cpu": cut_cpu}
 
 
 def report(r: dict) -> None:
     us = lambda s: f"{s * 1e6:.1f}"  # noqa: E731
     rows = [[name, us(s), "" if ops is None else ops] for name, s, ops in r["rows"]]
     rows += [["sum of the stages", us(r["total"]), sum(ops or 0 for _, _, ops in r["rows"])],
-             ["the whole request in process, CPU (EdgeApp, 32 at once)", us(r["whole"]), r["whole_ops"]],
-             ["live, 32 connections: the edge's CPU per request (/proc)", us(r["edge_cpu"]), ""],
-             ["  of which HTTP, event loop, kernel (live less in process)", us(r["edge_cpu"] - r["whole"]), ""],
-             ["live: the raw ASGI app's CPU per request (the stack)", us(r["raw_cpu"]), ""]]
-    print("\nThe ingest path of one tag request (single event), stage by stage")
+             ["the whole request in process, CPU (EdgeApp, 32 at once)", us(r["whole"]), r["whole_ops"]]]
+    print("\nThe ingest path of one tag request (single event), stage by stage, in process")
     print(table(["stage", "us", "bytecodes"], rows))
+    rows, before = [["the raw ASGI app (the stack)", us(r["raw_cpu"]), ""]], r["raw_cpu"]
+    for (name, _), cpu in zip(CUTS, r["cut_cpu"]):
+        rows.append([name, us(cpu), f"+{(cpu - before) * 1e6:.1f}"])
+        before = cpu
+    print("\nLive, 32 connections, the server's CPU per request (/proc), the edge cut short after each stage")
+    print(table(["server", "us", "the stage adds"], rows))
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--serve-cut"]:
+        sys.exit(serve_cut(int(sys.argv[2]), sys.argv[3:]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="load on the live servers")
     args = parser.parse_args()
