@@ -107,7 +107,7 @@ class Edge:
     domain and lifts its rate limits (one load generator is one client)."""
 
     def __init__(self, tmp: Path, pinterest: str, database_url: str | None = None, core: str | None = SERVER_CORE,
-                 workers: int = 1, program: list[str] | None = None) -> None:
+                 workers: int = 1, program: list[str] | None = None, root: Path = ROOT) -> None:
         self.port, admin_port = free_port(), free_port()
         self.admin_port = admin_port
         env = {"PATH": "/usr/bin:/bin", "SIGNAL_ADMIN_TOKEN": ADMIN, "SIGNAL_PINTEREST_API_BASE": pinterest,
@@ -121,8 +121,8 @@ class Edge:
         argv = [sys.executable, *(program or ["-m", "collector"]), "serve", "--port", str(self.port), "--admin-port", str(admin_port),
                 *database]
         with self.log.open("wb") as log:
-            self.proc = (pinned(core, argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) if core
-                         else subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+            self.proc = (pinned(core, argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT) if core
+                         else subprocess.Popen(argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT))
         wait_http(f"http://127.0.0.1:{self.port}/healthz")
         self.admin = httpx.Client(base_url=f"http://127.0.0.1:{admin_port}/v1/admin",
                                   headers={"Authorization": f"Bearer {ADMIN}"})
@@ -166,41 +166,49 @@ def _figures(target: Target, events: int) -> dict:
             "cpu_us": target.cpu_per_request() * 1e6, "client": target.client_cpu / target.seconds}
 
 
-def targets(baselines: dict[str, Bare], edges: dict[str, Edge]) -> list[Target]:
-    """One target for each of CASES, with fresh counts."""
-    return [baselines[app].target(name) if app else edges[name].target(name, events) for name, app, events in CASES]
+BEFORE = "signal-edge before (--before), 1 event/request"
 
 
-def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds: float = 1.5) -> dict:
+def targets(baselines: dict[str, Bare], edges: dict[str, Edge], cases: list) -> list[Target]:
+    """One target for each case, with fresh counts."""
+    return [baselines[app].target(name) if app else edges[name].target(name, events) for name, app, events in cases]
+
+
+def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds: float = 1.5,
+            before: Path | None = None) -> dict:
     """Each run: fresh edges beside the two baselines, all four driven in turns until each has had
     `seconds` of load over `connections`; then, in turns again, with each of STEPS connections for
-    `step_seconds`, for the most requests/s each served with a p99 within BOUND."""
+    `step_seconds`, for the most requests/s each served with a p99 within BOUND. `before`: a
+    directory holding another version's code (`git archive <commit> collector delivery static`),
+    served as a fifth case in the same turns."""
+    cases = CASES + ([(BEFORE, None, 1)] if before else [])
     tmp = Path(tempfile.mkdtemp(prefix="signal-edge-bench-"))
     pinterest = ServerThread(Sandbox()).start()  # no tokens: every call is a 401, delivery parks
     baselines = {app: Bare(app) for _, app, _ in CASES if app}
-    results: dict[str, list[dict]] = {name: [] for name, _, _ in CASES}
-    bounded: dict[str, list[tuple[float, int]]] = {name: [] for name, _, _ in CASES}  # (req/s, connections)
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in cases}
+    bounded: dict[str, list[tuple[float, int]]] = {name: [] for name, _, _ in cases}  # (req/s, connections)
     idle_rss = peak_rss = accepted = answered = 0
     try:
         for run in range(runs):
-            edges = {name: Edge(tmp, pinterest.url) for name, app, _ in CASES if not app}
+            edges = {name: Edge(tmp, pinterest.url, root=before if name == BEFORE else ROOT)
+                     for name, app, _ in cases if not app}
             try:
                 idle_rss = idle_rss or rss_kib(edges[SINGLE].proc.pid)[0]
 
-                driven = targets(baselines, edges)
+                driven = targets(baselines, edges, cases)
                 drive(driven, seconds, int(LOAD_CORE), connections=connections)
-                for (name, _, events), target in zip(CASES, driven):
+                for (name, _, events), target in zip(cases, driven):
                     results[name].append(_figures(target, events))
-                best = {name: (0.0, 0) for name, _, _ in CASES}
+                best = {name: (0.0, 0) for name, _, _ in cases}
                 for step in STEPS:
-                    stepped = targets(baselines, edges)
+                    stepped = targets(baselines, edges, cases)
                     drive(stepped, step_seconds, int(LOAD_CORE), connections=step)
                     for target in stepped:
                         if target.percentile(99) <= BOUND and target.rps > best[target.name][0]:
                             best[target.name] = (target.rps, step)
                 for name, figure in best.items():
                     bounded[name].append(figure)
-                for (name, _, events), target in zip(CASES, driven):
+                for (name, _, events), target in zip(cases, driven):
                     if name in edges:
                         peak_rss = max(peak_rss, rss_kib(edges[name].proc.pid)[1])
                         answered += (target.answers - target.non2xx) * events
@@ -209,7 +217,7 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds
                 for edge in edges.values():
                     edge.stop()
             print(f"  run {run + 1}/{runs}: " + ", ".join(
-                f"{name} {results[name][-1]['eps']:,.0f} events/s" for name, _, _ in CASES), file=sys.stderr, flush=True)
+                f"{name} {results[name][-1]['eps']:,.0f} events/s" for name, _, _ in cases), file=sys.stderr, flush=True)
     finally:
         for bare in baselines.values():
             bare.stop()
@@ -218,7 +226,7 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds
 
     med = lambda name, key: median([r[key] for r in results[name]])  # noqa: E731
     rows = []
-    for name, _, events in CASES:
+    for name, _, events in cases:
         rps_bound = median([rps for rps, _ in bounded[name]])
         rows.append([name, f"{med(name, 'eps'):,.0f}", f"{med(name, 'rps'):,.0f}", f"{med(name, 'p50') * 1000:.2f}",
                      f"{med(name, 'p99') * 1000:.2f}", f"{med(name, 'p999') * 1000:.2f}", f"{med(name, 'cpu_us'):.0f}",
@@ -232,6 +240,8 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds
         "rows": rows,
         "ratios_raw": per_run(SINGLE, RAW), "ratios_bare": per_run(SINGLE, BARE), "ratios_batch": per_run(BATCH, SINGLE),
         "ratios_bound_raw": bound_ratio,
+        "ratios_before": per_run(BEFORE, SINGLE, "cpu_us") if before else [],  # its CPU per request over ours
+        "rps_over_before": per_run(SINGLE, BEFORE) if before else [],
         "single_eps": med(SINGLE, "eps"), "batch_eps": med(BATCH, "eps"), "bare_eps": med(BARE, "eps"),
         "single_p99s_ms": [r["p99"] * 1000 for r in results[SINGLE]],
         "single_bound_rps": [rps for rps, _ in bounded[SINGLE]],
@@ -256,6 +266,10 @@ def report(r: dict) -> None:
     print(f"ratio ours/bare Starlette (1 event/request): {median(r['ratios_bare']):.2f} ({runs(r['ratios_bare'])})")
     print(f"ratio ours/raw ASGI at the latency bound: {median(r['ratios_bound_raw']):.2f} ({runs(r['ratios_bound_raw'])})")
     print(f"ratio 10-event/1-event batches (events/s), median: {median(r['ratios_batch']):.2f} ({runs(r['ratios_batch'])})")
+    if r["ratios_before"]:
+        print(f"CPU per request, before over now (1 event/request, same turns): {median(r['ratios_before']):.3f} "
+              f"({runs(r['ratios_before'])}); requests/s, now over before: {median(r['rps_over_before']):.3f} "
+              f"({runs(r['rps_over_before'])})")
     print(f"durable: {r['accepted']:,} events committed to the queue ({r['answered']:,} answered 200 in the main turns)")
     print(f"load generator: at most {r['client_busy']:.0%} of its core busy in a turn (near 100% it would be the limit)")
     print(f"edge RSS: {r['idle_rss_mib']:.1f} MiB idle, {r['peak_rss_mib']:.1f} MiB peak under load")
@@ -267,8 +281,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--step-seconds", type=float, default=1.5, help="load per step of the latency-bound search")
+    parser.add_argument("--before", type=Path, help="another version's code to serve beside (git archive <commit> "
+                                                     "collector delivery static | tar -x -C DIR)")
     args = parser.parse_args()
-    report(measure(args.seconds, args.connections, args.runs, args.step_seconds))
+    report(measure(args.seconds, args.connections, args.runs, args.step_seconds, args.before))
 
 
 if __name__ == "__main__":
