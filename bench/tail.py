@@ -187,7 +187,8 @@ def measure(backlog: int = 2_000_000, seconds: float = 1.0, rounds: int = 4, run
                                                           results[("delivery draining", c)])] for c in CONNECTIONS}
     return {"rows": rows, "p99_ratio": p99_ratio, "runs": runs, "backlog": backlog, "seconds": seconds,
             "rounds": rounds,
-            "draining_p99_ms": {c: [r["p99"] * 1000 for r in results[("delivery draining", c)]] for c in CONNECTIONS}}
+            "draining_p99_ms": {c: [r["p99"] * 1000 for r in results[("delivery draining", c)]] for c in CONNECTIONS},
+            "paused_p99_ms": {c: [r["p99"] * 1000 for r in results[("delivery paused", c)]] for c in CONNECTIONS}}
 
 
 def report(r: dict) -> None:
