@@ -118,7 +118,8 @@ class Edge:
             database += ["--workers", str(workers)]
         self.log = db.with_suffix(".log")  # the parked integration's warning goes here, not into the table
         # `program`: what runs the CLI instead of `-m collector` (bench/stages.py's truncated edges)
-        argv = [sys.executable, *(program or ["-m", "collector"]), "serve", "--port", str(self.port), "--admin-port", str(admin_port),
+        argv = [sys.executable, *(program or ["-m", "collector"]), "serve", "--port", str(self.port),
+                "--admin-port", str(admin_port),
                 *database]
         with self.log.open("wb") as log:
             self.proc = (pinned(core, argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT) if core
@@ -128,7 +129,8 @@ class Edge:
                                   headers={"Authorization": f"Bearer {ADMIN}"})
         # One load generator is one client: lift the per-client limit with the source's.
         source = self.admin.post("/sources", json={
-            "name": "bench", "domain": "shop.example", "rate_limit_per_second": 1_000_000, "rate_limit_burst": 1_000_000,
+            "name": "bench", "domain": "shop.example",
+            "rate_limit_per_second": 1_000_000, "rate_limit_burst": 1_000_000,
             "client_rate_limit_per_second": 1_000_000, "client_rate_limit_burst": 1_000_000}).json()
         self.key = source["pipeline_key"]
         self.integration = self.admin.post("/integrations", json={
@@ -217,7 +219,8 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds
                 for edge in edges.values():
                     edge.stop()
             print(f"  run {run + 1}/{runs}: " + ", ".join(
-                f"{name} {results[name][-1]['eps']:,.0f} events/s" for name, _, _ in cases), file=sys.stderr, flush=True)
+                f"{name} {results[name][-1]['eps']:,.0f} events/s" for name, _, _ in cases),
+                file=sys.stderr, flush=True)
     finally:
         for bare in baselines.values():
             bare.stop()
@@ -238,7 +241,8 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds
         "title": f"Ingest of the tag's request, servers on 1 core, {connections} connections each, turns of 0.25 s, "
                  f"{seconds}s each x {runs} runs (medians)",
         "rows": rows,
-        "ratios_raw": per_run(SINGLE, RAW), "ratios_bare": per_run(SINGLE, BARE), "ratios_batch": per_run(BATCH, SINGLE),
+        "ratios_raw": per_run(SINGLE, RAW), "ratios_bare": per_run(SINGLE, BARE),
+        "ratios_batch": per_run(BATCH, SINGLE),
         "ratios_bound_raw": bound_ratio,
         "ratios_before": per_run(BEFORE, SINGLE, "cpu_us") if before else [],  # its CPU per request over ours
         "rps_over_before": per_run(SINGLE, BEFORE) if before else [],
@@ -264,13 +268,16 @@ def report(r: dict) -> None:
     print(f"ratio ours/raw ASGI (1 event/request), median of the runs: {median(r['ratios_raw']):.2f} "
           f"({runs(r['ratios_raw'])})")
     print(f"ratio ours/bare Starlette (1 event/request): {median(r['ratios_bare']):.2f} ({runs(r['ratios_bare'])})")
-    print(f"ratio ours/raw ASGI at the latency bound: {median(r['ratios_bound_raw']):.2f} ({runs(r['ratios_bound_raw'])})")
-    print(f"ratio 10-event/1-event batches (events/s), median: {median(r['ratios_batch']):.2f} ({runs(r['ratios_batch'])})")
+    print(f"ratio ours/raw ASGI at the latency bound: {median(r['ratios_bound_raw']):.2f} "
+          f"({runs(r['ratios_bound_raw'])})")
+    print(f"ratio 10-event/1-event batches (events/s), median: {median(r['ratios_batch']):.2f} "
+          f"({runs(r['ratios_batch'])})")
     if r["ratios_before"]:
         print(f"CPU per request, before over now (1 event/request, same turns): {median(r['ratios_before']):.3f} "
               f"({runs(r['ratios_before'])}); requests/s, now over before: {median(r['rps_over_before']):.3f} "
               f"({runs(r['rps_over_before'])})")
-    print(f"durable: {r['accepted']:,} events committed to the queue ({r['answered']:,} answered 200 in the main turns)")
+    print(f"durable: {r['accepted']:,} events committed to the queue "
+          f"({r['answered']:,} answered 200 in the main turns)")
     print(f"load generator: at most {r['client_busy']:.0%} of its core busy in a turn (near 100% it would be the limit)")
     print(f"edge RSS: {r['idle_rss_mib']:.1f} MiB idle, {r['peak_rss_mib']:.1f} MiB peak under load")
 

@@ -142,12 +142,14 @@ async def in_process(db: Path, n: int) -> tuple[list[list], float, float]:
         stages = [
             ("read the headers, decode the body (msgspec)", lambda: (
                 read_headers(scope["headers"]), b"\\" in body, suspect(body), edge.envelope(body, None, headers))),
-            ("key and origin checks", lambda: (edge.source_for(key), edge.origin_ok(source, origin), cors_headers(origin))),
+            ("key and origin checks", lambda: (
+                edge.source_for(key), edge.origin_ok(source, origin), cors_headers(origin))),
             ("per-client bucket, source bucket, backpressure", lambda: (
                 edge.trust.client_ip(scope["client"][0], headers.get("x-forwarded-for")), edge.check_backpressure(),
                 edge.check_rate(source, 1, ip))),
             ("identity: cookies, request context, identity memory", identity),
-            ("URL scrubbing (page URL, referrer)", lambda: (scrub_url(page.url, params), scrub_url(page.referrer, params))),
+            ("URL scrubbing (page URL, referrer)", lambda: (
+                scrub_url(page.url, params), scrub_url(page.referrer, params))),
             ("PII redaction (properties, userId, title)", lambda: scrub_event(
                 "track", inc.properties, None, None, None, None, None, None, page.title, source.default_country, params,
                 False)),
@@ -302,7 +304,8 @@ def measure(seconds: float = 3.0, n: int = 5000) -> dict:
         os.sched_setaffinity(0, allowed)
         shutil.rmtree(tmp, ignore_errors=True)
     raw_cpu, cut_cpu = live(seconds)
-    return {"rows": rows, "total": total, "whole": whole, "whole_ops": whole_ops, "raw_cpu": raw_cpu, "cut_cpu": cut_cpu}
+    return {"rows": rows, "total": total, "whole": whole, "whole_ops": whole_ops, "raw_cpu": raw_cpu,
+            "cut_cpu": cut_cpu}
 
 
 def report(r: dict) -> None:

@@ -160,7 +160,8 @@ def measure(backlog: int = 2_000_000, seconds: float = 1.0, rounds: int = 4, run
                                 delivered += node.delivered() - before
                                 drained_for += time.perf_counter() - started
                     if node.delivered() >= backlog:
-                        raise RuntimeError(f"the backlog ran out during the turns: run with --backlog above {backlog:,}")
+                        raise RuntimeError(f"the backlog ran out during the turns: run with --backlog above "
+                                           f"{backlog:,}")
                     for name, target in phases.items():
                         results.setdefault((name, connections), []).append({
                             "rps": target.rps, "p50": target.percentile(50), "p99": target.percentile(99),

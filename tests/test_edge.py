@@ -194,10 +194,13 @@ def test_an_origin_is_judged_again_once_its_source_changes(edge, source):
                                      headers={"Origin": origin}).status_code
     assert (send("https://evil.test"), send("https://www.shop.test")) == (403, 200)
     with edge.admin() as admin:
-        moved = admin.patch(f"/sources/{src['id']}", json={"domain": "shop2.test", "allowed_origins": ["https://evil.test"]})
+        moved = admin.patch(f"/sources/{src['id']}",
+                            json={"domain": "shop2.test", "allowed_origins": ["https://evil.test"]})
         assert moved.status_code == 200, moved.text
     wait_for(lambda: send("https://evil.test") == 200)
     assert send("https://www.shop.test") == 403 and send("https://www.shop2.test") == 200
+    long_host = "https://" + "a" * 290 + ".shop2.test"  # longer than any kept: judged each time, alike
+    assert send(long_host) == 200 and send(long_host.replace("shop2", "shop3")) == 403
 
 
 def test_over_the_source_rate_is_429_with_retry_after(edge, source):

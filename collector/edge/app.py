@@ -71,6 +71,7 @@ STORAGE_RETRY_AFTER = 5  # seconds a client waits after a 503 for a storage faul
 MAX_BODY = 512 * 1024
 MAX_EVENT = 32 * 1024
 MAX_EVENTS = 500  # events per request, as Datafly's gateway allows
+MAX_ORIGIN = 300  # "https://" + a host name (at most 253) + ":port"
 # The longest stretch of one request's events built without letting the event loop serve others.
 # An event's work is bounded (linear in its 32 KB), so a request of 500 hostile events yields
 # every few milliseconds; a usual request finishes well inside one slice and never yields.
@@ -236,10 +237,14 @@ class Edge:
     # --- checks ---------------------------------------------------------------------------
 
     def origin_ok(self, source: Source, origin: str) -> bool:
-        """origin_allowed(), remembered per source and origin until the configuration changes."""
+        """origin_allowed(), remembered per source and origin until the configuration changes.
+        Origins come from browsers: at most 4096 kept, each of a real origin's length (a scheme
+        and a host name of at most 253 characters); a longer one is judged every time."""
+        if len(origin) > MAX_ORIGIN:
+            return origin_allowed(source, origin)
         known = self._origins.get((source.id, origin))
         if known is None:
-            if len(self._origins) >= 4096:  # origins come from browsers: keep it bounded
+            if len(self._origins) >= 4096:
                 self._origins.clear()
             known = self._origins[(source.id, origin)] = origin_allowed(source, origin)
         return known
