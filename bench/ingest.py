@@ -234,7 +234,8 @@ def measure(seconds: int = 5, connections: int = 32, runs: int = 3, step_seconds
         rows.append([name, f"{med(name, 'eps'):,.0f}", f"{med(name, 'rps'):,.0f}", f"{med(name, 'p50') * 1000:.2f}",
                      f"{med(name, 'p99') * 1000:.2f}", f"{med(name, 'p999') * 1000:.2f}", f"{med(name, 'cpu_us'):.0f}",
                      f"{med(name, 'cpu_us') / events:.1f}", f"{rps_bound:,.0f}",
-                     "/".join(str(c) for _, c in bounded[name]), sum(r["non2xx"] for r in results[name])])
+                     "/".join(str(c) if c else "-" for _, c in bounded[name]),
+                     sum(r["non2xx"] for r in results[name])])
     per_run = lambda a, b, key="eps": [x[key] / y[key] for x, y in zip(results[a], results[b])]  # noqa: E731
     bound_ratio = [x[0] / y[0] if y[0] else 0.0 for x, y in zip(bounded[SINGLE], bounded[RAW])]
     return {
@@ -264,7 +265,8 @@ def report(r: dict) -> None:
     runs = lambda values: ", ".join(f"{v:.2f}" for v in values)  # noqa: E731
     print("CPU: the server process's user + system time (all its threads, /proc) in its own turns, per answer.")
     print(f"req/s at p99<={BOUND * 1000:.0f}ms: the most any of {', '.join(map(str, STEPS))} kept-alive connections "
-          "gave with a p99 within the bound, driven in turns (closed loop, stepped).")
+          "gave with a p99 within the bound, driven in turns (closed loop, stepped); at connections: each run's "
+          "(-: no step within the bound, counted as 0).")
     print(f"ratio ours/raw ASGI (1 event/request), median of the runs: {median(r['ratios_raw']):.2f} "
           f"({runs(r['ratios_raw'])})")
     print(f"ratio ours/bare Starlette (1 event/request): {median(r['ratios_bare']):.2f} ({runs(r['ratios_bare'])})")
