@@ -61,7 +61,7 @@ sample_event = _sample_event()
 
 
 def target(name: str, edge: Edge) -> Target:
-    return Target(name, edge.port, post(body(edge.key, 1).encode(), edge.cookie))
+    return edge.target(name)
 
 
 def drive_accepted(targets: list[Target], seconds: float) -> None:

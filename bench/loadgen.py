@@ -26,8 +26,10 @@ import uvloop
 class Target:
     """One server to drive with one request, and what it answered."""
 
-    def __init__(self, name: str, port: int, request: bytes) -> None:
+    def __init__(self, name: str, port: int, request: bytes, pid: int | None = None) -> None:
         self.name, self.port, self.request = name, port, request
+        self.pid = pid  # the server's process: its CPU time in this target's turns is counted
+        self.server_cpu = 0.0
         self.answers = self.non2xx = self.lost = 0
         self.turns = 0
         self.seconds = 0.0  # time in its turns, first request sent to last answer in
@@ -42,8 +44,13 @@ class Target:
     def rps(self) -> float:
         return self.answers / self.seconds
 
-    def percentile(self, p: int) -> float:
-        return statistics.quantiles(self.latencies, n=100)[p - 1]
+    def percentile(self, p: float) -> float:
+        """The latency below which p% of the answers came (p in steps of 0.1: 50, 99, 99.9)."""
+        return statistics.quantiles(self.latencies, n=1000)[round(p * 10) - 1]
+
+    def cpu_per_request(self) -> float:
+        """The server's CPU seconds (user + system, all its threads) per answer in its turns."""
+        return self.server_cpu / self.answers
 
     async def open(self, connections: int) -> None:
         loop = asyncio.get_running_loop()
@@ -52,6 +59,7 @@ class Target:
 
     async def take_turn(self, turn: float) -> None:
         """Send on every connection for `turn` seconds; the turn ends when the last answer is in."""
+        server_cpu = process_cpu(self.pid) if self.pid else 0.0
         started, cpu = time.perf_counter(), time.thread_time()
         self.driving = True
         for conn in self.conns:
@@ -64,6 +72,8 @@ class Target:
         self.turns += 1
         self.seconds += time.perf_counter() - started
         self.client_cpu += time.thread_time() - cpu
+        if self.pid:
+            self.server_cpu += process_cpu(self.pid) - server_cpu
 
     async def close(self) -> None:
         for conn in self.conns:
@@ -74,6 +84,16 @@ class Target:
         self.in_flight -= 1
         if not self.in_flight and self.idle is not None and not self.idle.done():
             self.idle.set_result(None)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process, all its threads, from /proc."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def post(body: bytes, cookie: str = "", path: str = "/v1/batch") -> bytes:

@@ -52,6 +52,9 @@ _SUSPECT_ANYWHERE = re2.compile(r"@|%40|%25|%2[bB]|\+\d|;")
 _SUSPECT_NAME = re2.compile(
     r"(?i)mail|phone|tel|mobile|cell|name|addr|street|zip|post|birth|dob|ssn|card|cvv|cvc|iban|pass|pwd|token|"
     r"secret|key|auth|code|session|sid|otp|sig")
+# The same pattern over the UTF-8 bytes that re2 matches anyway (the same options and matches):
+# given bytes, re2's Python wrapper skips mapping str offsets to bytes and back, 1 us of 2.4.
+_SUSPECT_NAME_UTF8 = re2.compile(_SUSPECT_NAME.pattern.encode())
 _SEGMENT_SUSPECT = re.compile(r"[@%+;]")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
 
@@ -129,7 +132,7 @@ def _suspect(url: str) -> bool:
     if mark < 0:
         mark = url.find("#")
     # after it, an escape may spell a personal name ("e%6Dail")
-    return mark >= 0 and (url.find("%", mark) >= 0 or _SUSPECT_NAME.search(url, mark) is not None)
+    return mark >= 0 and (url.find("%", mark) >= 0 or _SUSPECT_NAME_UTF8.search(url[mark:].encode()) is not None)
 
 
 def _authority(url: str) -> tuple[str, str]:

@@ -186,6 +186,23 @@ def test_unknown_key_is_401_and_a_foreign_origin_403(edge, source):
     assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "https://www.shop.test"
 
 
+def test_an_origin_is_judged_again_once_its_source_changes(edge, source):
+    """The edge remembers each origin's verdict per source (one parse per origin, not per
+    request); a change to the source's domain or allowed origins applies to the next request."""
+    src, _ = source
+    send = lambda origin: post_batch(edge.url, src["pipeline_key"], [{"type": "page"}],  # noqa: E731
+                                     headers={"Origin": origin}).status_code
+    assert (send("https://evil.test"), send("https://www.shop.test")) == (403, 200)
+    with edge.admin() as admin:
+        moved = admin.patch(f"/sources/{src['id']}",
+                            json={"domain": "shop2.test", "allowed_origins": ["https://evil.test"]})
+        assert moved.status_code == 200, moved.text
+    wait_for(lambda: send("https://evil.test") == 200)
+    assert send("https://www.shop.test") == 403 and send("https://www.shop2.test") == 200
+    long_host = "https://" + "a" * 290 + ".shop2.test"  # longer than any kept: judged each time, alike
+    assert send(long_host) == 200 and send(long_host.replace("shop2", "shop3")) == 403
+
+
 def test_over_the_source_rate_is_429_with_retry_after(edge, source):
     src, _ = source
     # Burst 20 events, then 5 events/s: the third batch of 8 is over.
