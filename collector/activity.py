@@ -13,8 +13,7 @@ import logging
 import time
 from collections import Counter
 
-from delivery.store import ConfigStore
-from delivery.store import Refusal, StorageError
+from delivery.store import ConfigStore, Refusal, StorageError
 
 log = logging.getLogger("signal_edge.edge")
 FLUSH_INTERVAL = 2.0

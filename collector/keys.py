@@ -94,8 +94,9 @@ async def load_secret_key(store: ConfigStore, configured: str | None, key_file: 
     rotated = read_key_file(pending_key_file(key_file))
     if rotated is not None and hmac.compare_digest(fingerprint(rotated), stored):
         if configured:
-            raise StorageUnusable(f"SIGNAL_SECRET_KEY holds the key from before the rotation: the stored tokens are "
-                                  f"encrypted with the key in {pending_key_file(key_file)}; set SIGNAL_SECRET_KEY to it")
+            raise StorageUnusable("SIGNAL_SECRET_KEY holds the key from before the rotation: the stored tokens are "
+                                  f"encrypted with the key in {pending_key_file(key_file)}; "
+                                  "set SIGNAL_SECRET_KEY to it")
         os.replace(pending_key_file(key_file), key_file)  # a rotation stopped after re-encrypting: finish it
         _sync_directory(key_file.parent)
         log.warning("finished the secret key rotation that was interrupted: %s holds the new key", key_file)

@@ -10,7 +10,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,11 +73,16 @@ SSE_HEARTBEAT = 15.0
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(obj), status, media_type="application/json")
+
+
+def page_response(data: list, has_more: bool) -> Response:
+    """One page of a listing; its last item's id is the cursor of the next."""
+    return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
 
 
 def new_id(prefix: str) -> str:
@@ -254,8 +259,10 @@ class Api:
                 ad_account_id=cfg.ad_account_id, access_token=mask(cfg.access_token),
                 conversion_token=mask(cfg.conversion_token), app_id=cfg.app_id, app_secret=mask(cfg.app_secret),
                 refresh_token=mask(cfg.refresh_token), connected=integ.oauth,
-                access_token_expires_at=iso(cfg.access_token_expires_at), token_refreshed_at=iso(cfg.token_refreshed_at),
-                refresh_token_expires_at=iso(cfg.refresh_token_expires_at), test_mode=cfg.test_mode, event_map=cfg.event_map,
+                access_token_expires_at=iso(cfg.access_token_expires_at),
+                token_refreshed_at=iso(cfg.token_refreshed_at),
+                refresh_token_expires_at=iso(cfg.refresh_token_expires_at), test_mode=cfg.test_mode,
+                event_map=cfg.event_map,
                 event_names=cfg.event_names, send_custom_event_name=cfg.send_custom_event_name,
                 rate_limit_per_second=cfg.rate_limit_per_second, rate_limit_burst=cfg.rate_limit_burst,
             ),
@@ -310,7 +317,8 @@ class Api:
         body: s.SourcePatch = await self.decode(request, s.SourcePatch, hosts_of_urls)
         changes = {k: v for k in s.SourcePatch.__struct_fields__ if (v := getattr(body, k)) is not msgspec.UNSET}
         if "consent" in changes:
-            changes["consent"] = ConsentSettings(changes["consent"].enabled, list(changes["consent"].default_categories))
+            consent = changes["consent"]
+            changes["consent"] = ConsentSettings(consent.enabled, list(consent.default_categories))
         if changes.get("default_country"):
             changes["default_country"] = changes["default_country"].upper()
         if "privacy" in changes:
@@ -362,8 +370,8 @@ class Api:
     async def create_integration(self, request: Request) -> Response:
         body: s.IntegrationCreate = await self.decode(request, s.IntegrationCreate, ad_account_of_url)
         if self.store.source(body.source_id) is None:
-            raise ApiError(400, "unknown_source", f"source_id: no source with id {body.source_id}; create the source first",
-                           "source_id")
+            raise ApiError(400, "unknown_source",
+                           f"source_id: no source with id {body.source_id}; create the source first", "source_id")
         check_credentials(body.config)
         check_event_map(body.config.event_map)
         now = time.time()
@@ -455,9 +463,9 @@ class Api:
             return json_response(s.PreviewOut(False, "not sent: identify and group events only add identity to the "
                                                      "events that follow", incoming, profile))
         if not consent_allows(ev.consent, source, integ.consent_categories):
+            categories = ", ".join(integ.consent_categories)
             return json_response(s.PreviewOut(False, "not sent: the visitor's consent does not cover this "
-                                                     f"integration's categories ({', '.join(integ.consent_categories)})",
-                                              incoming, profile))
+                                                     f"integration's categories ({categories})", incoming, profile))
         mapped = map_event(ev, integ.options)
         warnings = ev.notes + mapped.warnings  # what the edge left out, then the mapping
         if mapped.event is None:
@@ -485,7 +493,8 @@ class Api:
 
     async def topic_or_404(self, integration_id: str) -> str:
         """An integration's id, or a deleted one's that still has dead letters."""
-        if self.store.integration(integration_id) is None and integration_id not in await self.queue.dead_letter_topics():
+        if (self.store.integration(integration_id) is None
+                and integration_id not in await self.queue.dead_letter_topics()):
             raise ApiError(404, "not_found", f"no integration with id {integration_id}")
         return integration_id
 
@@ -523,7 +532,7 @@ class Api:
         rows = await self.queue.dead_letters(topic, after, limit + 1)
         data = [dead_letter_out(d) for d in rows[:limit]]
         has_more = len(rows) > limit
-        return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+        return page_response(data, has_more)
 
     async def export_dead_letters(self, request: Request) -> Response:
         """Every dead letter as JSON Lines, one object per line, read page by page."""
@@ -592,7 +601,7 @@ class Api:
                                               self.int_cursor(request), limit + 1)
         data = [debug_out(r) for r in rows[:limit]]
         has_more = len(rows) > limit
-        return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+        return page_response(data, has_more)
 
     async def queued_events(self, request: Request, limit: int) -> Response:
         """Events still in the queue, newest first: waiting behind a paused or failing
@@ -640,7 +649,7 @@ class Api:
         rows = await self.store.audit_log(self.int_cursor(request), limit + 1)
         data = [s.AuditOut(a.id, iso(a.at), a.action, a.object_type, a.object_id, a.old, a.new) for a in rows[:limit]]
         has_more = len(rows) > limit
-        return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+        return page_response(data, has_more)
 
 
 def debug_out(r: DebugRecord) -> s.DebugEventOut:
@@ -851,7 +860,8 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/integrations/{id}/match-quality", "match_quality", "Identity signals of recent events",
              response=s.MatchQuality, query=("limit",)),
     ApiRoute("GET", "/integrations/{id}/event-quality", "event_quality",
-             "Pinterest's Event Quality Score for 1 and 14 days (?refresh=1 reads it now; again after 15 s at the soonest)",
+             "Pinterest's Event Quality Score for 1 and 14 days "
+             "(?refresh=1 reads it now; again after 15 s at the soonest)",
              response=s.EventQualityOut, query=("refresh",)),
     ApiRoute("GET", "/catalog/pinterest", "get_catalog", "Pinterest config fields and variants", response=Catalog),
     ApiRoute("GET", "/debugger/events", "debug_events", "Recent events and their delivery outcome",

@@ -64,7 +64,8 @@ def deployment(source: Source, activity: ActivityLog, now: float | None = None) 
             "forgotten after a week.", "Keeps them 400 and 365 days after the last visit (same-site cookies).",
             same_origin_fix, arrivals)
     return s.DeploymentOut(
-        status, warning, f"Pages on {origin} send to {host}, on another site: browsers treat the edge as a third party.",
+        status, warning,
+        f"Pages on {origin} send to {host}, on another site: browsers treat the edge as a third party.",
         "Keeps none of the cookies the edge sets (third-party cookies are blocked): every page gets a new visitor "
         "id, and a Pinterest click is forgotten after one page.",
         "Keeps none of them either: SameSite=Lax cookies are not set by cross-site requests.",

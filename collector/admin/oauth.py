@@ -68,11 +68,13 @@ class Connect:
         session = await self.sessions.read(request)
         integration_id = request.query_params.get("integration_id", "")
         if session is None:
-            return RedirectResponse("/login?next=" + quote(f"/oauth/pinterest/start?integration_id={integration_id}"), 303)
+            back = f"/oauth/pinterest/start?integration_id={integration_id}"
+            return RedirectResponse("/login?next=" + quote(back), 303)
         integration = self.s.store.integration(integration_id)
         if integration is None:
-            return await self._back(request, session.key, None, "error",
-                                    "There is no such integration (it may have been deleted): choose one from the list.")
+            return await self._back(
+                request, session.key, None, "error",
+                "There is no such integration (it may have been deleted): choose one from the list.")
         cfg = integration.config
         if not (cfg.app_id and cfg.app_secret):
             return await self._back(request, session.key, integration_id, "error",

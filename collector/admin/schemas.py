@@ -151,10 +151,10 @@ class SourceCreate(Strict):
 
 class SourcePatch(Strict):
     name: NonEmpty | UnsetType = UNSET
-    domain: Hostname | None | UnsetType = UNSET
+    domain: Hostname | UnsetType | None = UNSET
     allowed_origins: Annotated[list[Origin], Meta(max_length=50)] | UnsetType = UNSET
-    cookie_domain: Hostname | None | UnsetType = UNSET
-    default_country: Country | None | UnsetType = UNSET
+    cookie_domain: Hostname | UnsetType | None = UNSET
+    default_country: Country | UnsetType | None = UNSET
     consent: Consent | UnsetType = UNSET
     rate_limit_per_second: EventsPerSecond | UnsetType = UNSET
     rate_limit_burst: Burst | UnsetType = UNSET

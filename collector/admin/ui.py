@@ -52,7 +52,7 @@ class Ui:
         self.throttle = throttle
         self.peers = peers
 
-    def page(handler):  # noqa: N805 - a decorator for the methods below
+    def page(handler):
         async def endpoint(self, request: Request) -> Response:
             session = await self.sessions.read(request)
             if session is None:

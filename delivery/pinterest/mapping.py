@@ -278,7 +278,8 @@ def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> Custom
             warnings.append("num_items left out: the sum of the quantities is out of range (int64)")
             num_items = None
         if single:
-            content_name, content_category, content_brand = _text(get("name")), _text(get("category")), _text(get("brand"))
+            content_name, content_category, content_brand = (
+                _text(get("name")), _text(get("category")), _text(get("brand")))
 
     value = _value(props, contents, warnings)
     if "products" not in enrich:

@@ -25,7 +25,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _MONEY_LIMIT = 10.0**MONEY_DIGITS
 _QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
 # Already a plain, non-negative decimal within range: passed through as it is.
-_CANONICAL = re.compile(r"(0|[1-9]\d{0,%d})(\.\d{1,%d})?" % (MONEY_DIGITS - 1, MONEY_PLACES))
+_CANONICAL = re.compile(rf"(0|[1-9]\d{{0,{MONEY_DIGITS - 1}}})(\.\d{{1,{MONEY_PLACES}}})?")
 
 
 def _decimal(value: Any) -> Decimal:

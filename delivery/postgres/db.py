@@ -122,7 +122,7 @@ class PgDatabase:
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.close(), 5)
-            except (asyncio.TimeoutError, Exception):
+            except Exception:  # a timeout or a broken pool alike: terminate it
                 self.pool.terminate()
 
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, single: bool = False) -> T:
@@ -162,7 +162,7 @@ class PgDatabase:
 
     def no_answer(self, seconds: float) -> StorageError:
         """The fault of a database that did not answer within `seconds` (frozen, partitioned)."""
-        return self._failed(asyncio.TimeoutError(f"no answer within {seconds:g}s"))
+        return self._failed(TimeoutError(f"no answer within {seconds:g}s"))
 
     def _succeeded(self) -> None:
         self.commits += 1
@@ -182,7 +182,8 @@ class PgDatabase:
 
     # --- LISTEN -----------------------------------------------------------------------
 
-    def listen(self, on_notify: Callable[[str], None], on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
+    def listen(self, on_notify: Callable[[str], None],
+               on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
         """Call `on_notify(payload)` for every notification; await `on_reconnect()` each time
         listening starts (first, and after a lost connection: notifications were missed). One
         connection serves every listener."""
@@ -204,7 +205,8 @@ class PgDatabase:
             try:
                 conn = await asyncpg.connect(self.url, timeout=5, server_settings=self.server_settings(" listen"))
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _: lost.set())
+                # Bound now: an earlier connection's late termination must not end this one's wait.
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._dispatch(payload))
                 # Changes made before LISTEN took effect (since the owner's first load, or while
                 # the connection was lost) sent notifications nobody heard: read everything again.
@@ -217,7 +219,7 @@ class PgDatabase:
                 while not lost.is_set():
                     try:
                         await asyncio.wait_for(lost.wait(), 5)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         await conn.execute("SELECT 1", timeout=5)  # notices a silently dead connection
             except asyncio.CancelledError:
                 raise

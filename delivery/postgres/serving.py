@@ -93,15 +93,16 @@ async def serving_stopped(url: str):
     try:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK):
             holders = await conn.fetch(
-                "SELECT a.application_name, a.client_addr FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+                "SELECT a.application_name, a.client_addr FROM pg_locks l "
+                "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
                 "WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.database = "
                 "(SELECT oid FROM pg_database WHERE datname = current_database()) AND l.granted", LOCK & 0xFFFFFFFF)
             names = ", ".join(sorted(
                 (r["application_name"] or "").removeprefix(NAME) or f"a process at {r['client_addr'] or 'this host'}"
                 for r in holders)) or "a node"
-            raise StorageUnusable(f"signal-edge still serves {shown(url)} ({len(holders) or 1} processes: {names}); stop "
-                                  "every node first: a node that keeps the old key would seal tokens the new key cannot "
-                                  "open")
+            raise StorageUnusable(f"signal-edge still serves {shown(url)} ({len(holders) or 1} processes: "
+                                  f"{names}); stop every node first: a node that keeps the old key would seal "
+                                  "tokens the new key cannot open")
         yield
     finally:
         conn.terminate()
