@@ -32,7 +32,9 @@ class Arrival:
     __slots__ = ("requests", "at", "origin", "host")
 
     def __init__(self) -> None:
-        self.requests, self.at, self.origin, self.host = 0, 0.0, None, None
+        self.requests, self.at = 0, 0.0
+        self.origin: str | None = None
+        self.host: str | None = None
 
 
 class ActivityLog:

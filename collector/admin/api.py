@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 import msgspec
@@ -68,8 +68,13 @@ MAX_LIMIT = 100
 MAX_SHOWN = 32 * 1024  # bytes of a stored event shown as text when it cannot be shown as JSON
 MAX_ADMIN_BODY = 256 * 1024
 SSE_HEARTBEAT = 15.0
+NOT_CONNECTED = "connect with Pinterest first: a conversion token is minted with the OAuth access token"
 
 
+@overload
+def iso(ts: float) -> str: ...
+@overload
+def iso(ts: float | None) -> str | None: ...
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -502,11 +507,12 @@ class Api:
         """A conversion token minted with the integration's OAuth access token, and kept."""
         integ = self.integration_or_404(request.path_params["id"])
         if not integ.oauth:
-            raise ApiError(409, "not_connected", "connect with Pinterest first: a conversion token is minted with the "
-                           "OAuth access token")
+            raise ApiError(409, "not_connected", NOT_CONNECTED)
         tokens = self.s.delivery.tokens
         try:
             integ = await tokens.fresh(integ)
+            if integ.config.access_token is None:  # disconnected meanwhile
+                raise ApiError(409, "not_connected", NOT_CONNECTED)
             minted = await oauth.conversion_token(tokens.http, self.s.settings.pinterest_api_base,
                                                   integ.config.access_token)
         except RefreshRefused:
@@ -617,7 +623,7 @@ class Api:
 
     async def debug_stream(self, request: Request) -> Response:
         q = request.query_params
-        wanted = {k: q.get(k) for k in ("source_id", "integration_id", "status") if q.get(k)}
+        wanted = {k: v for k in ("source_id", "integration_id", "status") if (v := q.get(k))}
         hub = self.s.hub
 
         async def events():
@@ -759,7 +765,9 @@ def ad_account_of_url(body: Any) -> Any:
     """The Ads Manager URL the help names (https://ads.pinterest.com/advertiser/549764982399/...)
     pasted for the Ad Account ID: the id in it."""
     config = body.get("config") if isinstance(body, dict) else None
-    value = config.get("ad_account_id") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return body
+    value = config.get("ad_account_id")
     if not isinstance(value, str) or "/" not in value or len(value) > 2048:
         return body
     text = value.strip()

@@ -163,5 +163,7 @@ def create_admin_app(services: Services) -> HostGuard:
         return error_response(ApiError(500, "internal_error",
                                        f"internal error (request {request_id}); the server log has the details"))
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    # Starlette types every handler as taking any Exception; it calls http_error with HTTPExceptions only.
+    on_error = {HTTPException: http_error, Exception: server_error}
+    app = Starlette(routes=routes, exception_handlers=on_error)  # type: ignore[arg-type]
     return HostGuard(app, allowed_hosts(services.settings))

@@ -3,7 +3,7 @@ with these, and the OpenAPI document is generated from them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -26,11 +26,19 @@ Origin = Annotated[str, Meta(pattern=r"^https?://[^/\s]+$", max_length=300,
 Country = Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="a two-letter country code such as US")]
 SourceId = Annotated[str, Meta(pattern=r"^src_[A-Za-z0-9_-]{3,60}$",
                                description="src_ and 3 to 60 letters, digits, _ or -, such as src_abc123")]
-Category = Literal[CONSENT_CATEGORIES]  # type: ignore[valid-type]
-EventName = Literal[EVENT_NAMES]  # type: ignore[valid-type]
-VariantKey = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
-# The standard table: Pinterest's current names ("current") or the seed's ("seed").
-EventNamesProfile = Literal[tuple(EVENT_NAME_PROFILES)]  # type: ignore[valid-type]
+# Vocabularies read from data tables: msgspec checks each against its table; to mypy, which
+# cannot read a table, they are str.
+if TYPE_CHECKING:
+    Category: TypeAlias = str
+    EventName: TypeAlias = str
+    VariantKey: TypeAlias = str
+    EventNamesProfile: TypeAlias = str
+else:
+    Category = Literal[CONSENT_CATEGORIES]
+    EventName = Literal[EVENT_NAMES]
+    VariantKey = Literal[tuple(VARIANTS)]
+    # The standard table: Pinterest's current names ("current") or the seed's ("seed").
+    EventNamesProfile = Literal[tuple(EVENT_NAME_PROFILES)]
 RatePerSecond = Annotated[float, Meta(gt=0, le=10_000)]  # requests/s to Pinterest
 EventsPerSecond = Annotated[float, Meta(gt=0, le=1_000_000)]  # events/s accepted by a source
 Burst = Annotated[int, Meta(ge=1, le=1_000_000)]

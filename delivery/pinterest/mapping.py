@@ -327,7 +327,8 @@ def _value(props: dict[str, Any], contents: list[Content], warnings: list[str]) 
             warnings.append(f"value left out: '{key}' is {exc}")
             return None
     if contents and all(c.item_price is not None for c in contents):
-        total = sum((Decimal(c.item_price) * (c.quantity or 0) for c in contents), Decimal(0))
+        total = sum((Decimal(c.item_price) * (c.quantity or 0) for c in contents if c.item_price is not None),
+                    Decimal(0))
         try:
             return numbers.money_of(total)
         except ValueError as exc:

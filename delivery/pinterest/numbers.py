@@ -66,7 +66,8 @@ def money_of(number: Decimal) -> str:
         raise ValueError(f"out of range (at most {MONEY_DIGITS} digits before the decimal point)")
     if number.adjusted() < -MONEY_PLACES - 1:
         return "0"  # below a trillionth: nothing a currency can hold
-    if number.as_tuple().exponent < -MONEY_PLACES:
+    exponent = number.as_tuple().exponent  # an int: only NaN and Infinity have a letter here
+    if isinstance(exponent, int) and exponent < -MONEY_PLACES:
         number = number.quantize(_QUANTUM)  # at most 27 digits: within Decimal's default precision
     text = format(number, "f")
     return "0" if text in ("-0", "0", "-0.0") else text

@@ -92,6 +92,10 @@ class Trickled:
     every: float
 
 
+# What the sandbox answers: JSON (an object or a list), its HTML page, or JSON sent slowly.
+Answer = dict[str, Any] | list[Any] | str | Trickled
+
+
 @dataclass
 class Recorded:
     at: float
@@ -221,7 +225,7 @@ class Sandbox:
         status, payload, headers = await self.handle(scope, body)
         trickle = 0.0
         if isinstance(payload, Trickled):
-            payload, trickle = payload.payload, payload.every
+            trickle, payload = payload.every, payload.payload
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         content_type = b"text/html; charset=utf-8" if isinstance(payload, str) else b"application/json"
         await send({
@@ -240,7 +244,7 @@ class Sandbox:
             data = data[-1:]
         await send({"type": "http.response.body", "body": data})
 
-    async def handle(self, scope, body: bytes):
+    async def handle(self, scope, body: bytes) -> tuple[int, Answer, list[tuple[bytes, bytes]]]:
         path, method = scope["path"], scope["method"]
         if path == "/healthz":
             return 200, {"ok": True}, []
@@ -309,7 +313,7 @@ class Sandbox:
                                         ids=[e["event_id"] for e in events])
         return status, Trickled(payload, fault.trickle) if fault and fault.trickle else payload, extra
 
-    def _accept(self, ad_account_id, test, token, events, now):
+    def _accept(self, ad_account_id, test, token, events, now) -> tuple[int, dict[str, Any], int]:
         results, processed = [], 0
         with self.lock:
             for event in events:
@@ -346,10 +350,10 @@ class Sandbox:
         if "ads:read" not in info.scopes or (info.ad_accounts is not None and ad_account_id not in info.ad_accounts):
             return 403, {"code": 29, "message": "You are not permitted to access that resource."}, []
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
-        lookback, platform = query.get("lookback_period"), query.get("source_platform")
+        lookback, platform = query.get("lookback_period", ""), query.get("source_platform")
         problems = []
         if lookback not in LOOKBACK_SECONDS:
-            problems.append(f"lookback_period: '{(lookback or '')[:40]}' is not one of 1d, 14d (required)")
+            problems.append(f"lookback_period: '{lookback[:40]}' is not one of 1d, 14d (required)")
         if platform is not None and platform not in SOURCE_PLATFORMS:
             problems.append(f"source_platform: '{platform[:40]}' is not a source platform")
         ingestion = query.get("ingestion_source")

@@ -125,6 +125,12 @@ class PgDatabase:
             except Exception:  # a timeout or a broken pool alike: terminate it
                 self.pool.terminate()
 
+    def opened(self) -> asyncpg.Pool:
+        """The pool that open() made."""
+        if self.pool is None:
+            raise RuntimeError("the PostgreSQL database was not opened")
+        return self.pool
+
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, single: bool = False) -> T:
         """`await fn(conn, *args)` in a transaction on a pooled connection. `single`: `fn` runs one
         statement, which is atomic by itself: no BEGIN and COMMIT round trips (the hot path's
@@ -135,7 +141,7 @@ class PgDatabase:
 
     async def _call(self, fn: Callable[..., Awaitable[T]], args: tuple, single: bool) -> T:
         try:
-            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            async with self.opened().acquire(timeout=ACQUIRE_TIMEOUT) as conn:
                 if single:
                     result = await fn(conn, *args)
                 else:
@@ -247,7 +253,7 @@ class Dedicated:
         """`await fn(conn, *args)`, waiting at most `wait` for a connection when it has none."""
         try:
             if self.conn is None:
-                self.conn = await self.db.pool.acquire(timeout=min(ACQUIRE_TIMEOUT, wait))
+                self.conn = await self.db.opened().acquire(timeout=min(ACQUIRE_TIMEOUT, wait))
             result = await fn(self.conn, *args)
         except Exception as exc:
             self.drop()
@@ -269,7 +275,7 @@ class Dedicated:
         conn, self.conn = self.conn, None
         if conn is not None:
             try:
-                await self.db.pool.release(conn, timeout=1)
+                await self.db.opened().release(conn, timeout=1)
             except Exception:
                 # A release that timed out has terminated the connection and handed it back to
                 # the pool already: terminating it again raised InterfaceError (a 500, once).

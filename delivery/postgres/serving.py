@@ -57,19 +57,25 @@ class ServingLock:
                                       f"for over {wait:.0f}s; let it finish, then start with the new key")
             await asyncio.sleep(0.2)
 
+    def _held(self) -> asyncpg.Connection:
+        """The lock's connection, which _take made before _keep started."""
+        if self._conn is None:
+            raise RuntimeError("the serving lock was not taken")
+        return self._conn
+
     async def _keep(self) -> None:
         """Ping the lock's connection; when it is lost, connect and take the lock again."""
         while True:
             await asyncio.sleep(PING)
             try:
-                await self._conn.execute("SELECT 1", timeout=PING)
+                await self._held().execute("SELECT 1", timeout=PING)
                 continue
             except Exception as exc:
                 if not environmental(exc):
                     log.exception("the serving lock's connection failed")
             log.warning("lost the serving lock's connection; taking the lock again")
             while True:
-                self._conn.terminate()
+                self._held().terminate()
                 try:
                     await self._take(wait=float("inf"))  # after a rotation that runs now, if one does
                     log.info("holding the serving lock again")
