@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from enum import StrEnum
 
 from delivery.store import ConfigStore, Refusal, StorageError
 
@@ -23,6 +24,14 @@ MAX_PENDING_EXAMPLES = 10  # per source, between flushes
 MAX_KEY_PREFIXES = 5  # distinct unknown-key prefixes named in one log line
 KEY_PREFIX = 12  # "dk_live_" and four characters: enough to recognise, not to use
 UNKNOWN = "(no source)"  # the metrics label of refusals that match no source
+
+
+class ArrivalKind(StrEnum):
+    """How a source's browser request reached the edge (collector/edge/arrival.py tells them apart)."""
+
+    SAME_ORIGIN = "same-origin"
+    SAME_SITE = "same-site"
+    CROSS_SITE = "cross-site"
 
 
 class Arrival:

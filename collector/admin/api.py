@@ -31,6 +31,7 @@ from delivery.config import (
     MAX_RETIRED_KEYS,
     SERVER_KEY_PREFIX,
     ConsentSettings,
+    Credential,
     Health,
     Integration,
     PinterestConfig,
@@ -48,6 +49,7 @@ from delivery.pinterest.mapping import (
     CUSTOM_EVENT,
     DELIVERED_TYPES,
     PROFILE_HELP,
+    MappingOrigin,
     effective_mapping,
     event_name,
     map_event,
@@ -444,8 +446,8 @@ class Api:
             event_source_url="https://signal-edge.invalid/test",
         )
         outcome = await self.s.delivery.send_test(integ, sample)
-        return json_response(s.TestResult(outcome.ok, outcome.message,
-                                          [s.CredentialCheck(c.credential, c.ok, c.message) for c in outcome.checks]))
+        checks = [s.CredentialCheck(Credential(c.credential), c.ok, c.message) for c in outcome.checks]
+        return json_response(s.TestResult(outcome.ok, outcome.message, checks))
 
     async def preview(self, request: Request) -> Response:
         """What an event would become for this integration: ingestion (PII hashed), consent,
@@ -492,7 +494,7 @@ class Api:
         profile = integ.config.event_names
         return json_response(s.MappingOut(
             integ.variant, profile, PROFILE_HELP[profile], rows,
-            s.MappingRow("anything else", CUSTOM_EVENT, "standard", variant.is_priority(CUSTOM_EVENT)),
+            s.MappingRow("anything else", CUSTOM_EVENT, MappingOrigin.STANDARD, variant.is_priority(CUSTOM_EVENT)),
             list(variant.priority_events) if variant.priority_events is not None else None, integ.config.event_map,
             integ.config.send_custom_event_name))
 

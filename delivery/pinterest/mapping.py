@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -112,13 +113,22 @@ def event_name(ev: EdgeEvent, options: Options) -> str:
     return options.variant_data.mappings.get(key) or options.standard.get(key) or CUSTOM_EVENT
 
 
-def effective_mapping(options: Options, overrides: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(incoming name, Pinterest event, where the row comes from: standard | variant | override)
-    for every name the integration maps, in the order event_name() looks them up last to first.
-    `overrides` are the integration's event_map as written (Options holds it by name_key)."""
-    rows: dict[str, tuple[str, str, str]] = {"page": ("page (any page view)", PAGE_EVENT, "standard")}
-    for origin, table in (("standard", EVENT_NAME_PROFILES[options.event_names]),
-                          ("variant", options.variant_data.extra_mappings), ("override", overrides)):
+class MappingOrigin(StrEnum):
+    """Where a row of an integration's mapping comes from."""
+
+    STANDARD = "standard"  # the standard table of its event-name profile
+    VARIANT = "variant"  # its variant's extra rows
+    OVERRIDE = "override"  # its own event_map
+
+
+def effective_mapping(options: Options, overrides: dict[str, str]) -> list[tuple[str, str, MappingOrigin]]:
+    """(incoming name, Pinterest event, where the row comes from) for every name the integration
+    maps, in the order event_name() looks them up last to first. `overrides` are the
+    integration's event_map as written (Options holds it by name_key)."""
+    rows = {"page": ("page (any page view)", PAGE_EVENT, MappingOrigin.STANDARD)}
+    for origin, table in ((MappingOrigin.STANDARD, EVENT_NAME_PROFILES[options.event_names]),
+                          (MappingOrigin.VARIANT, options.variant_data.extra_mappings),
+                          (MappingOrigin.OVERRIDE, overrides)):
         for name, event in table.items():
             rows[name_key(name)] = (name, event, origin)
     return list(rows.values())
