@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: serve test test-fast bench system-deps node-deps clean
+.PHONY: serve test test-fast lint bench system-deps node-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,bench,lint]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 serve: $(STAMP)
@@ -41,6 +41,14 @@ test: $(STAMP) system-deps node-deps
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests -m "not slow"
+
+# ruff (style, likely bugs, imports) and mypy (types) over the product's code, as pyproject.toml
+# configures them. Both always run, so one report lists every finding; any finding fails it.
+lint: $(STAMP)
+	@status=0; \
+	echo "== ruff check collector delivery"; $(VENV)/bin/ruff check --output-format concise collector delivery || status=1; \
+	echo "== mypy collector delivery"; $(VENV)/bin/mypy || status=1; \
+	exit $$status
 
 # Runs per benchmark figure; the median is reported (make bench RUNS=9 narrows it on a noisy host).
 RUNS ?= 3

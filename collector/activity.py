@@ -12,9 +12,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from enum import StrEnum
 
-from delivery.store import ConfigStore
-from delivery.store import Refusal, StorageError
+from delivery.store import ConfigStore, Refusal, StorageError
 
 log = logging.getLogger("signal_edge.edge")
 FLUSH_INTERVAL = 2.0
@@ -26,6 +26,14 @@ KEY_PREFIX = 12  # "dk_live_" and four characters: enough to recognise, not to u
 UNKNOWN = "(no source)"  # the metrics label of refusals that match no source
 
 
+class ArrivalKind(StrEnum):
+    """How a source's browser request reached the edge (collector/edge/arrival.py tells them apart)."""
+
+    SAME_ORIGIN = "same-origin"
+    SAME_SITE = "same-site"
+    CROSS_SITE = "cross-site"
+
+
 class Arrival:
     """A source's browser requests that arrived one way: how many, the last one's time, the
     page's origin and the host it asked for."""
@@ -33,7 +41,9 @@ class Arrival:
     __slots__ = ("requests", "at", "origin", "host")
 
     def __init__(self) -> None:
-        self.requests, self.at, self.origin, self.host = 0, 0.0, None, None
+        self.requests, self.at = 0, 0.0
+        self.origin: str | None = None
+        self.host: str | None = None
 
 
 class ActivityLog:

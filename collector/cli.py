@@ -21,7 +21,8 @@ def _database(parser: argparse.ArgumentParser, default_db: str = "./signal-edge.
 def _common(parser: argparse.ArgumentParser, default_db: str = "./signal-edge.db") -> None:
     parser.add_argument("--host", help="edge address (default 127.0.0.1; SIGNAL_HOST)")
     parser.add_argument("--port", type=int, help="edge port (default 8080; SIGNAL_PORT)")
-    parser.add_argument("--admin-port", type=int, dest="admin_port", help="admin port (default 8084; SIGNAL_ADMIN_PORT)")
+    parser.add_argument("--admin-port", type=int, dest="admin_port",
+                        help="admin port (default 8084; SIGNAL_ADMIN_PORT)")
     _database(parser, default_db)
 
 
@@ -50,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
     backup.add_argument("--db", help="SQLite file (default ./signal-edge.db; SIGNAL_DB)")
     copy = sub.add_parser("copy", help="copy a SQLite deployment into PostgreSQL, losing nothing (stop it first)")
     copy.add_argument("--from", dest="source", required=True, help="the SQLite file")
-    copy.add_argument("--to", dest="target", help="postgresql://user:password@host:port/db (default: SIGNAL_DATABASE_URL)")
+    copy.add_argument("--to", dest="target",
+                      help="postgresql://user:password@host:port/db (default: SIGNAL_DATABASE_URL)")
     return p
 
 

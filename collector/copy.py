@@ -98,11 +98,11 @@ async def _copy_table(source: Database, target: PgDatabase, table: str, columns:
     names = [c.strip() for c in columns.split(",")]
     count, offset = 0, 0
     while True:
-        rows = await source.run(lambda c: c.execute(
-            f"SELECT {columns} FROM {table} ORDER BY rowid LIMIT ? OFFSET ?", (CHUNK, offset)).fetchall())
+        rows = await source.run(lambda c, offset: c.execute(
+            f"SELECT {columns} FROM {table} ORDER BY rowid LIMIT ? OFFSET ?", (CHUNK, offset)).fetchall(), offset)
         if not rows:
             return count
-        await target.run(lambda c: c.copy_records_to_table(table, records=rows, columns=names))
+        await target.run(lambda c, rows: c.copy_records_to_table(table, records=rows, columns=names), rows)
         count += len(rows)
         offset += len(rows)
         if len(rows) == CHUNK:
@@ -116,9 +116,9 @@ async def _copy_queue(source: Database, target: PgDatabase) -> int:
     total = await source.run(lambda c: c.execute("SELECT coalesce(sum(events), 0) FROM queue").fetchone()[0])
     now = time.time()
     while True:
-        rows = await source.run(lambda c: c.execute(
+        rows = await source.run(lambda c, after: c.execute(
             "SELECT id, topic, priority, created_at, available_at, attempts, last_error, leased, events, payload "
-            "FROM queue WHERE id > ? ORDER BY id LIMIT ?", (after, CHUNK // 10 or 1)).fetchall())
+            "FROM queue WHERE id > ? ORDER BY id LIMIT ?", (after, CHUNK // 10 or 1)).fetchall(), after)
         if not rows:
             return copied
         records = []
@@ -126,7 +126,7 @@ async def _copy_queue(source: Database, target: PgDatabase) -> int:
             parts = [payload] if events == 1 else payload.split(b"\n")
             ready = min(available_at, now) if leased else available_at
             records += [(topic, priority, created_at, ready, attempts, last_error, part) for part in parts]
-        await target.run(lambda c: c.copy_records_to_table("queue", records=records, columns=columns))
+        await target.run(lambda c, records: c.copy_records_to_table("queue", records=records, columns=columns), records)
         copied += len(records)
         after = rows[-1][0]
         say(f"  queue: {copied} of {total} events")

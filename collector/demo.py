@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from collector.admin.api import new_pipeline_key
+from collector.edge.serving import STUB
 from collector.runtime import Listener
 from collector.services import Services
 from delivery.config import Integration, PinterestConfig, Source
@@ -110,13 +111,14 @@ def shop_page(edge_url: str, pipeline_key: str, sandbox_port: int, admin_port: i
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}}
 button{{font-size:1rem;padding:.5rem 1rem;margin:.25rem}}.card{{border:1px solid #ccc;border-radius:8px;padding:1rem}}
 #state{{background:#f1f3f4;border-radius:8px;padding:.5rem 1rem}}#done{{color:#137333;font-weight:600}}</style>
-<script>!function(w,n){{var d=w[n]=w[n]||[];"page track identify group consent reset flush".split(" ").forEach(function(m){{d[m]=d[m]||function(){{d.push([m,[].slice.call(arguments)])}}}})}}(window,"_df")</script>
+{STUB}
 <script async src="{edge}/d.js" data-pipeline-key="{key}"></script>
 </head><body>
 <h1>Demo shop</h1>
 <p>Every click below goes to the edge, then to the <a href="http://localhost:{sandbox_port}/">Pinterest sandbox</a>.
 Watch it in the <a href="http://localhost:{admin_port}/debugger">admin UI's debugger</a>.</p>
-<p id="state" role="status" aria-live="polite"><span id="who">Not logged in</span> · Cart: <span id="cart">0 items</span></p>
+<p id="state" role="status"
+aria-live="polite"><span id="who">Not logged in</span> · Cart: <span id="cart">0 items</span></p>
 <div class="card"><h2>Widget</h2><p>$49.99</p>
 <button id="view">View</button> <button id="add">Add to cart</button>
 </div>
@@ -126,7 +128,8 @@ Watch it in the <a href="http://localhost:{admin_port}/debugger">admin UI's debu
 var cart = 0;
 function show() {{
   document.getElementById("cart").textContent = cart + (cart === 1 ? " item" : " items");
-  document.getElementById("who").textContent = localStorage.getItem("demo-user") ? "Logged in as Jane" : "Not logged in";
+  document.getElementById("who").textContent =
+    localStorage.getItem("demo-user") ? "Logged in as Jane" : "Not logged in";
 }}
 document.getElementById("view").onclick = function () {{
   _df.track("Product Viewed", {{product_id: "SKU-A", name: "Widget", price: 49.99, currency: "USD"}});

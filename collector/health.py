@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgspec
 from starlette.responses import Response
@@ -23,6 +23,6 @@ def health_response(problem: StorageProblem | None, queue_depth: int | None = No
     if problem is None:
         body = Health(True, "ok", queue_depth=queue_depth)
     else:
-        since = datetime.fromtimestamp(problem.since, timezone.utc).isoformat(timespec="seconds")
+        since = datetime.fromtimestamp(problem.since, UTC).isoformat(timespec="seconds")
         body = Health(False, "degraded", f"storage: {problem.reason}", since, queue_depth)
     return Response(msgspec.json.encode(body), 200 if problem is None else 503, media_type="application/json")

@@ -77,16 +77,17 @@ async def load_secret_key(store: ConfigStore, configured: str | None, key_file: 
             log.warning("the secret key moved out of the database into %s (mode 0600); keep that file with "
                         "backups of the database, but not in the same place", key_file)
         await store.delete_meta(LEGACY_META)
+    key: str | None
     if configured:
         key, where = configured, "SIGNAL_SECRET_KEY"
     else:
         key, where = read_key_file(key_file), str(key_file)
     stored = await store.get_meta(CHECK_META)
-    if key is None and stored is None:
-        key = secrets.token_urlsafe(32)
-        write_key_file(key_file, key)
-        log.info("generated the secret key in %s (mode 0600); back it up apart from the database", key_file)
     if stored is None:
+        if key is None:
+            key = secrets.token_urlsafe(32)
+            write_key_file(key_file, key)
+            log.info("generated the secret key in %s (mode 0600); back it up apart from the database", key_file)
         # Nodes that start together on an empty database: the first key's fingerprint wins.
         stored = await store.init_meta(CHECK_META, fingerprint(key))
     if key is not None and hmac.compare_digest(fingerprint(key), stored):
@@ -94,8 +95,9 @@ async def load_secret_key(store: ConfigStore, configured: str | None, key_file: 
     rotated = read_key_file(pending_key_file(key_file))
     if rotated is not None and hmac.compare_digest(fingerprint(rotated), stored):
         if configured:
-            raise StorageUnusable(f"SIGNAL_SECRET_KEY holds the key from before the rotation: the stored tokens are "
-                                  f"encrypted with the key in {pending_key_file(key_file)}; set SIGNAL_SECRET_KEY to it")
+            raise StorageUnusable("SIGNAL_SECRET_KEY holds the key from before the rotation: the stored tokens are "
+                                  f"encrypted with the key in {pending_key_file(key_file)}; "
+                                  "set SIGNAL_SECRET_KEY to it")
         os.replace(pending_key_file(key_file), key_file)  # a rotation stopped after re-encrypting: finish it
         _sync_directory(key_file.parent)
         log.warning("finished the secret key rotation that was interrupted: %s holds the new key", key_file)

@@ -18,7 +18,7 @@ async def watch_parent(stop: asyncio.Event) -> None:
     parent = int(os.environ.get(PARENT_ENV, "0"))
     if not parent:
         return
-    while os.getppid() == parent:
+    while os.getppid() == parent:  # noqa: ASYNC110 - nothing signals a parent's death: polling is the way
         await asyncio.sleep(PARENT_EVERY)
     log.warning("the --workers parent (pid %d) is gone; stopping", parent)
     stop.set()

@@ -13,9 +13,11 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import msgspec
 import uvicorn
+from starlette.types import ASGIApp
 
 from collector import logs
 from collector.admin.app import create_admin_app
@@ -43,11 +45,10 @@ class _Server(uvicorn.Server):
 @dataclass
 class Listener:
     name: str
-    app: object
+    app: ASGIApp
     host: str
     port: int
     after_delivery: bool = False  # keep serving while delivery flushes (the demo sandbox)
-    sock: socket.socket | None = field(default=None, repr=False)
 
 
 def bind(host: str, port: int, name: str, shared: bool = False) -> socket.socket:
@@ -91,8 +92,8 @@ def connection_limits(settings: Settings) -> tuple[Limits, Limits]:
     process's file-descriptor limit, leaving room for the database and Pinterest connections."""
     fds = raise_fd_limit()
     edge = settings.max_connections or max(64, int((fds - ADMIN_CONNECTIONS) * 0.8))
-    timeouts = {"head_timeout": settings.head_timeout, "body_timeout": settings.body_timeout}
-    return Limits(max_connections=edge, **timeouts), Limits(max_connections=ADMIN_CONNECTIONS, **timeouts)
+    edge_limits = Limits(head_timeout=settings.head_timeout, body_timeout=settings.body_timeout, max_connections=edge)
+    return edge_limits, msgspec.structs.replace(edge_limits, max_connections=ADMIN_CONNECTIONS)
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:
@@ -115,8 +116,7 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
         ]
         if setup:
             listeners += await setup(services)
-        for listener in listeners:
-            listener.sock = bind(listener.host, listener.port, listener.name, settings.reuse_port)
+        sockets = [bind(listener.host, listener.port, listener.name, settings.reuse_port) for listener in listeners]
     except BaseException:
         await close_database(services.db)
         raise
@@ -141,14 +141,14 @@ async def run(settings: Settings, setup: Setup | None = None, banner: Callable[[
         tune_gc()
     running = []  # (listener, server, its task)
     edge_limits, admin_limits = connection_limits(settings)
-    for listener in listeners:
+    for listener, sock in zip(listeners, sockets, strict=True):
         app = logs.AccessLog(listener.app, listener.name) if settings.access_log else listener.app
         server = _Server(uvicorn.Config(
             app, log_config=None, access_log=False, lifespan="off", proxy_headers=False,
             server_header=False, timeout_graceful_shutdown=3, timeout_keep_alive=KEEP_ALIVE,
             http=guarded(edge_limits if listener.name == "edge" else admin_limits),
         ))
-        running.append((listener, server, asyncio.create_task(server.serve(sockets=[listener.sock]))))
+        running.append((listener, server, asyncio.create_task(server.serve(sockets=[sock]))))
         log.info("%s listening on http://%s:%d", listener.name, listener.host, listener.port)
     if not settings.reuse_port:  # one of --workers' processes: the parent printed the banner
         show(banner(services) if banner else _banner(services), services)

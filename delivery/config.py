@@ -6,6 +6,8 @@ and ISO timestamps; the config store encrypts secrets before they reach disk.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import msgspec
 
 from delivery.pinterest.mapping import Options
@@ -19,16 +21,29 @@ class ConsentSettings(msgspec.Struct):
 SERVER_KEY_PREFIX = "sk_"  # a source's server key; a pipeline key starts dk_
 
 
+class Ldp(StrEnum):
+    """Limited data processing (US state privacy laws): custom_data.opt_out_type "LDP" on every
+    event ("all"), on events of visitors from `ldp_states` ("states"), or only where an event
+    asks for it ("off")."""
+
+    OFF = "off"
+    ALL = "all"
+    STATES = "states"
+
+
+class Gpc(StrEnum):
+    """What a browser's Global Privacy Control (Sec-GPC: 1) means: "opt_out" sends its events
+    with opt_out: true; "no_delivery" keeps them from every integration (filtered, with the reason)."""
+
+    OPT_OUT = "opt_out"
+    NO_DELIVERY = "no_delivery"
+
+
 class PrivacySettings(msgspec.Struct):
-    # Limited data processing (US state privacy laws): custom_data.opt_out_type "LDP" on every
-    # event ("all"), on events of visitors from `ldp_states` ("states"), or only where an event
-    # asks for it ("off").
-    ldp: str = "off"
+    ldp: Ldp = Ldp.OFF
     ldp_states: list[str] = []  # two-letter US state codes, lowercase
     url_params_to_remove: list[str] = []  # beside the built-in list (delivery/urls.py)
-    # Global Privacy Control (a browser's Sec-GPC: 1): "opt_out" sends its events with opt_out:
-    # true; "no_delivery" keeps them from every integration (filtered, with the reason).
-    gpc: str = "opt_out"
+    gpc: Gpc = Gpc.OPT_OUT
 
 
 class Serving(msgspec.Struct):
@@ -74,6 +89,14 @@ class Source(msgspec.Struct):
     serving: Serving | None = None  # None: the names derived from the id
     pintrk_bridge: bool = False  # the tag hands its event ids to a Pinterest Tag (pintrk) on the page
     retired_keys: list[RetiredKey] = []  # newest first
+
+
+class Credential(StrEnum):
+    """A credential a test send tries on its own."""
+
+    APP = "app"  # app_id and app_secret, with the refresh token
+    CONVERSION_TOKEN = "conversion_token"
+    ACCESS_TOKEN = "access_token"
 
 
 class PinterestConfig(msgspec.Struct):

@@ -95,7 +95,7 @@ class EdgeEvent(msgspec.Struct, gc=False, array_like=True):
 
 def event_view(ev: EdgeEvent) -> dict[str, Any]:
     """The event as a JSON object of its set fields (debugger, dead letters)."""
-    return {name: value for name, value in zip(EdgeEvent.__struct_fields__, msgspec.to_builtins(ev))
+    return {name: value for name, value in zip(EdgeEvent.__struct_fields__, msgspec.to_builtins(ev), strict=True)
             if value is not None and value != [] and value != {}}
 
 

@@ -11,6 +11,7 @@ steady load stays the same size once its oldest records expire (bench/retention.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -45,7 +46,7 @@ async def prune_all(store, queue, policy: Retention, batch: int = BATCH) -> dict
     gone = {"identities": await prune_expired(store, batch)}
     for kind, before in (("debug", now - policy.debug), ("audit", now - policy.audit),
                          ("alerts", now - policy.audit), ("volume", now - policy.volume), ("suppressions", now)):
-        gone[kind] = await _drain(lambda: store.prune(kind, before, batch), batch)
+        gone[kind] = await _drain(functools.partial(store.prune, kind, before, batch), batch)
     gone["dead_letters"] = await _drain(lambda: queue.prune_dead_letters(now - policy.dead_letters, batch), batch)
     return gone
 

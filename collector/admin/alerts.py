@@ -18,8 +18,9 @@ from collector.services import Services
 from delivery.alerts import AlertRecord, Destination, new_destination_id
 from delivery.secrets import mask
 
-Url = Annotated[str, Meta(pattern=r"^https?://[^\s]+$", max_length=2048,
-                          description="where alerts are POSTed: http(s)://... (a Slack incoming webhook's URL for slack)")]
+Url = Annotated[str, Meta(
+    pattern=r"^https?://[^\s]+$", max_length=2048,
+    description="where alerts are POSTed: http(s)://... (a Slack incoming webhook's URL for slack)")]
 Kind = Literal["webhook", "slack"]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 

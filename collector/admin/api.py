@@ -10,8 +10,8 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 import msgspec
@@ -31,6 +31,7 @@ from delivery.config import (
     MAX_RETIRED_KEYS,
     SERVER_KEY_PREFIX,
     ConsentSettings,
+    Credential,
     Health,
     Integration,
     PinterestConfig,
@@ -48,6 +49,7 @@ from delivery.pinterest.mapping import (
     CUSTOM_EVENT,
     DELIVERED_TYPES,
     PROFILE_HELP,
+    MappingOrigin,
     effective_mapping,
     event_name,
     map_event,
@@ -68,16 +70,26 @@ MAX_LIMIT = 100
 MAX_SHOWN = 32 * 1024  # bytes of a stored event shown as text when it cannot be shown as JSON
 MAX_ADMIN_BODY = 256 * 1024
 SSE_HEARTBEAT = 15.0
+NOT_CONNECTED = "connect with Pinterest first: a conversion token is minted with the OAuth access token"
 
 
+@overload
+def iso(ts: float) -> str: ...
+@overload
+def iso(ts: float | None) -> str | None: ...
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
     return Response(_encoder.encode(obj), status, media_type="application/json")
+
+
+def page_response(data: list, has_more: bool) -> Response:
+    """One page of a listing; its last item's id is the cursor of the next."""
+    return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
 
 
 def new_id(prefix: str) -> str:
@@ -254,8 +266,10 @@ class Api:
                 ad_account_id=cfg.ad_account_id, access_token=mask(cfg.access_token),
                 conversion_token=mask(cfg.conversion_token), app_id=cfg.app_id, app_secret=mask(cfg.app_secret),
                 refresh_token=mask(cfg.refresh_token), connected=integ.oauth,
-                access_token_expires_at=iso(cfg.access_token_expires_at), token_refreshed_at=iso(cfg.token_refreshed_at),
-                refresh_token_expires_at=iso(cfg.refresh_token_expires_at), test_mode=cfg.test_mode, event_map=cfg.event_map,
+                access_token_expires_at=iso(cfg.access_token_expires_at),
+                token_refreshed_at=iso(cfg.token_refreshed_at),
+                refresh_token_expires_at=iso(cfg.refresh_token_expires_at), test_mode=cfg.test_mode,
+                event_map=cfg.event_map,
                 event_names=cfg.event_names, send_custom_event_name=cfg.send_custom_event_name,
                 rate_limit_per_second=cfg.rate_limit_per_second, rate_limit_burst=cfg.rate_limit_burst,
             ),
@@ -310,7 +324,8 @@ class Api:
         body: s.SourcePatch = await self.decode(request, s.SourcePatch, hosts_of_urls)
         changes = {k: v for k in s.SourcePatch.__struct_fields__ if (v := getattr(body, k)) is not msgspec.UNSET}
         if "consent" in changes:
-            changes["consent"] = ConsentSettings(changes["consent"].enabled, list(changes["consent"].default_categories))
+            consent = changes["consent"]
+            changes["consent"] = ConsentSettings(consent.enabled, list(consent.default_categories))
         if changes.get("default_country"):
             changes["default_country"] = changes["default_country"].upper()
         if "privacy" in changes:
@@ -362,8 +377,8 @@ class Api:
     async def create_integration(self, request: Request) -> Response:
         body: s.IntegrationCreate = await self.decode(request, s.IntegrationCreate, ad_account_of_url)
         if self.store.source(body.source_id) is None:
-            raise ApiError(400, "unknown_source", f"source_id: no source with id {body.source_id}; create the source first",
-                           "source_id")
+            raise ApiError(400, "unknown_source",
+                           f"source_id: no source with id {body.source_id}; create the source first", "source_id")
         check_credentials(body.config)
         check_event_map(body.config.event_map)
         now = time.time()
@@ -431,8 +446,8 @@ class Api:
             event_source_url="https://signal-edge.invalid/test",
         )
         outcome = await self.s.delivery.send_test(integ, sample)
-        return json_response(s.TestResult(outcome.ok, outcome.message,
-                                          [s.CredentialCheck(c.credential, c.ok, c.message) for c in outcome.checks]))
+        checks = [s.CredentialCheck(Credential(c.credential), c.ok, c.message) for c in outcome.checks]
+        return json_response(s.TestResult(outcome.ok, outcome.message, checks))
 
     async def preview(self, request: Request) -> Response:
         """What an event would become for this integration: ingestion (PII hashed), consent,
@@ -455,9 +470,9 @@ class Api:
             return json_response(s.PreviewOut(False, "not sent: identify and group events only add identity to the "
                                                      "events that follow", incoming, profile))
         if not consent_allows(ev.consent, source, integ.consent_categories):
+            categories = ", ".join(integ.consent_categories)
             return json_response(s.PreviewOut(False, "not sent: the visitor's consent does not cover this "
-                                                     f"integration's categories ({', '.join(integ.consent_categories)})",
-                                              incoming, profile))
+                                                     f"integration's categories ({categories})", incoming, profile))
         mapped = map_event(ev, integ.options)
         warnings = ev.notes + mapped.warnings  # what the edge left out, then the mapping
         if mapped.event is None:
@@ -479,13 +494,14 @@ class Api:
         profile = integ.config.event_names
         return json_response(s.MappingOut(
             integ.variant, profile, PROFILE_HELP[profile], rows,
-            s.MappingRow("anything else", CUSTOM_EVENT, "standard", variant.is_priority(CUSTOM_EVENT)),
+            s.MappingRow("anything else", CUSTOM_EVENT, MappingOrigin.STANDARD, variant.is_priority(CUSTOM_EVENT)),
             list(variant.priority_events) if variant.priority_events is not None else None, integ.config.event_map,
             integ.config.send_custom_event_name))
 
     async def topic_or_404(self, integration_id: str) -> str:
         """An integration's id, or a deleted one's that still has dead letters."""
-        if self.store.integration(integration_id) is None and integration_id not in await self.queue.dead_letter_topics():
+        if (self.store.integration(integration_id) is None
+                and integration_id not in await self.queue.dead_letter_topics()):
             raise ApiError(404, "not_found", f"no integration with id {integration_id}")
         return integration_id
 
@@ -493,11 +509,12 @@ class Api:
         """A conversion token minted with the integration's OAuth access token, and kept."""
         integ = self.integration_or_404(request.path_params["id"])
         if not integ.oauth:
-            raise ApiError(409, "not_connected", "connect with Pinterest first: a conversion token is minted with the "
-                           "OAuth access token")
+            raise ApiError(409, "not_connected", NOT_CONNECTED)
         tokens = self.s.delivery.tokens
         try:
             integ = await tokens.fresh(integ)
+            if integ.config.access_token is None:  # disconnected meanwhile
+                raise ApiError(409, "not_connected", NOT_CONNECTED)
             minted = await oauth.conversion_token(tokens.http, self.s.settings.pinterest_api_base,
                                                   integ.config.access_token)
         except RefreshRefused:
@@ -523,7 +540,7 @@ class Api:
         rows = await self.queue.dead_letters(topic, after, limit + 1)
         data = [dead_letter_out(d) for d in rows[:limit]]
         has_more = len(rows) > limit
-        return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+        return page_response(data, has_more)
 
     async def export_dead_letters(self, request: Request) -> Response:
         """Every dead letter as JSON Lines, one object per line, read page by page."""
@@ -592,7 +609,7 @@ class Api:
                                               self.int_cursor(request), limit + 1)
         data = [debug_out(r) for r in rows[:limit]]
         has_more = len(rows) > limit
-        return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+        return page_response(data, has_more)
 
     async def queued_events(self, request: Request, limit: int) -> Response:
         """Events still in the queue, newest first: waiting behind a paused or failing
@@ -608,7 +625,7 @@ class Api:
 
     async def debug_stream(self, request: Request) -> Response:
         q = request.query_params
-        wanted = {k: q.get(k) for k in ("source_id", "integration_id", "status") if q.get(k)}
+        wanted = {k: v for k in ("source_id", "integration_id", "status") if (v := q.get(k))}
         hub = self.s.hub
 
         async def events():
@@ -640,7 +657,7 @@ class Api:
         rows = await self.store.audit_log(self.int_cursor(request), limit + 1)
         data = [s.AuditOut(a.id, iso(a.at), a.action, a.object_type, a.object_id, a.old, a.new) for a in rows[:limit]]
         has_more = len(rows) > limit
-        return json_response({"data": data, "next_cursor": str(data[-1].id) if has_more else None, "has_more": has_more})
+        return page_response(data, has_more)
 
 
 def debug_out(r: DebugRecord) -> s.DebugEventOut:
@@ -750,7 +767,9 @@ def ad_account_of_url(body: Any) -> Any:
     """The Ads Manager URL the help names (https://ads.pinterest.com/advertiser/549764982399/...)
     pasted for the Ad Account ID: the id in it."""
     config = body.get("config") if isinstance(body, dict) else None
-    value = config.get("ad_account_id") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return body
+    value = config.get("ad_account_id")
     if not isinstance(value, str) or "/" not in value or len(value) > 2048:
         return body
     text = value.strip()
@@ -851,7 +870,8 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/integrations/{id}/match-quality", "match_quality", "Identity signals of recent events",
              response=s.MatchQuality, query=("limit",)),
     ApiRoute("GET", "/integrations/{id}/event-quality", "event_quality",
-             "Pinterest's Event Quality Score for 1 and 14 days (?refresh=1 reads it now; again after 15 s at the soonest)",
+             "Pinterest's Event Quality Score for 1 and 14 days "
+             "(?refresh=1 reads it now; again after 15 s at the soonest)",
              response=s.EventQualityOut, query=("refresh",)),
     ApiRoute("GET", "/catalog/pinterest", "get_catalog", "Pinterest config fields and variants", response=Catalog),
     ApiRoute("GET", "/debugger/events", "debug_events", "Recent events and their delivery outcome",

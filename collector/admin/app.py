@@ -13,8 +13,8 @@ from starlette.routing import Route
 
 from collector.admin import alerts, erasure, metrics, openapi
 from collector.admin.api import ROUTES, Api, json_response
-from collector.admin.errors import ApiError, error_response
 from collector.admin.auth import Throttle
+from collector.admin.errors import ApiError, error_response
 from collector.admin.peers import Peers
 from collector.admin.session import Sessions
 from collector.admin.ui import not_found_page, ui_routes
@@ -125,7 +125,8 @@ def create_admin_app(services: Services) -> HostGuard:
     throttle = Throttle()
     peers = Peers(services.settings)
     guard = Guard(services, sessions, throttle, peers)
-    handlers = [(api, ROUTES), (alerts.AlertsApi(services), alerts.ROUTES), (erasure.ErasureApi(services), erasure.ROUTES)]
+    handlers = [(api, ROUTES), (alerts.AlertsApi(services), alerts.ROUTES),
+                (erasure.ErasureApi(services), erasure.ROUTES)]
     document = openapi.build([route for _, table in handlers for route in table])
 
     async def healthz(request: Request) -> Response:
@@ -162,5 +163,7 @@ def create_admin_app(services: Services) -> HostGuard:
         return error_response(ApiError(500, "internal_error",
                                        f"internal error (request {request_id}); the server log has the details"))
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})
+    # Starlette types every handler as taking any Exception; it calls http_error with HTTPExceptions only.
+    on_error = {HTTPException: http_error, Exception: server_error}
+    app = Starlette(routes=routes, exception_handlers=on_error)  # type: ignore[arg-type]
     return HostGuard(app, allowed_hosts(services.settings))

@@ -34,7 +34,7 @@ class AdminAuth:
     def __init__(self, store, secret_key: str) -> None:
         self.store = store
         self.secret_key = secret_key  # also signs the UI's session cookie
-        self._digest: str | None = None
+        self._digest = ""  # nothing read yet; _loaded makes the first check read the store
         self._loaded = 0.0
 
     async def ensure(self, configured: str | None) -> str | None:
@@ -74,7 +74,7 @@ class AdminAuth:
             return False
         digest = _digest(presented)
         age = time.monotonic() - self._loaded
-        if age >= RECHECK or (age >= MIN_RELOAD and not hmac.compare_digest(digest, self._digest or "")):
+        if age >= RECHECK or (age >= MIN_RELOAD and not hmac.compare_digest(digest, self._digest)):
             self._remember(await self.store.get_meta(META_KEY) or "")
         return bool(self._digest) and hmac.compare_digest(digest, self._digest)
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import time
 
-from collector.activity import ActivityLog
+from collector.activity import ActivityLog, ArrivalKind
 from collector.admin import schemas as s
-from collector.edge.arrival import CROSS_SITE, KINDS, SAME_ORIGIN, SAME_SITE
 from collector.edge.serving import caddy_block, same_origin_snippet, serving_of
 from delivery.config import Source
 
@@ -28,43 +27,45 @@ def serving_out(source: Source, edge_port: int) -> s.ServingOut:
 
 
 def cross_site_warning(activity: ActivityLog, source_id: str, now: float) -> bool:
-    found = activity.arrivals.get((source_id, CROSS_SITE))
+    found = activity.arrivals.get((source_id, ArrivalKind.CROSS_SITE))
     return found is not None and now - found.at < WARN_WITHIN
 
 
 def deployment(source: Source, activity: ActivityLog, now: float | None = None) -> s.DeploymentOut:
     now = time.time() if now is None else now
-    seen = {kind: found for kind in KINDS if (found := activity.arrivals.get((source.id, kind)))}
+    seen = {kind: found for kind in ArrivalKind if (found := activity.arrivals.get((source.id, kind)))}
     arrivals = [s.ArrivalOut(kind, a.requests, _iso(a.at), _shown(a.origin), _shown(a.host))
                 for kind, a in seen.items()]
     warning = cross_site_warning(activity, source.id, now)
     if warning:
-        status = CROSS_SITE
+        status = ArrivalKind.CROSS_SITE
     elif seen:
-        status = max((kind for kind in seen if kind != CROSS_SITE), key=lambda kind: seen[kind].at,
-                     default=CROSS_SITE)
+        status = max((kind for kind in seen if kind != ArrivalKind.CROSS_SITE),
+                     key=lambda kind: seen[kind].at, default=ArrivalKind.CROSS_SITE)
     else:
-        return s.DeploymentOut("unknown", False, "No page has sent an event to this node yet: open a page with the "
-                               "snippet, and this shows how its requests arrive.", "", "", None, [])
+        return s.DeploymentOut(s.DeploymentStatus.UNKNOWN, False, "No page has sent an event to this node yet: open a "
+                               "page with the snippet, and this shows how its requests arrive.", "", "", None, [])
     last = seen[status]
     prefix = serving_of(source).prefix
     origin, host = _shown(last.origin) or "the pages", _shown(last.host) or "the edge"
-    if status == SAME_ORIGIN:
-        return s.DeploymentOut(status, False, f"Pages on {origin} send to their own origin: the edge is first-party.",
+    if status == ArrivalKind.SAME_ORIGIN:
+        return s.DeploymentOut(s.DeploymentStatus(status), False,
+                               f"Pages on {origin} send to their own origin: the edge is first-party.",
                                "Keeps _dfid 400 days and _pin_unauth and _epik 365 days after the last visit "
                                "(cookies a site's own server sets).", "The same: 400 and 365 days after the last "
                                "visit.", None, arrivals)
     same_origin_fix = (f"Serve the edge from the site's own origin: mount it under {prefix} in the site's Caddy "
                        "block (below) and paste the same-origin snippet into every page.")
-    if status == SAME_SITE:
+    if status == ArrivalKind.SAME_SITE:
         return s.DeploymentOut(
-            status, False, f"Pages on {origin} send to {host}, another host of the same site.",
+            s.DeploymentStatus(status), False, f"Pages on {origin} send to {host}, another host of the same site.",
             f"Keeps the cookies only 7 days after the last visit when {host} is served from another address than the "
             "site (a CNAME to another provider, or an address outside the site's range): a Pinterest click is "
             "forgotten after a week.", "Keeps them 400 and 365 days after the last visit (same-site cookies).",
             same_origin_fix, arrivals)
     return s.DeploymentOut(
-        status, warning, f"Pages on {origin} send to {host}, on another site: browsers treat the edge as a third party.",
+        s.DeploymentStatus(status), warning,
+        f"Pages on {origin} send to {host}, on another site: browsers treat the edge as a third party.",
         "Keeps none of the cookies the edge sets (third-party cookies are blocked): every page gets a new visitor "
         "id, and a Pinterest click is forgotten after one page.",
         "Keeps none of them either: SameSite=Lax cookies are not set by cross-site requests.",

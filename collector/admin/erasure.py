@@ -18,8 +18,8 @@ from collector.admin.api import Api, ApiRoute, iso, json_response
 from collector.admin.errors import ApiError
 from collector.services import Services
 from delivery.erasure import Person, erase_person
-from delivery.pinterest import normalize as norm
 from delivery.pii import MAX_LENGTH
+from delivery.pinterest import normalize as norm
 
 Identifier = Annotated[str, Meta(min_length=1, max_length=256)]
 

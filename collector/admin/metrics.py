@@ -32,7 +32,8 @@ async def render(services: Services) -> str:
     own = {i.id: await services.queue.stats(i.id, this_node=True) for i in integrations}
     stats = {i.id: await services.queue.stats(i.id) for i in integrations}
     lines: list[str] = ["# HELP signal_edge_node_info The node these figures come from.",
-                        "# TYPE signal_edge_node_info gauge", f'signal_edge_node_info{{node="{_label(services.node)}"}} 1']
+                        "# TYPE signal_edge_node_info gauge",
+                        f'signal_edge_node_info{{node="{_label(services.node)}"}} 1']
     for name, help_text in COUNTERS:
         metric = f"signal_edge_events_{name}_total"
         lines += [f"# HELP {metric} {help_text} This node's share.", f"# TYPE {metric} counter"]
@@ -47,8 +48,8 @@ async def render(services: Services) -> str:
               for i in integrations]
     lines += ["# HELP signal_edge_last_error_timestamp_seconds When delivery last failed (0: never).",
               "# TYPE signal_edge_last_error_timestamp_seconds gauge"]
-    lines += [f'signal_edge_last_error_timestamp_seconds{{integration="{_label(i.id)}"}} {stats[i.id].last_error_at or 0}'
-              for i in integrations]
+    lines += [f'signal_edge_last_error_timestamp_seconds{{integration="{_label(i.id)}"}} '
+              f"{stats[i.id].last_error_at or 0}" for i in integrations]
     delivery = services.delivery
     for metric, help_text, counts in (
         ("signal_edge_delivery_batch_failures_total",

@@ -38,6 +38,7 @@ STATE_SECONDS = 600
 BINDING_COOKIE = "se_oauth"
 NOT_STARTED_HERE = ("This sign-in was not started here (in this browser, by a logged-in admin), or is too old: "
                     "go back to the integration and connect again.")
+NO_APP = "Give the Pinterest app's id and secret first, then connect."
 DENIED = "You did not allow signal-edge at Pinterest: connect again and allow access to connect."
 NO_CODE = ("Pinterest sent the browser back without a code: connect again; if it keeps failing, check that the "
            "redirect URI registered in the Pinterest app is the one this page shows.")
@@ -68,15 +69,16 @@ class Connect:
         session = await self.sessions.read(request)
         integration_id = request.query_params.get("integration_id", "")
         if session is None:
-            return RedirectResponse("/login?next=" + quote(f"/oauth/pinterest/start?integration_id={integration_id}"), 303)
+            back = f"/oauth/pinterest/start?integration_id={integration_id}"
+            return RedirectResponse("/login?next=" + quote(back), 303)
         integration = self.s.store.integration(integration_id)
         if integration is None:
-            return await self._back(request, session.key, None, "error",
-                                    "There is no such integration (it may have been deleted): choose one from the list.")
+            return await self._back(
+                request, session.key, None, "error",
+                "There is no such integration (it may have been deleted): choose one from the list.")
         cfg = integration.config
         if not (cfg.app_id and cfg.app_secret):
-            return await self._back(request, session.key, integration_id, "error",
-                                    "Give the Pinterest app's id and secret first, then connect.")
+            return await self._back(request, session.key, integration_id, "error", NO_APP)
         state = secrets.token_urlsafe(32)
         binding = request.cookies.get(BINDING_COOKIE, "")
         if not (40 <= len(binding) <= 64):  # one per browser, shared by connections started in other tabs
@@ -114,6 +116,8 @@ class Connect:
             return await self._back(request, session_key, None, "error", "The integration was deleted meanwhile.",
                                     forward=True)
         cfg = integration.config
+        if not (cfg.app_id and cfg.app_secret):  # removed since the connection started
+            return await self._back(request, session_key, integration_id, "error", NO_APP, forward=True)
         try:
             answer = await oauth.exchange_code(self.s.delivery.tokens.http, self.s.settings.pinterest_api_base,
                                                cfg.app_id, cfg.app_secret, code, started["redirect_uri"])

@@ -33,7 +33,7 @@ def build(routes=ROUTES) -> dict[str, Any]:
     schemas, components = msgspec.json.schema_components(
         list(dict.fromkeys(types)), ref_template="#/components/schemas/{name}"
     )
-    refs = dict(zip(dict.fromkeys(types), schemas))
+    refs = dict(zip(dict.fromkeys(types), schemas, strict=True))
     paths: dict[str, Any] = {}
     for route in routes:
         params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -47,8 +47,8 @@ def build(routes=ROUTES) -> dict[str, Any]:
         elif route.media:
             ok["content"] = {route.media: {"schema": {"type": "string"}}}
         responses = {str(route.status): ok}
-        responses.update({code: {"description": text, "content": {"application/json": {"schema": _ref("ErrorResponse")}}}
-                          for code, text in _ERRORS.items()})
+        error = {"application/json": {"schema": _ref("ErrorResponse")}}
+        responses.update({code: {"description": text, "content": error} for code, text in _ERRORS.items()})
         operation: dict[str, Any] = {
             "operationId": route.handler,
             "summary": route.summary,

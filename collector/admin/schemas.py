@@ -3,14 +3,17 @@ with these, and the OpenAPI document is generated from them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from collector.activity import ArrivalKind
+from delivery.config import Credential, Gpc, Ldp
 from delivery.pinterest.catalog import CONSENT_CATEGORIES
 from delivery.pinterest.eqs import EventQualityScore
-from delivery.pinterest.mapping import EVENT_NAME_PROFILES
+from delivery.pinterest.mapping import EVENT_NAME_PROFILES, MappingOrigin
 from delivery.pinterest.payload import EVENT_NAMES
 from delivery.pinterest.variants import VARIANTS
 
@@ -26,11 +29,19 @@ Origin = Annotated[str, Meta(pattern=r"^https?://[^/\s]+$", max_length=300,
 Country = Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="a two-letter country code such as US")]
 SourceId = Annotated[str, Meta(pattern=r"^src_[A-Za-z0-9_-]{3,60}$",
                                description="src_ and 3 to 60 letters, digits, _ or -, such as src_abc123")]
-Category = Literal[CONSENT_CATEGORIES]  # type: ignore[valid-type]
-EventName = Literal[EVENT_NAMES]  # type: ignore[valid-type]
-VariantKey = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
-# The standard table: Pinterest's current names ("current") or the seed's ("seed").
-EventNamesProfile = Literal[tuple(EVENT_NAME_PROFILES)]  # type: ignore[valid-type]
+# Vocabularies read from data tables: msgspec checks each against its table; to mypy, which
+# cannot read a table, they are str.
+if TYPE_CHECKING:
+    Category: TypeAlias = str
+    EventName: TypeAlias = str
+    VariantKey: TypeAlias = str
+    EventNamesProfile: TypeAlias = str
+else:
+    Category = Literal[CONSENT_CATEGORIES]
+    EventName = Literal[EVENT_NAMES]
+    VariantKey = Literal[tuple(VARIANTS)]
+    # The standard table: Pinterest's current names ("current") or the seed's ("seed").
+    EventNamesProfile = Literal[tuple(EVENT_NAME_PROFILES)]
 RatePerSecond = Annotated[float, Meta(gt=0, le=10_000)]  # requests/s to Pinterest
 EventsPerSecond = Annotated[float, Meta(gt=0, le=1_000_000)]  # events/s accepted by a source
 Burst = Annotated[int, Meta(ge=1, le=1_000_000)]
@@ -72,11 +83,11 @@ class Privacy(msgspec.Struct, forbid_unknown_fields=True):
     """US state privacy laws, Global Privacy Control and URLs: see the README's consent section.
     (Every field is shown.)"""
 
-    ldp: Literal["off", "all", "states"] = "off"
+    ldp: Ldp = Ldp.OFF
     ldp_states: Annotated[list[StateCode], Meta(max_length=60)] = []
     url_params_to_remove: Annotated[list[ParamName], Meta(max_length=100)] = []
     # A browser's Sec-GPC: 1: its events go with opt_out: true, or to no integration.
-    gpc: Literal["opt_out", "no_delivery"] = "opt_out"
+    gpc: Gpc = Gpc.OPT_OUT
 
 
 Prefix = Annotated[str, Meta(pattern=r"^(/[A-Za-z0-9_-]{1,40}){1,3}$",
@@ -113,17 +124,26 @@ class RotateKey(Strict):
 
 
 class ArrivalOut(msgspec.Struct):
-    arrival: Literal["same-origin", "same-site", "cross-site"]
+    arrival: ArrivalKind
     requests: int
     last_at: str
     origin: str | None  # the page's origin, in the last such request
     host: str | None  # the host it sent to
 
 
+class DeploymentStatus(StrEnum):
+    """How a source's browser requests arrive (ArrivalKind), or "unknown" before the first."""
+
+    SAME_ORIGIN = ArrivalKind.SAME_ORIGIN.value
+    SAME_SITE = ArrivalKind.SAME_SITE.value
+    CROSS_SITE = ArrivalKind.CROSS_SITE.value
+    UNKNOWN = "unknown"
+
+
 class DeploymentOut(msgspec.Struct):
     """How this source's browser requests arrive (as this node saw them) and what that means."""
 
-    status: Literal["same-origin", "same-site", "cross-site", "unknown"]
+    status: DeploymentStatus
     warning: bool  # a cross-site request came within the last day: its cookies are lost
     summary: str
     safari: str  # what Safari does with the edge's cookies
@@ -151,10 +171,10 @@ class SourceCreate(Strict):
 
 class SourcePatch(Strict):
     name: NonEmpty | UnsetType = UNSET
-    domain: Hostname | None | UnsetType = UNSET
+    domain: Hostname | UnsetType | None = UNSET
     allowed_origins: Annotated[list[Origin], Meta(max_length=50)] | UnsetType = UNSET
-    cookie_domain: Hostname | None | UnsetType = UNSET
-    default_country: Country | None | UnsetType = UNSET
+    cookie_domain: Hostname | UnsetType | None = UNSET
+    default_country: Country | UnsetType | None = UNSET
     consent: Consent | UnsetType = UNSET
     rate_limit_per_second: EventsPerSecond | UnsetType = UNSET
     rate_limit_burst: Burst | UnsetType = UNSET
@@ -317,7 +337,7 @@ class IntegrationOut(msgspec.Struct):
 
 
 class CredentialCheck(msgspec.Struct):
-    credential: Literal["app", "conversion_token", "access_token"]
+    credential: Credential
     ok: bool
     message: str
 
@@ -331,7 +351,7 @@ class TestResult(msgspec.Struct):
 class MappingRow(msgspec.Struct):
     incoming: str  # the track event's name (or page)
     pinterest_event: str
-    origin: Literal["standard", "variant", "override"]
+    origin: MappingOrigin
     priority: bool  # a priority event of the variant: sent at once, first when the rate limit binds
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import math
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, quote
 
 from starlette.requests import Request
@@ -44,6 +45,21 @@ def safe_next(value: str | None) -> str:
     return "/integrations"
 
 
+Page = Callable[["Ui", Request], Awaitable[Response]]
+
+
+def page(handler: Page) -> Page:
+    """A page for a logged-in session; without one, the login form, which comes back here."""
+    async def endpoint(self: Ui, request: Request) -> Response:
+        session = await self.sessions.read(request)
+        if session is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse("/login?next=" + quote(target, safe=""), 303)
+        request.state.session = session
+        return await handler(self, request)
+    return endpoint
+
+
 class Ui:
     def __init__(self, services: Services, sessions: Sessions, throttle: Throttle, peers: Peers) -> None:
         self.s = services
@@ -51,16 +67,6 @@ class Ui:
         self.sessions = sessions
         self.throttle = throttle
         self.peers = peers
-
-    def page(handler):  # noqa: N805 - a decorator for the methods below
-        async def endpoint(self, request: Request) -> Response:
-            session = await self.sessions.read(request)
-            if session is None:
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                return RedirectResponse("/login?next=" + quote(target, safe=""), 303)
-            request.state.session = session
-            return await handler(self, request)
-        return endpoint
 
     async def show(self, request: Request, template: str, title: str, active: str, script: str | None = None,
                    status: int = 200, **context) -> Response:
@@ -82,7 +88,7 @@ class Ui:
         target = safe_next((fields.get("next") or [""])[0])
         token = (fields.get("token") or [""])[0].strip()
         if await self.s.auth.check(token):  # never throttled: others' mistakes must not lock an admin out
-            response = RedirectResponse(target, 303)
+            response: Response = RedirectResponse(target, 303)
             session = await self.sessions.start(response, self.peers.https(request), client)
             await self.s.store.audit("login", "admin_session", session.key[:12], None, {"client": client})
             return response

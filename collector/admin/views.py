@@ -10,6 +10,7 @@ import msgspec
 from collector.admin import deleted
 from collector.admin import schemas as s
 from collector.admin.api import dead_letters_source, iso
+from delivery.config import Gpc, Ldp
 
 TRACK_EXAMPLE = """_df.track("Order Completed", {
   order_id: "ORD-1001", total: 129.99, currency: "USD",
@@ -26,8 +27,8 @@ COUNTS = (("accepted", "Accepted"), ("delivered", "Delivered"), ("queued", "Queu
           ("filtered", "Filtered (consent)"), ("dead_lettered", "Dead letters"),
           ("skipped_disabled", "Skipped while disabled"))
 DEBUGGER_STATUSES = ("queued", "delivered", "retrying", "failed", "filtered", "skipped")
-GPC_CHOICES = (("opt_out", "Send their events with opt_out: true"), ("no_delivery", "Send their events nowhere"))
-LDP_CHOICES = (("off", "Off"), ("all", "Every visitor"), ("states", "Visitors from these US states"))
+GPC_CHOICES = ((Gpc.OPT_OUT, "Send their events with opt_out: true"), (Gpc.NO_DELIVERY, "Send their events nowhere"))
+LDP_CHOICES = ((Ldp.OFF, "Off"), (Ldp.ALL, "Every visitor"), (Ldp.STATES, "Visitors from these US states"))
 PROFILE_LABELS = {"current": "Pinterest current names (current)", "seed": "The seed table (seed)"}
 # The Add Integration form: the Ad Account ID, then two ways to credentials, one or the other.
 TOKEN_FIELDS = ("access_token", "conversion_token")

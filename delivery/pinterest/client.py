@@ -10,7 +10,15 @@ from typing import Literal
 import httpx
 import msgspec
 
-from delivery.pinterest.payload import Error, Event, EventResult, EventsRequest, error_decoder, request_encoder, response_decoder
+from delivery.pinterest.payload import (
+    Error,
+    Event,
+    EventResult,
+    EventsRequest,
+    error_decoder,
+    request_encoder,
+    response_decoder,
+)
 
 Kind = Literal["ok", "partial", "bad_request", "retry", "unauthorized", "forbidden", "invalid_ad_account"]
 RETRYABLE = {408, 429} | set(range(500, 600))

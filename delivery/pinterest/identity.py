@@ -131,12 +131,13 @@ class IdentityBuilder(msgspec.Struct, gc=False):
         is, the key does not say."""
         found = find_email(value)
         number = None if found else phone_number(value)
-        if found is None and number is None:
+        raw = found or number
+        if raw is None:
             return value
         try:
-            text = norm.email(decoded(found)) if found else norm.phone(number, self.default_country)
+            text = norm.email(decoded(raw)) if found else norm.phone(raw, self.default_country)
         except norm.Invalid:
-            text = (found or number).strip()
+            text = raw.strip()
         self.notes.append(f"{'an email address' if found else 'a phone number'} under an unrecognised key "
                           "was replaced by its SHA-256")
         return f"sha256:{norm.sha256(text)}"
@@ -166,7 +167,7 @@ _KINDS: tuple[dict[str, str | None], dict[str, str | None]] = ({}, {})  # by `tr
 _PLAIN: tuple[set[str], set[str]] = (set(), set())  # by `traits`: the keys of kind None
 _MAX_KINDS = 4096
 _MAX_CACHED_KEY = 64  # longer keys are classified each time: the cache stays under a megabyte
-_UNKNOWN = object()
+_UNKNOWN = "\0unclassified"  # a str no kind is named: a lookup's answer keeps the type str | None
 _CONTAINERS = frozenset({dict, list})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
@@ -112,13 +113,22 @@ def event_name(ev: EdgeEvent, options: Options) -> str:
     return options.variant_data.mappings.get(key) or options.standard.get(key) or CUSTOM_EVENT
 
 
-def effective_mapping(options: Options, overrides: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(incoming name, Pinterest event, where the row comes from: standard | variant | override)
-    for every name the integration maps, in the order event_name() looks them up last to first.
-    `overrides` are the integration's event_map as written (Options holds it by name_key)."""
-    rows: dict[str, tuple[str, str, str]] = {"page": ("page (any page view)", PAGE_EVENT, "standard")}
-    for origin, table in (("standard", EVENT_NAME_PROFILES[options.event_names]),
-                          ("variant", options.variant_data.extra_mappings), ("override", overrides)):
+class MappingOrigin(StrEnum):
+    """Where a row of an integration's mapping comes from."""
+
+    STANDARD = "standard"  # the standard table of its event-name profile
+    VARIANT = "variant"  # its variant's extra rows
+    OVERRIDE = "override"  # its own event_map
+
+
+def effective_mapping(options: Options, overrides: dict[str, str]) -> list[tuple[str, str, MappingOrigin]]:
+    """(incoming name, Pinterest event, where the row comes from) for every name the integration
+    maps, in the order event_name() looks them up last to first. `overrides` are the
+    integration's event_map as written (Options holds it by name_key)."""
+    rows = {"page": ("page (any page view)", PAGE_EVENT, MappingOrigin.STANDARD)}
+    for origin, table in ((MappingOrigin.STANDARD, EVENT_NAME_PROFILES[options.event_names]),
+                          (MappingOrigin.VARIANT, options.variant_data.extra_mappings),
+                          (MappingOrigin.OVERRIDE, overrides)):
         for name, event in table.items():
             rows[name_key(name)] = (name, event, origin)
     return list(rows.values())
@@ -278,7 +288,8 @@ def _custom_data(ev: EdgeEvent, variant: Variant, warnings: list[str]) -> Custom
             warnings.append("num_items left out: the sum of the quantities is out of range (int64)")
             num_items = None
         if single:
-            content_name, content_category, content_brand = _text(get("name")), _text(get("category")), _text(get("brand"))
+            content_name, content_category, content_brand = (
+                _text(get("name")), _text(get("category")), _text(get("brand")))
 
     value = _value(props, contents, warnings)
     if "products" not in enrich:
@@ -326,7 +337,8 @@ def _value(props: dict[str, Any], contents: list[Content], warnings: list[str]) 
             warnings.append(f"value left out: '{key}' is {exc}")
             return None
     if contents and all(c.item_price is not None for c in contents):
-        total = sum((Decimal(c.item_price) * (c.quantity or 0) for c in contents), Decimal(0))
+        total = sum((Decimal(c.item_price) * (c.quantity or 0) for c in contents if c.item_price is not None),
+                    Decimal(0))
         try:
             return numbers.money_of(total)
         except ValueError as exc:

@@ -25,7 +25,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _MONEY_LIMIT = 10.0**MONEY_DIGITS
 _QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
 # Already a plain, non-negative decimal within range: passed through as it is.
-_CANONICAL = re.compile(r"(0|[1-9]\d{0,%d})(\.\d{1,%d})?" % (MONEY_DIGITS - 1, MONEY_PLACES))
+_CANONICAL = re.compile(rf"(0|[1-9]\d{{0,{MONEY_DIGITS - 1}}})(\.\d{{1,{MONEY_PLACES}}})?")
 
 
 def _decimal(value: Any) -> Decimal:
@@ -66,7 +66,8 @@ def money_of(number: Decimal) -> str:
         raise ValueError(f"out of range (at most {MONEY_DIGITS} digits before the decimal point)")
     if number.adjusted() < -MONEY_PLACES - 1:
         return "0"  # below a trillionth: nothing a currency can hold
-    if number.as_tuple().exponent < -MONEY_PLACES:
+    exponent = number.as_tuple().exponent  # an int: only NaN and Infinity have a letter here
+    if isinstance(exponent, int) and exponent < -MONEY_PLACES:
         number = number.quantize(_QUANTUM)  # at most 27 digits: within Decimal's default precision
     text = format(number, "f")
     return "0" if text in ("-0", "0", "-0.0") else text

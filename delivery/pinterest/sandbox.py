@@ -92,6 +92,10 @@ class Trickled:
     every: float
 
 
+# What the sandbox answers: JSON (an object or a list), its HTML page, or JSON sent slowly.
+Answer = dict[str, Any] | list[Any] | str | Trickled
+
+
 @dataclass
 class Recorded:
     at: float
@@ -221,7 +225,7 @@ class Sandbox:
         status, payload, headers = await self.handle(scope, body)
         trickle = 0.0
         if isinstance(payload, Trickled):
-            payload, trickle = payload.payload, payload.every
+            trickle, payload = payload.every, payload.payload
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         content_type = b"text/html; charset=utf-8" if isinstance(payload, str) else b"application/json"
         await send({
@@ -240,7 +244,7 @@ class Sandbox:
             data = data[-1:]
         await send({"type": "http.response.body", "body": data})
 
-    async def handle(self, scope, body: bytes):
+    async def handle(self, scope, body: bytes) -> tuple[int, Answer, list[tuple[bytes, bytes]]]:
         path, method = scope["path"], scope["method"]
         if path == "/healthz":
             return 200, {"ok": True}, []
@@ -285,12 +289,14 @@ class Sandbox:
         if info is None:
             return answer(401, {"code": 2, "message": "Authentication failed."})
         if not re.fullmatch(r"\d{1,18}", ad_account_id):
-            return answer(400, {"code": 1, "message": f"Invalid ad_account_id: '{ad_account_id[:40]}' must be digits (at most 18)."})
+            message = f"Invalid ad_account_id: '{ad_account_id[:40]}' must be digits (at most 18)."
+            return answer(400, {"code": 1, "message": message})
         if "ads:write" not in info.scopes or (info.ad_accounts is not None and ad_account_id not in info.ad_accounts):
             return answer(403, {"code": 29, "message": "You are not permitted to access that resource."})
         if fault and fault.status != 200:
             extra = [(b"retry-after", f"{fault.retry_after:g}".encode())] if fault.retry_after is not None else []
-            return answer(fault.status, fault.body or {"code": fault.status, "message": f"Scripted {fault.status}."}, extra=extra)
+            scripted = fault.body or {"code": fault.status, "message": f"Scripted {fault.status}."}
+            return answer(fault.status, scripted, extra=extra)
         if not headers.get("content-type", "").startswith("application/json"):
             return answer(415, {"code": 1, "message": "Content-Type must be application/json."})
         try:
@@ -307,7 +313,7 @@ class Sandbox:
                                         ids=[e["event_id"] for e in events])
         return status, Trickled(payload, fault.trickle) if fault and fault.trickle else payload, extra
 
-    def _accept(self, ad_account_id, test, token, events, now):
+    def _accept(self, ad_account_id, test, token, events, now) -> tuple[int, dict[str, Any], int]:
         results, processed = [], 0
         with self.lock:
             for event in events:
@@ -325,7 +331,8 @@ class Sandbox:
         body = {"num_events_received": len(events), "num_events_processed": processed, "events": results}
         if processed == len(events) or self.state.partial_status == 200:
             return 200, body, len(events)
-        return 422, {"code": 4197, "message": "Not all events were successfully processed.", "details": body}, len(events)
+        partial = {"code": 4197, "message": "Not all events were successfully processed.", "details": body}
+        return 422, partial, len(events)
 
     def _conversion_eqs(self, scope, ad_account_id: str):
         """GET conversion_eqs: the Event Quality Score of what this sandbox received (sandbox_eqs.py),
@@ -343,10 +350,10 @@ class Sandbox:
         if "ads:read" not in info.scopes or (info.ad_accounts is not None and ad_account_id not in info.ad_accounts):
             return 403, {"code": 29, "message": "You are not permitted to access that resource."}, []
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
-        lookback, platform = query.get("lookback_period"), query.get("source_platform")
+        lookback, platform = query.get("lookback_period", ""), query.get("source_platform")
         problems = []
         if lookback not in LOOKBACK_SECONDS:
-            problems.append(f"lookback_period: '{(lookback or '')[:40]}' is not one of 1d, 14d (required)")
+            problems.append(f"lookback_period: '{lookback[:40]}' is not one of 1d, 14d (required)")
         if platform is not None and platform not in SOURCE_PLATFORMS:
             problems.append(f"source_platform: '{platform[:40]}' is not a source platform")
         ingestion = query.get("ingestion_source")
@@ -391,14 +398,15 @@ class Sandbox:
 
     def _app(self, scope) -> str | None:
         """The app that Basic authentication names, when its secret is right."""
-        auth = dict((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]).get("authorization", "")
+        auth = _headers(scope).get("authorization", "")
         try:
             app_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":") if auth[:6].lower() == "basic " \
                 else ("", "", "")
         except ValueError:
             return None
         known = self.state.apps.get(app_id)
-        if known == "" and (self.state.accept_any_token or self.state.demo):  # the demo's app: its first secret is its secret
+        # The demo's app: its first secret is its secret.
+        if known == "" and (self.state.accept_any_token or self.state.demo):
             self.state.apps[app_id] = known = secret
         return app_id if known is not None and secret and secrets.compare_digest(known, secret) else None
 
@@ -427,9 +435,9 @@ class Sandbox:
             seconds = self.state.access_token_seconds
             self.state.tokens[access] = Token(frozenset({"ads:read", "ads:write"}), None, now + seconds)
             refresh = self._issue_refresh(app_id, now)
-        return 200, {"access_token": access, "token_type": "bearer", "expires_in": seconds, "scope": "ads:read,ads:write",
-                     "refresh_token": refresh, "refresh_token_expires_in": REFRESH_TOKEN_SECONDS,
-                     "response_type": grant_type}, []
+        return 200, {"access_token": access, "token_type": "bearer", "expires_in": seconds,
+                     "scope": "ads:read,ads:write", "refresh_token": refresh,
+                     "refresh_token_expires_in": REFRESH_TOKEN_SECONDS, "response_type": grant_type}, []
 
     def _issue_refresh(self, app_id: str, now: float) -> str:
         token = "pinr_" + secrets.token_urlsafe(24)
@@ -437,7 +445,7 @@ class Sandbox:
         return token
 
     def _conversion_token(self, scope):
-        auth = dict((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]).get("authorization", "")
+        auth = _headers(scope).get("authorization", "")
         with self.lock:
             info = self._live_token(auth[7:].strip() if auth.lower().startswith("bearer ") else "", time.time())
             if info is None or info.expires_at is None:  # an OAuth access token, and a live one
@@ -521,8 +529,9 @@ class Sandbox:
 
     def _html(self) -> str:
         rows = "".join(
-            f"<tr><td>{time.strftime('%H:%M:%S', time.localtime(r.at))}</td><td>{html.escape(r.event['event_name'])}</td>"
-            f"<td>{html.escape(r.event['event_id'])}</td><td><pre>{html.escape(json.dumps(r.event, indent=1))}</pre></td></tr>"
+            f"<tr><td>{time.strftime('%H:%M:%S', time.localtime(r.at))}</td>"
+            f"<td>{html.escape(r.event['event_name'])}</td><td>{html.escape(r.event['event_id'])}</td>"
+            f"<td><pre>{html.escape(json.dumps(r.event, indent=1))}</pre></td></tr>"
             for r in reversed(self.recorded()[-50:])
         )
         return (
@@ -531,6 +540,11 @@ class Sandbox:
             f"<p>{len(self.state.received)} events received (newest first, refreshes every 2 s).</p>"
             f"<table border=1 cellpadding=4><tr><th>time<th>event_name<th>event_id<th>payload</tr>{rows}</table>"
         )
+
+
+def _headers(scope) -> dict[str, str]:
+    """An ASGI scope's headers by lower-case name (the last of repeated ones)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def _warning(event: dict[str, Any]) -> str | None:

@@ -57,7 +57,7 @@ def conversion_eqs(events: list[tuple[float, dict[str, Any]]], tag_event_ids: se
     by_platform: dict[str, list[dict]] = defaultdict(list)
     for at, event in events:
         if at >= since:
-            by_platform[PLATFORMS.get(event.get("action_source"), "WEB")].append(event)
+            by_platform[PLATFORMS.get(event.get("action_source", ""), "WEB")].append(event)
     answer = []
     for platform, found in sorted(by_platform.items()):
         wanted = source_platform in (None, platform) or (source_platform == "MOBILE" and platform.startswith("MOBILE"))

@@ -139,4 +139,5 @@ class PgConfigStore(SqlConfigStore):
                 conn.terminate()  # the lock goes with the connection
 
     async def reload_integration(self, integration_id: str) -> Integration | None:
-        return self._opened(await self._reload("integration", integration_id, self._move(("integration", integration_id))))
+        moved = self._move(("integration", integration_id))
+        return self._opened(await self._reload("integration", integration_id, moved))

@@ -122,8 +122,14 @@ class PgDatabase:
         if self.pool is not None:
             try:
                 await asyncio.wait_for(self.pool.close(), 5)
-            except (asyncio.TimeoutError, Exception):
+            except Exception:  # a timeout or a broken pool alike: terminate it
                 self.pool.terminate()
+
+    def opened(self) -> asyncpg.Pool:
+        """The pool that open() made."""
+        if self.pool is None:
+            raise RuntimeError("the PostgreSQL database was not opened")
+        return self.pool
 
     async def run(self, fn: Callable[..., Awaitable[T]], *args: Any, single: bool = False) -> T:
         """`await fn(conn, *args)` in a transaction on a pooled connection. `single`: `fn` runs one
@@ -135,7 +141,7 @@ class PgDatabase:
 
     async def _call(self, fn: Callable[..., Awaitable[T]], args: tuple, single: bool) -> T:
         try:
-            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+            async with self.opened().acquire(timeout=ACQUIRE_TIMEOUT) as conn:
                 if single:
                     result = await fn(conn, *args)
                 else:
@@ -162,7 +168,7 @@ class PgDatabase:
 
     def no_answer(self, seconds: float) -> StorageError:
         """The fault of a database that did not answer within `seconds` (frozen, partitioned)."""
-        return self._failed(asyncio.TimeoutError(f"no answer within {seconds:g}s"))
+        return self._failed(TimeoutError(f"no answer within {seconds:g}s"))
 
     def _succeeded(self) -> None:
         self.commits += 1
@@ -182,7 +188,8 @@ class PgDatabase:
 
     # --- LISTEN -----------------------------------------------------------------------
 
-    def listen(self, on_notify: Callable[[str], None], on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
+    def listen(self, on_notify: Callable[[str], None],
+               on_reconnect: Callable[[], Awaitable[None]] | None = None) -> None:
         """Call `on_notify(payload)` for every notification; await `on_reconnect()` each time
         listening starts (first, and after a lost connection: notifications were missed). One
         connection serves every listener."""
@@ -204,7 +211,8 @@ class PgDatabase:
             try:
                 conn = await asyncpg.connect(self.url, timeout=5, server_settings=self.server_settings(" listen"))
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _: lost.set())
+                # Bound now: an earlier connection's late termination must not end this one's wait.
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, payload: self._dispatch(payload))
                 # Changes made before LISTEN took effect (since the owner's first load, or while
                 # the connection was lost) sent notifications nobody heard: read everything again.
@@ -217,7 +225,7 @@ class PgDatabase:
                 while not lost.is_set():
                     try:
                         await asyncio.wait_for(lost.wait(), 5)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         await conn.execute("SELECT 1", timeout=5)  # notices a silently dead connection
             except asyncio.CancelledError:
                 raise
@@ -245,7 +253,7 @@ class Dedicated:
         """`await fn(conn, *args)`, waiting at most `wait` for a connection when it has none."""
         try:
             if self.conn is None:
-                self.conn = await self.db.pool.acquire(timeout=min(ACQUIRE_TIMEOUT, wait))
+                self.conn = await self.db.opened().acquire(timeout=min(ACQUIRE_TIMEOUT, wait))
             result = await fn(self.conn, *args)
         except Exception as exc:
             self.drop()
@@ -267,7 +275,7 @@ class Dedicated:
         conn, self.conn = self.conn, None
         if conn is not None:
             try:
-                await self.db.pool.release(conn, timeout=1)
+                await self.db.opened().release(conn, timeout=1)
             except Exception:
                 # A release that timed out has terminated the connection and handed it back to
                 # the pool already: terminating it again raised InterfaceError (a 500, once).

@@ -11,6 +11,7 @@ most RELAY_PER_SECOND records: a live view, not a transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -45,10 +46,8 @@ class DebugRelay:
     async def _announce(self) -> None:
         while True:
             if self.hub.local_watchers:
-                try:
+                with contextlib.suppress(Exception):  # the database is away: the others stop forwarding for a while
                     await self.db.run(notify, self.channel, "watch", self.node)
-                except Exception:  # the database is away: the others stop forwarding for a while
-                    pass
             await asyncio.sleep(ANNOUNCE)
 
     def _notified(self, payload: str) -> None:
@@ -62,10 +61,8 @@ class DebugRelay:
         if kind == "watch":
             self.hub.remote_watch_until = time.monotonic() + WATCH_FOR
         elif kind == "debug" and self.hub.local_watchers:
-            try:
+            with contextlib.suppress(msgspec.DecodeError):
                 self.hub.deliver([_decode(body)])
-            except msgspec.DecodeError:
-                pass
 
     def forward(self, records: list[DebugRecord]) -> None:
         now = time.monotonic()

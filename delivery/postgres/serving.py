@@ -57,19 +57,25 @@ class ServingLock:
                                       f"for over {wait:.0f}s; let it finish, then start with the new key")
             await asyncio.sleep(0.2)
 
+    def _held(self) -> asyncpg.Connection:
+        """The lock's connection, which _take made before _keep started."""
+        if self._conn is None:
+            raise RuntimeError("the serving lock was not taken")
+        return self._conn
+
     async def _keep(self) -> None:
         """Ping the lock's connection; when it is lost, connect and take the lock again."""
         while True:
             await asyncio.sleep(PING)
             try:
-                await self._conn.execute("SELECT 1", timeout=PING)
+                await self._held().execute("SELECT 1", timeout=PING)
                 continue
             except Exception as exc:
                 if not environmental(exc):
                     log.exception("the serving lock's connection failed")
             log.warning("lost the serving lock's connection; taking the lock again")
             while True:
-                self._conn.terminate()
+                self._held().terminate()
                 try:
                     await self._take(wait=float("inf"))  # after a rotation that runs now, if one does
                     log.info("holding the serving lock again")
@@ -93,15 +99,16 @@ async def serving_stopped(url: str):
     try:
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK):
             holders = await conn.fetch(
-                "SELECT a.application_name, a.client_addr FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+                "SELECT a.application_name, a.client_addr FROM pg_locks l "
+                "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
                 "WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.database = "
                 "(SELECT oid FROM pg_database WHERE datname = current_database()) AND l.granted", LOCK & 0xFFFFFFFF)
             names = ", ".join(sorted(
                 (r["application_name"] or "").removeprefix(NAME) or f"a process at {r['client_addr'] or 'this host'}"
                 for r in holders)) or "a node"
-            raise StorageUnusable(f"signal-edge still serves {shown(url)} ({len(holders) or 1} processes: {names}); stop "
-                                  "every node first: a node that keeps the old key would seal tokens the new key cannot "
-                                  "open")
+            raise StorageUnusable(f"signal-edge still serves {shown(url)} ({len(holders) or 1} processes: "
+                                  f"{names}); stop every node first: a node that keeps the old key would seal "
+                                  "tokens the new key cannot open")
         yield
     finally:
         conn.terminate()

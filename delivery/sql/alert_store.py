@@ -4,7 +4,7 @@ delivery/alerts.py's Structs."""
 
 from __future__ import annotations
 
-from delivery.sql.statements import Driver, Op, execute, executemany
+from delivery.sql.statements import Driver, Op, executemany
 
 
 class SqlAlertStore:

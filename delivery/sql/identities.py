@@ -106,7 +106,7 @@ class IdentityMemory(Meta, Snapshot):
         salt = await self.init_meta(SALT_META, secrets.token_hex(32))
         self.suppressions.salt = bytes.fromhex(salt)
         rows = await self.sql.fetch("SELECT key, until FROM suppressions WHERE until > ?", time.time())
-        self.suppressions.until = {key: until for key, until in rows}
+        self.suppressions.until = {row[0]: row[1] for row in rows}
 
     async def _write_suppressions(self, rows: list[tuple[str, float]]) -> None:
         """(key, until) rows; a key already suppressed keeps the later end."""

@@ -52,8 +52,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from delivery.sqlite.files import (BUSY_TIMEOUT_MS, in_memory, in_use, lock_serving, open_elsewhere, private_files,
-                                   unusable)
+from delivery.sqlite.files import (
+    BUSY_TIMEOUT_MS,
+    in_memory,
+    in_use,
+    lock_serving,
+    open_elsewhere,
+    private_files,
+    unusable,
+)
 from delivery.sqlite.migrations import MIGRATIONS, migrate
 from delivery.store import StorageError, StorageUnusable
 
@@ -275,7 +282,7 @@ class Database:
             results = [job(conn) for job in jobs]
             conn.execute("COMMIT")
             self._succeeded()
-            outcomes = [(job, result, None) for job, result in zip(jobs, results)]
+            outcomes = [(job, result, None) for job, result in zip(jobs, results, strict=True)]
         except Exception as exc:
             _rollback(conn)
             failure = self._storage_failure(exc)
@@ -356,10 +363,8 @@ def _wake(outcomes: list[_Outcome]) -> None:
         for future in job.futures:
             by_loop.setdefault(future.get_loop(), []).append((future, None if job.merged else result, error))
     for loop, items in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # that loop is closed; nobody is waiting any more
             loop.call_soon_threadsafe(_resolve, items)
-        except RuntimeError:  # that loop is closed; nobody is waiting any more
-            pass
 
 
 def _resolve(items: list) -> None:

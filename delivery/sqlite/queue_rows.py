@@ -16,9 +16,9 @@ MAX_EVENTS_PER_ROW = 1000  # fits the 10 bits an item id has for an index and fo
 SEP = b"\n"
 IN_LIST = 500  # ids per `IN (...)` query
 # Columns copied when part of a row becomes a row of its own.
-COPY = ("INSERT INTO queue (topic, priority, created_at, attempts, last_error, payload, events, available_at, leased) "
-         "SELECT topic, priority, created_at, attempts + ?, coalesce(?, last_error), ?, ?, coalesce(?, available_at), ? "
-         "FROM queue WHERE id=?")
+COPY = ("INSERT INTO queue (topic, priority, created_at, attempts, last_error, payload, events, available_at, "
+        "leased) SELECT topic, priority, created_at, attempts + ?, coalesce(?, last_error), ?, ?, "
+        "coalesce(?, available_at), ? FROM queue WHERE id=?")
 
 
 BITS = 10  # for an index in the row, and for the row's size (both < 1024)
@@ -162,7 +162,8 @@ def lease(conn: sqlite3.Connection, topic: str, limit: int, now: float, until: f
     for priority in (1, 0):  # priority items first, then the oldest of the rest
         if len(out) >= limit:
             break
-        for row_id, attempts, created_at, leased, events, payload in _oldest(conn, topic, priority, now, limit - len(out)):
+        oldest = _oldest(conn, topic, priority, now, limit - len(out))
+        for row_id, attempts, created_at, leased, events, payload in oldest:
             room = limit - len(out)
             taken.append((until, row_id))
             if events == 1:
