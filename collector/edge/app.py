@@ -63,6 +63,7 @@ from delivery.pinterest.mapping import DELIVERED_TYPES, Options, is_priority
 from delivery.pinterest.tag_events import tag_mapping
 from delivery.queue import QueueItem
 from delivery.ratelimit import TokenBucket
+from delivery.slices import WORK_SLICE
 from delivery.store import DebugRecord, StorageError, StoredIdentity
 
 log = logging.getLogger("signal_edge.edge")
@@ -72,10 +73,6 @@ MAX_BODY = 512 * 1024
 MAX_EVENT = 32 * 1024
 MAX_EVENTS = 500  # events per request, as Datafly's gateway allows
 MAX_ORIGIN = 300  # "https://" + a host name (at most 253) + ":port"
-# The longest stretch of one request's events built without letting the event loop serve others.
-# An event's work is bounded (linear in its 32 KB), so a request of 500 hostile events yields
-# every few milliseconds; a usual request finishes well inside one slice and never yields.
-WORK_SLICE = 0.004
 _JSON = [(b"content-type", b"application/json")]
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, extra headers

@@ -28,6 +28,7 @@ from delivery.pinterest.policy import Rules, Sent, Verdict, judge
 from delivery.queue import Leased
 from delivery.ratelimit import Budget
 from delivery.retry import TOO_OLD, too_old
+from delivery.slices import Slices
 
 log = logging.getLogger("signal_edge.delivery")
 errors = ErrorLog(log)
@@ -82,7 +83,7 @@ class PinterestBatches:
             await self._wait_for_credentials(job, control, ready)
             return
         job.integration = ready
-        if pending := self._prepare(job):
+        if pending := await self._prepare(job):
             await _Requests(self, job, control).send(pending, first=True)
 
     async def _wait_for_credentials(self, job: Job, control: Control, why: NotReady) -> None:
@@ -97,14 +98,17 @@ class PinterestBatches:
         job.settlement.last_error = f"{TROUBLESHOOTING[why.problem]} ({why.message})"
         await control.pause(Health("unhealthy", why.problem, why.message, job.now))
 
-    def _prepare(self, job: Job) -> list[Pending]:
+    async def _prepare(self, job: Job) -> list[Pending]:
         """Decode, filter for consent and age, map; what is left goes to Pinterest. An event
-        whose payload cannot be built is dead-lettered alone; the rest of the batch goes on."""
+        whose payload cannot be built is dead-lettered alone; the rest of the batch goes on.
+        Gives way to the loop's other work between events (delivery/slices.py)."""
         pending = []
+        slices = Slices()
         options = job.integration.options
         if self.custom_name_refused and options.send_custom_event_name:
             options = msgspec.structs.replace(options, send_custom_event_name=False)
         for item in job.leased:
+            await slices.give_way()
             try:
                 ready = _prepare_one(job, item, options)
             except Exception as exc:
@@ -184,7 +188,9 @@ class _Requests:
 
     async def _apply(self, verdict: Verdict, pending: list[Pending], answer: client.Answer) -> None:
         job, s = self.job, self.job.settlement
-        for p, fate in zip(pending, verdict.fates):
+        slices = Slices()
+        for p, fate in zip(pending, verdict.fates, strict=False):  # a verdict that resends has no fates
+            await slices.give_way()
             item_id = p.item.id
             if fate.status == "delivered":
                 s.delivered.append(item_id)
