@@ -20,23 +20,22 @@ Control endpoints under `/_sandbox/` let another process script and inspect it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import html
 import json
 import re
-import secrets
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
+from delivery.pinterest.sandbox_control import ControlEndpoints
 from delivery.pinterest.sandbox_eqs import (
     INGESTION_SOURCES,
     LOOKBACK_SECONDS,
     SOURCE_PLATFORMS,
     conversion_eqs,
 )
+from delivery.pinterest.sandbox_oauth import OAuthEndpoints
+from delivery.pinterest.sandbox_state import Answer, Fault, Recorded, RequestLog, SandboxState, Token, Trickled
 from delivery.pinterest.schema_check import (
     fast_validator,
     schema_validator,
@@ -47,7 +46,6 @@ _EVENTS_PATH = re.compile(r"^/v5/ad_accounts/([^/]+)/events/?$")
 _EQS_PATH = re.compile(r"^/v5/ad_accounts/([^/]+)/conversion_eqs/?$")
 MAX_AGE_SECONDS = 7 * 24 * 3600
 WELL_FORMED_TOKEN = re.compile(r"(?:pina|ct)_\S{3,}")
-REFRESH_TOKEN_SECONDS = 60 * 24 * 3600  # a continuous refresh token lives 60 days
 RATE_LIMIT_MESSAGE = (
     "This request exceeded a rate limit. This can happen if the client exceeds one\n"
     "of the published rate limits within a short time window."
@@ -55,90 +53,7 @@ RATE_LIMIT_MESSAGE = (
 
 
 
-@dataclass
-class Token:
-    scopes: frozenset[str] = frozenset({"ads:write"})
-    ad_accounts: frozenset[str] | None = None  # None: every ad account
-    expires_at: float | None = None  # an OAuth access token runs out; a pasted or conversion token does not
-
-
-@dataclass
-class Grant:
-    """An authorization code or a refresh token: whose app, and (a code) which redirect."""
-
-    app_id: str
-    expires_at: float
-    redirect_uri: str | None = None
-
-
-@dataclass
-class Fault:
-    """One scripted answer, used for the next `count` requests (0: until cleared)."""
-
-    status: int
-    count: int = 1
-    retry_after: float | None = None
-    delay: float = 0.0  # seconds before the answer starts (longer than a client waits: a hang)
-    trickle: float = 0.0  # seconds between each byte of the answer's body (a server that trickles)
-    body: dict[str, Any] | None = None
-    ad_account_id: str | None = None  # only requests for this ad account (None: any)
-
-
-@dataclass
-class Trickled:
-    """An answer to send a byte at a time, `every` seconds apart."""
-
-    payload: dict[str, Any]
-    every: float
-
-
-# What the sandbox answers: JSON (an object or a list), its HTML page, or JSON sent slowly.
-Answer = dict[str, Any] | list[Any] | str | Trickled
-
-
-@dataclass
-class Recorded:
-    at: float
-    ad_account_id: str
-    test: bool
-    token: str
-    event: dict[str, Any]
-
-
-@dataclass
-class RequestLog:
-    at: float  # when the request arrived
-    ad_account_id: str
-    status: int
-    events: int
-    test: bool
-    ended: float = 0.0  # when it was answered
-    event_ids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SandboxState:
-    tokens: dict[str, Token] = field(default_factory=dict)
-    accept_any_token: bool = False  # the benchmarks: any token at all
-    demo: bool = False  # the demo: any well-formed pina_/ct_ token (the seed's own examples), any app
-    apps: dict[str, str] = field(default_factory=dict)  # OAuth apps: id -> secret
-    codes: dict[str, Grant] = field(default_factory=dict)
-    refresh_tokens: dict[str, Grant] = field(default_factory=dict)  # each valid once: refreshing rotates it
-    access_token_seconds: int = 30 * 24 * 3600  # Pinterest's: 30 days
-    refreshes: int = 0
-    refused_refreshes: int = 0
-    faults: list[Fault] = field(default_factory=list)
-    poison_event_ids: set[str] = field(default_factory=set)  # whole request -> 400
-    failing_event_ids: dict[str, str] = field(default_factory=dict)  # event -> error_message
-    partial_status: int = 422  # 200 or 422 when some events failed
-    rate_limit_per_second: int | None = None
-    received: list[Recorded] = field(default_factory=list)
-    requests: list[RequestLog] = field(default_factory=list)
-    tag_event_ids: dict[str, set[str]] = field(default_factory=dict)  # ad account -> ids a Pinterest Tag sent
-    eqs_reads: int = 0  # GET conversion_eqs answered (any status)
-
-
-class Sandbox:
+class Sandbox(OAuthEndpoints, ControlEndpoints):
     """The ASGI app. Thread-safe enough for tests that inspect it from another thread."""
 
     def __init__(self, tokens: dict[str, Token] | None = None, accept_any_token: bool = False,
@@ -378,82 +293,6 @@ class Sandbox:
             return None  # an access token that has run out
         return info
 
-    # --- OAuth ---------------------------------------------------------------------------
-
-    def _authorize(self, scope):
-        """The sign-in page, approving at once: back to the app's redirect with a code."""
-        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
-        app_id, redirect = query.get("client_id", ""), query.get("redirect_uri", "")
-        if query.get("response_type") != "code" or not redirect:
-            return 400, "<!doctype html><title>OAuth</title><p>response_type=code and redirect_uri are required", []
-        with self.lock:
-            if app_id not in self.state.apps and not (self.state.accept_any_token or self.state.demo):
-                return 400, "<!doctype html><title>OAuth</title><p>Unknown client_id.", []
-            self.state.apps.setdefault(app_id, "")  # the demo: any app, its secret set at the first exchange
-            code = "code_" + secrets.token_urlsafe(16)
-            self.state.codes[code] = Grant(app_id, time.time() + 600, redirect)
-        separator = "&" if "?" in redirect else "?"
-        location = f"{redirect}{separator}{urlencode({'code': code, 'state': query.get('state', '')})}"
-        return 302, "", [(b"location", location.encode())]
-
-    def _app(self, scope) -> str | None:
-        """The app that Basic authentication names, when its secret is right."""
-        auth = _headers(scope).get("authorization", "")
-        try:
-            app_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":") if auth[:6].lower() == "basic " \
-                else ("", "", "")
-        except ValueError:
-            return None
-        known = self.state.apps.get(app_id)
-        # The demo's app: its first secret is its secret.
-        if known == "" and (self.state.accept_any_token or self.state.demo):
-            self.state.apps[app_id] = known = secret
-        return app_id if known is not None and secret and secrets.compare_digest(known, secret) else None
-
-    def _token(self, scope, body: bytes):
-        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-        now = time.time()
-        with self.lock:
-            app_id = self._app(scope)
-            if app_id is None:
-                return 401, {"code": 2, "message": "Authentication failed: wrong client_id or client secret."}, []
-            grant_type = form.get("grant_type")
-            if grant_type == "authorization_code":
-                code = self.state.codes.pop(form.get("code", ""), None)
-                if code is None or code.app_id != app_id or code.expires_at < now or \
-                        code.redirect_uri != form.get("redirect_uri"):
-                    return 400, {"code": 1, "message": "Invalid authorization code."}, []
-            elif grant_type == "refresh_token":
-                held = self.state.refresh_tokens.pop(form.get("refresh_token", ""), None)
-                if held is None or held.app_id != app_id or held.expires_at < now:
-                    self.state.refused_refreshes += 1
-                    return 400, {"code": 1, "message": "Invalid refresh token."}, []
-                self.state.refreshes += 1
-            else:
-                return 400, {"code": 1, "message": "grant_type must be authorization_code or refresh_token."}, []
-            access = "pina_" + secrets.token_urlsafe(24)
-            seconds = self.state.access_token_seconds
-            self.state.tokens[access] = Token(frozenset({"ads:read", "ads:write"}), None, now + seconds)
-            refresh = self._issue_refresh(app_id, now)
-        return 200, {"access_token": access, "token_type": "bearer", "expires_in": seconds,
-                     "scope": "ads:read,ads:write", "refresh_token": refresh,
-                     "refresh_token_expires_in": REFRESH_TOKEN_SECONDS, "response_type": grant_type}, []
-
-    def _issue_refresh(self, app_id: str, now: float) -> str:
-        token = "pinr_" + secrets.token_urlsafe(24)
-        self.state.refresh_tokens[token] = Grant(app_id, now + REFRESH_TOKEN_SECONDS)
-        return token
-
-    def _conversion_token(self, scope):
-        auth = _headers(scope).get("authorization", "")
-        with self.lock:
-            info = self._live_token(auth[7:].strip() if auth.lower().startswith("bearer ") else "", time.time())
-            if info is None or info.expires_at is None:  # an OAuth access token, and a live one
-                return 401, {"code": 2, "message": "Authentication failed."}, []
-            token = "ct_" + secrets.token_urlsafe(24)
-            self.state.tokens[token] = Token(info.scopes)
-        return 200, {"access_token": token, "token_type": "conversion"}, []
-
     def _next_fault(self, ad_account_id: str) -> Fault | None:
         with self.lock:
             for i, fault in enumerate(self.state.faults):
@@ -476,76 +315,6 @@ class Sandbox:
                 return True
             self._window.append(now)
             return False
-
-    # --- control API and page -----------------------------------------------------------
-
-    def _control(self, path: str, method: str, body: bytes):
-        try:
-            data = json.loads(body) if body else {}
-        except ValueError:
-            return 400, {"error": "body is not JSON"}, []
-        name = path[len("/_sandbox/"):]
-        if name == "events" and method == "GET":
-            return 200, {"data": [
-                {"at": r.at, "ad_account_id": r.ad_account_id, "test": r.test, "event": r.event}
-                for r in self.recorded()
-            ]}, []
-        if name == "requests" and method == "GET":
-            return 200, {"data": [r.__dict__ for r in self.request_log()]}, []
-        if name == "reset" and method == "POST":
-            self.reset()
-            return 200, {"ok": True}, []
-        if name == "oauth" and method == "POST":
-            with self.lock:
-                if "access_token_seconds" in data:
-                    self.state.access_token_seconds = int(data["access_token_seconds"])
-                for app_id, app_secret in data.get("apps", {}).items():
-                    self.state.apps[app_id] = app_secret
-            return 200, {"ok": True}, []
-        if name == "oauth" and method == "GET":
-            with self.lock:
-                return 200, {"refreshes": self.state.refreshes, "refused_refreshes": self.state.refused_refreshes}, []
-        if name == "tag-events" and method == "POST":
-            self.add_tag_events(str(data["ad_account_id"]), [str(i) for i in data.get("event_ids", [])])
-            return 200, {"ok": True}, []
-        if name == "tokens" and method == "POST":
-            self.add_token(data["token"], data.get("scopes", ["ads:write"]), data.get("ad_accounts"))
-            return 200, {"ok": True}, []
-        if name == "faults" and method == "POST":
-            for item in data.get("faults", []):
-                self.add_fault(Fault(**item))
-            with self.lock:
-                self.state.poison_event_ids.update(data.get("poison_event_ids", []))
-                self.state.failing_event_ids.update(data.get("failing_event_ids", {}))
-                if "rate_limit_per_second" in data:
-                    self.state.rate_limit_per_second = data["rate_limit_per_second"]
-                if "partial_status" in data:
-                    self.state.partial_status = data["partial_status"]
-            return 200, {"ok": True}, []
-        if name == "faults" and method == "DELETE":
-            self.clear_faults()
-            return 200, {"ok": True}, []
-        return 404, {"error": "unknown sandbox endpoint"}, []
-
-    def _html(self) -> str:
-        rows = "".join(
-            f"<tr><td>{time.strftime('%H:%M:%S', time.localtime(r.at))}</td>"
-            f"<td>{html.escape(r.event['event_name'])}</td><td>{html.escape(r.event['event_id'])}</td>"
-            f"<td><pre>{html.escape(json.dumps(r.event, indent=1))}</pre></td></tr>"
-            for r in reversed(self.recorded()[-50:])
-        )
-        return (
-            "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=2>"
-            "<title>Pinterest sandbox</title><h1>Pinterest sandbox</h1>"
-            f"<p>{len(self.state.received)} events received (newest first, refreshes every 2 s).</p>"
-            f"<table border=1 cellpadding=4><tr><th>time<th>event_name<th>event_id<th>payload</tr>{rows}</table>"
-        )
-
-
-def _headers(scope) -> dict[str, str]:
-    """An ASGI scope's headers by lower-case name (the last of repeated ones)."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
 
 def _warning(event: dict[str, Any]) -> str | None:
     custom = event.get("custom_data") or {}
