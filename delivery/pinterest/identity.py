@@ -221,16 +221,7 @@ def scrub(obj: Any, builder: IdentityBuilder, traits: bool, depth: int = 1) -> A
         raise TooDeep
     kind_of_obj = type(obj)
     if kind_of_obj is list:
-        for i, item in enumerate(obj):
-            if type(item) is dict or type(item) is list:
-                try:
-                    obj[i] = scrub(item, builder, traits, depth + 1)
-                except TooDeep as exc:
-                    exc.path.insert(0, i)
-                    raise
-            elif builder.suspect and _shaped(item):
-                obj[i] = builder.redacted(item)
-        return obj
+        return _scrub_list(obj, builder, traits, depth)
     if kind_of_obj is not dict:
         return obj
     if plain(obj, traits, builder.suspect):
@@ -279,6 +270,19 @@ def scrub(obj: Any, builder: IdentityBuilder, traits: bool, depth: int = 1) -> A
         obj[hashed] = obj.pop(key)
     if full_name:
         _split_full_name(full_name, builder)
+    return obj
+
+
+def _scrub_list(obj: list, builder: IdentityBuilder, traits: bool, depth: int) -> list:
+    for i, item in enumerate(obj):
+        if type(item) is dict or type(item) is list:
+            try:
+                obj[i] = scrub(item, builder, traits, depth + 1)
+            except TooDeep as exc:
+                exc.path.insert(0, i)
+                raise
+        elif builder.suspect and _shaped(item):
+            obj[i] = builder.redacted(item)
     return obj
 
 
