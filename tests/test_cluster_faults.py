@@ -313,6 +313,52 @@ def test_after_429s_and_a_restart_of_every_node_the_rate_recovers(nodes, pg_url,
     assert max(seconds[:int(raised - restarted)]) <= rate + burst + 1, seconds  # the limit held till then
 
 
+@pytest.mark.slow
+def test_two_nodes_and_two_integrations_on_one_ad_account_keep_to_its_budget(nodes, fake_pinterest):
+    """Issue 26, through real processes: two integrations on one ad account deliver one backlog
+    through two nodes and share the account's budget (scaled to 600 calls a minute, a request
+    per event). The sandbox times every request: no window holds more than the budget lets
+    through, the budget is used while the backlog lasts, no 429; the integration with a ceiling
+    of its own below the budget keeps to it. (Thirty seconds: the ten-minute run is
+    tests/test_queue.py's, on the queue's clock.)"""
+    cpm, seconds = 600, 30
+    rate, burst = account_bucket(cpm)
+    slow_token = "ct_slow_integration_token"
+    fake_pinterest.sandbox.add_token(slow_token)
+    fake_pinterest.sandbox.state.rate_limit_per_second = int(rate + burst) + 2  # any more: a 429
+    cluster = nodes(2, SIGNAL_BATCH_SIZE="1", SIGNAL_ACCOUNT_CALLS_PER_MINUTE=str(cpm))
+    with cluster[0].admin() as admin:
+        source = create_source(admin)
+        create_integration(admin, source["id"])
+        create_integration(admin, source["id"], config={"conversion_token": slow_token,
+                                                        "rate_limit_per_second": 2, "rate_limit_burst": 1})
+    post_all(cluster, source["pipeline_key"], [f"b-{i}" for i in range(500)], per_request=50)  # 1,000 calls
+    started = time.time()
+    wait_for(lambda: time.time() - started >= seconds, timeout=seconds + 5, interval=1, what="the run")
+    log = [r for r in fake_pinterest.sandbox.request_log() if not r.test]
+    assert log and all(r.status == 200 and r.ad_account_id == AD_ACCOUNT for r in log), \
+        Counter((r.status, r.ad_account_id) for r in log)
+    times = sorted(r.at for r in log)
+    for width in (1.0, 10.0, 20.0):
+        assert most_in_a_window(times, width) <= burst + rate * width + 1, width
+    first = times[0]
+    steady = [t for t in times if first + 2 <= t < first + seconds - 2]  # the backlog lasts throughout
+    assert len(steady) >= 0.95 * (cpm / 60) * (seconds - 4), len(steady)
+    slow = sorted(r.at for r in fake_pinterest.sandbox.recorded() if r.token == slow_token)
+    assert most_in_a_window(slow, 10.0) <= 2 * 10 + 1  # its own 2/s
+    assert len(slow) >= seconds - 4  # and not starved by the other (at least half of that)
+
+
+def most_in_a_window(times: list[float], width: float) -> int:
+    """The most of the (sorted) times that fall within any `width` seconds."""
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= width:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
 # --- a frozen PostgreSQL --------------------------------------------------------------------------
 
 
