@@ -38,7 +38,7 @@ class Fate(NamedTuple):
     `delay` seconds, no attempt counted: not the event's fault)."""
 
     status: Literal["delivered", "failed", "retrying", "held"]
-    message: str | None
+    message: str
     delay: float = 0.0
     warning: str | None = None  # Pinterest's warning about a delivered event
     reason: str | None = None  # what the dead letter or the retry records, when not `message`
