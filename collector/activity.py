@@ -56,7 +56,7 @@ class ActivityLog:
         self._unknown_keys: Counter[str] = Counter()
         self._unknown_since = time.monotonic()
         self._flushing = asyncio.Lock()
-        self.arrivals: dict[tuple[str, str], Arrival] = {}  # (source, same-origin | same-site | cross-site)
+        self.arrivals: dict[tuple[str, ArrivalKind], Arrival] = {}  # (source, same-origin | same-site | cross-site)
 
     def record(self, source_id: str | None, reason: str, detail: str, count: int = 1) -> None:
         """`count` requests or events of a source refused for `reason`; `detail` names the refused
@@ -73,7 +73,7 @@ class ActivityLog:
     def received(self, source_id: str, at: float) -> None:
         self._last_events[source_id] = at
 
-    def arrived(self, source_id: str, kind: str, at: float, origin: str | None, host: str | None) -> None:
+    def arrived(self, source_id: str, kind: ArrivalKind, at: float, origin: str | None, host: str | None) -> None:
         """One accepted browser request of a source, as it arrived (collector/edge/arrival.py)."""
         entry = self.arrivals.get((source_id, kind))
         if entry is None:

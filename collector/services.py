@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import anyio
+
 from collector.activity import ActivityLog
 from collector.admin.auth import AdminAuth
 from collector.keys import load_secret_key
@@ -112,11 +114,16 @@ async def open_backend(settings: Settings, node: str, serving: bool = True,
     from delivery.sqlite.db import Database
     from delivery.sqlite.event_queue import SqliteEventQueue
 
-    Path(settings.db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    # (path resolution and mkdir touch the disk: off the event loop)
+    await anyio.to_thread.run_sync(_make_parent, settings.db)
     db = Database(settings.db, settings.db_synchronous.upper(), exclusive=serving,
                   disk_reserve=int(settings.disk_reserve_mb * 1024 * 1024) if serving else 0)
     db.start()
     return db, SqliteConfigStore(db), SqliteEventQueue(db, clock)
+
+
+def _make_parent(db: str) -> None:
+    Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
 
 
 @contextlib.asynccontextmanager

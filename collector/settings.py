@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -166,12 +167,12 @@ class SettingsError(ValueError):
     pass
 
 
-def load_settings(flags: dict | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(flags: dict | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Environment first, then flags that were given (not None) on top."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     raw: dict = {}
     for var, field in _ENV.items():
-        value = environ.get(var)
+        value = env.get(var)
         if value is None or value == "":
             continue
         raw[field] = [v.strip() for v in value.split(",") if v.strip()] if field in _LISTS else value
@@ -191,10 +192,10 @@ def load_settings(flags: dict | None = None, environ: dict[str, str] | None = No
         raise SettingsError(f"setting SIGNAL_TRUSTED_PROXIES: {exc}") from None
     if not 1 <= settings.batch_size <= 1000:
         raise SettingsError("setting SIGNAL_BATCH_SIZE: from 1 to 1000 (Pinterest takes at most 1000 events a request)")
-    for var, value in (("SIGNAL_REQUEST_TIMEOUT", settings.request_timeout),
-                       ("SIGNAL_LEASE_SECONDS", settings.lease_seconds),
-                       ("SIGNAL_RATE_RECOVERY", settings.rate_recovery)):
-        if not value > 0:
+    for var, seconds in (("SIGNAL_REQUEST_TIMEOUT", settings.request_timeout),
+                         ("SIGNAL_LEASE_SECONDS", settings.lease_seconds),
+                         ("SIGNAL_RATE_RECOVERY", settings.rate_recovery)):
+        if not seconds > 0:
             raise SettingsError(f"setting {var}: a number of seconds above 0")
     if not settings.retry_delays or min(settings.retry_delays) <= 0:
         raise SettingsError("setting SIGNAL_RETRY_DELAYS: seconds between attempts, comma-separated, each above 0 "

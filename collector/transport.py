@@ -11,6 +11,7 @@ joined and sent when that turn ends.
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -60,7 +61,8 @@ _MALFORMED = msgspec.json.encode({"error": {
 
 class OneSendHTTPProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(OneSendPerTurn(transport, self.loop))
+        # a Transport by duck typing: what it does not define is the wrapped transport's (__getattr__)
+        super().connection_made(cast(asyncio.Transport, OneSendPerTurn(transport, self.loop)))
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn answers an unparsable request in text/plain before any app sees it; every

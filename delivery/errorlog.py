@@ -44,7 +44,7 @@ class ErrorLog:
             self._last[key] = now
             self.logger.log(level, line, exc_info=exc)
         else:
-            self.logger.log(level, line + " (traceback shown at most once a minute; more at debug level)")
+            self.logger.log(level, "%s (traceback shown at most once a minute; more at debug level)", line)
             self.logger.debug("traceback", exc_info=exc)
 
 

@@ -4,7 +4,7 @@ debugger shows, and what the batch taught about its integration. Knows nothing o
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -43,7 +43,7 @@ class Job:
         self.health: Health | None = None  # the integration's health after this batch, when the vendor says
 
     def record(self, item: Leased, ev: EdgeEvent | None, status: str, message: str | None = None,
-               name: str | None = None, payload: Any = None, warnings: list[str] = ()) -> None:
+               name: str | None = None, payload: Any = None, warnings: Sequence[str] = ()) -> None:
         """A debugger record of what became of `item`; `name` and `payload`: what was sent for it."""
         if self.volume is not None and ev is not None and status != "retrying":
             self.volume.add(self.integration.id, ev.type, ev.name, ev.received_at)

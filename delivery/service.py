@@ -101,8 +101,8 @@ class DeliveryService:
 
     def _spawned_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception():
-            errors.failure("a delivery background task failed", task.exception())
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            errors.failure("a delivery background task failed", exc)
 
     async def _supervise(self) -> None:
         """Restart any worker that ended while its integration is enabled; refresh the access
@@ -145,7 +145,7 @@ class DeliveryService:
                 self.spawn(self.clients.pop(integration_id).aclose())
             return
         if worker is None or worker.finished or worker.stopped:
-            worker = self.workers[integration_id] = IntegrationWorker(self, integration_id, self._handler(integration))
+            worker = self.workers[integration_id] = IntegrationWorker(self, integration, self._handler(integration))
             worker.start()
         elif config_changed:
             worker.config_changed(integration)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import anyio
+import anyio.lowlevel
 
 # The longest stretch of work done without letting the event loop serve others. A usual
 # request or a small batch finishes well inside one slice and never yields.
@@ -27,5 +28,5 @@ class Slices:
 
     async def give_way(self) -> None:
         if time.perf_counter() >= self.ends:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             self.ends = time.perf_counter() + WORK_SLICE

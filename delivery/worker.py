@@ -52,13 +52,12 @@ class Handler(Protocol):
 
 
 class IntegrationWorker:
-    def __init__(self, service: DeliveryService, integration_id: str, handler: Handler) -> None:
+    def __init__(self, service: DeliveryService, integration: Integration, handler: Handler) -> None:
         self.service = service
         self.clock = service.clock
-        self.id = integration_id
+        self.id = integration.id
         self.handler = handler
-        integration = service.store.integration(integration_id)
-        self.limiter = service.queue.rate_limiter(integration_id, handler.budget(integration))
+        self.limiter = service.queue.rate_limiter(integration.id, handler.budget(integration))
         self.paused_until = 0.0  # credentials or account problem: until fixed (or rechecked)
         self.backoff_until = 0.0  # the vendor failing: hold new batches back for a while
         self.draining = False
@@ -127,7 +126,8 @@ class IntegrationWorker:
         self.draining = True
         self.wake()
         with anyio.move_on_after(grace):
-            while not (self.finished or (self._idle and not self.inflight)):
+            # polled: the three conditions change in several places, and this runs once, at shutdown
+            while not (self.finished or (self._idle and not self.inflight)):  # noqa: ASYNC110
                 await anyio.sleep(DRAIN_LOOK)
         self.stop()
         if self._scope is not None:
@@ -171,18 +171,20 @@ class IntegrationWorker:
     async def _lease(self, integration: Integration, priority: bool) -> None:
         """A slot, a token of the rate budget, then the batch: leased last, so that the most
         urgent events are the ones that go."""
-        await self._slots.acquire()
+        slots, batches = self._slots, self._batches
+        assert slots is not None and batches is not None  # made in run(), which calls this
+        await slots.acquire()
         try:
             await self.limiter.acquire(priority)
             leased = await self.service.queue.lease(self.id, self.settings.batch_size, self.settings.lease_seconds)
         except BaseException:
-            self._slots.release()
+            slots.release()
             raise
         if not leased:
-            self._slots.release()
+            slots.release()
             return
         self.inflight += 1
-        self._batches.start_soon(self._batch, integration, leased)
+        batches.start_soon(self._batch, integration, leased, slots)
 
     def offer(self, events: int, priority: bool) -> None:
         """Wake for a priority event, the first event into an empty queue (it starts the flush
@@ -220,7 +222,8 @@ class IntegrationWorker:
 
     # --- one batch ----------------------------------------------------------------------
 
-    async def _batch(self, integration: Integration, leased: list[Leased]) -> None:
+    async def _batch(self, integration: Integration, leased: list[Leased], slot: anyio.Semaphore) -> None:
+        """Send one leased batch and settle it; gives back its `slot` of the in-flight limit."""
         try:
             job = Job(integration, self.service.store.source(integration.source_id), leased, self.clock.time(),
                       self.service.hub.watched, self.service.volume)
@@ -237,7 +240,7 @@ class IntegrationWorker:
                            "its lease runs out", exc, logging.WARNING)
         finally:
             self.inflight -= 1
-            self._slots.release()
+            slot.release()
 
     async def _keep_leased(self, ids: list[int]) -> None:
         """Renew the batch's lease every third of its length while it is being sent."""

@@ -10,11 +10,14 @@ without its prefix: collector/edge/serving.py) are found with one dict look-up. 
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from itertools import groupby
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 import msgspec
@@ -28,7 +31,6 @@ from collector.edge import identity as ei
 from collector.edge import text
 from collector.edge.arrival import arrival
 from collector.edge.ids import uuid4
-from collector.edge.limits import ClientBuckets, client_key
 from collector.edge.ingest import (
     EventError,
     RequestContext,
@@ -37,6 +39,7 @@ from collector.edge.ingest import (
     unix_seconds,
     validation_message,
 )
+from collector.edge.limits import ClientBuckets, client_key
 from collector.edge.serving import Routes, serving_of
 from collector.edge.split import split_batch
 from collector.edge.tag import ServedTag, TagFile
@@ -47,6 +50,7 @@ from collector.edge.wire import (
     ErrorDetail,
     IncomingEvent,
     Rejected,
+    SingleBody,
     batch_decoder,
     decoded_batch_decoder,
     encoder,
@@ -80,7 +84,16 @@ Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, extra hea
 _READ_HEADERS = {name.encode(): name for name in (
     "content-length", "origin", "authorization", "cookie", "user-agent", "x-forwarded-for", "x-forwarded-proto",
     "host", "sec-fetch-site", "sec-gpc")}
-_NOT_OURS = object()
+
+
+class _NotOurs(enum.Enum):
+    """The answer of a path look-up for a path the edge does not answer itself (an enum member,
+    not object(), so that the type checker narrows `is not _NOT_OURS`)."""
+
+    PATH = 0
+
+
+_NOT_OURS: Final = _NotOurs.PATH
 
 
 def read_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -185,7 +198,7 @@ class Target:
             for i, ev in enumerate(events):
                 if found[i] is None:
                     found[i] = known[(ev.type, ev.name)] = 1 if is_priority(ev, self.options) else 0
-        return found
+        return cast("list[int]", found)  # every None was filled in above
 
 
 def queue_items(topic: str, lines: bytes, priorities: list[int], at: float) -> list[QueueItem]:
@@ -260,7 +273,8 @@ class Edge:
             return source, True
         source = self.s.store.source_by_key(key)
         if source is None:
-            raise HttpError(401, "unknown_pipeline_key", "unknown or revoked pipeline key; copy the current one from the admin UI")
+            raise HttpError(401, "unknown_pipeline_key",
+                            "unknown or revoked pipeline key; copy the current one from the admin UI")
         if key != source.pipeline_key:  # a key replaced by a rotation: accepted through its overlap
             until = next((r.until for r in source.retired_keys if r.key == key), 0.0)
             if time.time() >= until:
@@ -283,7 +297,8 @@ class Edge:
                             f"over this source's limit of {source.client_rate_limit_per_second:g} events/s from one "
                             "client; retry later", {"Retry-After": str(max(1, math.ceil(wait)))})
         bucket = self.buckets.get(source.id)
-        if bucket is None or bucket.configured_rate != source.rate_limit_per_second or bucket.burst != source.rate_limit_burst:
+        if (bucket is None or bucket.configured_rate != source.rate_limit_per_second
+                or bucket.burst != source.rate_limit_burst):
             bucket = self.buckets[source.id] = TokenBucket(source.rate_limit_per_second, source.rate_limit_burst)
         wait = bucket.try_take(events)
         if wait > 0:
@@ -366,7 +381,9 @@ class Edge:
             return await self.accept(scope, headers, source, events, implied, sent_at, reset, cors, peer, ip,
                                      escaped or suspect(body), trusted, escaped and text.may_hold_nul(body))
         except HttpError as exc:
-            self.refused(source, key, headers, exc.code, origin if exc.code == "origin_not_allowed" else exc.message)
+            # origin_not_allowed is raised only for a request that named an origin
+            detail = cast("str", origin) if exc.code == "origin_not_allowed" else exc.message
+            self.refused(source, key, headers, exc.code, detail)
             return exc.answer(cors)
         except StorageError as exc:
             log.warning("ingestion refused with 503: %s", exc)
@@ -375,7 +392,8 @@ class Edge:
             self.refused(source, key, headers, error.code, error.message)
             return error.answer(cors)
 
-    def refused(self, source: Source | None, key: str | None, headers: dict[str, str], reason: str, detail: str) -> None:
+    def refused(self, source: Source | None, key: str | None, headers: dict[str, str], reason: str,
+                detail: str) -> None:
         """Count a refused request for the source page and /metrics. Refused before its body named a
         source (too large, not JSON), it counts for the source of its Authorization header, if any."""
         if reason in ("unknown_pipeline_key", "unknown_server_key"):
@@ -391,30 +409,37 @@ class Edge:
         """(pipeline key, events, batch sentAt, reset) from the body. The events come decoded
         when the whole body decoded in one call (the usual case), else as raw JSON to decode one
         by one, so that one bad or oversized event is rejected alone."""
+        envelope: SingleBody | BatchBody[Any]
+        events: list[Any]
+        sent_at: float | None = None
         try:
             if implied is not None:
                 envelope = single_decoder.decode(body)
                 events = [body]
             else:
-                envelope = None
+                batch: BatchBody[Any] | None = None
                 if len(body) <= MAX_EVENT:  # no event in it can be too large
-                    try:
-                        envelope = decoded_batch_decoder.decode(body)
+                    # not contextlib.suppress: a context manager per request on the hot path
+                    try:  # noqa: SIM105
+                        batch = decoded_batch_decoder.decode(body)
                     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                         pass  # decoded again below, event by event, to say which one is wrong
-                if envelope is None:
-                    envelope, events = self.decode_batch(body)
+                if batch is None:
+                    batch, events = self.decode_batch(body)
                 else:
-                    events = envelope.batch
+                    events = batch.batch
                 if not events:
                     raise HttpError(400, "empty_batch", "batch: empty; send at least one event")
+                envelope = batch
+                if batch.sentAt:
+                    sent_at = unix_seconds(batch.sentAt)
         except msgspec.ValidationError as exc:
             raise HttpError(400, "invalid_body", str(validation_message(exc, "body"))) from None
         except msgspec.DecodeError as exc:
             raise HttpError(400, "malformed_json", f"body is not valid JSON: {exc}") from None
         except RecursionError:
-            raise HttpError(400, "too_deep", f"body: nested deeper than {MAX_DEPTH} levels; send flatter data") from None
-        sent_at = unix_seconds(envelope.sentAt) if implied is None and envelope.sentAt else None
+            raise HttpError(400, "too_deep",
+                            f"body: nested deeper than {MAX_DEPTH} levels; send flatter data") from None
         return _key(envelope.pipeline_key, _bearer(headers)), events, sent_at, envelope.reset
 
     @staticmethod
@@ -447,7 +472,7 @@ class Edge:
                              "too_deep") from None
 
     async def accept(self, scope, headers: dict[str, str], source: Source,
-                     incoming: list[IncomingEvent] | list[bytes] | list[msgspec.Raw], implied: str | None,
+                     incoming: Sequence[IncomingEvent | bytes | msgspec.Raw], implied: str | None,
                      sent_at: float | None, reset: bool, cors: list[tuple[bytes, bytes]], peer: str | None,
                      ip: str | None, suspect: bool, trusted: bool, nul: bool = False) -> Answer:
         cookies = ei.parse_cookies(headers.get("cookie", ""))
@@ -499,7 +524,7 @@ class Edge:
         for index, inc in enumerate(incoming):
             try:
                 if type(inc) is not IncomingEvent:
-                    inc = self.decode(inc, index, implied)
+                    inc = self.decode(cast("bytes | msgspec.Raw", inc), index, implied)
                 if nul:
                     text.settle_nul(inc)
                 user_id = None
@@ -620,7 +645,8 @@ class Edge:
         newest = events[-1]
         if not source.consent.enabled or ads_allowed(newest.consent, source):
             if renew or ei.PIN_UNAUTH not in sent:
-                wanted.append((ei.PIN_UNAUTH, ctx.pin_unauth))
+                # set for browsers only (not `trusted`), whose pin_unauth is never None
+                wanted.append((ei.PIN_UNAUTH, cast("str", ctx.pin_unauth)))
             click_id = ctx.cookie_epik
             for ev in reversed(events):  # the newest click id is the one to remember
                 if ev.click_id:

@@ -4,22 +4,24 @@ accordingly (the README's "Cookies"), so each source's page shows what its traff
 
 from __future__ import annotations
 
-SAME_ORIGIN, SAME_SITE, CROSS_SITE = "same-origin", "same-site", "cross-site"
-KINDS = (SAME_ORIGIN, SAME_SITE, CROSS_SITE)
+from collector.activity import ArrivalKind
+
+# Sec-Fetch-Site's value -> its kind: one dict look-up per request (no enum call)
+_KINDS = {kind.value: kind for kind in ArrivalKind}
 
 
-def arrival(fetch_site: str | None, origin: str | None, host: str | None) -> str | None:
+def arrival(fetch_site: str | None, origin: str | None, host: str | None) -> ArrivalKind | None:
     """As the browser says (Sec-Fetch-Site, sent over https by every current browser), else the
     request's Origin against the Host it asked for. None for a server, or a navigation."""
     if fetch_site is not None:
-        return fetch_site if fetch_site in KINDS else None  # "none": the address bar, not a page
+        return _KINDS.get(fetch_site)  # None for "none": the address bar, not a page
     if not origin or not host:
         return None
     asked = origin.partition("://")[2].lower()
     host = host.lower()
     if asked == host:
-        return SAME_ORIGIN
-    return SAME_SITE if _site(asked) == _site(host) else CROSS_SITE
+        return ArrivalKind.SAME_ORIGIN
+    return ArrivalKind.SAME_SITE if _site(asked) == _site(host) else ArrivalKind.CROSS_SITE
 
 
 def _site(authority: str) -> str:

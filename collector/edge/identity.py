@@ -55,6 +55,8 @@ def _strip_port(hop: str) -> str:
 @lru_cache(maxsize=8192)
 def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address, with IPv4-mapped IPv6 (`::ffff:192.0.2.1`, from dual-stack sockets) as IPv4."""
+    if text is None:  # (cached like any other answer)
+        return None
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -157,7 +159,7 @@ def parse_cookies(header: str) -> dict[str, str]:
     return found
 
 
-_COOKIE_SAFE = re.compile(r'[!#-+\--:<-\[\]-~]{1,%d}' % _MAX_EPIK)  # printable ASCII except ; , " \ and space
+_COOKIE_SAFE = re.compile(rf'[!#-+\--:<-\[\]-~]{{1,{_MAX_EPIK}}}')  # printable ASCII except ; , " \ and space
 
 
 def cookie_value_ok(value: str) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -52,7 +53,7 @@ def validation_message(exc: msgspec.ValidationError, prefix: str) -> EventError:
 
 def unix_seconds(moment: datetime) -> float:
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -106,8 +107,11 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
     user_id = scrubbed.user_id
     if stored is not None and user_id is not None and stored.user_id is not None and user_id != stored.user_id:
         stored = None  # another person signed in on this browser: nothing of the last one's is theirs
-    hashed = builder is not None and bool(builder.values)
-    ident, remember = builder.identity() if hashed else NO_IDENTITY, None
+    if builder is not None and builder.values:
+        hashed, ident = True, builder.identity()
+    else:
+        hashed, ident = False, NO_IDENTITY
+    remember = None
     if stored is not None:
         ident = merge_identity(ident, stored.identity) if hashed else stored.identity
         if user_id is None:
@@ -166,7 +170,8 @@ def build_event(inc: IncomingEvent, implied: str | None, ctx: RequestContext,
 def guarded(event: EdgeEvent, ctx: RequestContext) -> EdgeEvent:
     """Consent before advertising identifiers, and Global Privacy Control, for the events of a
     request that needs them (RequestContext.guarded): apart, so that the others pay one check."""
-    source, changes = ctx.source, {}
+    source = ctx.source
+    changes: dict[str, Any] = {}
     if source.consent.enabled and not ads_allowed(event.consent, source):
         # No advertising identifier is stored before the visitor grants the advertising category.
         changes.update(click_id=None, pin_unauth=None, page_url=edge_identity.without_epik(event.page_url),
@@ -225,7 +230,7 @@ def _limited(properties: dict, context, source, builder: IdentityBuilder | None)
     state = builder.state if builder is not None else None
     location = context.location if context is not None else None
     if location is not None and location.region:
-        try:
+        try:  # noqa: SIM105 - not contextlib.suppress: a context manager per event
             state = norm.state(location.region)
         except norm.Invalid:
             pass
@@ -289,7 +294,7 @@ assert EdgeEvent.__struct_fields__ == _FIELD_ORDER, "build_event passes EdgeEven
 
 
 def _event_type(inc: IncomingEvent, implied: str | None) -> str:
-    etype = inc.type
+    etype: str | None = inc.type
     if implied is not None:
         if etype is not None and etype != implied:
             raise EventError("type", f"'{etype}' sent to the {implied} endpoint")

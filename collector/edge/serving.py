@@ -101,7 +101,7 @@ def conflict(serving: Serving, source_id: str, sources: list[Source]) -> Conflic
         if other.id == source_id:
             continue
         theirs = own_paths(serving_of(other))
-        for field, path in zip(("script", "endpoint"), mine):
+        for field, path in zip(("script", "endpoint"), mine, strict=True):
             if path in theirs:
                 return Conflict(field, f"source {other.id} already answers on {path}; choose another name", True)
     return None

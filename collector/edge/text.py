@@ -22,6 +22,8 @@ from typing import Any
 
 import msgspec
 
+from collector.edge.wire import IncomingEvent
+
 REPLACEMENT = "\ufffd"
 _SURROGATE_ESCAPE = re.compile(
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?|\\u[dD][c-fC-F][0-9a-fA-F]{2}")
@@ -33,7 +35,7 @@ IDENTIFIERS = ("messageId", "userId", "anonymousId", "groupId", "event", "name")
 
 class Unstorable(ValueError):
     def __init__(self, field: str) -> None:
-        super().__init__(f"holds a NUL character (\\u0000), which cannot be stored; remove it")
+        super().__init__("holds a NUL character (\\u0000), which cannot be stored; remove it")
         self.field = field
 
 
@@ -58,7 +60,7 @@ def repair_surrogates(body: bytes) -> bytes:
     return _SURROGATE_ESCAPE.sub(fix, body)
 
 
-def settle_nul(event: msgspec.Struct) -> None:
+def settle_nul(event: IncomingEvent) -> None:
     """Replace NUL by U+FFFD everywhere in a decoded event, in place; raise Unstorable naming
     the first identifier that holds one. The walk uses a stack, not recursion: the event is
     as deep as msgspec let it be."""

@@ -4,6 +4,7 @@ interval, and the history of every alert sent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -83,10 +84,8 @@ class AlertService:
     # --- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        try:
+        with contextlib.suppress(StorageError):
             await self.destinations()
-        except StorageError:
-            pass
         while not self._stopping:
             await asyncio.sleep(self.settings.interval)
             try:

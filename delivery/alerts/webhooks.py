@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -73,7 +73,7 @@ class Webhooks:
 
 def payload(record: AlertRecord, kind: str, node: str) -> dict:
     """What a destination receives: Slack's incoming-webhook text, or a JSON object."""
-    at = datetime.fromtimestamp(record.at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    at = datetime.fromtimestamp(record.at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     if kind == "slack":
         mark = {"firing": ":rotating_light:", "resolved": ":white_check_mark:"}.get(record.state, ":bell:")
         return {"text": f"{mark} signal-edge {record.state}: {record.message}"}

@@ -22,8 +22,8 @@ from delivery.job import Control, Job
 from delivery.pinterest import client
 from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.pinterest.credentials import Credentials, NotReady, credentials_of
-from delivery.pinterest.mapping import DELIVERED_TYPES, Mapped, Options, map_event
-from delivery.pinterest.payload import CustomData
+from delivery.pinterest.mapping import DELIVERED_TYPES, Options, map_event
+from delivery.pinterest.payload import CustomData, Event
 from delivery.pinterest.policy import Rules, Sent, Verdict, judge
 from delivery.queue import Leased
 from delivery.ratelimit import Budget
@@ -37,16 +37,17 @@ GPC_WITHHELD = ("Global Privacy Control: the visitor's browser sent Sec-GPC: 1, 
 
 
 class Pending:
-    """An event that will be sent: the queue item, the event and its mapping."""
+    """An event that will be sent: the queue item, the event, and what it maps to (`payload`,
+    Pinterest's event, with the mapping's `warnings`)."""
 
-    __slots__ = ("item", "event", "mapped")
+    __slots__ = ("item", "event", "payload", "warnings")
 
-    def __init__(self, item: Leased, event: EdgeEvent, mapped: Mapped) -> None:
-        self.item, self.event, self.mapped = item, event, mapped
+    def __init__(self, item: Leased, event: EdgeEvent, payload: Event, warnings: list[str]) -> None:
+        self.item, self.event, self.payload, self.warnings = item, event, payload, warnings
 
     @property
     def sent(self) -> Sent:
-        custom = self.mapped.event.custom_data
+        custom = self.payload.custom_data
         return Sent(self.item.attempts, self.event.event_time, bool(custom and custom.custom_event_name))
 
 
@@ -136,15 +137,17 @@ def _prepare_one(job: Job, item: Leased, options: Options) -> Pending | None:
         job.record(item, ev, *withheld)
         return None
     mapped = map_event(ev, options)
-    if mapped.event is None:
+    payload = mapped.event
+    if payload is None:
+        assert mapped.reason is not None  # map_event says why it maps an event to nothing
         s.dead.append((item.id, mapped.reason))
         job.record(item, ev, "failed", mapped.reason, None)
         return None
     if too_old(ev.event_time, job.now):
         s.dead.append((item.id, TOO_OLD))
-        job.record(item, ev, "failed", TOO_OLD, mapped.event.event_name, mapped.event)
+        job.record(item, ev, "failed", TOO_OLD, payload.event_name, payload)
         return None
-    return Pending(item, ev, mapped)
+    return Pending(item, ev, payload, mapped.warnings)
 
 
 def _withheld(job: Job, ev: EdgeEvent) -> tuple[str, str] | None:
@@ -200,9 +203,9 @@ class _Requests:
                 s.retry.append((item_id, fate.delay, fate.reason or fate.message))
             else:
                 s.release.append((item_id, fate.delay))
-            warnings = p.mapped.warnings + ([fate.warning] if fate.warning else [])
+            warnings = p.warnings + ([fate.warning] if fate.warning else [])
             job.record(p.item, p.event, "retrying" if fate.status == "held" else fate.status, fate.message,
-                       p.mapped.event.event_name, p.mapped.event, warnings)
+                       p.payload.event_name, p.payload, warnings)
         job.reached |= verdict.reached
         s.last_error = verdict.last_error or s.last_error
         if verdict.option_refused:  # delivering, but the option does not work: its health says so
@@ -219,30 +222,29 @@ class _Requests:
     def _encoded(self, pending: list[Pending]) -> tuple[list[Pending], bytes]:
         """The request body; an event that cannot be encoded is dead-lettered alone."""
         try:
-            return pending, client.encode([p.mapped.event for p in pending])
+            return pending, client.encode([p.payload for p in pending])
         except Exception:
             pass
         kept = []
         for p in pending:
             try:
-                client.encode([p.mapped.event])
+                client.encode([p.payload])
                 kept.append(p)
             except Exception as exc:
                 reason = f"not sent: its Pinterest payload could not be encoded ({describe(exc)})"
                 self.job.settlement.dead.append((p.item.id, reason))
                 self.job.record(p.item, p.event, "failed", reason)
-        return kept, client.encode([p.mapped.event for p in kept]) if kept else b""
+        return kept, client.encode([p.payload for p in kept]) if kept else b""
 
 
 def _without_custom_name(pending: list[Pending]) -> list[Pending]:
     """The events without custom_data.custom_event_name."""
     out = []
     for p in pending:
-        custom = p.mapped.event.custom_data
+        custom = p.payload.custom_data
         if custom is not None and custom.custom_event_name:
             custom = msgspec.structs.replace(custom, custom_event_name=None)
             custom = None if custom == CustomData() else custom
-            event = msgspec.structs.replace(p.mapped.event, custom_data=custom)
-            p = Pending(p.item, p.event, msgspec.structs.replace(p.mapped, event=event))
+            p = Pending(p.item, p.event, msgspec.structs.replace(p.payload, custom_data=custom), p.warnings)
         out.append(p)
     return out

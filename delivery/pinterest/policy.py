@@ -16,6 +16,7 @@ import msgspec
 
 from delivery.pinterest.catalog import TROUBLESHOOTING
 from delivery.pinterest.client import Answer
+from delivery.pinterest.payload import EventResult
 from delivery.retry import RetryPolicy, gave_up, next_try
 
 OPTIONAL_FIELD = "custom_event_name"  # only an integration's option adds it; Pinterest's schema lacks it
@@ -37,7 +38,7 @@ class Fate(NamedTuple):
     `delay` seconds, no attempt counted: not the event's fault)."""
 
     status: Literal["delivered", "failed", "retrying", "held"]
-    message: str | None
+    message: str
     delay: float = 0.0
     warning: str | None = None  # Pinterest's warning about a delivered event
     reason: str | None = None  # what the dead letter or the retry records, when not `message`
@@ -82,7 +83,8 @@ def judge(answer: Answer, sent: Sequence[Sent], now: float, rules: Rules,
 def _accepted(answer: Answer, count: int) -> Verdict:
     """A 200, or a 422 with a result per event: the failed ones are dead-lettered in Pinterest's words."""
     fates = []
-    for result in answer.results or [None] * count:
+    results: Sequence[EventResult | None] = answer.results or [None] * count
+    for result in results:
         warning = result.warning_message if result else None
         if result is not None and result.status == "failed":
             reason = result.error_message or "failed without a message"

@@ -81,13 +81,16 @@ class TokenKeeper:
             if not stale and not due(current, self.clock.time()):
                 return current  # another node (or an earlier call) has just refreshed it
             cfg = current.config
+            assert cfg.app_id and cfg.app_secret and cfg.refresh_token  # current.oauth
             try:
-                answer = await oauth.refresh(self.http, self.api_base, cfg.app_id, cfg.app_secret, cfg.refresh_token)
+                answer = await oauth.refresh(self.http, self.api_base, cfg.app_id, cfg.app_secret,
+                                             cfg.refresh_token)
             except oauth.Refused as exc:
                 self.counts[f"{integration_id}:refresh_failures"] += 1
                 await self.store.set_health(integration_id, Health("unhealthy", REFUSED, str(exc), self.clock.time()))
                 await self.store.audit("refresh-refused", "integration", integration_id, None, {"pinterest": str(exc)})
-                log.warning("integration %s: Pinterest refused the refresh token (%s); connect again", integration_id, exc)
+                log.warning("integration %s: Pinterest refused the refresh token (%s); connect again",
+                            integration_id, exc)
                 raise RefreshRefused(str(exc)) from None
             except oauth.Unavailable:
                 self.counts[f"{integration_id}:refresh_failures"] += 1

@@ -31,6 +31,7 @@ every request of that moment), as the SQLite backend's writer thread does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -42,8 +43,17 @@ import asyncpg
 from delivery.erasure import ERASED
 from delivery.events import queued_event_id
 from delivery.postgres.db import ANSWER_WITHIN, PgDatabase
-from delivery.queue import (DeadLetter, Leased, QueueItem, Readiness, Settlement, TopicStats, Waiting, settle_apart,
-                            storable)
+from delivery.queue import (
+    DeadLetter,
+    Leased,
+    QueueItem,
+    Readiness,
+    Settlement,
+    TopicStats,
+    Waiting,
+    settle_apart,
+    storable,
+)
 from delivery.ratelimit import Accounts, Budget, Pacer, account_bucket
 from delivery.store import StorageError
 
@@ -133,10 +143,8 @@ class PgEventQueue:
     async def _refresh_depth(self) -> None:
         while True:
             await asyncio.sleep(DEPTH_EVERY)
-            try:
+            with contextlib.suppress(Exception):  # the database is down: the last figure stands until it is back
                 await self._read_depth()
-            except Exception:  # the database is down: the last figure stands until it is back
-                pass
 
     # --- append: group commit ------------------------------------------------------------
 
@@ -269,7 +277,7 @@ class PgEventQueue:
                     f"available_at = {_NOW} + t.delay, last_error = t.error "
                     "FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[]) AS t(id, token, delay, error) "
                     "WHERE q.id = t.id AND q.lease_token = t.token", now, row_ids, tokens, delays,
-                    [storable(e[2]) if plain else e[2] for e in entries])
+                    [storable(e[2]) if plain else e[2] for e in s.retry])
             else:
                 status = await conn.execute(
                     f"UPDATE queue q SET lease_owner = NULL, lease_token = NULL, available_at = {_NOW} + t.delay "
@@ -429,7 +437,7 @@ async def _count(conn: asyncpg.Connection, topic: str, node: str, **deltas: int)
 
 
 async def _append(conn: asyncpg.Connection, items: list[QueueItem], node: str, now: float | None,
-                  timeout: float) -> None:
+                  statement_timeout: float) -> None:
     """One statement: the events, and this node's counters (a data-modifying CTE runs whether or
     not it is referenced). Per commit this is most of the cost, and with several workers each
     commit carries fewer requests. The events are ready from the database's now, not from when
@@ -456,7 +464,7 @@ async def _append(conn: asyncpg.Connection, items: list[QueueItem], node: str, n
         "queued = counters.queued + excluded.queued, "
         "skipped_disabled = counters.skipped_disabled + excluded.skipped_disabled",
         now, topics, priorities, times, payloads, node, list(counts), [c[0] for c in counts.values()],
-        [c[1] for c in counts.values()], timeout=timeout)
+        [c[1] for c in counts.values()], timeout=statement_timeout)
 
 
 async def _dead_letter(conn: asyncpg.Connection, topic: str, dead: list[tuple[int, str]], now: float | None,

@@ -195,10 +195,10 @@ def _erase_queued(conn: sqlite3.Connection, topic: str, matches, after: int, bat
         erased += sum(hits)
         if leased:
             conn.execute("UPDATE queue SET payload=? WHERE id=?",
-                         (SEP.join(ERASED if hit else part for part, hit in zip(parts, hits)), row_id))
+                         (SEP.join(ERASED if hit else part for part, hit in zip(parts, hits, strict=True)), row_id))
             continue
         left += sum(hits)
-        kept = [part for part, hit in zip(parts, hits) if not hit]
+        kept = [part for part, hit in zip(parts, hits, strict=True) if not hit]
         if kept:
             conn.execute("UPDATE queue SET payload=?, events=? WHERE id=?", (SEP.join(kept), len(kept), row_id))
         else:
