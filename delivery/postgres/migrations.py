@@ -22,9 +22,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
     CREATE TABLE sources (id text PRIMARY KEY, pipeline_key text NOT NULL UNIQUE, body bytea NOT NULL);
-    CREATE TABLE integrations (
-        id text PRIMARY KEY, source_id text NOT NULL REFERENCES sources(id), body bytea NOT NULL
-    );
+    CREATE TABLE integrations (id text PRIMARY KEY, source_id text NOT NULL REFERENCES sources(id), body bytea NOT NULL);
     CREATE TABLE identities (
         anonymous_id text PRIMARY KEY, user_id text, identity bytea NOT NULL, updated_at double precision NOT NULL
     );
@@ -64,9 +62,7 @@ MIGRATIONS: tuple[str, ...] = (
         skipped_disabled bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (topic, node)
     );
-    CREATE TABLE topic_errors (
-        topic text PRIMARY KEY, last_error text NOT NULL, last_error_at double precision NOT NULL
-    );
+    CREATE TABLE topic_errors (topic text PRIMARY KEY, last_error text NOT NULL, last_error_at double precision NOT NULL);
     CREATE TABLE rate_buckets (
         topic text PRIMARY KEY,
         tokens double precision NOT NULL,
