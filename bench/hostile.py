@@ -34,7 +34,7 @@ from tests.support import free_port  # noqa: E402
 
 TARGET_RATIO = 20
 REPEATS = 5  # each corpus event is sent this often per run; its cheapest is its figure
-ADMIN = "sea_bench_admin_token"
+ADMIN = "sea_bench_admin_token_0123456789abcdef"
 
 
 def _request(key: str, event: dict) -> bytes:

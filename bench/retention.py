@@ -30,7 +30,7 @@ import httpx  # noqa: E402
 from tests.pg import PostgresServer  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
-ADMIN = "sea_bench_admin_token"
+ADMIN = "sea_bench_admin_token_0123456789abcdef"
 TARGET_GROWTH = 0.10
 TOO_OLD = "2020-01-01T00:00:00Z"
 

@@ -16,7 +16,7 @@ of it has a use in one process. Two nodes drain 21.3k events/s against 19.6k for
 Benchmarks: bench/cluster.py).
 
 One clock: every time that decides something (an item ready, a lease run out, a retry due, a
-bucket's tokens) is the database's, taken in the statement itself (`_NOW`). A node whose own
+bucket's tokens) is the database's, taken in the statement itself (`NOW`). A node whose own
 clock is wrong by minutes still agrees with the others on whose lease has run out; it logs the
 difference it sees. A test may inject a clock of its own instead (`clock`).
 
@@ -40,9 +40,21 @@ from collections.abc import Callable
 
 import asyncpg
 
-from delivery.erasure import ERASED
-from delivery.events import queued_event_id
+from delivery.postgres.bucket import SharedBucket
 from delivery.postgres.db import ANSWER_WITHIN, PgDatabase
+from delivery.postgres.queue_rows import (
+    NOW,
+    TOKEN_BITS,
+    add_counts,
+    append_items,
+    dead_letter,
+    erase_dead,
+    erase_queued,
+    insert_dead,
+    item_id,
+    row_count,
+    unpack,
+)
 from delivery.queue import (
     DeadLetter,
     Leased,
@@ -54,31 +66,15 @@ from delivery.queue import (
     settle_apart,
     storable,
 )
-from delivery.ratelimit import Accounts, Budget, Pacer, account_bucket
+from delivery.ratelimit import Accounts, Budget
 from delivery.store import StorageError
 
 log = logging.getLogger("signal_edge.queue")
-SEP = b"\n"
 DEPTH_EVERY = 1.0  # seconds between reads of the cluster's queue depth (and of the database's clock)
 COMMIT_WINDOW = 0.002  # under load, an append commit starts at most this often
 MIN_BUDGET = 0.05  # a commit with less time than this left is not tried: its requests get their 503
 SKEW_WARNING = 2.0  # seconds between this node's clock and the database's worth a warning
 SKEW_REPEAT = 600.0  # seconds before the same warning is logged again
-_TOKEN_BITS = 31
-_TOKEN_MASK = (1 << _TOKEN_BITS) - 1
-# The queue's clock in a statement: the database's (one value for the whole statement, and
-# usable by an index, unlike clock_timestamp()), or the injected clock's time given as $1.
-_NOW = "coalesce($1::float8, extract(epoch FROM statement_timestamp()))"
-
-
-def _item_id(row_id: int, token: int) -> int:
-    return row_id << _TOKEN_BITS | token
-
-
-def _unpack(ids: list[int]) -> tuple[list[int], list[int]]:
-    return [i >> _TOKEN_BITS for i in ids], [i & _TOKEN_MASK for i in ids]
-
-
 class PgEventQueue:
     def __init__(self, db: PgDatabase, node: str, clock: Callable[[], float] | None = None) -> None:
         self.db = db
@@ -95,7 +91,7 @@ class PgEventQueue:
         self._accounts = Accounts()  # this node's waiters per ad account
 
     def _now(self) -> float | None:
-        """$1 of every statement that reads the clock (see _NOW)."""
+        """$1 of every statement that reads the clock (see NOW)."""
         return self.clock() if self.clock else None
 
     async def open(self) -> None:
@@ -173,7 +169,7 @@ class PgEventQueue:
             try:
                 if budget < MIN_BUDGET:
                     raise self.db.no_answer(ANSWER_WITHIN)
-                await self._appender.run(_append, [item for items, _, _ in batch for item in items], self.node,
+                await self._appender.run(append_items, [item for items, _, _ in batch for item in items], self.node,
                                          self._now(), budget, wait=budget)
                 outcome = None
             except BaseException as exc:
@@ -191,17 +187,17 @@ class PgEventQueue:
         """Leases belong to their node and run out by themselves: a starting node takes over
         only those already expired (they are ready like any row). Returns how many there are."""
         return await self.db.run(lambda c: c.fetchval(
-            f"SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL AND available_at <= {_NOW}", self._now()))
+            f"SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL AND available_at <= {NOW}", self._now()))
 
     async def ready(self, topic: str, batch_size: int) -> Readiness:
         row = await self.db.run(lambda c: c.fetchrow(
-            f"SELECT {_NOW}, "
-            f"EXISTS (SELECT 1 FROM queue WHERE topic = $2 AND priority = 1 AND available_at <= {_NOW}), "
+            f"SELECT {NOW}, "
+            f"EXISTS (SELECT 1 FROM queue WHERE topic = $2 AND priority = 1 AND available_at <= {NOW}), "
             "(SELECT min(available_at) FROM queue WHERE topic = $2 AND priority = 0), "
-            f"(SELECT count(*) FROM (SELECT 1 FROM queue WHERE topic = $2 AND priority = 0 AND available_at <= {_NOW} "
+            f"(SELECT count(*) FROM (SELECT 1 FROM queue WHERE topic = $2 AND priority = 0 AND available_at <= {NOW} "
             " LIMIT $3) ready), "
-            f"(SELECT min(available_at) FROM queue WHERE topic = $2 AND priority = 0 AND available_at > {_NOW}), "
-            f"(SELECT min(available_at) FROM queue WHERE topic = $2 AND priority = 1 AND available_at > {_NOW})",
+            f"(SELECT min(available_at) FROM queue WHERE topic = $2 AND priority = 0 AND available_at > {NOW}), "
+            f"(SELECT min(available_at) FROM queue WHERE topic = $2 AND priority = 1 AND available_at > {NOW})",
             self._now(), topic, batch_size), single=True)
         now, priority, oldest, ready_count, later0, later1 = row
         waited = now - oldest if oldest is not None and oldest <= now else None
@@ -212,12 +208,12 @@ class PgEventQueue:
     async def lease(self, topic: str, limit: int, lease_seconds: float) -> list[Leased]:
         """One statement: the rows, their lease and this node's counters. A node that freezes
         after sending it holds no lock: the statement commits (or not) on its own."""
-        token = secrets.randbits(_TOKEN_BITS)
+        token = secrets.randbits(TOKEN_BITS)
         rows = await self.db.run(lambda c: c.fetch(
             "WITH picked AS (SELECT id, lease_owner AS was, priority, available_at AS ready_at FROM queue "
-            f"  WHERE topic = $2 AND available_at <= {_NOW} ORDER BY priority DESC, available_at, id LIMIT $3 "
+            f"  WHERE topic = $2 AND available_at <= {NOW} ORDER BY priority DESC, available_at, id LIMIT $3 "
             "  FOR UPDATE SKIP LOCKED), "
-            f"leased AS (UPDATE queue q SET available_at = {_NOW} + $4, lease_owner = $5, lease_token = $6 "
+            f"leased AS (UPDATE queue q SET available_at = {NOW} + $4, lease_owner = $5, lease_token = $6 "
             "  FROM picked WHERE q.id = picked.id "
             "  RETURNING q.id, q.payload, q.attempts, q.created_at, picked.was, picked.priority, picked.ready_at), "
             "counted AS (INSERT INTO counters (topic, node, queued, in_flight) "
@@ -227,13 +223,13 @@ class PgEventQueue:
             "SELECT id, payload, attempts, created_at, priority, ready_at FROM leased",
             self._now(), topic, limit, lease_seconds, self.node, token), single=True)
         rows = sorted(rows, key=lambda r: (-r["priority"], r["ready_at"], r["id"]))  # RETURNING keeps no order
-        return [Leased(_item_id(r["id"], token), topic, r["payload"], r["attempts"], r["created_at"]) for r in rows]
+        return [Leased(item_id(r["id"], token), topic, r["payload"], r["attempts"], r["created_at"]) for r in rows]
 
     async def extend(self, topic: str, ids: list[int], lease_seconds: float) -> None:
         """Renew the lease of `ids` (a request is still in flight), where it is still this lease."""
-        row_ids, tokens = _unpack(ids)
+        row_ids, tokens = unpack(ids)
         await self.db.run(lambda c: c.execute(
-            f"UPDATE queue q SET available_at = {_NOW} + $4 FROM unnest($2::bigint[], $3::bigint[]) AS t(id, token) "
+            f"UPDATE queue q SET available_at = {NOW} + $4 FROM unnest($2::bigint[], $3::bigint[]) AS t(id, token) "
             "WHERE q.id = t.id AND q.lease_token = t.token", self._now(), row_ids, tokens, lease_seconds), single=True)
 
     async def settle(self, topic: str, settlement: Settlement) -> None:
@@ -249,7 +245,7 @@ class PgEventQueue:
             try:  # the topic's row is every node's: written on its own, never held across a round trip
                 await self.db.run(lambda c: c.execute(
                     "INSERT INTO topic_errors (topic, last_error, last_error_at) "
-                    f"VALUES ($2, $3, {_NOW}) ON CONFLICT (topic) "
+                    f"VALUES ($2, $3, {NOW}) ON CONFLICT (topic) "
                     "DO UPDATE SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
                     self._now(), topic, storable(error)), single=True)
             except StorageError as exc:  # the events are settled; only the health's last error is missed
@@ -260,48 +256,48 @@ class PgEventQueue:
         moved: dict[str, int] = defaultdict(int)
         for kind, ids in (("delivered", s.delivered), ("filtered", s.filtered)):
             if ids:
-                row_ids, tokens = _unpack(ids)
-                moved[kind] += _rows(await conn.execute(
+                row_ids, tokens = unpack(ids)
+                moved[kind] += row_count(await conn.execute(
                     "DELETE FROM queue q USING unnest($1::bigint[], $2::bigint[]) AS t(id, token) "
                     "WHERE q.id = t.id AND q.lease_token = t.token", row_ids, tokens))
         if s.dead:
-            moved["dead"] += await _dead_letter(conn, topic, s.dead, now, plain)
+            moved["dead"] += await dead_letter(conn, topic, s.dead, now, plain)
         for kind, entries in (("retry", s.retry), ("release", s.release)):
             if not entries:
                 continue
-            row_ids, tokens = _unpack([entry[0] for entry in entries])
+            row_ids, tokens = unpack([entry[0] for entry in entries])
             delays = [entry[1] for entry in entries]
             if kind == "retry":
                 status = await conn.execute(
                     "UPDATE queue q SET lease_owner = NULL, lease_token = NULL, attempts = q.attempts + 1, "
-                    f"available_at = {_NOW} + t.delay, last_error = t.error "
+                    f"available_at = {NOW} + t.delay, last_error = t.error "
                     "FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[]) AS t(id, token, delay, error) "
                     "WHERE q.id = t.id AND q.lease_token = t.token", now, row_ids, tokens, delays,
                     [storable(e[2]) if plain else e[2] for e in s.retry])
             else:
                 status = await conn.execute(
-                    f"UPDATE queue q SET lease_owner = NULL, lease_token = NULL, available_at = {_NOW} + t.delay "
+                    f"UPDATE queue q SET lease_owner = NULL, lease_token = NULL, available_at = {NOW} + t.delay "
                     "FROM unnest($2::bigint[], $3::bigint[], $4::float8[]) AS t(id, token, delay) "
                     "WHERE q.id = t.id AND q.lease_token = t.token", now, row_ids, tokens, delays)
-            moved["back"] += _rows(status)
+            moved["back"] += row_count(status)
         left = moved["delivered"] + moved["filtered"] + moved["dead"]
-        await _count(conn, topic, self.node, filtered=moved["filtered"], delivered=moved["delivered"],
+        await add_counts(conn, topic, self.node, filtered=moved["filtered"], delivered=moved["delivered"],
                      dead_lettered=moved["dead"], in_flight=-(left + moved["back"]), queued=moved["back"])
         return left
 
     async def reschedule(self, topic: str) -> int:
-        return _rows(await self.db.run(lambda c: c.execute(
-            f"UPDATE queue SET available_at = {_NOW} WHERE topic = $2 AND lease_owner IS NULL "
-            f"AND available_at > {_NOW}", self._now(), topic), single=True))
+        return row_count(await self.db.run(lambda c: c.execute(
+            f"UPDATE queue SET available_at = {NOW} WHERE topic = $2 AND lease_owner IS NULL "
+            f"AND available_at > {NOW}", self._now(), topic), single=True))
 
     async def discard(self, topic: str, reason: str) -> int:
         async def move(conn: asyncpg.Connection) -> int:
             rows = await conn.fetch(
                 "DELETE FROM queue WHERE topic = $1 RETURNING payload, created_at, attempts, lease_owner", topic)
-            await _insert_dead(conn, topic, [(r["payload"], r["created_at"], r["attempts"], reason) for r in rows],
+            await insert_dead(conn, topic, [(r["payload"], r["created_at"], r["attempts"], reason) for r in rows],
                                self._now())
             leased = sum(1 for r in rows if r["lease_owner"] is not None)
-            await _count(conn, topic, self.node, dead_lettered=len(rows), queued=-(len(rows) - leased),
+            await add_counts(conn, topic, self.node, dead_lettered=len(rows), queued=-(len(rows) - leased),
                          in_flight=-leased)
             return len(rows)
 
@@ -335,13 +331,13 @@ class PgEventQueue:
             rows = await conn.fetch(f"DELETE FROM dead_letters WHERE {where} RETURNING id, payload, created_at", *args)
             rows = sorted(rows, key=lambda r: r["id"])
             await conn.executemany("INSERT INTO queue (topic, priority, created_at, available_at, payload) "
-                                   f"VALUES ($2, 1, $3, {_NOW}, $4)",
+                                   f"VALUES ($2, 1, $3, {NOW}, $4)",
                                    [(self._now(), into, r["created_at"], r["payload"]) for r in rows])
             count = len(rows)
             moved = count if into != topic else 0  # into another topic the events move with their accounting
-            await _count(conn, topic, self.node, dead_lettered=-count, accepted=-moved, queued=count - moved)
+            await add_counts(conn, topic, self.node, dead_lettered=-count, accepted=-moved, queued=count - moved)
             if moved:
-                await _count(conn, into, self.node, accepted=moved, queued=moved)
+                await add_counts(conn, into, self.node, accepted=moved, queued=moved)
             return count
 
         if ids is not None and not ids:
@@ -373,38 +369,16 @@ class PgEventQueue:
 
     async def erase(self, topic: str, matches, batch: int = 1000) -> int:
         """Delete the events of `topic`, queued or dead-lettered, for which `matches(event bytes)`
-        is true, `batch` rows a statement. An event leased by a request in flight becomes ERASED
-        (delivery filters it; its lease settles as usual). Erased events count as filtered."""
-        async def queued(conn: asyncpg.Connection, after: int):
-            rows = await conn.fetch("SELECT id, payload, lease_owner FROM queue WHERE topic = $1 AND id > $2 "
-                                    "ORDER BY id LIMIT $3", topic, after, batch)
-            hits = [row for row in rows if matches(row["payload"])]
-            idle = [row["id"] for row in hits if row["lease_owner"] is None]
-            leased = [row["id"] for row in hits if row["lease_owner"] is not None]
-            if idle:
-                await conn.execute("DELETE FROM queue WHERE id = ANY($1)", idle)
-                await _count(conn, topic, self.node, queued=-len(idle), filtered=len(idle))
-            if leased:
-                await conn.execute("UPDATE queue SET payload = $2 WHERE id = ANY($1)", leased, ERASED)
-            return len(hits), len(idle), (rows[-1]["id"] if len(rows) == batch else None)
-
-        async def dead(conn: asyncpg.Connection, after: int):
-            rows = await conn.fetch("SELECT id, payload FROM dead_letters WHERE topic = $1 AND id > $2 ORDER BY id "
-                                    "LIMIT $3", topic, after, batch)
-            gone = [row["id"] for row in rows if matches(row["payload"])]
-            if gone:
-                await conn.execute("DELETE FROM dead_letters WHERE id = ANY($1)", gone)
-                await _count(conn, topic, self.node, dead_lettered=-len(gone), filtered=len(gone))
-            return len(gone), (rows[-1]["id"] if len(rows) == batch else None)
-
-        erased, after = 0, 0
+        is true, `batch` rows a statement (queue_rows.erase_*). Erased events count as filtered."""
+        erased = 0
+        after: int | None = 0
         while after is not None:
-            gone, left, after = await self.db.run(queued, after)
+            gone, left, after = await self.db.run(erase_queued, topic, self.node, matches, after, batch)
             erased += gone
             self._depth -= left
         after = 0
         while after is not None:
-            gone, after = await self.db.run(dead, after)
+            gone, after = await self.db.run(erase_dead, topic, self.node, matches, after, batch)
             erased += gone
         return erased
 
@@ -414,128 +388,6 @@ class PgEventQueue:
             rows = await conn.fetch("DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id "
                                     "LIMIT $1) AND dead_at < $2 RETURNING topic", limit, before)
             for topic in {row["topic"] for row in rows}:
-                await _count(conn, topic, self.node, dead_lettered=-sum(1 for r in rows if r["topic"] == topic))
+                await add_counts(conn, topic, self.node, dead_lettered=-sum(1 for r in rows if r["topic"] == topic))
             return len(rows)
         return await self.db.run(prune)
-
-
-def _rows(status: str) -> int:
-    """The row count of a command's status ("DELETE 3", "UPDATE 2")."""
-    return int(status.split()[-1])
-
-
-async def _count(conn: asyncpg.Connection, topic: str, node: str, **deltas: int) -> None:
-    """Add `deltas` to this node's counters of `topic`."""
-    columns = [k for k, v in deltas.items() if v]
-    if not columns:
-        return
-    await conn.execute(
-        f"INSERT INTO counters (topic, node, {', '.join(columns)}) VALUES ($1, $2, "
-        f"{', '.join(f'${i + 3}' for i in range(len(columns)))}) ON CONFLICT (topic, node) DO UPDATE SET "
-        + ", ".join(f"{c} = counters.{c} + excluded.{c}" for c in columns),
-        topic, node, *(deltas[c] for c in columns))
-
-
-async def _append(conn: asyncpg.Connection, items: list[QueueItem], node: str, now: float | None,
-                  statement_timeout: float) -> None:
-    """One statement: the events, and this node's counters (a data-modifying CTE runs whether or
-    not it is referenced). Per commit this is most of the cost, and with several workers each
-    commit carries fewer requests. The events are ready from the database's now, not from when
-    this node says it received them."""
-    topics, priorities, times, payloads = [], [], [], []
-    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # topic -> [accepted, skipped]
-    for item in items:
-        if item.skipped:
-            counts[item.topic][1] += item.events
-            continue
-        counts[item.topic][0] += item.events
-        # One event of JSON that spans lines stays whole; otherwise a line per event.
-        parts = [item.payload] if item.events == 1 else item.payload.split(SEP)
-        topics += [item.topic] * len(parts)
-        priorities += [item.priority] * len(parts)
-        times += [item.created_at] * len(parts)
-        payloads += parts
-    await conn.execute(
-        "WITH queued AS (INSERT INTO queue (topic, priority, created_at, available_at, payload) "
-        f"  SELECT t, p, c, {_NOW}, b FROM unnest($2::text[], $3::int2[], $4::float8[], $5::bytea[]) AS u(t, p, c, b)) "
-        "INSERT INTO counters (topic, node, accepted, queued, skipped_disabled) "
-        "SELECT t, $6, a, a, s FROM unnest($7::text[], $8::int8[], $9::int8[]) AS n(t, a, s) "
-        "ON CONFLICT (topic, node) DO UPDATE SET accepted = counters.accepted + excluded.accepted, "
-        "queued = counters.queued + excluded.queued, "
-        "skipped_disabled = counters.skipped_disabled + excluded.skipped_disabled",
-        now, topics, priorities, times, payloads, node, list(counts), [c[0] for c in counts.values()],
-        [c[1] for c in counts.values()], timeout=statement_timeout)
-
-
-async def _dead_letter(conn: asyncpg.Connection, topic: str, dead: list[tuple[int, str]], now: float | None,
-                       plain: bool) -> int:
-    row_ids, tokens = _unpack([item_id for item_id, _ in dead])
-    reasons = [storable(reason) if plain else reason for _, reason in dead]
-    rows = await conn.fetch(
-        "DELETE FROM queue q USING unnest($1::bigint[], $2::bigint[], $3::text[]) AS t(id, token, reason) "
-        "WHERE q.id = t.id AND q.lease_token = t.token RETURNING q.payload, q.created_at, q.attempts, t.reason",
-        row_ids, tokens, reasons)
-    await _insert_dead(conn, topic, [(r["payload"], r["created_at"], r["attempts"] + 1, r["reason"]) for r in rows],
-                       now, plain)
-    return len(rows)
-
-
-async def _insert_dead(conn: asyncpg.Connection, topic: str, rows: list[tuple[bytes, float, int, str]],
-                       now: float | None, plain: bool = False) -> None:
-    """`plain`: without the event id (one that cannot be stored, say)."""
-    if rows:
-        await conn.executemany(
-            "INSERT INTO dead_letters (topic, event_id, payload, created_at, dead_at, attempts, reason) "
-            f"VALUES ($2, $3, $4, $5, {_NOW}, $6, $7)",
-            [(now, topic, None if plain else queued_event_id(payload), payload, created_at, attempts, reason)
-             for payload, created_at, attempts, reason in rows])
-
-
-class SharedBucket(Pacer):
-    """One integration's token bucket and its ad account's, for the whole cluster: rows of
-    rate_buckets (the account's keyed `account:<id>`), taken together by one call of the
-    database's function (migration 6) with the database's clock (or the queue's, in a test), so
-    Pinterest's limit per ad
-    account holds however many nodes and integrations send to it, and no node holds a row
-    between round trips. A 429's pause, the halved rate and its recovery (by the clock: see
-    delivery/ratelimit.py) are the account row's, so a restart forgets none of them and every
-    node recovers on one schedule; each node takes with its configured rates, so a changed
-    limit applies at its next take."""
-
-    def __init__(self, db: PgDatabase, topic: str, budget: Budget, accounts: Accounts,
-                 now: Callable[[], float | None]) -> None:
-        super().__init__(budget, accounts.turns(budget.account))
-        self.db, self.topic, self._now = db, topic, now
-        self._tasks: set[asyncio.Task] = set()
-
-    async def take(self) -> tuple[float, float]:
-        b = self.budget
-        rate, burst = account_bucket(b.account_per_minute)
-        row = await self.db.run(lambda c: c.fetchrow(
-            "SELECT own_wait, account_wait FROM signal_edge_take_call($1, $2, $3, $4, $5, $6, $7, $8)",
-            self.topic, float(b.rate), float(max(1, b.burst)), "account:" + b.account, rate, float(burst),
-            float(b.recovery), self._now()), single=True)
-        return row[0], row[1]
-
-    def throttled(self, retry_after: float) -> None:
-        """Pause the account's bucket and halve its rate (unless a pause already runs: the other
-        requests in flight then report the same overload). One statement, in the background."""
-        rate, _ = account_bucket(self.budget.account_per_minute)
-        task = asyncio.ensure_future(self.db.run(lambda c: c.execute(
-            "UPDATE rate_buckets b SET "
-            "  rate = CASE WHEN c.t < b.paused_until THEN b.rate ELSE greatest(1, least($3, b.rate * "
-            "    power(2, least(64, greatest(0, c.t - b.slowed_at) / $4))) / 2) END, "
-            "  slowed_at = CASE WHEN c.t < b.paused_until THEN b.slowed_at ELSE c.t END, "
-            "  paused_until = greatest(b.paused_until, c.t + $2), tokens = 0, "
-            "  updated = greatest(b.paused_until, c.t + $2) "
-            "FROM (SELECT coalesce($5::float8, extract(epoch FROM clock_timestamp())) AS t) c WHERE b.topic = $1",
-            "account:" + self.budget.account, float(retry_after), rate, float(self.budget.recovery), self._now()),
-            single=True))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("integration %s: a 429's pause could not be recorded for the cluster: %s", self.topic,
-                        task.exception())
