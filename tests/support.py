@@ -424,3 +424,13 @@ def asgi_client(app, client: str = "127.0.0.1", token: str | None = ADMIN_TOKEN,
         headers["Authorization"] = f"Bearer {token}"
     return httpx.AsyncClient(transport=httpx.ASGITransport(app, client=(client, 50123)), base_url="http://localhost",
                              headers=headers)
+
+
+def most_in_a_window(times: list[float], width: float) -> int:
+    """The most of the (sorted) times that fall within any `width` seconds."""
+    most, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= width:
+            start += 1
+        most = max(most, end - start + 1)
+    return most

@@ -30,6 +30,7 @@ from tests.support import (
     create_source,
     events,
     leased_by,
+    most_in_a_window,
     node_name,
     post_batch,
     received,
@@ -347,16 +348,6 @@ def test_two_nodes_and_two_integrations_on_one_ad_account_keep_to_its_budget(nod
     slow = sorted(r.at for r in fake_pinterest.sandbox.recorded() if r.token == slow_token)
     assert most_in_a_window(slow, 10.0) <= 2 * 10 + 1  # its own 2/s
     assert len(slow) >= seconds - 4  # and not starved by the other (at least half of that)
-
-
-def most_in_a_window(times: list[float], width: float) -> int:
-    """The most of the (sorted) times that fall within any `width` seconds."""
-    most, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= width:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 # --- a frozen PostgreSQL --------------------------------------------------------------------------
