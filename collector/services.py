@@ -113,9 +113,10 @@ async def open_backend(settings: Settings, node: str, serving: bool = True,
     from delivery.sqlite.config_store import SqliteConfigStore
     from delivery.sqlite.db import Database
     from delivery.sqlite.event_queue import SqliteEventQueue
+    from delivery.sqlite.files import in_memory
 
-    # (path resolution and mkdir touch the disk: off the event loop)
-    await anyio.to_thread.run_sync(_make_parent, settings.db)
+    if not in_memory(settings.db):  # (path resolution and mkdir touch the disk: off the event loop)
+        await anyio.to_thread.run_sync(_make_parent, settings.db)
     db = Database(settings.db, settings.db_synchronous.upper(), exclusive=serving,
                   disk_reserve=int(settings.disk_reserve_mb * 1024 * 1024) if serving else 0)
     db.start()
