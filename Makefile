@@ -36,11 +36,18 @@ system-deps:
 node-deps: system-deps
 	test -f node_modules/axe-core/axe.min.js || npm ci --no-audit --no-fund --loglevel=error
 
+# The whole suite, e2e included: every test but the timed ones over TEST_WORKERS processes (most
+# tests wait on servers, browsers and the clock, so more workers than cores pays), then the timed
+# ones alone: their bounds on elapsed time or on the event loop's lag would measure a busy host.
+TEST_WORKERS ?= 4
 test: $(STAMP) system-deps node-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not timed"
+	$(PY) -m pytest -q -m timed
 
+# The fast tier: in process (ASGI apps through httpx, SQLite in memory or in a file, the contract
+# suites on every backend), without a server process, a browser or a long scenario. Under a minute.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q tests -m "not slow"
+	$(PY) -m pytest -q -n 2 tests -m "not process and not slow"
 
 # ruff (style, likely bugs, imports) and mypy (types) over the product's code, as pyproject.toml
 # configures them. Both always run, so one report lists every finding; any finding fails it.

@@ -123,6 +123,12 @@ def posts(page, url: str) -> list[int]:
     return statuses
 
 
+def answered(page, statuses: list[int], count: int = 1) -> list[int]:
+    """`statuses` once it holds `count` answers: Pinterest may receive an event before the
+    browser's response event for it has reached this process."""
+    return wait_for(lambda: statuses if len(statuses) >= count else None, what=f"{count} answers", sleep=pump(page))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     world = World(tmp_path_factory.mktemp("attribution"))
@@ -139,7 +145,8 @@ def test_the_edge_under_a_prefix_of_the_site_keeps_its_cookies_and_the_click(bro
     answers = posts(page, endpoint)
     page.goto(world.page("/landing", source) + "?epik=dj0yJnU9U2ln")
     landing = world.wait(page, "/landing")[0]
-    assert landing["user_data"]["click_id"] == "dj0yJnU9U2ln" and answers == [200]
+    assert landing["user_data"]["click_id"] == "dj0yJnU9U2ln"
+    assert answered(page, answers) == [200]
     jar = {c["name"]: c for c in context.cookies()}
     for name in ("_dfid", "_pin_unauth", "_epik"):
         assert jar[name]["domain"] == "www.shop.test", name  # host-only, on the site itself
@@ -154,12 +161,12 @@ def test_the_edge_under_a_prefix_of_the_site_keeps_its_cookies_and_the_click(bro
     kept_answers = posts(page, f"{world.base}/kept/{kept['serving']['endpoint']}")
     page.goto(world.page("/kept-page", kept))
     assert world.wait(page, "/kept-page")[0]["user_data"]["click_id"] == "dj0yJnU9U2ln"
-    assert kept_answers == [200]
+    assert answered(page, kept_answers) == [200]
     # The plain tag, told where to send (data-endpoint): what existing pages can do under a prefix.
     before = len(answers)
     page.goto(world.page("/told", source, src="/sig/d.js", endpoint=f"/sig/{source['serving']['endpoint']}"))
     assert world.wait(page, "/told")[0]["user_data"]["click_id"] == "dj0yJnU9U2ln"
-    assert answers[before:] == [200]  # it went there, not to /sig/v1/batch beside the script
+    assert answered(page, answers, before + 1)[before:] == [200]  # it went there, not to /sig/v1/batch beside the script
     context.close()
 
 
@@ -260,7 +267,7 @@ def test_pintrk_gets_the_event_ids_pinterest_gets_from_the_server(browser, world
 
 def test_a_rotated_key_works_inside_its_window_and_not_after(browser, world):
     source = world.source()
-    window = 4.0
+    window = 8.0  # time enough for a page load on a busy host
     with world.edge.admin() as admin:
         admin.post(f"/sources/{source['id']}/rotate-key", json={"overlap_days": window / 86400}).raise_for_status()
     rotated = time.monotonic()

@@ -4,6 +4,16 @@ import pytest
 
 from tests.support import FakePinterest, SignalEdge, create_integration, create_source
 
+# Tests that need a fixture of these start a real process (a signal-edge server, a browser):
+# they are marked `process` for them, and stay out of the fast tier (`make test-fast`).
+PROCESS_FIXTURES = {"edge", "edge_factory", "shop", "nodes", "page", "context", "browser"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if PROCESS_FIXTURES & set(item.fixturenames) or item.path.parent.name == "e2e":
+            item.add_marker(pytest.mark.process)
+
 
 @pytest.fixture
 def fake_pinterest():
@@ -79,10 +89,14 @@ def nodes(tmp_path, pg_url, fake_pinterest):
         assert "Traceback" not in node.output(), node.output()[-3000:]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 def backend(request, tmp_path):
     """An async context manager that opens (database, config store, queue) of each backend, for
-    the shared suites that every backend must pass. Opened inside the test's event loop."""
+    the shared suites that every backend must pass. Opened inside the test's event loop.
+    "memory" is SQLite's code and SQL on a database in this process's memory (the fast tier's
+    backend): a connection held for the whole test keeps it between opens, as a file would."""
+    import sqlite3
+    import uuid
     from contextlib import asynccontextmanager
 
     from collector.services import close_database, open_backend
@@ -90,6 +104,10 @@ def backend(request, tmp_path):
 
     if request.param == "postgres":
         flags = {"database_url": request.getfixturevalue("pg_url")}
+    elif request.param == "memory":
+        flags = {"db": f"file:/signal-edge-{uuid.uuid4().hex}?vfs=memdb"}
+        keeper = sqlite3.connect(flags["db"], uri=True)
+        request.addfinalizer(keeper.close)
     else:
         flags = {"db": str(tmp_path / "backend.db")}
     settings = load_settings(flags, environ={})

@@ -119,7 +119,9 @@ class ServerThread:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ServerThread":
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        # (requests a test left hanging are cut after a second at its end, not waited out)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)

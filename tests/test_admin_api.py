@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -213,6 +212,7 @@ def test_unusual_token_prefixes_warn_but_are_accepted(edge):
         assert len(created["warnings"]) == 2 and "pina_" in created["warnings"][0] and "ct_" in created["warnings"][1]
 
 
+@pytest.mark.process
 def test_credentials_missing_wrong_or_rotated_get_401(tmp_path, fake_pinterest):
     edge = SignalEdge(tmp_path, fake_pinterest.url)
     edge.env.pop("SIGNAL_ADMIN_TOKEN")
@@ -284,14 +284,16 @@ def test_debugger_stream_shows_events_live(edge, fake_pinterest):
                           params={"integration_id": integration["id"]},
                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10) as stream:
             for line in stream.iter_lines():
+                connected.set()  # the stream's first line comes once it is subscribed
                 if line.startswith("data: "):
                     received.append(json.loads(line[6:]))
                     if received[-1]["status"] == "delivered":
                         return
 
+    connected = threading.Event()
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    time.sleep(0.5)
+    assert connected.wait(10), "the debugger stream did not start"
     post_batch(edge.url, source["pipeline_key"], [{"type": "track", "event": "Order Completed", "messageId": "live-1",
                                                     "properties": {"total": 10, "currency": "USD"}}])
     listener.join(10)

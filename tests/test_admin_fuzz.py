@@ -32,6 +32,7 @@ FUZZ = settings(max_examples=30, deadline=None,
                                        HealthCheck.filter_too_much])
 
 
+@pytest.mark.process
 @schema.parametrize()
 @FUZZ
 def test_with_the_admin_token(case, admin_url):
@@ -39,6 +40,7 @@ def test_with_the_admin_token(case, admin_url):
     case.validate_response(response, checks=CHECKS)
 
 
+@pytest.mark.process
 @schema.parametrize()
 @FUZZ
 def test_without_it_everything_is_401(case, admin_url):

@@ -86,7 +86,7 @@ def test_queued_events_are_listed_page_by_page_with_why_they_wait(edge):
         integration = create_integration(api, source["id"], name="Held")
         api.patch(f"/integrations/{integration['id']}", json={"paused": True})
         post_batch(edge.url, source["pipeline_key"],
-                   [{"type": "track", "event": f"Order Completed", "messageId": f"m{i}"} for i in range(3)])
+                   [{"type": "track", "event": "Order Completed", "messageId": f"m{i}"} for i in range(3)])
         first = api.get("/debugger/events", params={"status": "queued", "limit": 2}).json()
         rest = api.get("/debugger/events", params={"status": "queued", "limit": 2,
                                                    "cursor": first["next_cursor"]}).json()

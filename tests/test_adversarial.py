@@ -24,7 +24,7 @@ from delivery.secrets import SecretBox
 from delivery.snapshot import IDENTITY_CACHE_BYTES
 from delivery.store import StoredIdentity
 from delivery.urls import scrub_url
-from tests.corpus import KINDS, RAW_EVENTS, REFUSED_RAW_EVENTS, corpus, normal_event
+from tests.corpus import RAW_EVENTS, REFUSED_RAW_EVENTS, corpus, normal_event
 from tests.support import edge_in_process, queued
 
 SOURCE = Source(id="src_1", name="Shop", pipeline_key="dk_1", created_at=0, updated_at=0, default_country="US")

@@ -49,6 +49,7 @@ def requests(key: str) -> list[tuple[str, list[str], int]]:
              sum(1 for e in events if e in refused)) for events, ids in out]
 
 
+@pytest.mark.timed
 @pytest.mark.slow
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_the_corpus_cannot_stall_jam_or_lose_anything(edge_factory, fake_pinterest, database, request):

@@ -71,6 +71,7 @@ class Receiver:
         return [body for where, body, _ in self.calls if where == path and body.get("state") != "test"]
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_each_incident_gets_one_alert_and_one_recovery(tmp_path):
     receiver = Receiver()

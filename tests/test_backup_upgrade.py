@@ -13,6 +13,7 @@ import threading
 from contextlib import closing
 
 import httpx
+import pytest
 
 from delivery.sqlite.migrations import MIGRATIONS
 from tests.support import ROOT, create_integration, create_source, post_batch, wait_for
@@ -23,6 +24,7 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
                           timeout=120, env={"PATH": "/usr/bin:/bin", **env})
 
 
+@pytest.mark.process
 def test_backup_of_a_busy_database_is_consistent_private_and_restores(edge_factory, tmp_path):
     edge = edge_factory()
     with edge.admin() as admin:
@@ -76,6 +78,7 @@ def test_backup_of_a_busy_database_is_consistent_private_and_restores(edge_facto
                  what="the restored queue to drain")
 
 
+@pytest.mark.process
 def test_backup_explains_what_it_cannot_do(tmp_path):
     missing = cli("backup", "--db", str(tmp_path / "none.db"), "--to", str(tmp_path / "b.db"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr
@@ -102,6 +105,7 @@ OLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.process
 def test_a_start_refuses_to_migrate_a_database_an_older_version_has_open(tmp_path):
     db = tmp_path / "old.db"
     for hold_lock in ("lock", "no-lock"):  # a 0.2 server holds the lock; a 0.1 one, or a shell, does not

@@ -15,6 +15,7 @@ from collections import Counter
 
 import asyncpg
 import httpx
+import pytest
 
 from delivery.pinterest.sandbox import Fault
 from tests.support import (
@@ -44,6 +45,7 @@ def start_refused(*args, env=None) -> tuple[int, str]:
 # --- refusals ----------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_sqlite_serves_one_process_only(edge, tmp_path):
     code, said = start_refused("serve", "--db", str(edge.db), "--port", "0", "--admin-port", "0")
     assert code == 1 and f"(pid {edge.proc.pid}) already serves" in said and "SIGNAL_DATABASE_URL" in said
@@ -53,6 +55,7 @@ def test_sqlite_serves_one_process_only(edge, tmp_path):
     assert code == 2 and "choose one database" in said
 
 
+@pytest.mark.process
 def test_a_database_that_cannot_be_used_is_one_line_at_start(postgres, pg_url):
     def refused(url):
         code, said = start_refused("serve", "--database-url", url, "--port", "0", "--admin-port", "0")
@@ -79,6 +82,8 @@ def test_a_database_that_cannot_be_used_is_one_line_at_start(postgres, pg_url):
 # --- configuration, identity, debugger and metrics across nodes --------------------------------
 
 
+@pytest.mark.timed
+@pytest.mark.process
 def test_changes_on_one_node_take_effect_on_the_other_within_a_second(nodes, fake_pinterest):
     a, b = nodes(2)
     admin_a, admin_b = a.admin(), b.admin()
@@ -197,6 +202,7 @@ def test_identity_is_shared_and_the_live_debugger_shows_every_node(nodes, fake_p
 # --- a node's death, the cluster's rate limit, a database outage ---------------------------------
 
 
+@pytest.mark.process
 def test_a_node_killed_mid_delivery_loses_nothing_and_the_rate_limit_holds(nodes, pg_url, fake_pinterest):
     rate, burst = 30, 10
     cluster = nodes(3, SIGNAL_BATCH_SIZE="50")
@@ -292,6 +298,7 @@ def test_postgres_stopped_for_10_seconds_under_load(nodes, postgres, fake_pinter
         assert httpx.get(node.url + "/healthz").json()["status"] == "ok"
 
 
+@pytest.mark.process
 def test_workers_share_the_ports(tmp_path, pg_url, fake_pinterest):
     server = SignalEdge(tmp_path, fake_pinterest.url, extra_args=("--workers", "2"),
                         env={"SIGNAL_DATABASE_URL": pg_url, "SIGNAL_SECRET_KEY_FILE": str(tmp_path / "w.key")})
@@ -315,6 +322,7 @@ def test_workers_share_the_ports(tmp_path, pg_url, fake_pinterest):
         assert server.stop() == 0
 
 
+@pytest.mark.process
 def test_copy_moves_a_sqlite_deployment_to_postgres_losing_nothing(edge_factory, tmp_path, pg_url, fake_pinterest):
     edge = edge_factory(env={"SIGNAL_FLUSH_INTERVAL": "0.1"})
     admin = edge.admin()
@@ -367,6 +375,7 @@ def test_copy_moves_a_sqlite_deployment_to_postgres_losing_nothing(edge_factory,
         node.stop()
 
 
+@pytest.mark.timed
 def test_a_pool_that_runs_dry_slows_requests_but_never_stalls_the_server(nodes, fake_pinterest):
     """Two connections: the appender keeps one, and identity reads, leases, settlements and the
     admin API share the other. Many browsers at once wait their turn; nothing fails or hangs."""

@@ -150,6 +150,8 @@ def takeable(pg_url: str, ids: list[int], node: str) -> bool:
     return held == free
 
 
+@pytest.mark.timed
+@pytest.mark.process
 @pytest.mark.slow
 def test_a_frozen_node_holds_nothing_the_others_wait_for(nodes, pg_url, fake_pinterest):
     """One node is SIGSTOPped at random moments of its work (taking from the rate bucket,
@@ -227,6 +229,7 @@ def faketime(offset: str) -> dict[str, str]:
     return {"LD_PRELOAD": found[0], "FAKETIME": offset}
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_nodes_60_seconds_off_send_nothing_twice_that_was_not_in_flight(tmp_path, pg_url, fake_pinterest):
     """One node 60 s ahead, one 60 s behind, one right; the ahead one is killed mid-delivery.
@@ -275,6 +278,7 @@ def per_second(fake, since: float) -> list[int]:
     return [counts.get(s, 0) for s in range(max(counts, default=-1) + 1)]
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_after_429s_and_a_restart_of_every_node_the_rate_recovers(nodes, pg_url, fake_pinterest):
     """A burst of 429s halves the ad account's shared rate (issue 26: a 429 slows the whole
@@ -314,6 +318,7 @@ def test_after_429s_and_a_restart_of_every_node_the_rate_recovers(nodes, pg_url,
     assert max(seconds[:int(raised - restarted)]) <= rate + burst + 1, seconds  # the limit held till then
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_two_nodes_and_two_integrations_on_one_ad_account_keep_to_its_budget(nodes, fake_pinterest):
     """Issue 26, through real processes: two integrations on one ad account deliver one backlog
@@ -461,6 +466,7 @@ def children(pid: int) -> list[int]:
     return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(p) == pid]
 
 
+@pytest.mark.process
 def test_worker_processes_end_with_their_parent(tmp_path, pg_url, fake_pinterest):
     server = SignalEdge(tmp_path, fake_pinterest.url, extra_args=("--workers", "2"),
                         env={"SIGNAL_DATABASE_URL": pg_url, "SIGNAL_SECRET_KEY_FILE": str(tmp_path / "w.key")})

@@ -9,14 +9,16 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from collector import copy as deployment_copy
 from collector.services import alert_store_of, close_database, open_backend
 from collector.settings import load_settings
 from delivery.config import Integration, PinterestConfig, Source
+from delivery.events import Identity
 from delivery.queue import QueueItem, Settlement
 from delivery.secrets import SecretBox
 from delivery.store import AdminSession, DebugRecord, Refusal, StoredIdentity
-from delivery.events import Identity
 from tests.support import ROOT
 
 TOPIC = "int_copy"
@@ -84,6 +86,7 @@ def run_copy(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           text=True, env={"PATH": "/usr/bin:/bin", **env})
 
 
+@pytest.mark.process
 def test_the_target_is_to_or_else_signal_database_url(tmp_path, pg_url, postgres):
     db_path = tmp_path / "deployment.db"
     asyncio.run(a_deployment_with_a_row_in_every_table(db_path))

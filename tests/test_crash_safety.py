@@ -13,6 +13,7 @@ from tests.support import SignalEdge, create_integration, create_source, post_ba
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.process
 def test_kill_9_under_load_loses_no_accepted_event(tmp_path, fake_pinterest):
     # Pinterest answers slowly, so requests are in flight when the process dies.
     fake_pinterest.sandbox.add_fault(Fault(200, count=0, delay=0.2))

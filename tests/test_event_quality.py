@@ -18,8 +18,16 @@ from delivery.pinterest.eqs import ON_DEMAND_GAP, PROBLEMS, RETRY_AFTER_FAULT, E
 from delivery.pinterest.sandbox_eqs import EQS_SCHEMA
 from delivery.pinterest.tokens import TokenKeeper
 from delivery.secrets import SecretBox
-from tests.support import ACCESS_TOKEN, AD_ACCOUNT, CONVERSION_TOKEN, FakePinterest, create_integration, \
-    create_source, post_batch, wait_for
+from tests.support import (
+    ACCESS_TOKEN,
+    AD_ACCOUNT,
+    CONVERSION_TOKEN,
+    FakePinterest,
+    create_integration,
+    create_source,
+    post_batch,
+    wait_for,
+)
 
 READER = "pina_READS_AND_WRITES_0001"
 ANSWER = jsonschema.Draft202012Validator(EQS_SCHEMA)  # Pinterest's, for the 200 answer (schema/SOURCE.md)

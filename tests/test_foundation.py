@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import jsonschema
+import pytest
 
 from delivery.pinterest.normalize import sha256
 from delivery.pinterest.schema_check import SCHEMA
@@ -108,6 +109,7 @@ def test_single_event_endpoints_take_the_key_as_bearer(edge, shop, fake_pinteres
     assert httpx.post(edge.url + "/v1/t", json={"event": "x"}).status_code == 401
 
 
+@pytest.mark.process
 def test_events_wait_on_disk_while_pinterest_is_down_and_arrive_after_restarts(tmp_path):
     fake = FakePinterest().start()
     port = fake.port

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import create_integration, create_source, post_batch, stats, wait_for
+from tests.support import create_integration, create_source, stats, wait_for
 
 NUMERIC_FIELDS = ("value", "total", "revenue", "price", "quantity")
 PRODUCT_FIELDS = ("price", "quantity", "product_id", "name", "brand", "category")
@@ -117,6 +117,8 @@ def dead_letter_reasons(admin, integration_id) -> dict[str, str]:
         cursor = page["next_cursor"]
 
 
+@pytest.mark.timed
+@pytest.mark.process
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(hostile=st.lists(hostile_event(), min_size=1, max_size=3))
 def test_hostile_events_cannot_stop_or_stall_delivery(pipeline, hostile):

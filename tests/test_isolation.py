@@ -8,6 +8,8 @@ import signal
 import time
 from collections import Counter
 
+import pytest
+
 from delivery.pinterest.sandbox import Fault
 from tests.support import create_integration, create_source, post_batch, stats, wait_for
 
@@ -20,6 +22,7 @@ def arrived(fake, event_id):
     return any(e["event_id"] == event_id for e in fake.sandbox.events(include_test=False))
 
 
+@pytest.mark.timed
 def test_30_hanging_ad_accounts_do_not_delay_a_healthy_integration(edge_factory, fake_pinterest):
     flush = 0.2
     edge = edge_factory(env={"SIGNAL_FLUSH_INTERVAL": str(flush), "SIGNAL_REQUEST_TIMEOUT": "20"})
@@ -53,7 +56,7 @@ def test_sigterm_lets_a_request_in_flight_finish_instead_of_sending_it_twice(edg
     fake_pinterest.sandbox.add_fault(Fault(200, count=1, delay=4))  # Pinterest is slow, then answers
     ids = [f"slow-{i}" for i in range(500)]
     assert post_batch(edge.url, source["pipeline_key"], events(ids)).status_code == 200
-    time.sleep(1)  # the request is at Pinterest now
+    wait_for(lambda: fake_pinterest.sandbox.state.arrivals, what="the request at Pinterest")
     stopping = time.monotonic()
     assert edge.stop(signal.SIGTERM) == 0
     assert 2 < time.monotonic() - stopping < 12  # it waited for Pinterest's answer, within the request's timeout

@@ -84,6 +84,7 @@ def live_edge(tmp_path_factory):
         yield running
 
 
+@pytest.mark.process
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(events, min_size=1, max_size=5))
 def test_the_edge_answers_any_batch_without_a_server_error(live_edge, batch):

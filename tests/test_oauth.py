@@ -5,11 +5,10 @@ refused, and resumes when connected again. No secret is ever shown, logged or st
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 
 import httpx
+import pytest
 
 from tests.support import ADMIN_TOKEN, create_integration, create_source, post_batch, stats, wait_for
 
@@ -124,6 +123,7 @@ def test_a_refused_refresh_token_pauses_until_connected_again(edge, fake_pintere
         wait_for(lambda: set(held) <= delivered_ids(fake_pinterest), what="the held events after reconnecting")
 
 
+@pytest.mark.process
 def test_two_nodes_refresh_an_integration_one_at_a_time(tmp_path, pg_url, fake_pinterest):
     from tests.support import SignalEdge
 

@@ -543,6 +543,7 @@ def test_priority_waiters_for_an_account_go_first():
     assert run(main()) == ["checkout-1", "checkout-2", "page-1", "page-2"]
 
 
+@pytest.mark.timed
 def test_a_changed_limit_applies_to_a_waiting_acquire(backend):
     async def main():
         async with backend() as (_, _, q):

@@ -10,6 +10,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from tests.support import ADMIN_TOKEN, ROOT, wait_for
 
@@ -35,6 +36,8 @@ def works(client: httpx.Client, **kwargs) -> bool:
     return client.get("/v1/admin/sources", **kwargs).status_code == 200
 
 
+@pytest.mark.timed
+@pytest.mark.process
 def test_rotation_revokes_the_old_token_and_every_session_within_a_second(edge):
     browser = login(edge.admin_url)
     assert works(browser)
@@ -59,6 +62,7 @@ def test_a_logout_ends_the_session_even_where_its_cookie_was_copied(edge):
     assert works(login(edge.admin_url))  # logging in again gives a new session
 
 
+@pytest.mark.process
 def test_the_environment_token_only_seeds_the_first_one(edge_factory, tmp_path):
     first = edge_factory()
     rotated = rotate(first.db)

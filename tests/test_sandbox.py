@@ -143,6 +143,7 @@ def test_fast_and_reference_validators_agree(body):
     assert (validation_errors(JSONSCHEMA, body, FAST) == []) == (reference and validation_errors(JSONSCHEMA, body) == [])
 
 
+@pytest.mark.process
 def test_the_sandbox_is_for_the_demo_and_the_tests_only():
     """`serve` never loads the fake Pinterest: only `signal-edge demo` and the tests do."""
     import subprocess

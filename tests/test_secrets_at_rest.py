@@ -98,6 +98,7 @@ def test_a_key_kept_in_the_database_by_an_older_version_moves_to_its_file(shop_d
     assert "moved out of the database" in edge.output()
 
 
+@pytest.mark.process
 def test_a_wrong_or_missing_key_is_refused_in_one_line(shop_db, tmp_path):
     db, key_file = shop_db
 
@@ -115,6 +116,7 @@ def test_a_wrong_or_missing_key_is_refused_in_one_line(shop_db, tmp_path):
     assert code == 1 and said.count("\n") == 0 and "does not exist" in said and "copy that file" in said
 
 
+@pytest.mark.process
 def test_rotate_secret_key_re_encrypts_and_survives_an_interruption(shop_db, edge_factory, tmp_path):
     db, key_file = shop_db
     old = key_file.read_text().strip()

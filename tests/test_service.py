@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from collector.settings import _ENV, Settings
 from tests.support import ROOT, free_port, wait_for
@@ -33,6 +34,7 @@ def unit_settings(text: str) -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.process
 def test_the_unit_passes_systemd_analyze_verify(tmp_path):
     unit = tmp_path / "signal-edge.service"
     # verify checks that ExecStart's program exists: point it at this checkout's entry point
@@ -77,6 +79,7 @@ def serve(tmp_path: Path, stdout, **env) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.process
 def test_a_generated_admin_token_goes_to_a_private_file_when_stdout_is_no_terminal(tmp_path):
     out = tmp_path / "journal.txt"
     with open(out, "wb") as journal:
@@ -96,6 +99,7 @@ def test_a_generated_admin_token_goes_to_a_private_file_when_stdout_is_no_termin
     assert str(token_file) in out.read_text() and token not in out.read_text()
 
 
+@pytest.mark.process
 def test_a_generated_admin_token_is_shown_once_at_a_terminal(tmp_path):
     master, slave = pty.openpty()
     proc = serve(tmp_path, slave)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tomllib
 import zipfile
-from pathlib import Path
 
 import httpx
 import pytest
@@ -31,6 +30,7 @@ def run(*args, **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_the_wheel_installs_and_serves_without_the_checkout(tmp_path):
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -193,6 +193,8 @@ class Sandbox(OAuthEndpoints, ControlEndpoints):
                 self.state.requests.append(RequestLog(now, ad_account_id, status, n, test, time.time(), list(ids)))
             return status, payload, list(extra)
 
+        with self.lock:
+            self.state.arrivals += 1
         fault = self._next_fault(ad_account_id)
         if fault and fault.delay:
             await asyncio.sleep(fault.delay)

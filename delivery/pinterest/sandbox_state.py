@@ -84,6 +84,7 @@ class SandboxState:
     partial_status: int = 422  # 200 or 422 when some events failed
     rate_limit_per_second: int | None = None
     received: list[Recorded] = field(default_factory=list)
-    requests: list[RequestLog] = field(default_factory=list)
+    requests: list[RequestLog] = field(default_factory=list)  # each when it is answered
+    arrivals: int = 0  # requests to the events endpoint, counted as they arrive (one that hangs too)
     tag_event_ids: dict[str, set[str]] = field(default_factory=dict)  # ad account -> ids a Pinterest Tag sent
     eqs_reads: int = 0  # GET conversion_eqs answered (any status)
