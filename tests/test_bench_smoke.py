@@ -15,7 +15,6 @@ sys.path.append(str(Path(__file__).resolve().parent.parent / "bench"))
 
 import hostile  # noqa: E402
 import retention  # noqa: E402
-
 from tests.corpus import normal_event  # noqa: E402
 
 
