@@ -67,7 +67,7 @@ from delivery.pinterest.mapping import DELIVERED_TYPES, Options, is_priority
 from delivery.pinterest.tag_events import tag_mapping
 from delivery.queue import QueueItem
 from delivery.ratelimit import TokenBucket
-from delivery.slices import WORK_SLICE
+from delivery.slices import WORK_SLICE, demand
 from delivery.store import DebugRecord, StorageError, StoredIdentity
 
 log = logging.getLogger("signal_edge.edge")
@@ -347,6 +347,7 @@ class Edge:
             message = await receive()
 
     async def ingest(self, scope, receive, implied: str | None) -> Answer:
+        demand.at = time.perf_counter()  # delivery's long work takes shorter slices meanwhile
         headers = read_headers(scope["headers"])
         origin = headers.get("origin")
         # Refusals too: a page's console can then show why (a 401's reason, not a CORS error).
