@@ -15,6 +15,7 @@ runs, each ratio taken within a run.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -38,7 +39,8 @@ class Served:
 
     def __init__(self, server: str, app: str, tmp: Path) -> None:
         self.port = free_port()
-        env = {"PATH": "/usr/bin:/bin", "SIGNAL_DB": str(tmp / f"{server}-{time.monotonic_ns()}.db")}
+        env = {"PATH": "/usr/bin:/bin", "SIGNAL_DB": str(tmp / f"{server}-{time.monotonic_ns()}.db"),
+               **{k: v for k, v in os.environ.items() if k.startswith("GRANIAN_")}}  # Granian's own settings
         if server == "uvicorn":
             argv = ["-m", "uvicorn", "--app-dir", str(BENCH), app, "--port", str(self.port), "--loop", "uvloop",
                     "--http", "httptools", "--no-access-log", "--log-level", "warning", "--no-server-header",
