@@ -37,9 +37,10 @@ node-deps: system-deps
 	test -f node_modules/axe-core/axe.min.js || npm ci --no-audit --no-fund --loglevel=error
 
 # The whole suite, e2e included: every test but the timed ones over TEST_WORKERS processes (most
-# tests wait on servers, browsers and the clock, so more workers than cores pays), then the timed
+# tests wait on servers, browsers and the clock, so more workers than cores pays; four left too
+# little headroom for the browser tests), then the timed
 # ones alone: their bounds on elapsed time or on the event loop's lag would measure a busy host.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 test: $(STAMP) system-deps node-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not timed"
 	$(PY) -m pytest -q -m timed

@@ -37,6 +37,9 @@ def login(page, admin_url: str, then: str = "/") -> None:
     page.get_by_label("Admin token").fill(ADMIN_TOKEN)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    # The page's buttons work once its module scripts have run (before "load"): on a busy host a
+    # click that came sooner was lost.
+    page.wait_for_load_state("load")
 
 
 def assert_every_control_is_labelled(page) -> None:
