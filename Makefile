@@ -37,9 +37,9 @@ node-deps: system-deps
 	test -f node_modules/axe-core/axe.min.js || npm ci --no-audit --no-fund --loglevel=error
 
 # The whole suite, e2e included: every test but the timed ones over TEST_WORKERS processes (most
-# tests wait on servers, browsers and the clock, so more workers than cores pays; four left too
-# little headroom for the browser tests), then the timed
-# ones alone: their bounds on elapsed time or on the event loop's lag would measure a busy host.
+# tests wait on servers, browsers and the clock, so more workers than cores pays; four left the
+# browser tests too little headroom), then the timed ones alone: their bounds on elapsed time or
+# on the event loop's lag would measure a busy host.
 TEST_WORKERS ?= 3
 test: $(STAMP) system-deps node-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not timed"
