@@ -24,9 +24,9 @@ KEY = "dk_bench"
 _edge = None
 
 
-async def _open():
-    settings = load_settings({"db": os.environ["SIGNAL_DB"]},
-                             environ={"SIGNAL_ADMIN_TOKEN": "sea_bench_admin_token_0123456789abcdef"})
+async def open_edge(db: str):
+    """(services, the edge app) on the SQLite file `db`, with the benchmark's source and integration."""
+    settings = load_settings({"db": db}, environ={"SIGNAL_ADMIN_TOKEN": "sea_bench_admin_token_0123456789abcdef"})
     services = await open_services(settings)
     source = Source(id="src_bench", name="bench", pipeline_key=KEY, created_at=0, updated_at=0,
                     domain="shop.example", rate_limit_per_second=1e9, rate_limit_burst=10**9,
@@ -46,7 +46,7 @@ async def app(scope, receive, send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            _edge = await _open()
+            _edge = await open_edge(os.environ["SIGNAL_DB"])
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await _edge[0].close()

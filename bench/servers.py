@@ -95,9 +95,11 @@ def measure(seconds: int = 5, runs: int = 3, connections: int = 32) -> dict:
     med = lambda name, key: median([r[key] for r in results[name]])  # noqa: E731
     rows = [[name, f"{med(name, 'rps'):,.0f}", f"{med(name, 'p50') * 1000:.2f}", f"{med(name, 'p99') * 1000:.2f}",
              f"{med(name, 'cpu_us'):.0f}", sum(r["non2xx"] for r in results[name])] for name, _, _ in CASES]
+    (raw_uvicorn, _, _), (raw_granian, _, _), (edge_uvicorn, _, _), (edge_granian, _, _) = CASES
     return {"connections": connections, "seconds": seconds, "runs": runs, "rows": rows,
-            "raw": ratio(CASES[1][0], CASES[0][0]), "edge": ratio(CASES[3][0], CASES[2][0]),
-            "edge_share_uvicorn": ratio(CASES[2][0], CASES[0][0]), "edge_share_granian": ratio(CASES[3][0], CASES[1][0])}
+            "raw": ratio(raw_granian, raw_uvicorn), "edge": ratio(edge_granian, edge_uvicorn),
+            "edge_share_uvicorn": ratio(edge_uvicorn, raw_uvicorn),
+            "edge_share_granian": ratio(edge_granian, raw_granian)}
 
 
 def report(r: dict) -> None:

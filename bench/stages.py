@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from common import LOAD_CORE, SERVER_CORE, table
+from edge_app import open_edge
 from ingest import Bare, Edge as EdgeServer, tag_request
 from loadgen import drive
 
@@ -65,27 +66,9 @@ def per_call(fn, n: int) -> float:
     return best
 
 
-async def _services(db: Path):
-    from collector.edge.app import create_edge_app
-    from collector.services import open_services
-    from collector.settings import load_settings
-    from delivery.config import Integration, PinterestConfig, Source
-
-    settings = load_settings({"db": str(db)}, environ={"SIGNAL_ADMIN_TOKEN": "sea_bench_admin_token_0123456789abcdef"})
-    services = await open_services(settings)
-    source = Source(id="src_bench", name="bench", pipeline_key="dk_bench", created_at=0, updated_at=0,
-                    domain="shop.example", rate_limit_per_second=1e9, rate_limit_burst=10**9,
-                    client_rate_limit_per_second=1e9, client_rate_limit_burst=10**9)
-    await services.store.put_source(source, None)
-    await services.store.put_integration(Integration(
-        id="int_bench", source_id=source.id, name="P", created_at=0, updated_at=0,
-        config=PinterestConfig("549764982399", "pina_bench", "ct_bench")), None)
-    return services, create_edge_app(services)
-
-
 async def in_process(db: Path, n: int) -> tuple[list[list], float, float]:
     """(stage rows, the sum of the stages, the whole request's CPU in process), in seconds."""
-    services, app = await _services(db)
+    services, app = await open_edge(str(db))
     edge = app.edge
     try:
         cookie = f"{ei.DFID}=0b6f1c2e-5d4a-4b3c-9e8f-7a6b5c4d3e2f.{int(time.time() // ei.DAY)}; {ei.PIN_UNAUTH}=pin-1"
