@@ -24,7 +24,6 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
                           timeout=120, env={"PATH": "/usr/bin:/bin", **env})
 
 
-@pytest.mark.process
 def test_backup_of_a_busy_database_is_consistent_private_and_restores(edge_factory, tmp_path):
     edge = edge_factory()
     with edge.admin() as admin:

@@ -45,7 +45,6 @@ def start_refused(*args, env=None) -> tuple[int, str]:
 # --- refusals ----------------------------------------------------------------------------------
 
 
-@pytest.mark.process
 def test_sqlite_serves_one_process_only(edge, tmp_path):
     code, said = start_refused("serve", "--db", str(edge.db), "--port", "0", "--admin-port", "0")
     assert code == 1 and f"(pid {edge.proc.pid}) already serves" in said and "SIGNAL_DATABASE_URL" in said
@@ -83,7 +82,6 @@ def test_a_database_that_cannot_be_used_is_one_line_at_start(postgres, pg_url):
 
 
 @pytest.mark.timed
-@pytest.mark.process
 def test_changes_on_one_node_take_effect_on_the_other_within_a_second(nodes, fake_pinterest):
     a, b = nodes(2)
     admin_a, admin_b = a.admin(), b.admin()
@@ -205,7 +203,6 @@ def test_identity_is_shared_and_the_live_debugger_shows_every_node(nodes, fake_p
 # --- a node's death, the cluster's rate limit, a database outage ---------------------------------
 
 
-@pytest.mark.process
 def test_a_node_killed_mid_delivery_loses_nothing_and_the_rate_limit_holds(nodes, pg_url, fake_pinterest):
     rate, burst = 30, 10
     cluster = nodes(3, SIGNAL_BATCH_SIZE="50")
@@ -325,7 +322,6 @@ def test_workers_share_the_ports(tmp_path, pg_url, fake_pinterest):
         assert server.stop() == 0
 
 
-@pytest.mark.process
 def test_copy_moves_a_sqlite_deployment_to_postgres_losing_nothing(edge_factory, tmp_path, pg_url, fake_pinterest):
     edge = edge_factory(env={"SIGNAL_FLUSH_INTERVAL": "0.1"})
     admin = edge.admin()

@@ -151,7 +151,6 @@ def takeable(pg_url: str, ids: list[int], node: str) -> bool:
 
 
 @pytest.mark.timed
-@pytest.mark.process
 @pytest.mark.slow
 def test_a_frozen_node_holds_nothing_the_others_wait_for(nodes, pg_url, fake_pinterest):
     """One node is SIGSTOPped at random moments of its work (taking from the rate bucket,
@@ -278,7 +277,6 @@ def per_second(fake, since: float) -> list[int]:
     return [counts.get(s, 0) for s in range(max(counts, default=-1) + 1)]
 
 
-@pytest.mark.process
 @pytest.mark.slow
 def test_after_429s_and_a_restart_of_every_node_the_rate_recovers(nodes, pg_url, fake_pinterest):
     """A burst of 429s halves the ad account's shared rate (issue 26: a 429 slows the whole
@@ -318,7 +316,6 @@ def test_after_429s_and_a_restart_of_every_node_the_rate_recovers(nodes, pg_url,
     assert max(seconds[:int(raised - restarted)]) <= rate + burst + 1, seconds  # the limit held till then
 
 
-@pytest.mark.process
 @pytest.mark.slow
 def test_two_nodes_and_two_integrations_on_one_ad_account_keep_to_its_budget(nodes, fake_pinterest):
     """Issue 26, through real processes: two integrations on one ad account deliver one backlog

@@ -37,7 +37,6 @@ def works(client: httpx.Client, **kwargs) -> bool:
 
 
 @pytest.mark.timed
-@pytest.mark.process
 def test_rotation_revokes_the_old_token_and_every_session_within_a_second(edge):
     browser = login(edge.admin_url)
     assert works(browser)
@@ -62,7 +61,6 @@ def test_a_logout_ends_the_session_even_where_its_cookie_was_copied(edge):
     assert works(login(edge.admin_url))  # logging in again gives a new session
 
 
-@pytest.mark.process
 def test_the_environment_token_only_seeds_the_first_one(edge_factory, tmp_path):
     first = edge_factory()
     rotated = rotate(first.db)

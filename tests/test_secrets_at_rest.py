@@ -116,7 +116,6 @@ def test_a_wrong_or_missing_key_is_refused_in_one_line(shop_db, tmp_path):
     assert code == 1 and said.count("\n") == 0 and "does not exist" in said and "copy that file" in said
 
 
-@pytest.mark.process
 def test_rotate_secret_key_re_encrypts_and_survives_an_interruption(shop_db, edge_factory, tmp_path):
     db, key_file = shop_db
     old = key_file.read_text().strip()

@@ -106,7 +106,6 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)])
 
 
-@pytest.mark.process
 def test_a_small_disk_fills_answers_503_and_drains_by_itself(small_disk, edge_factory, fake_pinterest):
     """Pinterest is away while events keep coming: the queue grows until the disk is down to
     the reserve kept for delivery (8 MB here), and from then on ingestion answers 503. Delivery
