@@ -108,6 +108,24 @@ async def settle_apart(apply: Apply, settlement: Settlement, unit: Callable[[int
     return gone
 
 
+async def erase_in_batches(queued: Callable[[int], Awaitable[tuple[int, int, int | None]]],
+                           dead: Callable[[int], Awaitable[tuple[int, int | None]]]) -> tuple[int, int]:
+    """An erasure's two passes, a batch at a time from the first row: the queued events
+    (`queued(after)` -> (erased, of which left the queue, the row to go on after or None)), then
+    the dead letters (`dead(after)` -> (erased, the row to go on after or None)). Returns
+    (events erased, events that left the queue)."""
+    erased = left = 0
+    after: int | None = 0
+    while after is not None:
+        gone, out, after = await queued(after)
+        erased, left = erased + gone, left + out
+    after = 0
+    while after is not None:
+        gone, after = await dead(after)
+        erased += gone
+    return erased, left
+
+
 def storable(text: str | None) -> str | None:
     """`text` as any database stores it: no NUL, no lone surrogate."""
     if text is None:

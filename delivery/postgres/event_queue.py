@@ -63,6 +63,7 @@ from delivery.queue import (
     Settlement,
     TopicStats,
     Waiting,
+    erase_in_batches,
     settle_apart,
     storable,
 )
@@ -370,16 +371,10 @@ class PgEventQueue:
     async def erase(self, topic: str, matches, batch: int = 1000) -> int:
         """Delete the events of `topic`, queued or dead-lettered, for which `matches(event bytes)`
         is true, `batch` rows a statement (queue_rows.erase_*). Erased events count as filtered."""
-        erased = 0
-        after: int | None = 0
-        while after is not None:
-            gone, left, after = await self.db.run(erase_queued, topic, self.node, matches, after, batch)
-            erased += gone
-            self._depth -= left
-        after = 0
-        while after is not None:
-            gone, after = await self.db.run(erase_dead, topic, self.node, matches, after, batch)
-            erased += gone
+        erased, left = await erase_in_batches(
+            lambda after: self.db.run(erase_queued, topic, self.node, matches, after, batch),
+            lambda after: self.db.run(erase_dead, topic, self.node, matches, after, batch))
+        self._depth -= left
         return erased
 
     async def prune_dead_letters(self, before: float, limit: int = 1000) -> int:

@@ -34,6 +34,7 @@ from delivery.queue import (
     Settlement,
     TopicStats,
     Waiting,
+    erase_in_batches,
     settle_apart,
 )
 from delivery.ratelimit import Accounts, Budget, MemoryPacer
@@ -167,15 +168,10 @@ class SqliteEventQueue:
         several events is rewritten without them. A row leased by a request in flight keeps its
         size (the lease's item ids count on it): the events become ERASED, which delivery filters.
         Erased events are counted as filtered. Returns how many were erased."""
-        erased, after = 0, 0
-        while after is not None:
-            gone, left, after = await self.db.run(_erase_queued, topic, matches, after, batch)
-            erased += gone
-            self._depth -= left
-        after = 0
-        while after is not None:
-            gone, after = await self.db.run(_erase_dead, topic, matches, after, batch * 20)
-            erased += gone
+        erased, left = await erase_in_batches(
+            lambda after: self.db.run(_erase_queued, topic, matches, after, batch),
+            lambda after: self.db.run(_erase_dead, topic, matches, after, batch * 20))
+        self._depth -= left
         return erased
 
     async def prune_dead_letters(self, before: float, limit: int = 1000) -> int:
