@@ -106,7 +106,8 @@ class DeliveryService:
 
     async def _supervise(self) -> None:
         """Restart any worker that ended while its integration is enabled; refresh the access
-        tokens of integrations that send nothing meanwhile (a refresh token lives 60 days)."""
+        tokens of integrations that send nothing meanwhile (a refresh token lives 60 days); down
+        to the disk's reserve, give the debugger's room back to events."""
         turns = 0
         while not self.stopping:
             await anyio.sleep(SUPERVISE_EVERY)
@@ -116,6 +117,8 @@ class DeliveryService:
                 if worker is not None and worker.finished and integration.enabled and not self.stopping:
                     log.warning("the delivery worker of integration %s had stopped; restarting it", integration.id)
                 self._ensure_worker(integration.id)
+            if self.queue.disk_low():
+                self.spawn(self.store.shrink_debug())
             if turns % IDLE_REFRESH_EVERY == 0:
                 self.spawn(self.credentials.refresh_idle(self.store.integrations()))
 

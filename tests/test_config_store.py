@@ -212,6 +212,29 @@ def test_the_debugger_log_filters_pages_and_prunes(backend, monkeypatch):
     run(main())
 
 
+def test_down_to_the_disk_reserve_the_debugger_log_keeps_only_its_newest(backend, monkeypatch):
+    """shrink_debug (the disk is low) cuts the log to DEBUG_LOG_KEEP_LOW records, a few a statement
+    (secure_delete writes what goes to the WAL); again only once records were added since."""
+    import delivery.sql.logs
+
+    monkeypatch.setattr(delivery.sql.logs, "DEBUG_LOG_KEEP_LOW", 3)
+    monkeypatch.setattr(delivery.sql.logs, "DEBUG_TRIM_BATCH", 2)
+
+    async def ids(store):
+        return [r.event_id for r in await store.debug_records(None, None, None, None, 100)]
+
+    async def main():
+        async with backend() as (_, store, _):
+            await store.open(SecretBox(KEY))
+            await store.add_debug([DebugRecord(float(i), "src_a", f"e{i}", "Signed Up", "retrying") for i in range(10)])
+            await store.shrink_debug()
+            assert await ids(store) == ["e9", "e8", "e7"]
+            await store.add_debug([DebugRecord(10.0, "src_a", "e10", "Signed Up", "retrying")])
+            await store.shrink_debug()
+            assert await ids(store) == ["e10", "e9", "e8"]
+    run(main())
+
+
 def test_a_debugger_record_whose_event_id_holds_nul_is_kept(backend):
     """An event queued before the edge refused NUL in ids must not cost its batch's records
     (PostgreSQL refuses NUL in text columns; the whole insert failed)."""

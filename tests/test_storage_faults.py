@@ -18,9 +18,11 @@ import httpx
 import msgspec
 import pytest
 
+from collector.services import close_database, open_backend
+from collector.settings import load_settings
 from delivery.pinterest.sandbox import Fault
 from delivery.sqlite.migrations import MIGRATIONS
-from delivery.store import StorageError
+from delivery.store import DebugRecord, StorageError
 from tests.support import ROOT, InProcessEdge, create_integration, create_source, post_batch, stats, wait_for
 
 
@@ -149,6 +151,42 @@ def test_a_small_disk_fills_answers_503_and_drains_by_itself(small_disk, edge_fa
         assert stats(admin, integration["id"])["dead_lettered"] == 0
     assert "SQLITE_FULL" not in edge.output(), "delivery met a full disk"
     edge.stop()
+
+
+def test_the_debugger_log_gives_its_room_back_to_events(small_disk, edge_factory, fake_pinterest):
+    """A long outage writes a debugger record per event and attempt, each carrying its event, and
+    delivering the queue frees none of their room: records alone can hold the disk below the
+    reserve, and ingestion would wait for ever (what CI once met). Down to the reserve the
+    debugger keeps only its newest records, and ingestion goes on."""
+    db = small_disk / "signal-edge.db"
+    note = msgspec.json.encode({"note": "x" * 30_000})
+    old = [DebugRecord(at=time.time(), source_id="src_gone", event_id=f"old-{n}", event="Signed Up",
+                       status="retrying", integration_id="int_gone", incoming=msgspec.Raw(note)) for n in range(560)]
+
+    async def write_records():  # about 17 MB of them: the disk is left below the reserve of 8 MB
+        settings = load_settings({"db": str(db)}, environ={})
+        database, store, queue = await open_backend(settings, "node-a", serving=False)
+        for part in range(0, len(old), 40):
+            await store.add_debug(old[part:part + 40])
+        await queue.close()
+        await close_database(database)
+    asyncio.run(write_records())
+
+    # (the edge is up once /healthz answers 200: the disk back above the reserve)
+    edge = edge_factory(db=db, env={"SIGNAL_FLUSH_INTERVAL": "0.1", "SIGNAL_DISK_RESERVE_MB": "8"})
+    assert "below the reserve" in edge.output() and "again: ingestion resumes" in edge.output()
+    with edge.admin() as admin:
+        source = create_source(admin)
+        create_integration(admin, source["id"], config={"test_mode": False})
+    wait_for(lambda: send(edge, source["pipeline_key"], ["after-outage"]).status_code == 200, timeout=30,
+             interval=0.5, what="ingestion to go on")
+    wait_for(lambda: delivered(fake_pinterest, ["after-outage"]), what="the event taken")
+    with edge.admin() as admin:
+        kept = admin.get("/debugger/events", params={"integration_id": "int_gone", "limit": 100}).json()["data"]
+    assert kept[0]["event_id"] == "old-559", "the newest records are kept"
+    edge.stop()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM debug_log WHERE topic = 'int_gone'").fetchone() == (200,)
 
 
 def test_a_lock_held_for_30_seconds(edge_factory, fake_pinterest):

@@ -16,6 +16,11 @@ from delivery.sql.statements import Driver, Op, Row, execute, executemany, fetch
 from delivery.store import AuditEntry, DebugRecord, Refusal, SourceActivity
 
 DEBUG_LOG_KEEP = 20_000
+DEBUG_LOG_KEEP_LOW = 200  # while the disk is down to the reserve kept for delivery
+# Records a statement deletes when the log is cut to its size: a record carries its event (up to
+# 32 KB) and SQLite's secure_delete writes every deleted byte to the WAL, so that one statement
+# needs a few MB of disk at most, and the WAL is checkpointed in between.
+DEBUG_TRIM_BATCH = 50
 REFUSAL_EXAMPLES_KEPT = 10  # per source
 ERASE_DEBUG_BATCH = 2000  # records an erasure scans per statement: others get the database in between
 
@@ -25,6 +30,8 @@ _debug_decoder = msgspec.json.Decoder(DebugRecord)
 # Retention, the oldest records first. Tables whose rows come in time order are read in id order,
 # `limit` rows a statement whatever their size (a look for expired rows never scans the table).
 # Arguments: the time before which records go, then the limit.
+_TRIM_DEBUG = ("DELETE FROM debug_log WHERE id IN (SELECT id FROM debug_log "
+               "WHERE id <= (SELECT max(id) FROM debug_log) - ? ORDER BY id LIMIT ?)")
 _PRUNE = {
     "debug": "DELETE FROM debug_log WHERE at < ? AND id IN (SELECT id FROM debug_log ORDER BY id LIMIT ?)",
     "audit": "DELETE FROM audit_log WHERE at < ? AND id IN (SELECT id FROM audit_log ORDER BY id LIMIT ?)",
@@ -39,6 +46,7 @@ class Logs:
     sql: Driver
     suppressions: Suppressions  # IdentityMemory's
     _debug_writes = 0  # records added since the debugger's log was last pruned
+    _debug_shrunk = False  # down to DEBUG_LOG_KEEP_LOW, and nothing added since
 
     async def audit(self, action: str, object_type: str, object_id: str, old: dict | None, new: dict | None) -> None:
         await self.sql.transaction(insert_audit, (action, object_type, object_id, _json(old), _json(new)))
@@ -52,6 +60,7 @@ class Logs:
         """Keep `records`; the oldest beyond DEBUG_LOG_KEEP are pruned now and then."""
         if not records:
             return
+        self._debug_shrunk = False
         self._debug_writes += len(records)
         prune = self._debug_writes >= DEBUG_LOG_KEEP // 4
         if prune:
@@ -60,7 +69,24 @@ class Logs:
         # (PostgreSQL refuses NUL in text columns).
         rows = [(r.at, r.source_id, r.integration_id, r.event_id.replace("\x00", "\ufffd"), r.status, encode(r))
                 for r in records]
-        await self.sql.transaction(_write_debug, rows, DEBUG_LOG_KEEP if prune else None)
+        await self.sql.executemany("INSERT INTO debug_log (at, source_id, topic, event_id, status, record) "
+                                   "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        if prune:
+            await self._trim_debug(DEBUG_LOG_KEEP)
+
+    async def shrink_debug(self) -> None:
+        """The disk is down to the reserve kept for delivery: keep only the newest
+        DEBUG_LOG_KEEP_LOW records. An outage writes a record per event and attempt, each with its
+        event, and delivering the queue frees none of their room; left there they could hold
+        ingestion off for good."""
+        if not self._debug_shrunk:
+            self._debug_shrunk = True
+            await self._trim_debug(DEBUG_LOG_KEEP_LOW)
+
+    async def _trim_debug(self, keep: int) -> None:
+        """Delete all but the newest `keep` records, DEBUG_TRIM_BATCH a statement."""
+        while await self.sql.execute(_TRIM_DEBUG, keep, DEBUG_TRIM_BATCH) == DEBUG_TRIM_BATCH:
+            pass
 
     async def debug_records(self, source_id: str | None, integration_id: str | None, status: str | None,
                             before_id: int | None, limit: int) -> list[DebugRecord]:
@@ -105,14 +131,6 @@ def insert_audit(row: AuditRow | None) -> Op[None]:
     if row is not None:
         yield execute("INSERT INTO audit_log (at, action, object_type, object_id, old, new) VALUES (?, ?, ?, ?, ?, ?)",
                       time.time(), *row)
-
-
-def _write_debug(rows: list[tuple], keep: int | None) -> Op[None]:
-    """Insert `rows`; when `keep` is set, delete all but the newest `keep` records."""
-    yield executemany("INSERT INTO debug_log (at, source_id, topic, event_id, status, record) "
-                      "VALUES (?, ?, ?, ?, ?, ?)", rows)
-    if keep:
-        yield execute("DELETE FROM debug_log WHERE id <= (SELECT max(id) FROM debug_log) - ?", keep)
 
 
 def _erase_debug(match: Callable[[bytes], bool], after: int, limit: int) -> Op[tuple[int, int]]:
