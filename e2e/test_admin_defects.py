@@ -4,6 +4,7 @@ Chromium against a live signal-edge."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 from playwright.sync_api import expect
@@ -202,3 +203,23 @@ def test_a_deleted_integrations_dead_letters_name_it(page, edge):
     expect(page.get_by_role("heading", level=1)).to_contain_text("Old pixel")
     expect(page.locator("main")).to_contain_text("Named shop")
     expect(page.locator("#dead-letters")).to_contain_text("left")
+
+
+def test_a_click_before_the_pages_script_has_run_is_not_lost(page, edge):
+    """On a slow link the page's script comes a second after the page: a click on Pause
+    meanwhile waits for it (the page is inert until then) instead of landing on a button that
+    nothing listens to yet."""
+    with edge.admin() as api:
+        source = create_source(api)
+        integration = create_integration(api, source["id"])
+    login(page, edge.admin_url)
+
+    def late(route):
+        time.sleep(1)  # the browser goes on meanwhile: only this script is held
+        route.continue_()
+    page.route("**/static/admin/integration-page.js", late)
+    page.goto(f"{edge.admin_url}/integrations/{integration['id']}", wait_until="commit")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    with edge.admin() as api:
+        assert api.get(f"/integrations/{integration['id']}").json()["paused"] is True

@@ -50,7 +50,7 @@ def test_every_page_renders_escaped_with_the_hooks_its_scripts_use(tmp_path):
                     assert page.status_code == 200, (path, page.text[-500:])
                     assert HOSTILE not in page.text and "<img" not in page.text, path
                     present = set(re.findall(r'data-hook="([^"]+)"', page.text))
-                    for script in re.findall(r'src="/static/admin/([^"]+\.js)"', page.text):
+                    for script in re.findall(r'(?:src="/static/admin/|data-script=")([^"]+\.js)"', page.text):
                         missing = hooks_needed(script) - present
                         assert not missing, f"{path}: {script} needs data-hook {sorted(missing)}"
                         checked.add(script)
