@@ -22,6 +22,9 @@ from delivery.store import StorageError
 log = logging.getLogger("signal_edge.retention")
 RUN_EVERY = 600.0  # seconds between passes
 BATCH = 1000  # rows per statement
+# ...for rows that carry an event (debugger records, dead letters: up to 32 KB each): SQLite's
+# secure_delete writes every deleted byte to the WAL, so one statement needs a few MB of it at most.
+EVENT_ROWS_BATCH = 100
 PAUSE = 0.05  # seconds between the statements of one pass: others get the database in between
 DAY = 86400.0
 
@@ -44,10 +47,12 @@ async def prune_all(store, queue, policy: Retention, batch: int = BATCH) -> dict
     """One pass over every kind; returns how many records of each went."""
     now = time.time()
     gone = {"identities": await prune_expired(store, batch)}
-    for kind, before in (("debug", now - policy.debug), ("audit", now - policy.audit),
-                         ("alerts", now - policy.audit), ("volume", now - policy.volume), ("suppressions", now)):
-        gone[kind] = await _drain(functools.partial(store.prune, kind, before, batch), batch)
-    gone["dead_letters"] = await _drain(lambda: queue.prune_dead_letters(now - policy.dead_letters, batch), batch)
+    small = min(batch, EVENT_ROWS_BATCH)
+    for kind, before, size in (("debug", now - policy.debug, small), ("audit", now - policy.audit, batch),
+                               ("alerts", now - policy.audit, batch), ("volume", now - policy.volume, batch),
+                               ("suppressions", now, batch)):
+        gone[kind] = await _drain(functools.partial(store.prune, kind, before, size), size)
+    gone["dead_letters"] = await _drain(lambda: queue.prune_dead_letters(now - policy.dead_letters, small), small)
     return gone
 
 

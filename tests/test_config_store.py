@@ -366,6 +366,42 @@ def test_the_retention_pass_covers_every_kind(backend):
     run(main())
 
 
+def test_retention_deletes_rows_that_carry_events_a_hundred_a_statement(backend):
+    """Debugger records and dead letters hold an event each (up to 32 KB), and SQLite's
+    secure_delete writes what a statement deletes to the WAL: they go 100 a statement, the
+    others 1000, and every expired one goes."""
+    from delivery.queue import QueueItem, Settlement
+    from delivery.retention import Retention, prune_all
+
+    async def main():
+        forty_days_ago = [time.time() - 40 * 86400]
+        async with backend(clock=lambda: forty_days_ago[0]) as (_, store, queue):
+            await store.open(SecretBox(KEY))
+            await queue.open()
+            await store.add_debug([DebugRecord(forty_days_ago[0], "src_a", f"e{i}", "x", "failed") for i in range(250)])
+            await queue.append([QueueItem("int_a", b'["m%d"]' % i, 1000.0) for i in range(250)])
+            leased = await queue.lease("int_a", 250, 60)
+            await queue.settle("int_a", Settlement(dead=[(item.id, "bad") for item in leased]))
+            forty_days_ago[0] = time.time()
+            limits: list[tuple[str, int]] = []
+            prune, prune_dead = store.prune, queue.prune_dead_letters
+
+            async def spy(kind, before, limit=1000):
+                limits.append((kind, limit))
+                return await prune(kind, before, limit)
+
+            async def spy_dead(before, limit=1000):
+                limits.append(("dead_letters", limit))
+                return await prune_dead(before, limit)
+            store.prune, queue.prune_dead_letters = spy, spy_dead
+            gone = await prune_all(store, queue, Retention())
+            assert gone["debug"] == 250 and gone["dead_letters"] == 250
+            assert [n for kind, n in limits if kind == "debug"] == [100, 100, 100]
+            assert [n for kind, n in limits if kind == "dead_letters"] == [100, 100, 100]
+            assert {n for kind, n in limits if kind not in ("debug", "dead_letters")} == {1000}
+    run(main())
+
+
 # --- the lock that keeps two token refreshes apart, and reading an integration as stored now ---
 
 def test_exclusive_admits_one_holder_of_a_name_at_a_time(backend):
