@@ -27,11 +27,12 @@ ERASE_DEBUG_BATCH = 2000  # records an erasure scans per statement: others get t
 AuditRow = tuple[str, str, str, bytes | None, bytes | None]  # action, type, id, old, new (JSON, redacted)
 _debug_decoder = msgspec.json.Decoder(DebugRecord)
 
+# The debugger's log cut to its newest records (arguments: how many stay, then the limit).
+_TRIM_DEBUG = ("DELETE FROM debug_log WHERE id IN (SELECT id FROM debug_log "
+               "WHERE id <= (SELECT max(id) FROM debug_log) - ? ORDER BY id LIMIT ?)")
 # Retention, the oldest records first. Tables whose rows come in time order are read in id order,
 # `limit` rows a statement whatever their size (a look for expired rows never scans the table).
 # Arguments: the time before which records go, then the limit.
-_TRIM_DEBUG = ("DELETE FROM debug_log WHERE id IN (SELECT id FROM debug_log "
-               "WHERE id <= (SELECT max(id) FROM debug_log) - ? ORDER BY id LIMIT ?)")
 _PRUNE = {
     "debug": "DELETE FROM debug_log WHERE at < ? AND id IN (SELECT id FROM debug_log ORDER BY id LIMIT ?)",
     "audit": "DELETE FROM audit_log WHERE at < ? AND id IN (SELECT id FROM audit_log ORDER BY id LIMIT ?)",
@@ -79,9 +80,9 @@ class Logs:
         DEBUG_LOG_KEEP_LOW records. An outage writes a record per event and attempt, each with its
         event, and delivering the queue frees none of their room; left there they could hold
         ingestion off for good."""
-        if not self._debug_shrunk:
-            self._debug_shrunk = True
+        if not self._debug_shrunk:  # (set once done: a storage fault has it tried again)
             await self._trim_debug(DEBUG_LOG_KEEP_LOW)
+            self._debug_shrunk = True
 
     async def _trim_debug(self, keep: int) -> None:
         """Delete all but the newest `keep` records, DEBUG_TRIM_BATCH a statement."""
