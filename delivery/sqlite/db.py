@@ -32,7 +32,10 @@ answers 503, while delivery still has room to lease, settle and drain: a disk th
 full stops every write, deletes included (they go through the WAL too). Meanwhile each look
 checkpoints the WAL and truncates it, so that its size stops counting against the room; what
 delivery deletes frees pages, and once the room is back above the reserve by a quarter,
-ingestion resumes by itself.
+ingestion resumes by itself. The WAL, though, grows on the disk itself and never into the
+file's free pages: while the disk's own free bytes are under the reserve, each look truncates
+it too and SQLite checkpoints every 100 pages, so that a drain which frees half the file cannot
+fill the disk with WAL between two checkpoints.
 
 Checkpoints are left to SQLite (every 1000 WAL pages, inside a commit). A checkpoint thread
 with its own connection was tried and made p99 worse: its large once-a-second fsync held up
@@ -69,6 +72,7 @@ T = TypeVar("T")
 _STOP = object()
 MAX_JOBS_PER_COMMIT = 2048
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is truncated back to this after a checkpoint
+TIGHT_CHECKPOINT_PAGES = 100  # SQLite's checkpoint threshold while the disk's own free bytes are short
 MIN_BUSY_MS = 50
 ROOM_EVERY = 1.0  # seconds between looks at the room left on the disk
 ROOM_EVERY_NEAR = 0.05  # the same, once the room is below twice the reserve
@@ -111,6 +115,7 @@ class Database:
         self._busy_ms = BUSY_TIMEOUT_MS
         self._room_at = 0.0
         self._room_every = ROOM_EVERY
+        self._disk_tight = False  # the disk's own free bytes under the reserve (the file's free pages aside)
 
     def start(self) -> None:
         if self.exclusive and not self.memory:  # a database in memory is this process's alone
@@ -240,7 +245,7 @@ class Database:
         self._room_at = time.monotonic()
         if not self.disk_reserve or self.memory:
             return
-        if self.disk_low:  # ingestion waits: the WAL's frames go into the file, its size back to the disk
+        if self.disk_low or self._disk_tight:  # the WAL's frames go into the file, its size back to the disk
             with contextlib.suppress(sqlite3.Error):  # a full disk may refuse it now and allow it later
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         try:
@@ -250,9 +255,17 @@ class Database:
             wal = os.stat(self.path + "-wal").st_size if os.path.exists(self.path + "-wal") else 0
         except (OSError, sqlite3.Error):
             return  # a fault shows in the next transaction
-        room = disk.f_bavail * disk.f_frsize + pages * page_size - wal
+        free = disk.f_bavail * disk.f_frsize
+        room = free + pages * page_size - wal
         low = room < self.disk_reserve * (1.25 if self.disk_low else 1)  # not back and forth at the line
-        near = not low and room < 2 * self.disk_reserve  # ingestion writes: look often
+        # The WAL grows on the disk itself (module docstring): kept small while its free bytes are short.
+        tight = free < self.disk_reserve
+        if tight != self._disk_tight:  # meanwhile SQLite checkpoints small WALs inside every commit too
+            self._disk_tight = tight
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA wal_autocheckpoint={TIGHT_CHECKPOINT_PAGES if tight else 1000}")
+                conn.execute(f"PRAGMA journal_size_limit={0 if tight else WAL_SIZE_LIMIT}")
+        near = not low and (room < 2 * self.disk_reserve or tight)  # look often
         self._room_every = ROOM_EVERY_NEAR if near else ROOM_EVERY
         if low != self.disk_low:
             if low:
