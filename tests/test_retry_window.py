@@ -60,7 +60,8 @@ def test_a_three_day_outage_loses_nothing_and_an_event_at_the_window_s_end_is_no
                     delivery.notify("int_inproc")
                 failed_requests = len(fake.request_log())
                 fake.clear_faults()
-                warp.ahead += 18 * HOUR  # the longest wait of the default backoff
+                policy = RetryPolicy()
+                warp.ahead += policy.delays[-1] * (1 + policy.jitter)  # the longest wait of the backoff, jitter included
                 delivery.notify("int_inproc")
                 await until(lambda: _settled(queue), timeout=20)
                 return failed_requests, await queue.stats("int_inproc"), await queue.dead_letters("int_inproc", 0, 10)
