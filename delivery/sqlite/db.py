@@ -115,7 +115,7 @@ class Database:
         self._busy_ms = BUSY_TIMEOUT_MS
         self._room_at = 0.0
         self._room_every = ROOM_EVERY
-        self._disk_tight = False  # the disk's own free bytes under the reserve (the file's free pages aside)
+        self.disk_tight = False  # the disk's own free bytes under the reserve (the file's free pages aside)
 
     def start(self) -> None:
         if self.exclusive and not self.memory:  # a database in memory is this process's alone
@@ -245,7 +245,7 @@ class Database:
         self._room_at = time.monotonic()
         if not self.disk_reserve or self.memory:
             return
-        if self.disk_low or self._disk_tight:  # the WAL's frames go into the file, its size back to the disk
+        if self.disk_low or self.disk_tight:  # the WAL's frames go into the file, its size back to the disk
             with contextlib.suppress(sqlite3.Error):  # a full disk may refuse it now and allow it later
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         try:
@@ -260,8 +260,8 @@ class Database:
         low = room < self.disk_reserve * (1.25 if self.disk_low else 1)  # not back and forth at the line
         # The WAL grows on the disk itself (module docstring): kept small while its free bytes are short.
         tight = free < self.disk_reserve
-        if tight != self._disk_tight:  # meanwhile SQLite checkpoints small WALs inside every commit too
-            self._disk_tight = tight
+        if tight != self.disk_tight:  # meanwhile SQLite checkpoints small WALs inside every commit too
+            self.disk_tight = tight
             with contextlib.suppress(sqlite3.Error):
                 conn.execute(f"PRAGMA wal_autocheckpoint={TIGHT_CHECKPOINT_PAGES if tight else 1000}")
                 conn.execute(f"PRAGMA journal_size_limit={0 if tight else WAL_SIZE_LIMIT}")

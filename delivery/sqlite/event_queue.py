@@ -43,6 +43,10 @@ from delivery.sqlite.db import Database
 from delivery.sqlite.queue_rows import SEP
 from delivery.store import StorageError
 
+# Events a lease takes while the disk's own free bytes are under the reserve: what one lease and its
+# settlement write to the WAL then stays far below it (1000 events of 1 KB filled an 8 MB reserve).
+TIGHT_LEASE = 100
+
 
 class SqliteEventQueue:
     def __init__(self, db: Database, clock: Callable[[], float] | None = None) -> None:
@@ -82,6 +86,8 @@ class SqliteEventQueue:
 
     async def lease(self, topic: str, limit: int, lease_seconds: float) -> list[Leased]:
         now = self.clock()
+        if self.db.disk_tight:  # each lease and settle writes its rows to the WAL, on the disk itself
+            limit = min(limit, TIGHT_LEASE)
         return await self.db.run(queue_rows.lease, topic, limit, now, now + lease_seconds)
 
     async def extend(self, topic: str, ids: list[int], lease_seconds: float) -> None:
