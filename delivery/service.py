@@ -145,13 +145,21 @@ class DeliveryService:
             if worker:
                 worker.stop()
             if integration is None and integration_id in self.clients:
-                self.spawn(self.clients.pop(integration_id).aclose())
+                self.spawn(self._close_after(self.clients.pop(integration_id), worker))
             return
         if worker is None or worker.finished or worker.stopped:
             worker = self.workers[integration_id] = IntegrationWorker(self, integration, self._handler(integration))
             worker.start()
         elif config_changed:
             worker.config_changed(integration)
+
+    @staticmethod
+    async def _close_after(http: httpx.AsyncClient, worker: IntegrationWorker | None) -> None:
+        """A deleted integration's connections close once its batches in flight have finished:
+        closed under them, a request would fail with "the client has been closed"."""
+        if worker is not None and worker.task is not None:
+            await asyncio.wait([worker.task])
+        await http.aclose()
 
     def _handler(self, integration: Integration) -> PinterestBatches:
         s = self.settings

@@ -130,3 +130,22 @@ def test_deleting_moves_queued_events_to_dead_letters_that_stay_readable_and_rep
     wait_for(lambda: stats(admin, successor["id"])["delivered"] == 30, what="the successor's accounting")
     assert counts["accepted"] == 30
     assert admin.get(f"/integrations/{doomed['id']}/dead-letters").status_code == 404  # nothing left of it
+
+
+def test_deleting_an_integration_lets_its_batch_in_flight_finish(edge_factory, fake_pinterest):
+    """Its connections close after its batches in flight have ended, not under them. CI met a
+    batch whose conversion token was refused and whose second try, with the access token, found
+    its client closed: "Cannot send a request, as the client has been closed", and a traceback."""
+    fake_pinterest.sandbox.add_fault(Fault(401, delay=1.0))  # the first try is refused, a second later
+    edge = edge_factory(env={"SIGNAL_FLUSH_INTERVAL": "0.1"})
+    admin = edge.admin()
+    source = create_source(admin)
+    doomed = create_integration(admin, source["id"])
+    assert post_batch(edge.url, source["pipeline_key"], events(["inflight"])).status_code == 200
+    wait_for(lambda: fake_pinterest.sandbox.state.arrivals, what="the batch in flight")
+    assert admin.delete(f"/integrations/{doomed['id']}").status_code == 204
+    wait_for(lambda: len(fake_pinterest.sandbox.request_log()) == 2, 10, what="the access token's try")
+    assert [r.status for r in fake_pinterest.sandbox.request_log()] == [401, 200]
+    time.sleep(0.5)  # the batch settles and the connections close
+    log = edge.output()
+    assert "Traceback" not in log and "failed" not in log, log[-3000:]

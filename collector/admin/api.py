@@ -735,7 +735,10 @@ async def dead_letters_source(store, queue, topic: str) -> str | None:
         return None
 
 
-DELETED = "not sent: the integration was deleted (replay into another integration, or export)"
+# An event in flight at that moment may still reach Pinterest; a replay of it is harmless, since
+# Pinterest deduplicates on event_id.
+DELETED = ("the integration was deleted before this event's delivery was confirmed "
+           "(replay into another integration, or export)")
 
 
 REPLAY_WINDOW = MAX_AGE - MARGIN  # what delivery would still send (delivery/retry.py)
