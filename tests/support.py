@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import re
@@ -30,10 +31,45 @@ ACCESS_TOKEN = "pina_TEST_ACCESS_TOKEN_1234"
 CONVERSION_TOKEN = "ct_TEST_CONVERSION_TOKEN_5678"
 
 
+def _port_range() -> range:
+    """This test process's own ports, below the kernel's ephemeral range: a port the kernel hands
+    out (bind to 0, or the local end of an outgoing connection, a browser's among them) could be
+    taken again between our pick and the server's bind, which CI met ("Address already in use").
+    Each xdist worker has a slice of its own; a random start keeps its subprocesses apart."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low = max(1024, ephemeral - 12_000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")[2:]
+    size = (ephemeral - low) // 8
+    start = low + size * (int(worker) % 7 + 1 if worker.isdigit() else 0)
+    return range(start, start + size)
+
+
+_PORTS = _port_range()
+_next_port = [_PORTS.start + int.from_bytes(os.urandom(2), "big") % len(_PORTS)]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, on 127.0.0.1 and ::1, from this process's range."""
+    for _ in range(len(_PORTS)):
+        port = _next_port[0]
+        _next_port[0] = _PORTS.start + (port + 1 - _PORTS.start) % len(_PORTS)
+        if all(_bindable(family, host, port) for family, host in ((socket.AF_INET, "127.0.0.1"),
+                                                                  (socket.AF_INET6, "::1"))):
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
+
+
+def _bindable(family: int, host: str, port: int) -> bool:
+    try:
+        with socket.socket(family) as sock:
+            sock.bind((host, port))
+        return True
+    except OSError as exc:  # a host without IPv6 has no ::1 to take
+        return exc.errno != errno.EADDRINUSE
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition",

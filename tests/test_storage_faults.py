@@ -143,7 +143,13 @@ def test_a_small_disk_fills_answers_503_and_drains_by_itself(small_disk, edge_fa
     assert said_why, "/healthz never named the disk reserve while ingestion answered disk_full"
 
     fake_pinterest.sandbox.clear_faults()  # Pinterest is back; nobody touches the disk
-    wait_for(lambda: delivered(fake_pinterest, accepted), timeout=120, interval=0.5, what="every accepted event")
+    try:
+        wait_for(lambda: delivered(fake_pinterest, accepted), timeout=120, interval=0.5, what="every accepted event")
+    except AssertionError:  # say where the drain stands (the edge's log, the queue's counts)
+        with edge.admin() as admin:
+            counts = stats(admin, integration["id"])
+        missing = len(set(accepted) - {e["event_id"] for e in fake_pinterest.sandbox.events(include_test=False)})
+        raise AssertionError(f"{missing} of {len(accepted)} not delivered; {counts}\n{edge.output()[-4000:]}") from None
     wait_for(lambda: send(edge, key, ["after-drain"]).status_code == 200, timeout=30, interval=0.5,
              what="ingestion to resume by itself")
     wait_for(lambda: delivered(fake_pinterest, ["after-drain"]), what="the event taken after the drain")
