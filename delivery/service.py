@@ -157,9 +157,11 @@ class DeliveryService:
     async def _close_after(http: httpx.AsyncClient, worker: IntegrationWorker | None) -> None:
         """A deleted integration's connections close once its batches in flight have finished:
         closed under them, a request would fail with "the client has been closed"."""
-        if worker is not None and worker.task is not None:
-            await asyncio.wait([worker.task])
-        await http.aclose()
+        try:
+            if worker is not None and worker.task is not None:
+                await asyncio.wait([worker.task])
+        finally:  # at shutdown too, when stop() cancels this wait
+            await http.aclose()
 
     def _handler(self, integration: Integration) -> PinterestBatches:
         s = self.settings
