@@ -108,8 +108,9 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)])
 
 
-# Alone, after the parallel phase: beside other tests its settlements pile up between two looks
-# at the disk, and the WAL can still fill it (a known fault, not fixed yet: see CHANGELOG).
+# Alone, after the parallel phase: on a busy host the disk can still fill after the debugger's log
+# is cut (its free pages count as room, the WAL needs the disk's own bytes): a known fault, not
+# fixed yet (CHANGELOG).
 @pytest.mark.timed
 def test_a_small_disk_fills_answers_503_and_drains_by_itself(small_disk, edge_factory, fake_pinterest):
     """Pinterest is away while events keep coming: the queue grows until the disk is down to
