@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
@@ -49,14 +50,13 @@ def _port_range() -> range:
 
 
 _PORTS = _port_range()
-_next_port = [_PORTS.start + int.from_bytes(os.urandom(2), "big") % len(_PORTS)]
+_START = int.from_bytes(os.urandom(2), "big") % len(_PORTS)
+_CANDIDATES = itertools.cycle([*_PORTS[_START:], *_PORTS[:_START]])
 
 
 def free_port() -> int:
     """A port nothing listens on now, on 127.0.0.1 and ::1, from this process's range."""
-    for _ in range(len(_PORTS)):
-        port = _next_port[0]
-        _next_port[0] = _PORTS.start + (port + 1 - _PORTS.start) % len(_PORTS)
+    for port in itertools.islice(_CANDIDATES, len(_PORTS)):
         if all(_bindable(family, host, port) for family, host in ((socket.AF_INET, "127.0.0.1"),
                                                                   (socket.AF_INET6, "::1"))):
             return port
